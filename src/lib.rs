@@ -1,0 +1,14 @@
+//! modelbake: reproducible, verified, build-time Hugging Face model downloads.
+//!
+//! The data flows one way: `models.toml` (intent, [`manifest`]) is resolved against the Hub
+//! ([`hub`]) by [`resolve`] into `models.lock` ([`lock`]), which every later step reads alone.
+//! The command-line front end lives in [`cli`] and holds no logic of its own.
+
+pub mod cli;
+pub mod hash;
+pub mod hub;
+pub mod lock;
+pub mod manifest;
+pub mod repo;
+pub mod resolve;
+pub mod ui;

@@ -1,0 +1,328 @@
+//! Repository identity on the Hub: its kind (model, dataset, space), its validated id and a
+//! validated revision. Shared by the manifest, the lock and the Hub client so that an id that
+//! got past parsing is always safe to put in a URL or a cache folder name.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What kind of Hub repository a [`RepoId`] names; each kind has its own URL prefix and cache
+/// folder prefix.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// A dataset repository (`/datasets/<id>` on the Hub).
+    Dataset,
+    /// A model repository (the default kind on the Hub, no URL prefix).
+    Model,
+    /// A Space repository (`/spaces/<id>` on the Hub).
+    Space,
+}
+
+impl RepoKind {
+    /// The singular name used in manifests, locks and messages (`model`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoKind::Dataset => "dataset",
+            RepoKind::Model => "model",
+            RepoKind::Space => "space",
+        }
+    }
+
+    /// The plural path segment of the Hub API (`/api/models/...`).
+    pub fn api_segment(self) -> &'static str {
+        match self {
+            RepoKind::Dataset => "datasets",
+            RepoKind::Model => "models",
+            RepoKind::Space => "spaces",
+        }
+    }
+
+    /// The prefix of file URLs (`/datasets/<id>/resolve/...`); models have none.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Dataset => "datasets/",
+            RepoKind::Model => "",
+            RepoKind::Space => "spaces/",
+        }
+    }
+}
+
+impl fmt::Display for RepoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A repository id (`name` or `namespace/name`) checked with huggingface_hub's rules, so it
+/// can go verbatim into URLs and into `models--<ns>--<name>` cache folder names.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepoId(String);
+
+/// The longest name part huggingface_hub accepts.
+const MAX_NAME_LEN: usize = 96;
+
+impl RepoId {
+    /// Validates `id` (see the type's docs); the error says what was wrong and what is expected.
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let expected = "expected `name` or `namespace/name` made of letters, digits, `-`, `_` \
+                        and `.`, starting and ending with a letter or digit";
+        if id.is_empty() {
+            return Err(format!("the repo id is empty; {expected}"));
+        }
+        let parts: Vec<&str> = id.split('/').collect();
+        if parts.len() > 2 {
+            return Err(format!(
+                "invalid repo id `{id}`: more than one `/`; {expected}"
+            ));
+        }
+        for part in &parts {
+            if part.is_empty() {
+                return Err(format!("invalid repo id `{id}`: empty part; {expected}"));
+            }
+            if let Some(bad) = part
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            {
+                return Err(format!(
+                    "invalid repo id `{id}`: character {bad:?} is not allowed; {expected}"
+                ));
+            }
+            let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            let first = part.chars().next().unwrap_or('-');
+            let last = part.chars().last().unwrap_or('-');
+            if !is_word(first) || !is_word(last) {
+                return Err(format!(
+                    "invalid repo id `{id}`: `{part}` must start and end with a letter, digit or `_`"
+                ));
+            }
+        }
+        let name = parts[parts.len() - 1];
+        if name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "invalid repo id `{id}`: the name is {} characters long, at most {MAX_NAME_LEN} are allowed",
+                name.len()
+            ));
+        }
+        if id.contains("--") || id.contains("..") {
+            return Err(format!(
+                "invalid repo id `{id}`: `--` and `..` are not allowed in repo ids"
+            ));
+        }
+        if id.ends_with(".git") {
+            return Err(format!("invalid repo id `{id}`: drop the `.git` suffix"));
+        }
+        Ok(RepoId(id.to_owned()))
+    }
+
+    /// The id as written (`org/name`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RepoId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        RepoId::parse(&value)
+    }
+}
+
+impl From<RepoId> for String {
+    fn from(value: RepoId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A revision as a person wrote it: a branch, a tag, `refs/pr/N` or a full 40-hex commit.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct Revision(String);
+
+impl Revision {
+    /// Validates a revision: non-empty, no whitespace or control characters, and a 40-hex
+    /// commit must be lowercase (that is how the Hub and the cache spell commits).
+    pub fn parse(rev: &str) -> Result<Self, String> {
+        if rev.is_empty() {
+            return Err(
+                "the revision is empty; expected a branch, tag, `refs/pr/N` or a 40-hex commit"
+                    .into(),
+            );
+        }
+        if let Some(bad) = rev.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "invalid revision `{}`: character {bad:?} is not allowed",
+                rev.escape_debug()
+            ));
+        }
+        if rev.len() == 40
+            && rev.chars().all(|c| c.is_ascii_hexdigit())
+            && rev != rev.to_ascii_lowercase()
+        {
+            return Err(format!(
+                "invalid revision `{rev}`: write commit ids in lowercase (`{}`)",
+                rev.to_ascii_lowercase()
+            ));
+        }
+        if rev.starts_with('/')
+            || rev.ends_with('/')
+            || rev.contains("//")
+            || rev.split('/').any(|s| s == ".." || s == ".")
+        {
+            return Err(format!(
+                "invalid revision `{rev}`: it must not start or end with `/` or contain empty, `.` or `..` parts"
+            ));
+        }
+        Ok(Revision(rev.to_owned()))
+    }
+
+    /// The branch that a manifest entry without `revision` follows.
+    pub fn main() -> Self {
+        Revision("main".to_owned())
+    }
+
+    /// The revision as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the revision is a full commit, which needs no call to resolve.
+    pub fn is_commit(&self) -> bool {
+        is_commit_hash(&self.0)
+    }
+}
+
+/// True for a full, lowercase 40-hex git commit id.
+pub fn is_commit_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl TryFrom<String> for Revision {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Revision::parse(&value)
+    }
+}
+
+impl From<Revision> for String {
+    fn from(value: Revision) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks that a path that came from the network is a plain relative path inside its repo:
+/// no empty, `.` or `..` segments, no leading `/`, no backslash and no NUL (DESIGN invariant 4).
+pub fn check_repo_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    if path.contains('\\') || path.contains('\0') {
+        return Err(format!(
+            "path `{}` contains a backslash or NUL",
+            path.escape_debug()
+        ));
+    }
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(format!(
+            "path `{}` is absolute or has empty, `.` or `..` segments",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_hub_style_ids() {
+        for id in [
+            "gpt2",
+            "bert-base-uncased",
+            "google/gemma-2b",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "a_b/c.d",
+        ] {
+            assert!(RepoId::parse(id).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_ids_with_a_reason() {
+        let cases = [
+            ("", "empty"),
+            ("a/b/c", "more than one"),
+            ("org/na me", "' '"),
+            ("-org/name", "must start and end"),
+            ("org/name-", "must start and end"),
+            ("org--x/name", "`--`"),
+            ("org/a..b", "`..`"),
+            ("org/name.git", ".git"),
+            ("org/", "empty part"),
+        ];
+        for (id, needle) in cases {
+            let err = RepoId::parse(id).unwrap_err();
+            assert!(err.contains(needle), "{id}: {err}");
+        }
+        let long = format!("org/{}", "a".repeat(97));
+        assert!(RepoId::parse(&long).unwrap_err().contains("at most 96"));
+    }
+
+    #[test]
+    fn revisions() {
+        assert!(Revision::parse("refs/pr/1").is_ok());
+        assert!(Revision::parse("v1.0").is_ok());
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert!(Revision::parse(commit).unwrap().is_commit());
+        assert!(!Revision::parse("main").unwrap().is_commit());
+        assert!(
+            Revision::parse(&commit.to_uppercase())
+                .unwrap_err()
+                .contains("lowercase")
+        );
+        assert!(Revision::parse("a b").is_err());
+        assert!(Revision::parse("").is_err());
+        assert!(Revision::parse("refs/../x").is_err());
+    }
+
+    #[test]
+    fn repo_paths() {
+        assert!(check_repo_path("a/b/c.json").is_ok());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a\0b",
+            "a/",
+        ] {
+            assert!(check_repo_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The `lock` engine: turns the manifest's intent into pinned lock entries. Repos whose lock
+//! entry still matches the manifest are kept as they are (no network, like Cargo); new or
+//! changed repos, and those named with `--update`, are resolved against the Hub concurrently.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+
+use crate::hash::is_lower_hex;
+use crate::hub::{HubClient, HubError, TreeEntry};
+use crate::lock::diff::{RepoDrift, locked_change, manifest_drift, spec_drift};
+use crate::lock::{LockedFile, LockedRepo, Lockfile};
+use crate::manifest::{Manifest, RepoSpec, SourceError};
+use crate::repo::{RepoId, RepoKind, check_repo_path};
+
+/// How `lock` should behave.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// Repo ids to re-resolve even though their lock entry still matches the manifest.
+    pub update: Vec<String>,
+    /// Fail instead of writing when the lock is missing or would change.
+    pub locked: bool,
+    /// Never touch the network; fail if something needs resolving.
+    pub offline: bool,
+    /// How many repos to resolve at once (0 means the default).
+    pub jobs: usize,
+}
+
+/// Why a repo was (or was not) resolved in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoAction {
+    /// The lock entry still matched the manifest and was kept without network access.
+    Kept,
+    /// The repo was new or its manifest entry changed, and it was resolved.
+    Resolved,
+    /// The repo was re-resolved because `--update` named it.
+    Updated,
+}
+
+/// What happened to one repo, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoOutcome {
+    /// Model, dataset or space.
+    pub kind: RepoKind,
+    /// The repo id.
+    pub id: RepoId,
+    /// The revision as written.
+    pub revision: String,
+    /// The pinned commit.
+    pub commit: String,
+    /// Number of locked files.
+    pub files: usize,
+    /// Total bytes of the locked files.
+    pub bytes: u64,
+    /// Why it was resolved or kept.
+    pub action: RepoAction,
+    /// How the entry changed compared with the previous lock, if it did.
+    pub change: Option<String>,
+}
+
+/// The result of a successful `lock`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockReport {
+    /// Where the lock is.
+    pub lockfile: PathBuf,
+    /// Whether the file was (re)written; false when it already had exactly these bytes.
+    pub written: bool,
+    /// Every locked repo, in lock order.
+    pub repos: Vec<RepoOutcome>,
+    /// Repos dropped from the lock because the manifest no longer lists them.
+    pub removed: Vec<String>,
+}
+
+/// Why `lock` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The manifest or the existing lock could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// `--locked` and no lock exists.
+    #[error(
+        "{0} does not exist and --locked forbids creating it: run `modelbake lock` and commit the result"
+    )]
+    Missing(PathBuf),
+    /// `--locked` and the lock would change.
+    #[error("{} is out of date (--locked forbids changing it):\n{}\nrun `modelbake lock` and commit the result", .lockfile.display(), .drift.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    OutOfDate {
+        /// The lock that would change.
+        lockfile: PathBuf,
+        /// Which repos differ and why.
+        drift: Vec<RepoDrift>,
+    },
+    /// `--offline` but some repo needs resolving.
+    #[error("--offline: these repos need the network to be resolved: {}; run without --offline", .0.join(", "))]
+    NeedsNetwork(Vec<String>),
+    /// `--update` named a repo the manifest does not have.
+    #[error("--update {0}: no repo with that id in the manifest")]
+    UnknownUpdate(String),
+    /// A Hub request failed.
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The Hub's data broke an invariant (unsafe path, malformed hash, content mismatch).
+    #[error("{repo}: {detail}")]
+    BadData {
+        /// `model `acme/tiny``.
+        repo: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The lock could not be written.
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        /// The lock path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Progress events for the front end to show.
+#[derive(Debug, Clone)]
+pub enum LockEvent<'a> {
+    /// A repo is about to be resolved.
+    Resolving(&'a RepoSpec),
+    /// A repo was resolved.
+    Resolved(&'a LockedRepo),
+}
+
+/// What to do with one manifest repo.
+enum Plan<'a> {
+    Keep(&'a LockedRepo),
+    Resolve(&'a RepoSpec, RepoAction),
+}
+
+/// Locks `manifest`: reads the existing lock beside it, resolves what needs resolving through
+/// `client`, and writes the lock (unless `--locked`, which only checks).
+pub async fn lock(
+    manifest: &Manifest,
+    client: &HubClient,
+    opts: &LockOptions,
+    on_event: &(dyn Fn(LockEvent<'_>) + Sync),
+) -> Result<LockReport, LockError> {
+    let lock_path = manifest.lock_path();
+    let old = Lockfile::read_if_exists(&lock_path)?;
+    for wanted in &opts.update {
+        if !manifest.repos.iter().any(|s| s.id.as_str() == wanted) {
+            return Err(LockError::UnknownUpdate(wanted.clone()));
+        }
+    }
+    if opts.locked {
+        let Some(old) = &old else {
+            return Err(LockError::Missing(lock_path));
+        };
+        let drift = manifest_drift(manifest, old);
+        if !drift.is_empty() {
+            return Err(LockError::OutOfDate {
+                lockfile: lock_path,
+                drift,
+            });
+        }
+    }
+
+    let plans: Vec<Plan<'_>> = manifest
+        .repos
+        .iter()
+        .map(
+            |spec| match old.as_ref().and_then(|l| l.find(spec.kind, &spec.id)) {
+                Some(prev) if spec_drift(spec, prev).is_none() => {
+                    if opts.update.iter().any(|u| u == spec.id.as_str()) {
+                        Plan::Resolve(spec, RepoAction::Updated)
+                    } else {
+                        Plan::Keep(prev)
+                    }
+                }
+                _ => Plan::Resolve(spec, RepoAction::Resolved),
+            },
+        )
+        .collect();
+
+    if opts.offline {
+        let need: Vec<String> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Resolve(spec, _) => Some(format!("{} `{}`", spec.kind, spec.id)),
+                Plan::Keep(_) => None,
+            })
+            .collect();
+        if !need.is_empty() {
+            return Err(LockError::NeedsNetwork(need));
+        }
+    }
+
+    let known = known_sha256(old.as_ref());
+    let jobs = if opts.jobs == 0 { 8 } else { opts.jobs };
+    let results: Vec<(LockedRepo, RepoAction)> = stream::iter(plans.into_iter().map(|plan| {
+        let known = &known;
+        async move {
+            match plan {
+                Plan::Keep(prev) => Ok((prev.clone(), RepoAction::Kept)),
+                Plan::Resolve(spec, action) => {
+                    on_event(LockEvent::Resolving(spec));
+                    let repo = resolve_repo(client, spec, known).await?;
+                    on_event(LockEvent::Resolved(&repo));
+                    Ok::<_, LockError>((repo, action))
+                }
+            }
+        }
+    }))
+    .buffer_unordered(jobs)
+    .try_collect()
+    .await?;
+
+    let mut new = Lockfile::new();
+    let mut actions: HashMap<(RepoKind, RepoId), RepoAction> = HashMap::new();
+    for (repo, action) in results {
+        actions.insert((repo.kind, repo.id.clone()), action);
+        new.repos.push(repo);
+    }
+    new.normalize();
+
+    let removed: Vec<String> = old
+        .iter()
+        .flat_map(|l| &l.repos)
+        .filter(|r| new.find(r.kind, &r.id).is_none())
+        .map(|r| r.label())
+        .collect();
+
+    let repos: Vec<RepoOutcome> = new
+        .repos
+        .iter()
+        .map(|r| {
+            let prev = old.as_ref().and_then(|l| l.find(r.kind, &r.id));
+            RepoOutcome {
+                kind: r.kind,
+                id: r.id.clone(),
+                revision: r.revision.to_string(),
+                commit: r.commit.clone(),
+                files: r.files.len(),
+                bytes: r.total_size(),
+                action: actions
+                    .get(&(r.kind, r.id.clone()))
+                    .copied()
+                    .unwrap_or(RepoAction::Kept),
+                change: match prev {
+                    Some(p) => locked_change(p, r),
+                    None => Some("added".into()),
+                },
+            }
+        })
+        .collect();
+
+    if opts.locked {
+        let drift: Vec<RepoDrift> = repos
+            .iter()
+            .filter_map(|o| {
+                o.change.as_ref().map(|c| RepoDrift {
+                    kind: o.kind,
+                    id: o.id.clone(),
+                    reason: c.clone(),
+                })
+            })
+            .collect();
+        if !drift.is_empty() {
+            return Err(LockError::OutOfDate {
+                lockfile: lock_path,
+                drift,
+            });
+        }
+        return Ok(LockReport {
+            lockfile: lock_path,
+            written: false,
+            repos,
+            removed,
+        });
+    }
+
+    let written = new.write(&lock_path).map_err(|source| LockError::Write {
+        path: lock_path.clone(),
+        source,
+    })?;
+    Ok(LockReport {
+        lockfile: lock_path,
+        written,
+        repos,
+        removed,
+    })
+}
+
+/// sha256 values already known from the previous lock, keyed by git blob id and size: a
+/// regular file with the same git blob id has the same content, so it need not be downloaded
+/// again to be hashed.
+fn known_sha256(old: Option<&Lockfile>) -> HashMap<(String, u64), String> {
+    old.iter()
+        .flat_map(|l| &l.repos)
+        .flat_map(|r| &r.files)
+        .filter(|f| !f.is_lfs())
+        .map(|f| ((f.blob.clone(), f.size), f.sha256.clone()))
+        .collect()
+}
+
+/// Resolves one repo: commit (no call for a pinned commit), full file listing, selection, and
+/// sha256 for every selected file.
+async fn resolve_repo(
+    client: &HubClient,
+    spec: &RepoSpec,
+    known: &HashMap<(String, u64), String>,
+) -> Result<LockedRepo, LockError> {
+    let label = format!("{} `{}`", spec.kind, spec.id);
+    let bad = |detail: String| LockError::BadData {
+        repo: label.clone(),
+        detail,
+    };
+    let commit = if spec.revision.is_commit() {
+        spec.revision.as_str().to_owned()
+    } else {
+        client
+            .resolve_revision(spec.kind, &spec.id, spec.revision.as_str())
+            .await?
+    };
+    let entries = client.list_tree(spec.kind, &spec.id, &commit).await?;
+
+    let mut seen = HashSet::new();
+    let mut all_files = 0usize;
+    let mut selected: Vec<&TreeEntry> = Vec::new();
+    for entry in entries.iter().filter(|e| e.is_file()) {
+        check_repo_path(&entry.path)
+            .map_err(|e| bad(format!("the Hub listed an unsafe file name: {e}")))?;
+        if !seen.insert(entry.path.as_str()) {
+            return Err(bad(format!("the Hub listed `{}` twice", entry.path)));
+        }
+        all_files += 1;
+        if spec.selects(&entry.path) {
+            selected.push(entry);
+        }
+    }
+
+    let files: Vec<LockedFile> = stream::iter(selected.into_iter().map(|entry| {
+        let commit = &commit;
+        let bad = &bad;
+        async move {
+            if let Some(lfs) = &entry.lfs {
+                if !is_lower_hex(&lfs.oid, 64) || !is_lower_hex(&entry.oid, 40) {
+                    return Err(bad(format!("`{}` has a malformed LFS oid or git oid in the listing", entry.path)));
+                }
+                return Ok(LockedFile {
+                    path: entry.path.clone(),
+                    size: lfs.size,
+                    sha256: lfs.oid.clone(),
+                    blob: lfs.oid.clone(),
+                    pointer: Some(entry.oid.clone()),
+                });
+            }
+            if !is_lower_hex(&entry.oid, 40) {
+                return Err(bad(format!("`{}` has a malformed git oid `{}` in the listing", entry.path, entry.oid)));
+            }
+            let sha256 = match known.get(&(entry.oid.clone(), entry.size)) {
+                Some(sha) => sha.clone(),
+                None => {
+                    let d = client.hash_file(spec.kind, &spec.id, commit, &entry.path, entry.size).await?;
+                    if d.len != entry.size || d.git_sha1.as_deref() != Some(entry.oid.as_str()) {
+                        return Err(bad(format!(
+                            "`{}`: the downloaded content ({} bytes, git blob {}) does not match the listing ({} bytes, git blob {}); the server may be serving another commit — retry, and report it if it persists",
+                            entry.path,
+                            d.len,
+                            d.git_sha1.unwrap_or_default(),
+                            entry.size,
+                            entry.oid
+                        )));
+                    }
+                    d.sha256
+                }
+            };
+            Ok(LockedFile { path: entry.path.clone(), size: entry.size, sha256, blob: entry.oid.clone(), pointer: None })
+        }
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await?;
+
+    let complete = files.len() == all_files;
+    let mut repo = LockedRepo {
+        kind: spec.kind,
+        id: spec.id.clone(),
+        revision: spec.revision.clone(),
+        commit,
+        include: spec.include.iter().map(|p| p.as_str().to_owned()).collect(),
+        exclude: spec.exclude.iter().map(|p| p.as_str().to_owned()).collect(),
+        complete,
+        digest: String::new(),
+        files,
+    };
+    repo.normalize();
+    Ok(repo)
+}

@@ -1,0 +1,94 @@
+//! Terminal output shared by all commands: Cargo-style status lines on stderr, a spinner on a
+//! TTY, nothing but JSON on stdout with `--json`, and human-readable sizes.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How the user asked output to look.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ui {
+    /// Machine-readable JSON on stdout.
+    pub json: bool,
+    /// Only errors.
+    pub quiet: bool,
+    /// Whether stderr is a terminal (spinners, colour).
+    pub tty: bool,
+    /// Whether to colour the status verb (a TTY and no `NO_COLOR`).
+    pub color: bool,
+}
+
+impl Ui {
+    /// Detects the terminal and `NO_COLOR`.
+    pub fn new(json: bool, quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Ui {
+            json,
+            quiet,
+            tty,
+            color,
+        }
+    }
+
+    /// Prints `   Verb message` to stderr (the verb right-aligned, green on a terminal).
+    pub fn status(&self, verb: &str, message: impl std::fmt::Display) {
+        if self.quiet {
+            return;
+        }
+        let line = self.status_line(verb, message);
+        eprintln!("{line}");
+    }
+
+    /// The text of a status line, for printing above a spinner.
+    pub fn status_line(&self, verb: &str, message: impl std::fmt::Display) -> String {
+        if self.color {
+            format!("\x1b[1;32m{verb:>12}\x1b[0m {message}")
+        } else {
+            format!("{verb:>12} {message}")
+        }
+    }
+
+    /// A spinner on a terminal; hidden otherwise (and with `--quiet`).
+    pub fn spinner(&self, message: impl Into<String>) -> ProgressBar {
+        if !self.tty || self.quiet {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner:.green} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_message(message.into());
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    }
+}
+
+/// Sizes in decimal units, as huggingface_hub prints them (`1.2 GB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_500), "1.5 kB");
+        assert_eq!(human_size(2_300_000_000), "2.3 GB");
+    }
+}
