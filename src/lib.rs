@@ -11,4 +11,5 @@ pub mod lock;
 pub mod manifest;
 pub mod repo;
 pub mod resolve;
+pub mod schema;
 pub mod ui;

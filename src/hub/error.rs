@@ -26,9 +26,9 @@ impl std::fmt::Display for RepoCtx {
 pub enum HubError {
     /// The repo does not exist, or is private and we sent no (or an insufficient) token.
     #[error("{repo} was not found on {endpoint}: {}", if *.authenticated {
-        "check the id and kind in the manifest (is it a [[dataset]] rather than a [[model]]?) and that your token can read it"
+        "check the id, whether it is a [[model]], [[dataset]] or [[space]] in the manifest, and that your token can read it"
     } else {
-        "check the id and kind in the manifest; if it is private, set HF_TOKEN to a token that can read it"
+        "check the id and whether it is a [[model]], [[dataset]] or [[space]] in the manifest; if it is private, set HF_TOKEN to a token that can read it"
     })]
     RepoNotFound {
         /// Which repo.

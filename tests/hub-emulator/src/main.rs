@@ -1,0 +1,80 @@
+//! `hub-emulator`: serves fixture folders as Hub repos on 127.0.0.1 until interrupted; used
+//! by the offline quick start. Prints one JSON line with the endpoint once it listens.
+//!
+//! Usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]...
+//!        [--tag NAME]...   (tags point at `main` of every repo)
+
+use std::path::PathBuf;
+
+use hub_emulator::{HubEmulator, Kind, Repo};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("hub-emulator: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut builder = HubEmulator::builder();
+    let mut repos = Vec::new();
+    let mut tags = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--port" => {
+                builder = builder.port(value()?.parse().map_err(|e| format!("--port: {e}"))?)
+            }
+            "--page-size" => {
+                builder =
+                    builder.page_size(value()?.parse().map_err(|e| format!("--page-size: {e}"))?)
+            }
+            "--model" | "--dataset" => {
+                let kind = if arg == "--model" {
+                    Kind::Model
+                } else {
+                    Kind::Dataset
+                };
+                let v = value()?;
+                let (id, dir) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("{arg} expects ID=DIR, got {v}"))?;
+                repos.push((kind, id.to_owned(), PathBuf::from(dir)));
+            }
+            "--tag" => tags.push(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]... [--tag NAME]..."
+                );
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}; see --help")),
+        }
+    }
+    for (kind, id, dir) in repos {
+        let mut repo =
+            Repo::from_dir(kind, &id, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for tag in &tags {
+            repo = repo.tag(tag, "main");
+        }
+        builder = builder.repo(repo);
+    }
+    let emulator = builder.start().map_err(|e| format!("cannot listen: {e}"))?;
+    println!("{{\"endpoint\": \"{}\"}}", emulator.endpoint());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, String>(())
+    })?;
+    drop(emulator);
+    Ok(())
+}

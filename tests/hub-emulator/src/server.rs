@@ -1,0 +1,797 @@
+//! The HTTP side: routing on the raw path as the Hub does, the Hub's headers and error codes
+//! (hub-protocol.md §2.8), `Range`, tree pagination, and the fault rules.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, stream};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::model::{Commit, Content, Kind, Repo, StoredFile};
+use crate::{FaultAction, Host, LoggedRequest, State};
+
+type Body = BoxBody<Bytes, io::Error>;
+
+const QUOTE_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b'/');
+/// `quote(s, safe="")`, for revisions in URLs.
+const QUOTE_SEGMENT: &AsciiSet = &QUOTE_SAFE.add(b'/');
+const FIXED_DATE: &str = "2024-01-01T00:00:00.000Z";
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// A response before faults are applied to its body.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: ReplyBody,
+}
+
+enum ReplyBody {
+    Empty,
+    Bytes(Bytes),
+    Content {
+        content: Content,
+        start: u64,
+        len: u64,
+    },
+}
+
+impl Reply {
+    fn new(status: StatusCode) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: ReplyBody::Empty,
+        }
+    }
+    fn header(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.headers.push((k.to_owned(), v.into()));
+        self
+    }
+    fn json(value: Value) -> Self {
+        let body = serde_json::to_vec(&value).unwrap_or_default();
+        Reply::new(StatusCode::OK)
+            .header("content-type", "application/json")
+            .bytes(body)
+    }
+    fn bytes(mut self, b: impl Into<Bytes>) -> Self {
+        self.body = ReplyBody::Bytes(b.into());
+        self
+    }
+    fn error(status: u16, code: &str, message: &str) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Reply::new(status)
+            .header("x-error-code", code)
+            .header("x-error-message", message)
+            .header("content-type", "application/json")
+            .bytes(serde_json::to_vec(&json!({ "error": message })).unwrap_or_default())
+    }
+}
+
+/// Serves one request on `host`.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    host: Host,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, io::Error> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let range = header("range");
+    let authorization = header("authorization");
+    let host_header = header("host").unwrap_or_else(|| state.addr(host).to_string());
+    state.log(LoggedRequest {
+        host,
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        range: range.clone(),
+        authorization: authorization.clone(),
+        at: Instant::now(),
+    });
+
+    let mut body_fault = None;
+    match state.take_fault(host, method.as_str(), &path) {
+        Some(FaultAction::Drop) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "injected drop",
+            ));
+        }
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::Status {
+            status,
+            error_code,
+            retry_after,
+            ratelimit,
+        }) => {
+            let mut r = Reply::error(
+                status,
+                error_code.as_deref().unwrap_or("InjectedFault"),
+                "injected fault",
+            );
+            if let Some(v) = retry_after {
+                r = r.header("retry-after", v);
+            }
+            if let Some(v) = ratelimit {
+                r = r.header("ratelimit", v);
+            }
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
+        Some(other) => body_fault = Some(other),
+        None => {}
+    }
+
+    let body = if method == Method::POST {
+        req.into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default()
+    } else {
+        Bytes::new()
+    };
+    let ctx = Ctx {
+        state: &state,
+        method: &method,
+        query: query.as_deref(),
+        range: range.as_deref(),
+        authorization: authorization.as_deref(),
+        host_header: &host_header,
+        body,
+    };
+    let reply = match host {
+        Host::Hub => route_hub(&ctx, &path),
+        Host::Cdn => route_cdn(&ctx, &path),
+    };
+    Ok(finish(reply, method == Method::HEAD, body_fault))
+}
+
+struct Ctx<'a> {
+    state: &'a State,
+    method: &'a Method,
+    query: Option<&'a str>,
+    range: Option<&'a str>,
+    authorization: Option<&'a str>,
+    host_header: &'a str,
+    body: Bytes,
+}
+
+impl Ctx<'_> {
+    fn query_param(&self, key: &str) -> Option<String> {
+        self.query?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then(|| decode(v))
+        })
+    }
+    fn query_flag(&self, key: &str) -> bool {
+        self.query_param(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+}
+
+fn finish(reply: Reply, head: bool, fault: Option<FaultAction>) -> Response<Body> {
+    let mut builder = Response::builder().status(reply.status);
+    let mut has_len = false;
+    for (k, v) in &reply.headers {
+        has_len |= k.eq_ignore_ascii_case("content-length");
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let (len, body): (u64, Body) = match reply.body {
+        ReplyBody::Empty => (0, full(Bytes::new())),
+        ReplyBody::Bytes(b) => (b.len() as u64, full(b)),
+        ReplyBody::Content {
+            content,
+            start,
+            len,
+        } => (len, content_body(content, start, len)),
+    };
+    if !has_len {
+        builder = builder.header("content-length", len.to_string());
+    }
+    let body = if head {
+        full(Bytes::new())
+    } else {
+        apply_body_fault(body, fault)
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+fn apply_body_fault(body: Body, fault: Option<FaultAction>) -> Body {
+    match fault {
+        Some(FaultAction::Truncate(after)) => {
+            let truncation =
+                || io::Error::new(io::ErrorKind::ConnectionReset, "injected truncation");
+            let s = stream::unfold(
+                (body.into_data_stream(), after, false),
+                move |(mut inner, left, done)| async move {
+                    if done {
+                        return None;
+                    }
+                    if left == 0 {
+                        return Some((Err(truncation()), (inner, 0, true)));
+                    }
+                    match inner.next().await {
+                        None => None,
+                        Some(Err(e)) => Some((Err(e), (inner, 0, true))),
+                        Some(Ok(b)) if (b.len() as u64) <= left => {
+                            let left = left - b.len() as u64;
+                            Some((Ok(Frame::data(b)), (inner, left, false)))
+                        }
+                        Some(Ok(b)) => Some((
+                            Ok(Frame::data(b.slice(0..left as usize))),
+                            (inner, 0, false),
+                        )),
+                    }
+                },
+            );
+            BodyExt::boxed(StreamBody::new(s))
+        }
+        Some(FaultAction::WrongBytes) => {
+            let s = body.into_data_stream().map(|chunk| {
+                chunk.map(|b| {
+                    Frame::data(Bytes::from(b.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>()))
+                })
+            });
+            BodyExt::boxed(StreamBody::new(s))
+        }
+        _ => body,
+    }
+}
+
+fn content_body(content: Content, start: u64, len: u64) -> Body {
+    match content {
+        Content::Bytes(b) => full(b.slice(start as usize..(start + len) as usize)),
+        Content::File(path) => BodyExt::boxed(StreamBody::new(file_stream(path, start, len))),
+    }
+}
+
+fn file_stream(
+    path: std::path::PathBuf,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = Result<Frame<Bytes>, io::Error>> {
+    stream::unfold(
+        (None::<tokio::fs::File>, path, len, false),
+        move |(file, path, left, opened)| async move {
+            if left == 0 {
+                return None;
+            }
+            let mut f = match file {
+                Some(f) => f,
+                None if !opened => {
+                    let mut f = match tokio::fs::File::open(&path).await {
+                        Ok(f) => f,
+                        Err(e) => return Some((Err(e), (None, path, 0, true))),
+                    };
+                    if let Err(e) = f.seek(io::SeekFrom::Start(start)).await {
+                        return Some((Err(e), (None, path, 0, true)));
+                    }
+                    f
+                }
+                None => return None,
+            };
+            let mut buf = vec![0u8; (256 * 1024).min(left as usize)];
+            match f.read(&mut buf).await {
+                Ok(0) => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "fixture file shrank",
+                    )),
+                    (None, path, 0, true),
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((
+                        Ok(Frame::data(Bytes::from(buf))),
+                        (Some(f), path, left - n as u64, true),
+                    ))
+                }
+                Err(e) => Some((Err(e), (None, path, 0, true))),
+            }
+        },
+    )
+}
+
+/// Splits a raw path into segments (still encoded).
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('/').split('/').collect()
+}
+
+/// Finds the repo named by the segments starting at `segs` (an id is one or two segments),
+/// returning it and how many segments the id used.
+fn find_repo(state: &State, kind: Kind, segs: &[&str]) -> Option<(Repo, usize)> {
+    let repos = state.repos.read().ok()?;
+    if segs.len() >= 2 {
+        let two = format!("{}/{}", decode(segs[0]), decode(segs[1]));
+        if let Some(r) = repos.get(&(kind, two)) {
+            return Some((r.clone(), 2));
+        }
+    }
+    let one = decode(segs.first()?);
+    repos.get(&(kind, one)).map(|r| (r.clone(), 1))
+}
+
+/// The 401/403 answer for a gated repo, or `None` when the request may read it.
+fn gate(ctx: &Ctx<'_>, repo: &Repo) -> Option<Reply> {
+    let allowed = repo.gated.as_ref()?;
+    let token = ctx
+        .authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        None => Some(Reply::error(
+            401,
+            "GatedRepo",
+            &format!(
+                "Access to {} {} is restricted. You must have access to it and be authenticated to access it. Please log in.",
+                repo.kind.singular(),
+                repo.id
+            ),
+        )),
+        Some(t) if allowed.iter().any(|a| a == t) => None,
+        Some(_) => Some(Reply::error(
+            403,
+            "GatedRepo",
+            &format!(
+                "Access to {} {} is restricted and you are not in the authorized list. Visit http://{}/{}{} to ask for access.",
+                repo.kind.singular(),
+                repo.id,
+                ctx.host_header,
+                repo.kind.url_prefix(),
+                repo.id
+            ),
+        )),
+    }
+}
+
+fn repo_not_found(kind: Kind) -> Reply {
+    Reply::error(
+        404,
+        "RepoNotFound",
+        &format!("{} not found", kind.singular()),
+    )
+}
+
+fn route_hub(ctx: &Ctx<'_>, path: &str) -> Reply {
+    let segs = segments(path);
+    match segs.as_slice() {
+        ["api", "resolve-cache", kind, rest @ ..] => match Kind::from_api_segment(kind) {
+            Some(kind) => resolve_cache(ctx, kind, rest),
+            None => Reply::error(404, "EntryNotFound", "not found"),
+        },
+        ["api", kind, rest @ ..] if Kind::from_api_segment(kind).is_some() => {
+            let kind = Kind::from_api_segment(kind).unwrap_or(Kind::Model);
+            api(ctx, kind, rest)
+        }
+        ["api", ..] => Reply::error(404, "EntryNotFound", "no such API route"),
+        [first, rest @ ..] if *first == "datasets" || *first == "spaces" => {
+            let kind = if *first == "datasets" {
+                Kind::Dataset
+            } else {
+                Kind::Space
+            };
+            resolve(ctx, kind, rest)
+        }
+        _ => resolve(ctx, Kind::Model, &segs),
+    }
+}
+
+fn api(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
+    let Some((repo, used)) = find_repo(ctx.state, kind, segs) else {
+        return repo_not_found(kind);
+    };
+    if let Some(denied) = gate(ctx, &repo) {
+        return denied;
+    }
+    let rest = &segs[used..];
+    match rest {
+        [] => info(ctx, &repo, "main"),
+        ["revision", rev] => info(ctx, &repo, &decode(rev)),
+        ["tree", rev, sub @ ..] => {
+            let sub: Vec<String> = sub.iter().map(|s| decode(s)).collect();
+            tree(ctx, &repo, &decode(rev), &sub.join("/"))
+        }
+        ["paths-info", rev] if *ctx.method == Method::POST => paths_info(ctx, &repo, &decode(rev)),
+        _ => Reply::error(404, "EntryNotFound", "no such API route"),
+    }
+}
+
+fn revision_not_found(repo: &Repo, rev: &str) -> Reply {
+    Reply::error(
+        404,
+        "RevisionNotFound",
+        &format!("Invalid rev id: {rev} in {}", repo.id),
+    )
+}
+
+fn entry_json(f: &StoredFile) -> Value {
+    let mut v = json!({ "type": "file", "oid": f.git_oid, "size": f.size, "path": f.path });
+    if f.lfs {
+        v["lfs"] = json!({ "oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size });
+    }
+    v
+}
+
+fn dir_json(commit: &Commit, dir: &str) -> Value {
+    let oid = crate::model::git_blob_sha1(format!("tree {} {dir}", commit.sha).as_bytes());
+    json!({ "type": "directory", "oid": oid, "size": 0, "path": dir })
+}
+
+fn info(ctx: &Ctx<'_>, repo: &Repo, rev: &str) -> Reply {
+    let Some(commit) = repo.resolve(rev) else {
+        return revision_not_found(repo, rev);
+    };
+    let blobs = ctx.query_flag("blobs");
+    let siblings: Vec<Value> = commit
+        .files
+        .values()
+        .map(|f| {
+            let mut s = json!({ "rfilename": f.path });
+            if blobs {
+                s["size"] = json!(f.size);
+                s["blobId"] = json!(f.git_oid);
+                if f.lfs {
+                    s["lfs"] = json!({ "sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size });
+                }
+            }
+            s
+        })
+        .collect();
+    let mut v = json!({
+        "_id": &crate::model::git_blob_sha1(repo.id.as_bytes())[..24],
+        "id": repo.id,
+        "author": repo.id.split_once('/').map(|(a, _)| a).unwrap_or(""),
+        "sha": commit.sha,
+        "lastModified": FIXED_DATE,
+        "createdAt": FIXED_DATE,
+        "private": false,
+        "gated": if repo.gated.is_some() { json!("manual") } else { json!(false) },
+        "disabled": false,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "siblings": siblings,
+    });
+    if repo.kind == Kind::Model {
+        v["modelId"] = json!(repo.id);
+    }
+    Reply::json(v)
+}
+
+/// Every folder of a commit (each prefix of a file path).
+fn folders(commit: &Commit) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for path in commit.files.keys() {
+        let mut acc = String::new();
+        let parts: Vec<&str> = path.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            out.insert(acc.clone());
+        }
+    }
+    out
+}
+
+fn tree(ctx: &Ctx<'_>, repo: &Repo, rev: &str, sub: &str) -> Reply {
+    let Some(commit) = repo.resolve(rev) else {
+        return revision_not_found(repo, rev);
+    };
+    let dirs = folders(commit);
+    if !sub.is_empty() && !dirs.contains(sub) {
+        return Reply::error(
+            404,
+            "EntryNotFound",
+            &format!("{sub} does not exist on \"{rev}\""),
+        )
+        .header("x-repo-commit", commit.sha.clone());
+    }
+    let recursive = ctx.query_flag("recursive");
+    let prefix = if sub.is_empty() {
+        String::new()
+    } else {
+        format!("{sub}/")
+    };
+    let wanted =
+        |p: &str| p.starts_with(&prefix) && (recursive || !p[prefix.len()..].contains('/'));
+    let mut entries: Vec<(String, Value)> = dirs
+        .iter()
+        .filter(|d| wanted(d))
+        .map(|d| (d.clone(), dir_json(commit, d)))
+        .collect();
+    entries.extend(
+        commit
+            .files
+            .values()
+            .filter(|f| wanted(&f.path))
+            .map(|f| (f.path.clone(), entry_json(f))),
+    );
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let page_size = ctx.state.page_size.max(1);
+    let start: usize = ctx
+        .query_param("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = entries
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .map(|e| e.1.clone())
+        .collect();
+    let mut reply = Reply::json(Value::Array(page));
+    if start + page_size < entries.len() {
+        let base_query: Vec<&str> = ctx
+            .query
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("cursor="))
+            .collect();
+        let mut query = base_query.join("&");
+        if !query.is_empty() {
+            query.push('&');
+        }
+        let sub_part = if sub.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", utf8_percent_encode(sub, QUOTE_SAFE))
+        };
+        let next = format!(
+            "http://{}/api/{}/{}/tree/{}{sub_part}?{query}cursor={}",
+            ctx.host_header,
+            repo.kind.api_segment(),
+            repo.id,
+            utf8_percent_encode(rev, QUOTE_SEGMENT),
+            start + page_size
+        );
+        reply = reply.header("link", format!("<{next}>; rel=\"next\""));
+    }
+    reply
+}
+
+fn paths_info(ctx: &Ctx<'_>, repo: &Repo, rev: &str) -> Reply {
+    let Some(commit) = repo.resolve(rev) else {
+        return revision_not_found(repo, rev);
+    };
+    let text = String::from_utf8_lossy(&ctx.body);
+    let paths: Vec<String> = match serde_json::from_str::<Value>(&text) {
+        Ok(v) => v["paths"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => text
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == "paths")
+            .map(|(_, v)| decode(&v.replace('+', " ")))
+            .collect(),
+    };
+    let dirs = folders(commit);
+    let out: Vec<Value> = paths
+        .iter()
+        .filter_map(|p| {
+            let p = p.trim_end_matches('/');
+            commit
+                .files
+                .get(p)
+                .map(|f| entry_json(f))
+                .or_else(|| dirs.contains(p).then(|| dir_json(commit, p)))
+        })
+        .collect();
+    Reply::json(Value::Array(out))
+}
+
+/// `/{prefix}{id}/resolve/{rev}/{path}`.
+fn resolve(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
+    let Some(at) = segs.iter().position(|s| *s == "resolve") else {
+        return Reply::error(404, "EntryNotFound", "no such route");
+    };
+    let Some((repo, used)) = find_repo(ctx.state, kind, &segs[..at]) else {
+        return repo_not_found(kind);
+    };
+    if used != at || segs.len() < at + 3 {
+        return Reply::error(404, "EntryNotFound", "no such route");
+    }
+    if let Some(denied) = gate(ctx, &repo) {
+        return denied;
+    }
+    let rev = decode(segs[at + 1]);
+    let file_path: Vec<String> = segs[at + 2..].iter().map(|s| decode(s)).collect();
+    let file_path = file_path.join("/");
+    let Some(commit) = repo.resolve(&rev) else {
+        return revision_not_found(&repo, &rev);
+    };
+    let Some(file) = commit.files.get(&file_path) else {
+        return Reply::error(
+            404,
+            "EntryNotFound",
+            &format!("Entry not found: {file_path}"),
+        )
+        .header("x-repo-commit", commit.sha.clone());
+    };
+    if file.lfs || ctx.state.regular_via_cdn {
+        let location = format!("http://{}/lfs/{}", ctx.state.cdn_addr, file.sha256);
+        let body = format!("Found. Redirecting to {location}");
+        return Reply::new(StatusCode::FOUND)
+            .header("location", location)
+            .header("x-repo-commit", commit.sha.clone())
+            .header("x-linked-etag", format!("\"{}\"", file.sha256))
+            .header("x-linked-size", file.size.to_string())
+            .header("etag", format!("\"{}\"", file.git_oid))
+            .header("content-type", "text/plain; charset=utf-8")
+            .bytes(body);
+    }
+    let location = format!(
+        "/api/resolve-cache/{}/{}/{}/{}?etag=%22{}%22",
+        kind.api_segment(),
+        repo.id,
+        commit.sha,
+        utf8_percent_encode(&file_path, QUOTE_SAFE),
+        file.git_oid
+    );
+    Reply::new(StatusCode::TEMPORARY_REDIRECT)
+        .header("location", location)
+        .header("x-repo-commit", commit.sha.clone())
+        .header("x-powered-by", "huggingface-moon")
+}
+
+/// `/api/resolve-cache/{kind}s/{id}/{commit}/{path}`: regular files, same host.
+fn resolve_cache(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
+    let Some((repo, used)) = find_repo(ctx.state, kind, segs) else {
+        return repo_not_found(kind);
+    };
+    if let Some(denied) = gate(ctx, &repo) {
+        return denied;
+    }
+    if segs.len() < used + 2 {
+        return Reply::error(404, "EntryNotFound", "no such route");
+    }
+    let rev = decode(segs[used]);
+    let Some(commit) = repo.resolve(&rev) else {
+        return revision_not_found(&repo, &rev);
+    };
+    let file_path: Vec<String> = segs[used + 1..].iter().map(|s| decode(s)).collect();
+    let Some(file) = commit.files.get(&file_path.join("/")) else {
+        return Reply::error(404, "EntryNotFound", "Entry not found")
+            .header("x-repo-commit", commit.sha.clone());
+    };
+    serve_content(ctx, file)
+        .header("x-repo-commit", commit.sha.clone())
+        .header("etag", format!("\"{}\"", file.git_oid))
+}
+
+fn route_cdn(ctx: &Ctx<'_>, path: &str) -> Reply {
+    let segs = segments(path);
+    let Some(sha) = (match segs.as_slice() {
+        ["lfs", sha] => Some(*sha),
+        _ => None,
+    }) else {
+        return Reply::error(404, "EntryNotFound", "no such object");
+    };
+    match ctx.state.find_by_sha256(sha) {
+        Some(file) => serve_content(ctx, &file).header("etag", format!("\"{}\"", file.sha256)),
+        None => Reply::error(404, "EntryNotFound", "no such object"),
+    }
+}
+
+/// 200 or 206 (with `Content-Range`) or 416 for a file's bytes.
+fn serve_content(ctx: &Ctx<'_>, file: &StoredFile) -> Reply {
+    let total = file.size;
+    let base = |status| {
+        Reply::new(status)
+            .header("accept-ranges", "bytes")
+            .header("content-type", "application/octet-stream")
+    };
+    match ctx.range.map(|r| parse_range(r, total)) {
+        None | Some(RangeSpec::Full) => {
+            let mut r = base(StatusCode::OK);
+            r.body = ReplyBody::Content {
+                content: file.content.clone(),
+                start: 0,
+                len: total,
+            };
+            r
+        }
+        Some(RangeSpec::Part(start, end)) => {
+            let mut r = base(StatusCode::PARTIAL_CONTENT)
+                .header("content-range", format!("bytes {start}-{end}/{total}"));
+            r.body = ReplyBody::Content {
+                content: file.content.clone(),
+                start,
+                len: end - start + 1,
+            };
+            r
+        }
+        Some(RangeSpec::Unsatisfiable) => Reply::error(
+            416,
+            "RangeNotSatisfiable",
+            "Requested Range Not Satisfiable",
+        )
+        .header("content-range", format!("bytes */{total}")),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    Full,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n`; anything else (several ranges, other units) is
+/// served in full, as many servers do.
+fn parse_range(header: &str, total: u64) -> RangeSpec {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeSpec::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(s), Ok(e)) if s <= e => (s, e.min(total.saturating_sub(1))),
+        (Ok(s), Err(_)) if b.is_empty() => (s, total.saturating_sub(1)),
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => {
+            (total.saturating_sub(n), total.saturating_sub(1))
+        }
+        _ => return RangeSpec::Full,
+    };
+    if total == 0 || start >= total {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Part(start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-0", 10), RangeSpec::Part(0, 0));
+        assert_eq!(parse_range("bytes=5-", 10), RangeSpec::Part(5, 9));
+        assert_eq!(parse_range("bytes=-3", 10), RangeSpec::Part(7, 9));
+        assert_eq!(parse_range("bytes=2-100", 10), RangeSpec::Part(2, 9));
+        assert_eq!(parse_range("bytes=10-", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), RangeSpec::Full);
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the `modelbake` binary and library against the Hub emulator (and, for
+//! fidelity, the real Python huggingface_hub client against the emulator). One test binary
+//! keeps link time down on small CI machines.
+
+mod cargo_metadata;
+mod fidelity;
+mod hub_client;
+mod lock;
+mod lock_faults;
+mod schema;
+mod support;

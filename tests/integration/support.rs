@@ -1,0 +1,194 @@
+//! Helpers shared by the integration tests: a temp project, running the binary with a clean
+//! environment, and standard emulator fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hub_emulator::{FileSpec, HubEmulator, Repo, generate};
+
+/// The exact bytes of `config.json` in the fixture repo; `printf '%s' ... | git hash-object
+/// --stdin` and `sha256sum` give the constants below, independently of modelbake's code.
+pub const CONFIG_JSON: &str = "{\"model_type\": \"bert\"}\n";
+pub const CONFIG_JSON_GIT_SHA1: &str = "dc1fb7b6703fe03317c1a080b523bf475f3d4818";
+pub const CONFIG_JSON_SHA256: &str =
+    "665939e0da5aa211ec9832ffe5dcba176d1bbac8a95c899c270ec29082853c51";
+
+/// The fixture model `acme/tiny`: regular files, an LFS file, a nested path.
+pub fn tiny_files() -> Vec<FileSpec> {
+    vec![
+        FileSpec::regular(
+            ".gitattributes",
+            "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+        ),
+        FileSpec::regular("config.json", CONFIG_JSON),
+        FileSpec::regular(
+            "tokenizer.json",
+            "{\"version\": \"1.0\", \"model\": {\"type\": \"WordLevel\"}}\n",
+        ),
+        FileSpec::lfs("model.safetensors", generate(300_000, 1)),
+        FileSpec::regular("sub/dir/nested.txt", "nested\n"),
+        FileSpec::lfs("onnx/model.onnx", generate(5_000, 2)),
+    ]
+}
+
+/// `acme/tiny` with `main`, tag `v1.0` (= first main), a second commit on main and `refs/pr/1`.
+pub fn tiny_repo() -> Repo {
+    let mut second = tiny_files();
+    second.push(FileSpec::regular("README.md", "# tiny\n"));
+    let mut pr = tiny_files();
+    pr[1] = FileSpec::regular("config.json", "{\"model_type\": \"bert\", \"pr\": 1}\n");
+    Repo::model("acme/tiny")
+        .commit("main", tiny_files())
+        .tag("v1.0", "main")
+        .commit("main", second)
+        .commit("refs/pr/1", pr)
+}
+
+/// A small dataset.
+pub fn dataset_repo() -> Repo {
+    Repo::dataset("acme/data").commit(
+        "main",
+        vec![
+            FileSpec::regular("README.md", "# data\n"),
+            FileSpec::lfs("data/train-00000.parquet", generate(20_000, 3)),
+            FileSpec::lfs("data/test-00000.parquet", generate(2_000, 4)),
+        ],
+    )
+}
+
+/// The emulator with `acme/tiny` and `acme/data`.
+pub fn emulator() -> HubEmulator {
+    HubEmulator::builder()
+        .repo(tiny_repo())
+        .repo(dataset_repo())
+        .start()
+        .expect("start the Hub emulator")
+}
+
+/// The outcome of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the run succeeded.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+}
+
+/// A temporary project folder with a manifest.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub hf_home: tempfile::TempDir,
+}
+
+impl Project {
+    /// A project whose `models.toml` is `manifest`.
+    pub fn new(manifest: &str) -> Self {
+        let p = Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+            hf_home: tempfile::tempdir().expect("tempdir"),
+        };
+        p.write_manifest(manifest);
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_manifest(&self, text: &str) {
+        std::fs::write(self.path().join("models.toml"), text).expect("write models.toml");
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.path().join("models.lock")
+    }
+
+    pub fn lock_text(&self) -> String {
+        std::fs::read_to_string(self.lock_path()).expect("read models.lock")
+    }
+
+    pub fn lock(&self) -> toml::Value {
+        toml::from_str(&self.lock_text()).expect("models.lock is TOML")
+    }
+
+    /// The binary, run in the project folder with an environment free of the developer's own
+    /// Hub settings (no token, `HF_HOME` in a temp folder) and fast retries.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modelbake"));
+        c.current_dir(self.path());
+        for var in [
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_TOKEN_PATH",
+            "HF_ENDPOINT",
+            "MODELBAKE_HTTP_RETRIES",
+            "MODELBAKE_LOG",
+            "XDG_CACHE_HOME",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("HF_HOME", self.hf_home.path())
+            .env("MODELBAKE_HTTP_BACKOFF_MS", "5")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run(self.cmd().args(args))
+    }
+
+    /// `modelbake lock --endpoint <emulator> <args>`.
+    pub fn lock_with(&self, hub: &HubEmulator, args: &[&str]) -> Run {
+        let endpoint = hub.endpoint();
+        let mut all = vec!["lock", "--endpoint", endpoint.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("run modelbake");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The `[[repo]]` table of a lock with this id.
+pub fn locked_repo<'a>(lock: &'a toml::Value, id: &str) -> &'a toml::Value {
+    lock["repo"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"].as_str() == Some(id)))
+        .unwrap_or_else(|| panic!("{id} not in lock:\n{lock}"))
+}
+
+/// The `[[repo.file]]` entries of a locked repo, as (path, table).
+pub fn locked_files(repo: &toml::Value) -> Vec<(String, toml::Value)> {
+    repo["file"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| (f["path"].as_str().unwrap_or_default().to_owned(), f.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
