@@ -82,11 +82,12 @@ pub enum LockError {
     Source(#[from] SourceError),
     /// `--locked` and no lock exists.
     #[error(
-        "{0} does not exist and --locked forbids creating it: run `modelbake lock` and commit the result"
+        "{} does not exist and --locked forbids creating it: run `modelbake lock` and commit the result",
+        crate::ui::display_path(.0)
     )]
     Missing(PathBuf),
     /// `--locked` and the lock would change.
-    #[error("{} is out of date (--locked forbids changing it):\n{}\nrun `modelbake lock` and commit the result", .lockfile.display(), .drift.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} is out of date (--locked forbids changing it):\n{}\nrun `modelbake lock` and commit the result", crate::ui::display_path(.lockfile), .drift.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
     OutOfDate {
         /// The lock that would change.
         lockfile: PathBuf,

@@ -2,6 +2,7 @@
 //! TTY, nothing but JSON on stdout with `--json`, and human-readable sizes.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -64,6 +65,17 @@ impl Ui {
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     }
+}
+
+/// A path as people want to read it: relative to the current folder when it is inside it.
+pub fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Sizes in decimal units, as huggingface_hub prints them (`1.2 GB`).

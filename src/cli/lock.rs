@@ -9,7 +9,7 @@ use super::{Cli, EXIT_OUT_OF_DATE, Failure, load_manifest};
 use crate::hub::{HubClient, HubConfig};
 use crate::lock::diff::short;
 use crate::resolve::{self, LockError, LockEvent, LockOptions, RepoAction};
-use crate::ui::{Ui, human_size};
+use crate::ui::{Ui, display_path, human_size};
 
 /// Arguments of `modelbake lock`.
 #[derive(Debug, Args)]
@@ -95,7 +95,7 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         .iter()
         .filter(|r| r.action != RepoAction::Kept)
         .count();
-    let lock_name = report.lockfile.display();
+    let lock_name = display_path(&report.lockfile);
     let verdict = if args.locked {
         format!("{lock_name} is up to date")
     } else if report.written {
@@ -106,11 +106,20 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
     ui.status(
         "Finished",
         format!(
-            "{verdict}: {} repos ({resolved} resolved), {files} files, {} in {:.1}s",
-            report.repos.len(),
+            "{verdict}: {} ({resolved} resolved), {files} files, {} in {:.1}s",
+            plural(report.repos.len(), "repo"),
             human_size(bytes),
             started.elapsed().as_secs_f64()
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1 repo`, `2 repos`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }

@@ -70,11 +70,10 @@ impl SourceError {
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = crate::ui::display_path(&self.path);
         match self.location {
-            Some((line, col)) => {
-                write!(f, "{}:{line}:{col}: {}", self.path.display(), self.message)?
-            }
-            None => write!(f, "{}: {}", self.path.display(), self.message)?,
+            Some((line, col)) => write!(f, "{path}:{line}:{col}: {}", self.message)?,
+            None => write!(f, "{path}: {}", self.message)?,
         }
         if let Some(snippet) = &self.snippet {
             write!(f, "\n{snippet}")?;

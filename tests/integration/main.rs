@@ -3,6 +3,7 @@
 //! keeps link time down on small CI machines.
 
 mod cargo_metadata;
+mod emulator;
 mod fidelity;
 mod hub_client;
 mod lock;
