@@ -5,11 +5,14 @@
 //! The command-line front end lives in [`cli`] and holds no logic of its own.
 
 pub mod cli;
+pub mod fetch;
 pub mod hash;
+pub mod hfcache;
 pub mod hub;
 pub mod lock;
 pub mod manifest;
 pub mod repo;
 pub mod resolve;
 pub mod schema;
+pub mod store;
 pub mod ui;

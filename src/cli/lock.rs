@@ -72,10 +72,7 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
     let report = match result {
         Ok(r) => r,
         Err(e @ (LockError::OutOfDate { .. } | LockError::Missing(_))) => {
-            return Err(Failure {
-                error: e.into(),
-                code: EXIT_OUT_OF_DATE,
-            });
+            return Err(Failure::with_code(e, EXIT_OUT_OF_DATE));
         }
         Err(e) => return Err(e.into()),
     };

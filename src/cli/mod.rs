@@ -1,5 +1,6 @@
 //! Argument parsing and output only; every decision lives in the library modules.
 
+mod fetch;
 mod lock;
 
 use std::path::PathBuf;
@@ -76,6 +77,38 @@ pub enum Command {
     ///   modelbake lock --endpoint http://127.0.0.1:8080   # a mirror or emulator
     #[command(verbatim_doc_comment)]
     Lock(lock::LockArgs),
+    /// Download every file models.lock names into the shared store, verified.
+    ///
+    /// Files come from the locked commit (never a branch), in parallel and in Range chunks for
+    /// large files; every byte is sha256-checked before it becomes visible in the store.
+    /// Interrupted downloads resume; blobs already in the store cost no network; blobs found
+    /// in an existing huggingface_hub cache are imported after their hash matched.
+    ///
+    /// Examples:
+    ///   modelbake fetch                      # then `modelbake export`
+    ///   modelbake fetch --offline            # CI check: everything is already local
+    ///   MODELBAKE_STORE=/mnt/models modelbake fetch -j 16
+    #[command(verbatim_doc_comment)]
+    Fetch(fetch::FetchArgs),
+    /// Lay out the huggingface_hub cache for every locked repo from the store.
+    ///
+    /// Writes blobs/ (hard links to the store; copies across filesystems or with --copy),
+    /// snapshots/<commit>/ with relative symlinks, refs/<revision> (exactly the commit, no
+    /// newline) and, when the lock lists every file, trees/<commit>.json. Merges into an
+    /// existing cache and leaves other repos and revisions alone. Load it with
+    /// HF_HUB_OFFLINE=1.
+    ///
+    /// Examples:
+    ///   modelbake export                     # into $HF_HUB_CACHE or $HF_HOME/hub
+    ///   modelbake export --hub-cache ./hf/hub --copy
+    #[command(verbatim_doc_comment)]
+    Export(fetch::ExportArgs),
+    /// Check a huggingface_hub cache against models.lock (exit 0 only when all match).
+    ///
+    /// Checks refs (exactly the commit, no newline), snapshot symlinks, the full sha256 of
+    /// every file, and reports missing, extra, corrupt and broken entries.
+    #[command(verbatim_doc_comment)]
+    Verify(fetch::VerifyArgs),
 }
 
 /// Entry point of the binary.
@@ -99,11 +132,20 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Lock(args) => lock::run(&cli, args, &ui).await,
+            Command::Fetch(args) => fetch::run_fetch(&cli, args, &ui).await,
+            Command::Export(args) => fetch::run_export(&cli, args, &ui).await,
+            Command::Verify(args) => fetch::run_verify(&cli, args, &ui).await,
         }
     });
     match result {
         Ok(code) => code,
-        Err(failure) => report_error(&ui, &failure.error, failure.code),
+        Err(failure) => {
+            let ui = Ui {
+                json: ui.json && !failure.json_done,
+                ..ui
+            };
+            report_error(&ui, &failure.error, failure.code)
+        }
     }
 }
 
@@ -111,14 +153,33 @@ pub fn main() -> ExitCode {
 pub struct Failure {
     error: anyhow::Error,
     code: u8,
+    /// The command already printed its JSON report; print only the human message.
+    json_done: bool,
+}
+
+impl Failure {
+    /// A failure with a specific exit code.
+    pub fn with_code(error: impl Into<anyhow::Error>, code: u8) -> Self {
+        Failure {
+            error: error.into(),
+            code,
+            json_done: false,
+        }
+    }
+
+    /// A failure whose JSON report is already on stdout.
+    pub fn reported(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            error: error.into(),
+            code: 1,
+            json_done: true,
+        }
+    }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure {
-            error: e.into(),
-            code: 1,
-        }
+        Failure::with_code(e, 1)
     }
 }
 
@@ -128,6 +189,31 @@ fn load_manifest(cli: &Cli) -> anyhow::Result<Manifest> {
         Some(path) => Manifest::load(path)?,
         None => Manifest::discover(&std::env::current_dir()?)?,
     })
+}
+
+/// Loads the manifest and the lock beside it; warns when the lock no longer matches the
+/// manifest (the lock is what counts for fetch, export and verify).
+fn load_locked(cli: &Cli, ui: &Ui) -> anyhow::Result<(Manifest, crate::lock::Lockfile)> {
+    let manifest = load_manifest(cli)?;
+    let path = manifest.lock_path();
+    let lock = crate::lock::Lockfile::read_if_exists(&path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} does not exist: run `modelbake lock` first",
+            crate::ui::display_path(&path)
+        )
+    })?;
+    let drift = crate::lock::diff::manifest_drift(&manifest, &lock);
+    if !drift.is_empty() && !ui.quiet {
+        eprintln!(
+            "warning: {} is out of date with {} (using the lock as it is; run `modelbake lock`):",
+            crate::ui::display_path(&path),
+            crate::ui::display_path(&manifest.path)
+        );
+        for d in drift {
+            eprintln!("  - {d}");
+        }
+    }
+    Ok((manifest, lock))
 }
 
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {

@@ -53,21 +53,31 @@ impl HubConfig {
     }
 }
 
-/// What one attempt of an operation led to.
-enum Outcome<T> {
+/// What one attempt of an HTTP operation led to; callers with their own resume logic (the
+/// download engine) decide about retrying, everyone else goes through `with_retries`.
+pub enum Attempt<T> {
+    /// It worked.
     Done(T),
+    /// A transient failure; `wait` is what the server asked for, if anything.
     Retry {
+        /// What went wrong, for the final error if retries run out.
         reason: String,
+        /// The server's requested wait.
         wait: Option<Duration>,
     },
+    /// A permanent failure.
     Fail(HubError),
 }
 
-/// What a request was about, for error messages.
-struct ReqCtx<'a> {
-    repo: RepoCtx,
-    revision: &'a str,
-    path: Option<&'a str>,
+/// What a request is about, so errors can name the repo, revision and file.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    /// The repo.
+    pub repo: RepoCtx,
+    /// The revision or commit asked for.
+    pub revision: String,
+    /// The file, for file requests.
+    pub path: Option<String>,
 }
 
 /// A Hub API client for one endpoint. Cheap to clone.
@@ -172,17 +182,17 @@ impl HubClient {
         let what = format!("downloading `{path}` of {}", ctx.repo);
         self.with_retries(&what, || async {
             let mut resp = match self.get(&url, &ctx).await {
-                Outcome::Done(r) => r,
-                Outcome::Retry { reason, wait } => return Outcome::Retry { reason, wait },
-                Outcome::Fail(e) => return Outcome::Fail(e),
+                Attempt::Done(r) => r,
+                Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
+                Attempt::Fail(e) => return Attempt::Fail(e),
             };
             let mut hasher = ContentHasher::with_git_blob(size);
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => hasher.update(&chunk),
-                    Ok(None) => return Outcome::Done(hasher.finish()),
+                    Ok(None) => return Attempt::Done(hasher.finish()),
                     Err(e) => {
-                        return Outcome::Retry {
+                        return Attempt::Retry {
                             reason: format!("connection lost while reading {url}: {e}"),
                             wait: None,
                         };
@@ -193,22 +203,104 @@ impl HubClient {
         .await
     }
 
-    fn ctx<'a>(
-        &self,
-        kind: RepoKind,
-        id: &RepoId,
-        revision: &'a str,
-        path: Option<&'a str>,
-    ) -> ReqCtx<'a> {
-        ReqCtx {
+    fn ctx(&self, kind: RepoKind, id: &RepoId, revision: &str, path: Option<&str>) -> RequestCtx {
+        RequestCtx {
             repo: RepoCtx {
                 kind,
                 id: id.clone(),
                 page: format!("{}{}", self.config.endpoint, urls::page(kind, id)),
             },
-            revision,
-            path,
+            revision: revision.to_owned(),
+            path: path.map(str::to_owned),
         }
+    }
+
+    /// The context for requests about one file of a repo at a commit.
+    pub fn file_ctx(&self, kind: RepoKind, id: &RepoId, commit: &str, path: &str) -> RequestCtx {
+        self.ctx(kind, id, commit, Some(path))
+    }
+
+    /// `/{prefix}{id}/resolve/{commit}/{path}` on this endpoint.
+    pub fn resolve_url(
+        &self,
+        kind: RepoKind,
+        id: &RepoId,
+        commit: &str,
+        path: &str,
+    ) -> Result<Url, HubError> {
+        self.url(&urls::resolve(kind, id, commit, path))
+    }
+
+    /// The retry policy, for callers that run their own retry loop.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.config.retry
+    }
+
+    /// Finds where a file's bytes are served: follows same-origin redirects with HEAD requests
+    /// (the Hub's 307 to `resolve-cache`) and stops at the first redirect to another origin
+    /// (the LFS CDN), whose URL is returned without contacting it.
+    pub async fn locate(&self, start: &Url, ctx: &RequestCtx) -> Attempt<Url> {
+        let mut url = start.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.http.head(url.clone());
+            if let Some(token) = &self.config.token
+                && self.config.endpoint.same_origin(&url)
+            {
+                req = req.bearer_auth(token.expose());
+            }
+            debug!(url = %url, "HEAD");
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Attempt::Retry {
+                        reason: format!("{url}: {}", error_chain(&e)),
+                        wait: None,
+                    };
+                }
+            };
+            if resp.status().is_success() {
+                return Attempt::Done(url);
+            }
+            if !resp.status().is_redirection() {
+                return self.classify_error(resp, ctx).await;
+            }
+            let next = match redirect_target(&url, &resp) {
+                Ok(next) => next,
+                Err(e) => return Attempt::Fail(e),
+            };
+            if !self.config.endpoint.same_origin(&next) {
+                return Attempt::Done(next);
+            }
+            url = next;
+        }
+        Attempt::Fail(HubError::InvalidResponse {
+            url: start.to_string(),
+            detail: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// One GET of `url`, from byte `from` to the end when `from > 0` (a `Range` request),
+    /// following redirects with the token only on the endpoint's origin.
+    pub async fn get_from(
+        &self,
+        url: &Url,
+        from: u64,
+        ctx: &RequestCtx,
+    ) -> Attempt<reqwest::Response> {
+        let range = (from > 0).then(|| format!("bytes={from}-"));
+        self.get_with_range(url, range.as_deref(), ctx).await
+    }
+
+    /// One GET of bytes `start..=end` of `url` (a `Range` request).
+    pub async fn get_range(
+        &self,
+        url: &Url,
+        start: u64,
+        end: u64,
+        ctx: &RequestCtx,
+    ) -> Attempt<reqwest::Response> {
+        self.get_with_range(url, Some(&format!("bytes={start}-{end}")), ctx)
+            .await
     }
 
     fn url(&self, path_and_query: &str) -> Result<Url, HubError> {
@@ -224,15 +316,15 @@ impl HubClient {
     async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, HubError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Outcome<T>>,
+        Fut: Future<Output = Attempt<T>>,
     {
         let policy = self.config.retry;
         let mut retries = 0;
         loop {
             match attempt().await {
-                Outcome::Done(v) => return Ok(v),
-                Outcome::Fail(e) => return Err(e),
-                Outcome::Retry { reason, wait } => {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry { reason, wait } => {
                     if retries >= policy.max_retries {
                         return Err(HubError::GaveUp {
                             what: what.to_owned(),
@@ -253,27 +345,27 @@ impl HubClient {
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
-        ctx: &ReqCtx<'_>,
-    ) -> Outcome<(T, HeaderMap)> {
+        ctx: &RequestCtx,
+    ) -> Attempt<(T, HeaderMap)> {
         let resp = match self.get(url, ctx).await {
-            Outcome::Done(r) => r,
-            Outcome::Retry { reason, wait } => return Outcome::Retry { reason, wait },
-            Outcome::Fail(e) => return Outcome::Fail(e),
+            Attempt::Done(r) => r,
+            Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
+            Attempt::Fail(e) => return Attempt::Fail(e),
         };
         let final_url = resp.url().to_string();
         let headers = resp.headers().clone();
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                return Outcome::Retry {
+                return Attempt::Retry {
                     reason: format!("connection lost while reading {final_url}: {e}"),
                     wait: None,
                 };
             }
         };
         match serde_json::from_slice(&body) {
-            Ok(v) => Outcome::Done((v, headers)),
-            Err(e) => Outcome::Fail(HubError::InvalidResponse {
+            Ok(v) => Attempt::Done((v, headers)),
+            Err(e) => Attempt::Fail(HubError::InvalidResponse {
                 url: final_url,
                 detail: format!("invalid JSON: {e}"),
             }),
@@ -282,10 +374,22 @@ impl HubClient {
 
     /// One GET, following redirects by hand: the token goes only to the endpoint's origin, so
     /// a redirect to a CDN or any other host never carries it.
-    async fn get(&self, start: &Url, ctx: &ReqCtx<'_>) -> Outcome<reqwest::Response> {
+    async fn get(&self, start: &Url, ctx: &RequestCtx) -> Attempt<reqwest::Response> {
+        self.get_with_range(start, None, ctx).await
+    }
+
+    async fn get_with_range(
+        &self,
+        start: &Url,
+        range: Option<&str>,
+        ctx: &RequestCtx,
+    ) -> Attempt<reqwest::Response> {
         let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.http.get(url.clone());
+            if let Some(range) = range {
+                req = req.header(reqwest::header::RANGE, range);
+            }
             if let Some(token) = &self.config.token
                 && self.config.endpoint.same_origin(&url)
             {
@@ -295,7 +399,7 @@ impl HubClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    return Outcome::Retry {
+                    return Attempt::Retry {
                         reason: format!("{url}: {}", error_chain(&e)),
                         wait: None,
                     };
@@ -303,37 +407,25 @@ impl HubClient {
             };
             let status = resp.status();
             if status.is_redirection() {
-                let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok())
-                else {
-                    return Outcome::Fail(HubError::InvalidResponse {
-                        url: url.to_string(),
-                        detail: format!("HTTP {status} without a Location header"),
-                    });
-                };
-                url = match url.join(location) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        return Outcome::Fail(HubError::InvalidResponse {
-                            url: url.to_string(),
-                            detail: format!("bad redirect target `{location}`: {e}"),
-                        });
-                    }
+                url = match redirect_target(&url, &resp) {
+                    Ok(next) => next,
+                    Err(e) => return Attempt::Fail(e),
                 };
                 continue;
             }
             if status.is_success() {
-                return Outcome::Done(resp);
+                return Attempt::Done(resp);
             }
             return self.classify_error(resp, ctx).await;
         }
-        Outcome::Fail(HubError::InvalidResponse {
+        Attempt::Fail(HubError::InvalidResponse {
             url: start.to_string(),
             detail: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
 
     /// Turns an error response into a retry or a typed, actionable error.
-    async fn classify_error<T>(&self, resp: reqwest::Response, ctx: &ReqCtx<'_>) -> Outcome<T> {
+    async fn classify_error<T>(&self, resp: reqwest::Response, ctx: &RequestCtx) -> Attempt<T> {
         let status = resp.status().as_u16();
         let url = resp.url().to_string();
         let headers = resp.headers().clone();
@@ -342,9 +434,9 @@ impl HubClient {
             if let Some(w) = wait
                 && w > self.config.retry.max_server_wait
             {
-                return Outcome::Fail(HubError::RateLimited { url, wait: w });
+                return Attempt::Fail(HubError::RateLimited { url, wait: w });
             }
-            return Outcome::Retry {
+            return Attempt::Retry {
                 reason: format!("HTTP {status} from {url}"),
                 wait,
             };
@@ -365,12 +457,12 @@ impl HubClient {
         let err = match code.as_str() {
             "RevisionNotFound" => HubError::RevisionNotFound {
                 repo,
-                revision: ctx.revision.to_owned(),
+                revision: ctx.revision.clone(),
             },
             "EntryNotFound" => HubError::EntryNotFound {
                 repo,
-                revision: ctx.revision.to_owned(),
-                path: ctx.path.unwrap_or("").to_owned(),
+                revision: ctx.revision.clone(),
+                path: ctx.path.clone().unwrap_or_default(),
             },
             "GatedRepo" => match token {
                 Some(t) if status == 403 => HubError::AccessNotGranted {
@@ -414,8 +506,22 @@ impl HubClient {
                 }
             }
         };
-        Outcome::Fail(err)
+        Attempt::Fail(err)
     }
+}
+
+/// Where a redirect points, resolved against the current URL.
+fn redirect_target(url: &Url, resp: &reqwest::Response) -> Result<Url, HubError> {
+    let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+        return Err(HubError::InvalidResponse {
+            url: url.to_string(),
+            detail: format!("HTTP {} without a Location header", resp.status()),
+        });
+    };
+    url.join(location).map_err(|e| HubError::InvalidResponse {
+        url: url.to_string(),
+        detail: format!("bad redirect target `{location}`: {e}"),
+    })
 }
 
 /// The Hub's error text from a JSON body: `{"error": "..."}`, `{"error": [...]}` or

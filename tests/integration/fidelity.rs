@@ -3,37 +3,11 @@
 //! of a branch, a pull request, a dataset and a gated repo must give byte-identical files, and
 //! its typed errors must come out of our `X-Error-Code` headers.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use hub_emulator::{Host, HubEmulator, Kind, Repo};
 
-use crate::support::{dataset_repo, tiny_files, tiny_repo};
-
-/// The venv's Python with huggingface_hub 2.x, creating it with `scripts/setup-python` when
-/// missing. Without it the test fails under CI and says loudly why it skipped otherwise.
-pub fn python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join("target/pyenv/bin/python");
-    let ok = |py: &PathBuf| {
-        Command::new(py)
-            .args(["-c", "import huggingface_hub as h, sys; sys.exit(0 if h.__version__.startswith('2.') else 1)"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&py) {
-        let setup = Command::new(root.join("scripts/setup-python")).status();
-        if !setup.is_ok_and(|s| s.success()) || !ok(&py) {
-            let msg = "Python huggingface_hub 2.x is not available: scripts/setup-python failed (needs python3 and PyPI access)";
-            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-                panic!("{msg}");
-            }
-            eprintln!("\n!!! SKIPPED: {msg}\n");
-            return None;
-        }
-    }
-    Some(py)
-}
+use crate::support::{dataset_repo, python, tiny_files, tiny_repo};
 
 const SCRIPT: &str = r#"
 import hashlib, json, os, sys

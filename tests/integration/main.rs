@@ -3,7 +3,9 @@
 //! keeps link time down on small CI machines.
 
 mod cargo_metadata;
+mod consumers;
 mod emulator;
+mod fetch;
 mod fidelity;
 mod hub_client;
 mod lock;

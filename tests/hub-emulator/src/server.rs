@@ -238,6 +238,9 @@ fn apply_body_fault(body: Body, fault: Option<FaultAction>) -> Body {
                         return None;
                     }
                     if left == 0 {
+                        // Give the server time to flush what was sent, so the client really
+                        // receives the first bytes before the connection drops.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         return Some((Err(truncation()), (inner, 0, true)));
                     }
                     match inner.next().await {

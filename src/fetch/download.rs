@@ -1,0 +1,428 @@
+//! Downloading one blob from the locked commit: small files in one stream, large files in
+//! parallel `Range` chunks; a dropped connection resumes from the byte where it stopped, and an
+//! interrupted run resumes from the store's partial file.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::StatusCode;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
+use url::Url;
+
+use super::sink::{Msg, Sink};
+use super::{BlobError, BlobJob, Run, kib};
+use crate::hub::{Attempt, HubError, RequestCtx};
+use crate::store::{BlobLock, StoreError};
+
+/// Why a download stopped.
+enum Stop {
+    /// The sink is gone (it failed; its error is the one to report).
+    SinkClosed,
+    /// The server answered a chunk request with the whole file.
+    NoRangeSupport,
+    /// A real failure.
+    Failed(BlobError),
+}
+
+/// Downloads `job` into the store and publishes it.
+pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Result<(), BlobError> {
+    let use_ = &job.uses[0];
+    let label = use_.label();
+    let store_err = |source: StoreError| BlobError::Store {
+        label: label.clone(),
+        source,
+    };
+    let hub_err = |source: HubError| BlobError::Hub {
+        label: label.clone(),
+        source,
+    };
+    let ctx = run
+        .client
+        .file_ctx(use_.kind, &use_.id, &use_.commit, &use_.path);
+    let resolve = run
+        .client
+        .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
+        .map_err(hub_err)?;
+
+    let partial = {
+        let (store, sha, size, claim) = (
+            run.store.clone(),
+            job.sha256.clone(),
+            job.size,
+            claim.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.begin(&sha, size, &claim))
+            .await
+            .map_err(|e| BlobError::Other {
+                label: label.clone(),
+                detail: e.to_string(),
+            })?
+            .map_err(store_err)?
+    };
+    let from = partial.len();
+    if from > 0 {
+        tracing::info!("{label}: resuming at byte {from} of {}", job.size);
+        run.progress.advance(from);
+    }
+    let sink = Sink::spawn(partial);
+    let mut outcome = if from == job.size {
+        Ok(())
+    } else if job.size - from > run.opts.chunk_threshold {
+        chunked(run, &resolve, &ctx, &label, job.size, from, &sink.tx).await
+    } else {
+        single(run, &resolve, &ctx, &label, job.size, from, &sink.tx).await
+    };
+    if matches!(outcome, Err(Stop::NoRangeSupport)) {
+        tracing::warn!("{label}: the server ignores Range requests; downloading it in one stream");
+        outcome = match sink.tx.send(Msg::Reset).await {
+            Ok(()) => single(run, &resolve, &ctx, &label, job.size, 0, &sink.tx).await,
+            Err(_) => Err(Stop::SinkClosed),
+        };
+    }
+    let written = sink.finish().await;
+    match (outcome, written) {
+        (Err(Stop::Failed(e)), Ok(partial)) => {
+            // Keep what arrived: the next run resumes from it.
+            let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
+            Err(e)
+        }
+        (Err(Stop::NoRangeSupport), _) => unreachable!("handled above"),
+        (_, Err(e)) => Err(store_err(e)),
+        (Err(Stop::SinkClosed), Ok(_)) => Err(BlobError::Other {
+            label,
+            detail: "the writer stopped early".into(),
+        }),
+        (Ok(()), Ok(partial)) => tokio::task::spawn_blocking(move || partial.publish())
+            .await
+            .map_err(|e| BlobError::Other {
+                label: label.clone(),
+                detail: e.to_string(),
+            })?
+            .map(|_| ())
+            .map_err(store_err),
+    }
+}
+
+/// Counts retries and sleeps between them; progress resets the count, so a flaky connection
+/// that keeps delivering bytes is never given up on.
+struct Retrier {
+    retries: u32,
+    policy: crate::hub::RetryPolicy,
+}
+
+impl Retrier {
+    async fn wait(
+        &mut self,
+        label: &str,
+        reason: String,
+        wait: Option<std::time::Duration>,
+    ) -> Result<(), Stop> {
+        if self.retries >= self.policy.max_retries {
+            return Err(Stop::Failed(BlobError::Hub {
+                label: label.to_owned(),
+                source: HubError::GaveUp {
+                    what: "downloading".into(),
+                    attempts: self.retries + 1,
+                    last: reason,
+                },
+            }));
+        }
+        let delay = wait.unwrap_or_else(|| self.policy.backoff(self.retries));
+        tracing::debug!(%reason, ?delay, "{label}: retrying");
+        tokio::time::sleep(delay).await;
+        self.retries += 1;
+        Ok(())
+    }
+}
+
+/// Checks that a `Range` answer starts where we asked.
+fn range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One stream from `from` to the end, re-requested from the current byte after every drop.
+async fn single(
+    run: &Run<'_>,
+    start_url: &Url,
+    ctx: &RequestCtx,
+    label: &str,
+    size: u64,
+    from: u64,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<(), Stop> {
+    let mut url = start_url.clone();
+    let mut offset = from;
+    let mut retrier = Retrier {
+        retries: 0,
+        policy: run.client.retry_policy(),
+    };
+    while offset < size {
+        let _conn = run
+            .connections
+            .acquire()
+            .await
+            .map_err(|_| Stop::SinkClosed)?;
+        let mut resp = match run.client.get_from(&url, offset, ctx).await {
+            Attempt::Done(resp) => resp,
+            Attempt::Retry { reason, wait } => {
+                retrier.wait(label, reason, wait).await?;
+                continue;
+            }
+            Attempt::Fail(e) => {
+                return Err(Stop::Failed(BlobError::Hub {
+                    label: label.to_owned(),
+                    source: e,
+                }));
+            }
+        };
+        // Later attempts go straight to where the redirects led (the CDN), not through the Hub.
+        url = resp.url().clone();
+        match resp.status() {
+            StatusCode::OK if offset > 0 => {
+                tx.send(Msg::Reset).await.map_err(|_| Stop::SinkClosed)?;
+                offset = 0;
+            }
+            StatusCode::PARTIAL_CONTENT if range_start(&resp) != Some(offset) => {
+                return Err(bad_answer(
+                    label,
+                    &url,
+                    format!(
+                        "asked for bytes from {offset}, got {:?}",
+                        resp.headers().get(reqwest::header::CONTENT_RANGE)
+                    ),
+                ));
+            }
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            other => return Err(bad_answer(label, &url, format!("unexpected HTTP {other}"))),
+        }
+        loop {
+            match resp.chunk().await {
+                Ok(Some(data)) => {
+                    let n = data.len() as u64;
+                    if offset + n > size {
+                        return Err(bad_answer(
+                            label,
+                            &url,
+                            format!("more than the {size} bytes the lock records"),
+                        ));
+                    }
+                    tx.send(Msg::Data {
+                        offset,
+                        data,
+                        permit: None,
+                    })
+                    .await
+                    .map_err(|_| Stop::SinkClosed)?;
+                    offset += n;
+                    run.received.fetch_add(n, Ordering::Relaxed);
+                    run.progress.advance(n);
+                    retrier.retries = 0;
+                }
+                Ok(None) => {
+                    if offset < size {
+                        retrier
+                            .wait(
+                                label,
+                                format!("the server ended the response at byte {offset} of {size}"),
+                                None,
+                            )
+                            .await?;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    retrier
+                        .wait(
+                            label,
+                            format!("connection lost at byte {offset}: {e}"),
+                            None,
+                        )
+                        .await?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bad_answer(label: &str, url: &Url, detail: String) -> Stop {
+    Stop::Failed(BlobError::Hub {
+        label: label.to_owned(),
+        source: HubError::InvalidResponse {
+            url: url.to_string(),
+            detail,
+        },
+    })
+}
+
+/// Hands out chunk indices in order, each with its memory budget, so the chunk the sink waits
+/// for always holds budget and out-of-order chunks can never starve it.
+struct Dispenser {
+    next: Mutex<u64>,
+    count: u64,
+}
+
+impl Dispenser {
+    async fn next(&self, run: &Run<'_>, chunk: u64) -> Option<(u64, OwnedSemaphorePermit)> {
+        let mut next = self.next.lock().await;
+        if *next >= self.count {
+            return None;
+        }
+        let permit = run
+            .memory
+            .clone()
+            .acquire_many_owned(kib(chunk))
+            .await
+            .ok()?;
+        let index = *next;
+        *next += 1;
+        Some((index, permit))
+    }
+}
+
+/// Parallel `Range` chunks from `from` to the end.
+async fn chunked(
+    run: &Run<'_>,
+    start_url: &Url,
+    ctx: &RequestCtx,
+    label: &str,
+    size: u64,
+    from: u64,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<(), Stop> {
+    let mut retrier = Retrier {
+        retries: 0,
+        policy: run.client.retry_policy(),
+    };
+    let url = loop {
+        match run.client.locate(start_url, ctx).await {
+            Attempt::Done(url) => break url,
+            Attempt::Retry { reason, wait } => retrier.wait(label, reason, wait).await?,
+            Attempt::Fail(e) => {
+                return Err(Stop::Failed(BlobError::Hub {
+                    label: label.to_owned(),
+                    source: e,
+                }));
+            }
+        }
+    };
+    let chunk = run.opts.chunk_size.max(1 << 16);
+    let dispenser = Dispenser {
+        next: Mutex::new(0),
+        count: (size - from).div_ceil(chunk),
+    };
+    let workers = (run.opts.jobs.max(1) as u64).min(dispenser.count) as usize;
+    let worker = || async {
+        while let Some((index, permit)) = dispenser.next(run, chunk).await {
+            let start = from + index * chunk;
+            let end = (start + chunk).min(size) - 1;
+            let data = fetch_chunk(run, &url, ctx, label, start, end).await?;
+            tx.send(Msg::Data {
+                offset: start,
+                data,
+                permit: Some(permit),
+            })
+            .await
+            .map_err(|_| Stop::SinkClosed)?;
+        }
+        Ok::<(), Stop>(())
+    };
+    futures::future::try_join_all((0..workers).map(|_| worker())).await?;
+    Ok(())
+}
+
+/// Bytes `start..=end` into memory, resuming inside the chunk after a drop.
+async fn fetch_chunk(
+    run: &Run<'_>,
+    url: &Url,
+    ctx: &RequestCtx,
+    label: &str,
+    start: u64,
+    end: u64,
+) -> Result<Bytes, Stop> {
+    let len = (end - start + 1) as usize;
+    let mut buf = BytesMut::with_capacity(len);
+    let mut retrier = Retrier {
+        retries: 0,
+        policy: run.client.retry_policy(),
+    };
+    let _conn = run
+        .connections
+        .acquire()
+        .await
+        .map_err(|_| Stop::SinkClosed)?;
+    while buf.len() < len {
+        let at = start + buf.len() as u64;
+        let mut resp = match run.client.get_range(url, at, end, ctx).await {
+            Attempt::Done(resp) => resp,
+            Attempt::Retry { reason, wait } => {
+                retrier.wait(label, reason, wait).await?;
+                continue;
+            }
+            Attempt::Fail(e) => {
+                return Err(Stop::Failed(BlobError::Hub {
+                    label: label.to_owned(),
+                    source: e,
+                }));
+            }
+        };
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT if range_start(&resp) == Some(at) => {}
+            StatusCode::OK => return Err(Stop::NoRangeSupport),
+            other => {
+                return Err(bad_answer(
+                    label,
+                    url,
+                    format!("asked for bytes {at}-{end}, got HTTP {other}"),
+                ));
+            }
+        }
+        loop {
+            match resp.chunk().await {
+                Ok(Some(data)) => {
+                    if buf.len() + data.len() > len {
+                        return Err(bad_answer(
+                            label,
+                            url,
+                            format!("more bytes than the range {at}-{end}"),
+                        ));
+                    }
+                    buf.extend_from_slice(&data);
+                    let n = data.len() as u64;
+                    run.received.fetch_add(n, Ordering::Relaxed);
+                    run.progress.advance(n);
+                    retrier.retries = 0;
+                }
+                Ok(None) => {
+                    if buf.len() < len {
+                        let at = start + buf.len() as u64;
+                        retrier.wait(label, format!("the server ended the response at byte {at} of range {start}-{end}"), None).await?;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    retrier
+                        .wait(
+                            label,
+                            format!("connection lost at byte {}: {e}", start + buf.len() as u64),
+                            None,
+                        )
+                        .await?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(buf.freeze())
+}

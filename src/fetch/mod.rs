@@ -1,0 +1,328 @@
+//! The download engine behind `modelbake fetch`: turns the lock into blobs, skips what the
+//! store has, imports what an existing huggingface_hub cache has (after checking its hash),
+//! and downloads the rest from the locked commit: in parallel across blobs, and across `Range`
+//! chunks for large files, hashed while streaming, resumable, published only when verified.
+
+mod download;
+mod import;
+pub use import::reuse_dirs as reuse_caches;
+mod sink;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt, stream};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::hub::{HubClient, HubError};
+use crate::lock::Lockfile;
+use crate::repo::{RepoId, RepoKind};
+use crate::store::{Store, StoreError};
+
+/// Tuning and mode of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Connections open at once, over all blobs.
+    pub jobs: usize,
+    /// No network: only the store and local caches may provide blobs.
+    pub offline: bool,
+    /// huggingface_hub cache folders (`.../hub`) to import matching blobs from.
+    pub reuse: Vec<PathBuf>,
+    /// Size of one `Range` chunk of a large file.
+    pub chunk_size: u64,
+    /// Files larger than this are fetched in parallel chunks; smaller ones in one stream.
+    pub chunk_threshold: u64,
+    /// Upper bound of chunk bytes held in memory at once (keeps peak RSS flat).
+    pub memory_budget: u64,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            jobs: 8,
+            offline: false,
+            reuse: Vec::new(),
+            chunk_size: 8 << 20,
+            chunk_threshold: 64 << 20,
+            memory_budget: 32 << 20,
+        }
+    }
+}
+
+/// One place a blob is used: a file of a locked repo.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileUse {
+    /// Model, dataset or space.
+    pub kind: RepoKind,
+    /// The repo id.
+    pub id: RepoId,
+    /// The locked commit.
+    pub commit: String,
+    /// The file's path in the repo.
+    pub path: String,
+    /// huggingface_hub's blob name for it (used to find it in existing caches).
+    pub blob: String,
+}
+
+impl FileUse {
+    /// `model `acme/tiny` file `config.json``, for messages.
+    pub fn label(&self) -> String {
+        format!("{} `{}` file `{}`", self.kind, self.id, self.path)
+    }
+}
+
+/// One blob to make present: content identity plus every file that uses it.
+#[derive(Debug, Clone)]
+pub struct BlobJob {
+    /// sha256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Files with this content (at least one).
+    pub uses: Vec<FileUse>,
+}
+
+/// Every distinct blob the lock needs, in sha256 order.
+pub fn plan(lock: &Lockfile) -> Vec<BlobJob> {
+    let mut blobs: BTreeMap<String, BlobJob> = BTreeMap::new();
+    for repo in &lock.repos {
+        for f in &repo.files {
+            let use_ = FileUse {
+                kind: repo.kind,
+                id: repo.id.clone(),
+                commit: repo.commit.clone(),
+                path: f.path.clone(),
+                blob: f.blob.clone(),
+            };
+            blobs
+                .entry(f.sha256.clone())
+                .or_insert_with(|| BlobJob {
+                    sha256: f.sha256.clone(),
+                    size: f.size,
+                    uses: Vec::new(),
+                })
+                .uses
+                .push(use_);
+        }
+    }
+    blobs.into_values().collect()
+}
+
+/// How a blob came to be in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobOutcome {
+    /// It already was there (no network).
+    Present,
+    /// Another process fetched it while we waited for its claim.
+    FetchedByAnother,
+    /// Copied from an existing huggingface_hub cache after its hash matched.
+    Imported,
+    /// Downloaded.
+    Downloaded,
+}
+
+/// What `fetch` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FetchReport {
+    /// Distinct blobs the lock needs.
+    pub blobs: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Blobs already in the store.
+    pub present: usize,
+    /// Blobs another process fetched meanwhile.
+    pub fetched_by_another: usize,
+    /// Blobs imported from huggingface_hub caches.
+    pub imported: usize,
+    /// Blobs downloaded.
+    pub downloaded: usize,
+    /// Bytes received over the network (resumed bytes are not counted twice).
+    pub downloaded_bytes: u64,
+}
+
+/// Why `fetch` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// `--offline` and some blobs are neither in the store nor in a local cache.
+    #[error("--offline: {} blob(s) are missing from the store and from the local huggingface_hub caches:\n{}\nrun `modelbake fetch` with network access first", .0.len(), .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Missing(Vec<String>),
+    /// Some blobs could not be fetched; the others were.
+    #[error("{} of {total} blob(s) could not be fetched:\n{}", .failures.len(), .failures.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Failed {
+        /// One message per failed blob.
+        failures: Vec<String>,
+        /// How many blobs were attempted.
+        total: usize,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The failure of one blob, with the file it belongs to.
+#[derive(Debug, thiserror::Error)]
+enum BlobError {
+    #[error("{label}: {source}")]
+    Store { label: String, source: StoreError },
+    #[error("{label}: {source}")]
+    Hub { label: String, source: HubError },
+    #[error("{label}: {detail}")]
+    Other { label: String, detail: String },
+}
+
+/// Progress callbacks for the front end; called from many tasks at once.
+pub trait FetchProgress: Send + Sync {
+    /// The work is known: `bytes` to obtain over `blobs` blobs.
+    fn start(&self, _blobs: usize, _bytes: u64) {}
+    /// `n` more bytes arrived (or were imported).
+    fn advance(&self, _n: u64) {}
+    /// A blob is done.
+    fn blob_done(&self, _job: &BlobJob, _outcome: BlobOutcome) {}
+}
+
+/// A progress sink that shows nothing.
+pub struct NoProgress;
+impl FetchProgress for NoProgress {}
+
+/// Shared state of one fetch run.
+struct Run<'a> {
+    store: &'a Store,
+    client: &'a HubClient,
+    opts: &'a FetchOptions,
+    connections: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    received: AtomicU64,
+    progress: &'a dyn FetchProgress,
+}
+
+/// Makes every blob of `lock` present in `store`.
+pub async fn fetch(
+    lock: &Lockfile,
+    store: &Store,
+    client: &HubClient,
+    opts: &FetchOptions,
+    progress: &dyn FetchProgress,
+) -> Result<FetchReport, FetchError> {
+    let jobs = plan(lock);
+    let mut report = FetchReport {
+        blobs: jobs.len(),
+        bytes: jobs.iter().map(|j| j.size).sum(),
+        ..Default::default()
+    };
+    let (present, todo): (Vec<BlobJob>, Vec<BlobJob>) =
+        jobs.into_iter().partition(|j| store.has(&j.sha256, j.size));
+    report.present = present.len();
+    for job in &present {
+        progress.blob_done(job, BlobOutcome::Present);
+    }
+    progress.start(todo.len(), todo.iter().map(|j| j.size).sum());
+
+    let run = Run {
+        store,
+        client,
+        opts,
+        connections: Arc::new(Semaphore::new(opts.jobs.max(1))),
+        memory: Arc::new(Semaphore::new(
+            kib(opts.memory_budget.max(opts.chunk_size)) as usize
+        )),
+        received: AtomicU64::new(0),
+        progress,
+    };
+    // Biggest first, so large downloads start early and small ones fill the gaps.
+    let mut todo = todo;
+    todo.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.sha256.cmp(&b.sha256)));
+    let total = todo.len();
+    let results: Vec<(BlobJob, Result<BlobOutcome, BlobError>)> = stream::iter(todo)
+        .map(|job| {
+            let run = &run;
+            async move {
+                let result = run.blob(&job).await;
+                (job, result)
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+
+    let mut missing = Vec::new();
+    let mut failures = Vec::new();
+    for (job, result) in results {
+        match result {
+            Ok(outcome) => {
+                match outcome {
+                    BlobOutcome::Present => report.present += 1,
+                    BlobOutcome::FetchedByAnother => report.fetched_by_another += 1,
+                    BlobOutcome::Imported => report.imported += 1,
+                    BlobOutcome::Downloaded => report.downloaded += 1,
+                }
+                progress.blob_done(&job, outcome);
+            }
+            Err(BlobError::Other { label, detail }) if detail == OFFLINE => missing.push(label),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    report.downloaded_bytes = run.received.load(Ordering::Relaxed);
+    missing.sort();
+    failures.sort();
+    if !failures.is_empty() {
+        return Err(FetchError::Failed { failures, total });
+    }
+    if !missing.is_empty() {
+        return Err(FetchError::Missing(missing));
+    }
+    Ok(report)
+}
+
+const OFFLINE: &str = "not available offline";
+
+/// Bytes to memory-budget units (KiB), rounded up.
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32
+}
+
+impl Run<'_> {
+    /// Makes one blob present: claim it, then import or download it unless someone else did.
+    async fn blob(&self, job: &BlobJob) -> Result<BlobOutcome, BlobError> {
+        let label = job.uses[0].label();
+        let store_err = |source| BlobError::Store {
+            label: label.clone(),
+            source,
+        };
+        let claim = match self.store.try_lock(&job.sha256).map_err(store_err)? {
+            Some(claim) => claim,
+            None => {
+                let store = self.store.clone();
+                let sha = job.sha256.clone();
+                let claim = tokio::task::spawn_blocking(move || store.lock(&sha))
+                    .await
+                    .map_err(|e| BlobError::Other {
+                        label: label.clone(),
+                        detail: format!("waiting for the blob lock: {e}"),
+                    })?
+                    .map_err(store_err)?;
+                if self.store.has(&job.sha256, job.size) {
+                    return Ok(BlobOutcome::FetchedByAnother);
+                }
+                claim
+            }
+        };
+        if self.store.has(&job.sha256, job.size) {
+            return Ok(BlobOutcome::FetchedByAnother);
+        }
+        if import::from_caches(self, job, &claim).await? {
+            return Ok(BlobOutcome::Imported);
+        }
+        if self.opts.offline {
+            return Err(BlobError::Other {
+                label,
+                detail: OFFLINE.into(),
+            });
+        }
+        download::blob(self, job, &claim).await?;
+        Ok(BlobOutcome::Downloaded)
+    }
+}

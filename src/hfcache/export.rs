@@ -1,0 +1,318 @@
+//! Lays out the huggingface_hub cache for locked repos from the store: blobs as hard links to
+//! the store (copies across filesystems or on request), relative snapshot symlinks, refs
+//! without a newline, `trees/<commit>.json` for complete repos. Idempotent, merges into an
+//! existing cache, and orders its writes so that readers never see a half-written snapshot:
+//! blobs, then the snapshot (built aside and renamed into place when new), then `trees/`, then
+//! `refs/` last.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{repo_folder, symlink_target, trees_json};
+use crate::lock::{LockedRepo, Lockfile};
+use crate::store::Store;
+
+/// How blobs get into the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Hard link to the store (no second copy); falls back to copying across filesystems.
+    #[default]
+    Hardlink,
+    /// Always copy.
+    Copy,
+}
+
+/// What an export did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportReport {
+    /// Where the cache is.
+    pub hub_cache: PathBuf,
+    /// Repos exported.
+    pub repos: usize,
+    /// Blobs hard-linked to the store.
+    pub linked: usize,
+    /// Blobs copied.
+    pub copied: usize,
+    /// Blobs that were already in place.
+    pub kept: usize,
+    /// Snapshot symlinks created or fixed.
+    pub symlinks_written: usize,
+    /// Refs created or changed.
+    pub refs_written: usize,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Blobs are not in the store yet.
+    #[error("{} blob(s) are not in the store {}:\n{}\nrun `modelbake fetch` first", .missing.len(), .store.display(), .missing.iter().take(20).map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    NotFetched {
+        /// The store searched.
+        store: PathBuf,
+        /// `model `x` file `y`` entries.
+        missing: Vec<String>,
+    },
+    /// A filesystem operation failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
+    move |source| ExportError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Exports every repo of `lock` into the hub cache folder `hub_cache`.
+pub fn export(
+    lock: &Lockfile,
+    store: &Store,
+    hub_cache: &Path,
+    mode: LinkMode,
+) -> Result<ExportReport, ExportError> {
+    let missing: Vec<String> = lock
+        .repos
+        .iter()
+        .flat_map(|r| r.files.iter().map(move |f| (r, f)))
+        .filter(|(_, f)| !store.has(&f.sha256, f.size))
+        .map(|(r, f)| format!("{} file `{}`", r.label(), f.path))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ExportError::NotFetched {
+            store: store.root().to_owned(),
+            missing,
+        });
+    }
+    create_dir(hub_cache)?;
+    let mut report = ExportReport {
+        hub_cache: hub_cache.to_owned(),
+        ..Default::default()
+    };
+    for repo in &lock.repos {
+        export_repo(repo, store, hub_cache, mode, &mut report)?;
+        report.repos += 1;
+    }
+    Ok(report)
+}
+
+fn export_repo(
+    repo: &LockedRepo,
+    store: &Store,
+    hub_cache: &Path,
+    mode: LinkMode,
+    report: &mut ExportReport,
+) -> Result<(), ExportError> {
+    let root = hub_cache.join(repo_folder(repo.kind, &repo.id));
+    for sub in ["blobs", "snapshots", "refs"] {
+        create_dir(&root.join(sub))?;
+    }
+
+    // 1. Blobs.
+    for f in &repo.files {
+        let dest = root.join("blobs").join(&f.blob);
+        let src = store.blob_path(&f.sha256);
+        // Kept: already a link to the store, or a file of the right size under the name that
+        // is its own content hash (written by huggingface_hub, or an earlier copy); `verify`
+        // re-hashes when proof is needed.
+        if same_file(&src, &dest)
+            || fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == f.size)
+        {
+            report.kept += 1;
+            continue;
+        }
+        if place_blob(&src, &dest, mode)? {
+            report.linked += 1;
+        } else {
+            report.copied += 1;
+        }
+    }
+
+    // 2. The snapshot.
+    let snapshot = root.join("snapshots").join(&repo.commit);
+    if !snapshot.exists() {
+        let staging = root.join(format!(
+            ".modelbake-staging-{}-{:08x}",
+            repo.commit,
+            fastrand::u32(..)
+        ));
+        create_dir(&staging)?;
+        for f in &repo.files {
+            write_symlink(&staging.join(&f.path), &symlink_target(&f.path, &f.blob))?;
+            report.symlinks_written += 1;
+        }
+        chmod_dirs(&staging)?;
+        match fs::rename(&staging, &snapshot) {
+            Ok(()) => {}
+            Err(_) if snapshot.exists() => {
+                // Someone else created it meanwhile: merge into theirs instead.
+                let _ = fs::remove_dir_all(&staging);
+                report.symlinks_written -= repo.files.len();
+                merge_snapshot(repo, &snapshot, report)?;
+            }
+            Err(e) => return Err(io_err("moving the snapshot into place", &snapshot)(e)),
+        }
+    } else {
+        merge_snapshot(repo, &snapshot, report)?;
+    }
+
+    // 3. trees/<commit>.json, only when the lock lists every file of the commit.
+    if repo.complete {
+        let trees = root.join("trees");
+        create_dir(&trees)?;
+        replace_if_different(
+            &trees.join(format!("{}.json", repo.commit)),
+            trees_json(repo).as_bytes(),
+        )?;
+    }
+
+    // 4. The ref last: once it points at the commit, everything it leads to is in place.
+    if repo.revision.as_str() != repo.commit {
+        let ref_path = root.join("refs").join(repo.revision.as_str());
+        if let Some(parent) = ref_path.parent() {
+            create_dir(parent)?;
+        }
+        if replace_if_different(&ref_path, repo.commit.as_bytes())? {
+            report.refs_written += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Adds missing symlinks and fixes wrong ones in an existing snapshot, each atomically.
+fn merge_snapshot(
+    repo: &LockedRepo,
+    snapshot: &Path,
+    report: &mut ExportReport,
+) -> Result<(), ExportError> {
+    for f in &repo.files {
+        let link = snapshot.join(&f.path);
+        let target = symlink_target(&f.path, &f.blob);
+        if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target)) {
+            continue;
+        }
+        write_symlink(&link, &target)?;
+        report.symlinks_written += 1;
+    }
+    Ok(())
+}
+
+/// True when both paths are the same inode (the blob is already a link to the store).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Hard-links (or copies) `src` to `dest` through a temp name and a rename. Returns true for
+/// a link, false for a copy.
+fn place_blob(src: &Path, dest: &Path, mode: LinkMode) -> Result<bool, ExportError> {
+    let tmp = temp_sibling(dest);
+    let linked = mode == LinkMode::Hardlink && fs::hard_link(src, &tmp).is_ok();
+    if !linked {
+        copy_file(src, &tmp)?;
+    }
+    fs::rename(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("placing the blob", dest)(e)
+    })?;
+    Ok(linked)
+}
+
+fn copy_file(src: &Path, dest: &Path) -> Result<(), ExportError> {
+    let mut from = fs::File::open(src).map_err(io_err("reading", src))?;
+    let mut to = fs::File::create(dest).map_err(io_err("creating", dest))?;
+    io::copy(&mut from, &mut to).map_err(|e| {
+        let _ = fs::remove_file(dest);
+        io_err("copying to", dest)(e)
+    })?;
+    to.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting permissions of", dest))?;
+    to.sync_all().map_err(io_err("syncing", dest))?;
+    Ok(())
+}
+
+/// Creates (or replaces) a symlink atomically: a temp link, then a rename over the path.
+fn write_symlink(link: &Path, target: &str) -> Result<(), ExportError> {
+    if let Some(parent) = link.parent() {
+        create_dir(parent)?;
+    }
+    let tmp = temp_sibling(link);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("creating the symlink", &tmp))?;
+    fs::rename(&tmp, link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("placing the symlink", link)(e)
+    })
+}
+
+/// Writes `bytes` to `path` (temp file + rename, mode 0644) unless it already holds exactly
+/// them, so read-only caches and unchanged refs are left alone. Returns true when written.
+fn replace_if_different(path: &Path, bytes: &[u8]) -> Result<bool, ExportError> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    let tmp = temp_sibling(path);
+    let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    f.write_all(bytes).map_err(io_err("writing", &tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting permissions of", &tmp))?;
+    f.sync_all().map_err(io_err("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("replacing", path))?;
+    Ok(true)
+}
+
+/// A unique name next to `path` (same folder, so a rename is atomic), hidden from scanners.
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.modelbake-{:016x}.tmp", fastrand::u64(..)))
+}
+
+/// `create_dir_all` with the folders it creates set to 0755 whatever the umask, so any uid can
+/// read the cache.
+fn create_dir(dir: &Path) -> Result<(), ExportError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_owned());
+        cur = d.parent();
+    }
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    for d in missing {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("setting permissions of", &d))?;
+    }
+    Ok(())
+}
+
+/// Sets every folder under `dir` (inclusive) to 0755.
+fn chmod_dirs(dir: &Path) -> Result<(), ExportError> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("setting permissions of", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
+        let entry = entry.map_err(io_err("listing", dir))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chmod_dirs(&entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The huggingface_hub cache layout (hub-protocol.md §3): folder names, symlink targets, refs,
+//! `trees/<commit>.json`, and where the cache is. [`export`] writes it, [`verify`] checks it.
+
+pub mod export;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use crate::hub::config::hf_home;
+use crate::lock::LockedRepo;
+use crate::repo::{RepoId, RepoKind};
+
+/// `models--org--name`, `datasets--org--name`, `spaces--org--name`.
+pub fn repo_folder(kind: RepoKind, id: &RepoId) -> String {
+    format!("{}--{}", kind.api_segment(), id.as_str().replace('/', "--"))
+}
+
+/// The hub cache as huggingface_hub finds it: `HF_HUB_CACHE`, else the legacy
+/// `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub` (`HF_HOME` itself defaulting as the library does).
+pub fn default_hub_cache(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    for var in ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"] {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            return Some(expand_tilde(&v, env));
+        }
+    }
+    hf_home(env).map(|h| h.join("hub"))
+}
+
+fn expand_tilde(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match (p.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The relative target of `snapshots/<commit>/<path>`: one `../` per folder level plus two,
+/// then `blobs/<blob>` — exactly what huggingface_hub's `os.path.relpath` produces.
+pub fn symlink_target(path: &str, blob: &str) -> String {
+    let depth = path.matches('/').count();
+    format!("{}blobs/{blob}", "../".repeat(2 + depth))
+}
+
+/// `trees/<commit>.json` as huggingface_hub ≥ 1.22 writes it (`json.dump(indent=1)`, files
+/// sorted, keys in its order, ASCII-escaped, no trailing newline), for a repo whose lock lists
+/// every file.
+pub fn trees_json(repo: &LockedRepo) -> String {
+    #[derive(serde::Serialize)]
+    struct Trees<'a> {
+        format_version: u32,
+        files: std::collections::BTreeMap<&'a str, Entry<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        size: u64,
+        blob_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lfs_sha256: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lfs_size: Option<u64>,
+    }
+    let files = repo
+        .files
+        .iter()
+        .map(|f| {
+            let entry = match &f.pointer {
+                Some(pointer) => Entry {
+                    size: f.size,
+                    blob_id: pointer,
+                    lfs_sha256: Some(&f.sha256),
+                    lfs_size: Some(f.size),
+                },
+                None => Entry {
+                    size: f.size,
+                    blob_id: &f.blob,
+                    lfs_sha256: None,
+                    lfs_size: None,
+                },
+            };
+            (f.path.as_str(), entry)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b" "),
+    );
+    // Serialising plain structs into memory cannot fail.
+    let _ = serde::Serialize::serialize(
+        &Trees {
+            format_version: 1,
+            files,
+        },
+        &mut ser,
+    );
+    ascii_escape(&String::from_utf8_lossy(&out))
+}
+
+/// Python's `ensure_ascii`: every non-ASCII character as `\uXXXX` (UTF-16 code units).
+fn ascii_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_and_targets() {
+        let id = RepoId::parse("google/gemma-2b").unwrap();
+        assert_eq!(
+            repo_folder(RepoKind::Model, &id),
+            "models--google--gemma-2b"
+        );
+        assert_eq!(
+            repo_folder(RepoKind::Dataset, &RepoId::parse("gpt2").unwrap()),
+            "datasets--gpt2"
+        );
+        assert_eq!(symlink_target("config.json", "abc"), "../../blobs/abc");
+        assert_eq!(
+            symlink_target("sub/dir/nested.txt", "abc"),
+            "../../../../blobs/abc"
+        );
+    }
+
+    #[test]
+    fn hub_cache_location() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            default_hub_cache(&env(&[("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h")])),
+            Some("/c".into())
+        );
+        assert_eq!(
+            default_hub_cache(&env(&[("HF_HOME", "/h")])),
+            Some("/h/hub".into())
+        );
+        assert_eq!(
+            default_hub_cache(&env(&[("HOME", "/u")])),
+            Some("/u/.cache/huggingface/hub".into())
+        );
+    }
+
+    #[test]
+    fn escapes_like_python() {
+        assert_eq!(ascii_escape("é😀"), "\\u00e9\\ud83d\\ude00");
+    }
+}

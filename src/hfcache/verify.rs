@@ -1,0 +1,325 @@
+//! Proves a huggingface_hub cache holds exactly what the lock says, for every locked repo:
+//! refs (exact 40 hex, no newline), snapshot symlinks, the full sha256 of every file, files
+//! the lock does not list, and a `trees/` listing that would break offline loads.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, stream};
+use serde::Serialize;
+
+use super::{repo_folder, symlink_target, trees_json};
+use crate::hash::ContentHasher;
+use crate::lock::{LockedRepo, Lockfile};
+use crate::repo::{RepoId, RepoKind};
+
+/// One thing wrong in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    /// The repo folder or its snapshot is missing.
+    MissingSnapshot {
+        /// The path that should exist.
+        path: String,
+    },
+    /// `refs/<revision>` is missing.
+    MissingRef {
+        /// The revision.
+        revision: String,
+    },
+    /// `refs/<revision>` holds something other than exactly the commit.
+    BadRef {
+        /// The revision.
+        revision: String,
+        /// What the file holds (escaped).
+        found: String,
+    },
+    /// A locked file is missing from the snapshot.
+    Missing {
+        /// Repo path.
+        path: String,
+    },
+    /// A snapshot symlink points nowhere.
+    BrokenSymlink {
+        /// Repo path.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A snapshot symlink points somewhere other than this repo's blob.
+    WrongSymlink {
+        /// Repo path.
+        path: String,
+        /// Its target.
+        target: String,
+        /// What it should be.
+        expected: String,
+    },
+    /// The content's sha256 (or size) differs from the lock.
+    Corrupt {
+        /// Repo path.
+        path: String,
+        /// The lock's sha256.
+        expected: String,
+        /// What the file hashes to.
+        actual: String,
+    },
+    /// A file in the snapshot that the lock does not list.
+    Extra {
+        /// Repo path.
+        path: String,
+    },
+    /// `trees/<commit>.json` differs from the lock's full listing, or exists although the lock
+    /// holds a filtered list (offline `snapshot_download` would raise `IncompleteSnapshotError`).
+    BadTrees {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::MissingSnapshot { path } => write!(f, "missing: {path}"),
+            Problem::MissingRef { revision } => write!(f, "missing ref refs/{revision}"),
+            Problem::BadRef { revision, found } => write!(
+                f,
+                "refs/{revision} holds \"{found}\", expected exactly the 40-hex commit (no newline)"
+            ),
+            Problem::Missing { path } => write!(f, "missing file {path}"),
+            Problem::BrokenSymlink { path, target } => {
+                write!(f, "broken symlink {path} -> {target}")
+            }
+            Problem::WrongSymlink {
+                path,
+                target,
+                expected,
+            } => write!(f, "symlink {path} -> {target}, expected -> {expected}"),
+            Problem::Corrupt {
+                path,
+                expected,
+                actual,
+            } => write!(f, "corrupt {path}: sha256 {actual}, expected {expected}"),
+            Problem::Extra { path } => write!(f, "extra file {path} (not in the lock)"),
+            Problem::BadTrees { detail } => write!(f, "{detail}"),
+        }
+    }
+}
+
+/// The verdict for one repo.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoReport {
+    /// Model, dataset or space.
+    pub kind: RepoKind,
+    /// The repo id.
+    pub id: RepoId,
+    /// The locked commit.
+    pub commit: String,
+    /// Files checked (hashed).
+    pub files: usize,
+    /// Everything wrong, sorted.
+    pub problems: Vec<Problem>,
+}
+
+/// The verdict for a whole cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The cache checked.
+    pub hub_cache: PathBuf,
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Per repo, in lock order.
+    pub repos: Vec<RepoReport>,
+}
+
+/// Checks every locked repo in `hub_cache`, hashing files on `parallelism` threads.
+pub async fn verify(lock: &Lockfile, hub_cache: &Path, parallelism: usize) -> VerifyReport {
+    let mut repos = Vec::new();
+    for repo in &lock.repos {
+        repos.push(verify_repo(repo, hub_cache, parallelism).await);
+    }
+    let ok = repos.iter().all(|r| r.problems.is_empty());
+    VerifyReport {
+        hub_cache: hub_cache.to_owned(),
+        ok,
+        repos,
+    }
+}
+
+async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) -> RepoReport {
+    let root = hub_cache.join(repo_folder(repo.kind, &repo.id));
+    let snapshot = root.join("snapshots").join(&repo.commit);
+    let mut problems = Vec::new();
+    let report = |problems: Vec<Problem>, files| {
+        let mut problems = problems;
+        problems.sort_by_key(|p| p.to_string());
+        RepoReport {
+            kind: repo.kind,
+            id: repo.id.clone(),
+            commit: repo.commit.clone(),
+            files,
+            problems,
+        }
+    };
+
+    if repo.revision.as_str() != repo.commit {
+        let ref_path = root.join("refs").join(repo.revision.as_str());
+        match fs::read(&ref_path) {
+            Ok(bytes) if bytes == repo.commit.as_bytes() => {}
+            Ok(bytes) => problems.push(Problem::BadRef {
+                revision: repo.revision.to_string(),
+                found: String::from_utf8_lossy(&bytes).escape_debug().to_string(),
+            }),
+            Err(_) => problems.push(Problem::MissingRef {
+                revision: repo.revision.to_string(),
+            }),
+        }
+    }
+    if !snapshot.is_dir() {
+        problems.push(Problem::MissingSnapshot {
+            path: snapshot.display().to_string(),
+        });
+        return report(problems, 0);
+    }
+
+    // Symlinks and which file to hash for each path.
+    let mut to_hash: Vec<(String, PathBuf, String, u64)> = Vec::new();
+    for f in &repo.files {
+        let path = snapshot.join(&f.path);
+        let expected = symlink_target(&f.path, &f.blob);
+        match fs::symlink_metadata(&path) {
+            Err(_) => problems.push(Problem::Missing {
+                path: f.path.clone(),
+            }),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                if !path.exists() {
+                    problems.push(Problem::BrokenSymlink {
+                        path: f.path.clone(),
+                        target,
+                    });
+                    continue;
+                }
+                let blob = root.join("blobs").join(&f.blob);
+                let resolves_to_blob = match (fs::canonicalize(&path), fs::canonicalize(&blob)) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                if !resolves_to_blob {
+                    problems.push(Problem::WrongSymlink {
+                        path: f.path.clone(),
+                        target,
+                        expected,
+                    });
+                }
+                to_hash.push((f.path.clone(), path, f.sha256.clone(), f.size));
+            }
+            // A real file: huggingface_hub's no-symlink layout; its content still counts.
+            Ok(_) => to_hash.push((f.path.clone(), path, f.sha256.clone(), f.size)),
+        }
+    }
+
+    // Extra files in the snapshot.
+    let locked: BTreeSet<&str> = repo.files.iter().map(|f| f.path.as_str()).collect();
+    let mut found = Vec::new();
+    list_files(&snapshot, &snapshot, &mut found);
+    for path in found {
+        if !locked.contains(path.as_str()) {
+            problems.push(Problem::Extra { path });
+        }
+    }
+
+    // trees/<commit>.json.
+    let trees = root.join("trees").join(format!("{}.json", repo.commit));
+    if let Ok(text) = fs::read_to_string(&trees) {
+        if !repo.complete {
+            problems.push(Problem::BadTrees {
+                detail: format!(
+                    "{} exists but the lock holds a filtered file list: offline snapshot_download would raise IncompleteSnapshotError; delete it",
+                    trees.display()
+                ),
+            });
+        } else if serde_json::from_str::<serde_json::Value>(&text).ok()
+            != serde_json::from_str(&trees_json(repo)).ok()
+        {
+            problems.push(Problem::BadTrees {
+                detail: format!("{} does not match the lock's file list", trees.display()),
+            });
+        }
+    }
+
+    // Full sha256 of every file, each distinct resolved file once.
+    let files = to_hash.len();
+    let mut by_target: HashMap<PathBuf, Vec<Expected>> = HashMap::new();
+    for (rel, path, sha, size) in to_hash {
+        let key = fs::canonicalize(&path).unwrap_or(path);
+        by_target.entry(key).or_default().push((rel, sha, size));
+    }
+    let hashed: Vec<(Vec<Expected>, Hashed)> = stream::iter(by_target)
+        .map(|(file, uses)| async move {
+            let result = tokio::task::spawn_blocking(move || hash_file(&file))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            (uses, result)
+        })
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
+    for (uses, result) in hashed {
+        for (path, expected, size) in uses {
+            match &result {
+                Ok((actual, len)) if *actual == expected && *len == size => {}
+                Ok((actual, _)) => problems.push(Problem::Corrupt {
+                    path,
+                    expected,
+                    actual: actual.clone(),
+                }),
+                Err(e) => problems.push(Problem::Corrupt {
+                    path,
+                    expected,
+                    actual: format!("unreadable: {e}"),
+                }),
+            }
+        }
+    }
+    report(problems, files)
+}
+
+/// A locked file expected at a path: (repo path, sha256, size).
+type Expected = (String, String, u64);
+/// What a file hashed to: (sha256, size), or why it could not be read.
+type Hashed = Result<(String, u64), String>;
+
+fn hash_file(path: &Path) -> Hashed {
+    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut hasher = ContentHasher::sha256_only();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let d = hasher.finish();
+    Ok((d.sha256, d.len))
+}
+
+/// Every non-directory entry under `dir`, as `/`-separated paths relative to `root`.
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            list_files(root, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+}

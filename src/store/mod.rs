@@ -1,0 +1,297 @@
+//! The content-addressed blob store shared by every project on a machine: one copy of each
+//! file, keyed by sha256, never visible before its hash was checked.
+//!
+//! Layout under the store root:
+//! - `blobs/sha256/<aa>/<sha256>`: published blobs, read-only (0444);
+//! - `tmp/<sha256>.<unique>.part`: downloads in progress, always a contiguous prefix of the
+//!   content, so an interrupted download resumes from its length;
+//! - `locks/<sha256>.lock`: per-blob `flock` files, so concurrent processes download a blob once.
+//!
+//! Where `flock` is a no-op (some NFS/Lustre setups), nothing breaks: every writer has its own
+//! uniquely named temp file, a leftover partial is taken over by an atomic rename (only one
+//! process wins it), and every blob is verified before the rename that publishes it.
+
+mod partial;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use partial::Partial;
+
+use crate::hash::is_lower_hex;
+
+/// A failure in the store, with the path involved and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation failed.
+    #[error("{what} {}: {source}{}", .path.display(), hint(.source))]
+    Io {
+        /// What was being done ("writing", "creating", ...).
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The content did not hash to what the lock says; nothing was published.
+    #[error(
+        "sha256 mismatch: expected {expected}, got {actual}; the partial download was discarded and nothing was published"
+    )]
+    HashMismatch {
+        /// The lock's sha256.
+        expected: String,
+        /// What the bytes hashed to.
+        actual: String,
+    },
+    /// The content had another length than the lock says.
+    #[error(
+        "size mismatch: expected {expected} bytes, got {actual}; the partial download was discarded and nothing was published"
+    )]
+    SizeMismatch {
+        /// The lock's size.
+        expected: u64,
+        /// The bytes received.
+        actual: u64,
+    },
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            " (the disk is full: free space, or point MODELBAKE_STORE at a larger disk; the partial download is kept and resumes on the next run)"
+        }
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+            " (not writable: set MODELBAKE_STORE to a folder you can write)"
+        }
+        _ => "",
+    }
+}
+
+/// Attaches a path and an action to an I/O error.
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An exclusive claim on one blob (a `flock` on its lock file), released when the last clone
+/// is dropped. Clones let the claim travel into blocking tasks.
+#[derive(Debug, Clone)]
+pub struct BlobLock {
+    _file: std::sync::Arc<File>,
+}
+
+impl Store {
+    /// The store location: `MODELBAKE_STORE`, else `$XDG_CACHE_HOME/modelbake/store`, else
+    /// `~/.cache/modelbake/store`.
+    pub fn default_root(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let Some(s) = nonempty("MODELBAKE_STORE") {
+            return Some(PathBuf::from(s));
+        }
+        if let Some(x) = nonempty("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(x).join("modelbake/store"));
+        }
+        nonempty("HOME").map(|h| PathBuf::from(h).join(".cache/modelbake/store"))
+    }
+
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for sub in ["blobs/sha256", "tmp", "locks"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err("creating the store folder", &dir))?;
+        }
+        Ok(Store {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this sha256 lives once published.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        let shard = sha256.get(..2).unwrap_or("xx");
+        self.root.join("blobs/sha256").join(shard).join(sha256)
+    }
+
+    /// True when the blob is published with the expected size. Published blobs were verified
+    /// before publication; `verify` re-hashes exports when proof is needed.
+    pub fn has(&self, sha256: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(sha256)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    fn lock_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{sha256}.lock"))
+    }
+
+    fn open_lock_file(&self, sha256: &str) -> Result<File, StoreError> {
+        debug_assert!(is_lower_hex(sha256, 64));
+        let path = self.lock_path(sha256);
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening the lock file", &path))
+    }
+
+    /// Claims the blob, waiting while another process holds it.
+    pub fn lock(&self, sha256: &str) -> Result<BlobLock, StoreError> {
+        let file = self.open_lock_file(sha256)?;
+        file.lock()
+            .map_err(io_err("locking", &self.lock_path(sha256)))?;
+        Ok(BlobLock {
+            _file: std::sync::Arc::new(file),
+        })
+    }
+
+    /// Claims the blob if nobody else holds it.
+    pub fn try_lock(&self, sha256: &str) -> Result<Option<BlobLock>, StoreError> {
+        let file = self.open_lock_file(sha256)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(BlobLock {
+                _file: std::sync::Arc::new(file),
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &self.lock_path(sha256))(e)),
+        }
+    }
+
+    /// Starts or resumes writing the blob `sha256` of `size` bytes: takes over the largest
+    /// partial left by an earlier run (hashing what it already holds), else starts empty.
+    pub fn begin(&self, sha256: &str, size: u64, _claim: &BlobLock) -> Result<Partial, StoreError> {
+        Partial::begin(self, sha256, size)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::sha256_hex;
+
+    #[test]
+    fn default_root_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            Store::default_root(&env(&[("MODELBAKE_STORE", "/s"), ("HOME", "/h")])),
+            Some("/s".into())
+        );
+        assert_eq!(
+            Store::default_root(&env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            Some("/x/modelbake/store".into())
+        );
+        assert_eq!(
+            Store::default_root(&env(&[("HOME", "/h")])),
+            Some("/h/.cache/modelbake/store".into())
+        );
+    }
+
+    #[test]
+    fn publishes_only_verified_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"hello store";
+        let sha = sha256_hex(data);
+        let claim = store.lock(&sha).unwrap();
+
+        let mut p = store.begin(&sha, data.len() as u64, &claim).unwrap();
+        p.append(b"hello STORE").unwrap();
+        let err = p.publish().unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        assert!(!store.has(&sha, data.len() as u64));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "the bad partial is gone"
+        );
+
+        let mut p = store.begin(&sha, data.len() as u64, &claim).unwrap();
+        p.append(data).unwrap();
+        let path = p.publish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        assert!(store.has(&sha, data.len() as u64));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+    }
+
+    #[test]
+    fn resumes_a_partial_left_by_a_dead_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"0123456789abcdef";
+        let sha = sha256_hex(data);
+        let claim = store.lock(&sha).unwrap();
+        let mut p = store.begin(&sha, 16, &claim).unwrap();
+        p.append(&data[..6]).unwrap();
+        p.suspend().unwrap(); // as if the process died here
+        let mut p = store.begin(&sha, 16, &claim).unwrap();
+        assert_eq!(p.len(), 6, "the earlier prefix is taken over");
+        p.append(&data[6..]).unwrap();
+        p.publish().unwrap();
+        assert!(store.has(&sha, 16));
+    }
+
+    #[test]
+    fn size_overflow_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sha = sha256_hex(b"ab");
+        let claim = store.lock(&sha).unwrap();
+        let mut p = store.begin(&sha, 2, &claim).unwrap();
+        let err = p.append(b"abc").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SizeMismatch {
+                    expected: 2,
+                    actual: 3
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lock_is_exclusive_across_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sha = sha256_hex(b"x");
+        let held = store.try_lock(&sha).unwrap();
+        assert!(held.is_some());
+        assert!(
+            store.try_lock(&sha).unwrap().is_none(),
+            "a second claim must wait"
+        );
+        drop(held);
+        assert!(store.try_lock(&sha).unwrap().is_some());
+    }
+}
