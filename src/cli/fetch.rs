@@ -36,7 +36,9 @@ impl StoreArgs {
                 )
             })?,
         };
-        Ok(Store::open(&root)?)
+        let durable = !process_env("MODELBAKE_FSYNC")
+            .is_some_and(|v| matches!(v.trim(), "0" | "false" | "off" | "no"));
+        Ok(Store::open(&root)?.with_durability(durable))
     }
 }
 
@@ -76,6 +78,12 @@ pub struct FetchArgs {
     /// The default cache ($HF_HUB_CACHE / $HF_HOME/hub) is always searched.
     #[arg(long, value_name = "DIR")]
     pub reuse: Vec<PathBuf>,
+    /// Skip the fsync before each blob is published (also MODELBAKE_FSYNC=0). Blobs are still
+    /// verified before they become visible and a killed run still loses nothing; only a power
+    /// loss could leave a damaged blob. For ephemeral CI runners and container builds, where
+    /// it is often 2x faster.
+    #[arg(long)]
+    pub no_fsync: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -152,6 +160,11 @@ pub async fn run_fetch(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode,
     let started = Instant::now();
     let (_, lock) = load_locked(cli, ui)?;
     let store = args.store.open()?;
+    let store = if args.no_fsync {
+        store.with_durability(false)
+    } else {
+        store
+    };
     let client = HubClient::new(HubConfig::from_env(args.endpoint.as_deref())?)?;
     let opts = FetchOptions {
         jobs: usize::from(args.jobs),

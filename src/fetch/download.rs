@@ -4,13 +4,13 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Mutex, mpsc};
 use url::Url;
 
+use super::buffers::Buffer;
 use super::sink::{Msg, Sink};
-use super::{BlobError, BlobJob, Run, kib};
+use super::{BlobError, BlobJob, Run};
 use crate::hub::{Attempt, HubError, RequestCtx};
 use crate::store::{BlobLock, StoreError};
 
@@ -151,6 +151,7 @@ fn range_start(resp: &reqwest::Response) -> Option<u64> {
 }
 
 /// One stream from `from` to the end, re-requested from the current byte after every drop.
+/// Bytes are gathered into pooled buffers and handed to the sink as each one fills.
 async fn single(
     run: &Run<'_>,
     start_url: &Url,
@@ -166,6 +167,7 @@ async fn single(
         retries: 0,
         policy: run.client.retry_policy(),
     };
+    let mut pending: Option<(u64, Buffer)> = None;
     while offset < size {
         let _conn = run
             .connections
@@ -189,6 +191,7 @@ async fn single(
         url = resp.url().clone();
         match resp.status() {
             StatusCode::OK if offset > 0 => {
+                pending = None;
                 tx.send(Msg::Reset).await.map_err(|_| Stop::SinkClosed)?;
                 offset = 0;
             }
@@ -216,13 +219,28 @@ async fn single(
                             format!("more than the {size} bytes the lock records"),
                         ));
                     }
-                    tx.send(Msg::Data {
-                        offset,
-                        data,
-                        permit: None,
-                    })
-                    .await
-                    .map_err(|_| Stop::SinkClosed)?;
+                    let mut rest = &data[..];
+                    while !rest.is_empty() {
+                        let (start, buf) = match &mut pending {
+                            Some(p) => p,
+                            None => pending.insert((
+                                offset + (n - rest.len() as u64),
+                                run.buffers.take().await.ok_or(Stop::SinkClosed)?,
+                            )),
+                        };
+                        let take = rest.len().min(buf.room());
+                        buf.extend(&rest[..take]);
+                        rest = &rest[take..];
+                        if buf.room() == 0 {
+                            let (start, data) = (*start, pending.take().ok_or(Stop::SinkClosed)?.1);
+                            tx.send(Msg::Data {
+                                offset: start,
+                                data,
+                            })
+                            .await
+                            .map_err(|_| Stop::SinkClosed)?;
+                        }
+                    }
                     offset += n;
                     run.received.fetch_add(n, Ordering::Relaxed);
                     run.progress.advance(n);
@@ -252,6 +270,15 @@ async fn single(
                 }
             }
         }
+        // What arrived is valid whatever happens next: hand it over before resuming.
+        if let Some((start, data)) = pending.take() {
+            tx.send(Msg::Data {
+                offset: start,
+                data,
+            })
+            .await
+            .map_err(|_| Stop::SinkClosed)?;
+        }
     }
     Ok(())
 }
@@ -266,32 +293,27 @@ fn bad_answer(label: &str, url: &Url, detail: String) -> Stop {
     })
 }
 
-/// Hands out chunk indices in order, each with its memory budget, so the chunk the sink waits
-/// for always holds budget and out-of-order chunks can never starve it.
+/// Hands out chunk indices in order, each with its buffer, so the chunk the sink waits for
+/// always holds a buffer and out-of-order chunks can never starve it.
 struct Dispenser {
     next: Mutex<u64>,
     count: u64,
 }
 
 impl Dispenser {
-    async fn next(&self, run: &Run<'_>, chunk: u64) -> Option<(u64, OwnedSemaphorePermit)> {
+    async fn next(&self, run: &Run<'_>) -> Option<(u64, Buffer)> {
         let mut next = self.next.lock().await;
         if *next >= self.count {
             return None;
         }
-        let permit = run
-            .memory
-            .clone()
-            .acquire_many_owned(kib(chunk))
-            .await
-            .ok()?;
+        let buffer = run.buffers.take().await?;
         let index = *next;
         *next += 1;
-        Some((index, permit))
+        Some((index, buffer))
     }
 }
 
-/// Parallel `Range` chunks from `from` to the end.
+/// Parallel `Range` chunks (one buffer each) from `from` to the end.
 async fn chunked(
     run: &Run<'_>,
     start_url: &Url,
@@ -317,21 +339,20 @@ async fn chunked(
             }
         }
     };
-    let chunk = run.opts.chunk_size.max(1 << 16);
+    let chunk = run.buffers.size() as u64;
     let dispenser = Dispenser {
         next: Mutex::new(0),
         count: (size - from).div_ceil(chunk),
     };
     let workers = (run.opts.jobs.max(1) as u64).min(dispenser.count) as usize;
     let worker = || async {
-        while let Some((index, permit)) = dispenser.next(run, chunk).await {
+        while let Some((index, buffer)) = dispenser.next(run).await {
             let start = from + index * chunk;
             let end = (start + chunk).min(size) - 1;
-            let data = fetch_chunk(run, &url, ctx, label, start, end).await?;
+            let data = fetch_chunk(run, &url, ctx, label, start, end, buffer).await?;
             tx.send(Msg::Data {
                 offset: start,
                 data,
-                permit: Some(permit),
             })
             .await
             .map_err(|_| Stop::SinkClosed)?;
@@ -342,7 +363,7 @@ async fn chunked(
     Ok(())
 }
 
-/// Bytes `start..=end` into memory, resuming inside the chunk after a drop.
+/// Bytes `start..=end` into `buf`, resuming inside the chunk after a drop.
 async fn fetch_chunk(
     run: &Run<'_>,
     url: &Url,
@@ -350,9 +371,9 @@ async fn fetch_chunk(
     label: &str,
     start: u64,
     end: u64,
-) -> Result<Bytes, Stop> {
+    mut buf: Buffer,
+) -> Result<Buffer, Stop> {
     let len = (end - start + 1) as usize;
-    let mut buf = BytesMut::with_capacity(len);
     let mut retrier = Retrier {
         retries: 0,
         policy: run.client.retry_policy(),
@@ -398,7 +419,7 @@ async fn fetch_chunk(
                             format!("more bytes than the range {at}-{end}"),
                         ));
                     }
-                    buf.extend_from_slice(&data);
+                    buf.extend(&data);
                     let n = data.len() as u64;
                     run.received.fetch_add(n, Ordering::Relaxed);
                     run.progress.advance(n);
@@ -424,5 +445,5 @@ async fn fetch_chunk(
             }
         }
     }
-    Ok(buf.freeze())
+    Ok(buf)
 }

@@ -3,6 +3,7 @@
 //! and downloads the rest from the locked commit: in parallel across blobs, and across `Range`
 //! chunks for large files, hashed while streaming, resumable, published only when verified.
 
+mod buffers;
 mod download;
 mod import;
 pub use import::reuse_dirs as reuse_caches;
@@ -31,11 +32,11 @@ pub struct FetchOptions {
     pub offline: bool,
     /// huggingface_hub cache folders (`.../hub`) to import matching blobs from.
     pub reuse: Vec<PathBuf>,
-    /// Size of one `Range` chunk of a large file.
+    /// Size of one `Range` chunk of a large file, and of each pooled download buffer.
     pub chunk_size: u64,
     /// Files larger than this are fetched in parallel chunks; smaller ones in one stream.
     pub chunk_threshold: u64,
-    /// Upper bound of chunk bytes held in memory at once (keeps peak RSS flat).
+    /// Upper bound of downloaded bytes held in memory at once (keeps peak RSS flat).
     pub memory_budget: u64,
 }
 
@@ -194,7 +195,7 @@ struct Run<'a> {
     client: &'a HubClient,
     opts: &'a FetchOptions,
     connections: Arc<Semaphore>,
-    memory: Arc<Semaphore>,
+    buffers: Arc<buffers::Buffers>,
     received: AtomicU64,
     progress: &'a dyn FetchProgress,
 }
@@ -226,9 +227,7 @@ pub async fn fetch(
         client,
         opts,
         connections: Arc::new(Semaphore::new(opts.jobs.max(1))),
-        memory: Arc::new(Semaphore::new(
-            kib(opts.memory_budget.max(opts.chunk_size)) as usize
-        )),
+        buffers: buffers::Buffers::new(opts.chunk_size.max(1 << 16) as usize, opts.memory_budget),
         received: AtomicU64::new(0),
         progress,
     };
@@ -278,11 +277,6 @@ pub async fn fetch(
 }
 
 const OFFLINE: &str = "not available offline";
-
-/// Bytes to memory-budget units (KiB), rounded up.
-fn kib(bytes: u64) -> u32 {
-    bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32
-}
 
 impl Run<'_> {
     /// Makes one blob present: claim it, then import or download it unless someone else did.

@@ -5,21 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::buffers::Buffer;
 use crate::store::{Partial, StoreError};
 
 /// A message to the sink.
 pub(super) enum Msg {
-    /// Bytes at `offset` of the blob.
-    Data {
-        offset: u64,
-        data: Bytes,
-        /// Memory budget held by this piece, released once it is written.
-        permit: Option<OwnedSemaphorePermit>,
-    },
+    /// Bytes at `offset` of the blob, in a pooled buffer that returns to the pool (freeing
+    /// its share of the memory budget) once written.
+    Data { offset: u64, data: Buffer },
     /// Start over from byte 0 (the server ignored a `Range` request).
     Reset,
 }
@@ -34,7 +30,7 @@ pub(super) struct Sink {
 impl Sink {
     /// Starts the sink on a blocking thread.
     pub fn spawn(partial: Partial) -> Self {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(16);
         let handle = tokio::task::spawn_blocking(move || run(partial, rx));
         Sink { tx, handle }
     }
@@ -54,19 +50,15 @@ impl Sink {
 }
 
 fn run(mut partial: Partial, mut rx: mpsc::Receiver<Msg>) -> Result<Partial, StoreError> {
-    let mut pending: BTreeMap<u64, (Bytes, Option<OwnedSemaphorePermit>)> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Buffer> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Reset => {
                 pending.clear();
                 partial.reset()?;
             }
-            Msg::Data {
-                offset,
-                data,
-                permit,
-            } => {
-                pending.insert(offset, (data, permit));
+            Msg::Data { offset, data } => {
+                pending.insert(offset, data);
                 // Write every piece that continues the prefix; skip bytes already written (a
                 // retried request may overlap what arrived before the connection dropped).
                 while let Some(entry) = pending.first_entry() {
@@ -75,12 +67,11 @@ fn run(mut partial: Partial, mut rx: mpsc::Receiver<Msg>) -> Result<Partial, Sto
                     if start > len {
                         break;
                     }
-                    let (data, permit) = entry.remove();
+                    let data = entry.remove();
                     let skip = (len - start) as usize;
                     if skip < data.len() {
-                        partial.append(&data[skip..])?;
+                        partial.append(&data.as_slice()[skip..])?;
                     }
-                    drop(permit);
                 }
             }
         }

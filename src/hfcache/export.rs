@@ -290,7 +290,7 @@ fn create_dir(dir: &Path) -> Result<(), ExportError> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur {
-        if d.exists() {
+        if d.as_os_str().is_empty() || d.exists() {
             break;
         }
         missing.push(d.to_owned());

@@ -84,6 +84,7 @@ pub(crate) fn io_err<'a>(
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    durable: bool,
 }
 
 /// An exclusive claim on one blob (a `flock` on its lock file), released when the last clone
@@ -115,7 +116,23 @@ impl Store {
         }
         Ok(Store {
             root: root.to_owned(),
+            durable: true,
         })
+    }
+
+    /// Whether blobs are fsynced before they are published (the default). Turning it off
+    /// keeps every other guarantee — nothing unverified is ever visible, a killed process
+    /// loses nothing — and only gives up durability across a power loss or kernel crash: the
+    /// right trade on ephemeral CI runners and container builds, where such a crash discards
+    /// the machine anyway, and much faster where the disk is slower than the network.
+    pub fn with_durability(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// See [`Store::with_durability`].
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// The store root.

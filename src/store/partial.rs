@@ -24,6 +24,7 @@ pub struct Partial {
     sha256: String,
     blob_path: PathBuf,
     writeback_from: u64,
+    durable: bool,
 }
 
 impl Partial {
@@ -73,6 +74,7 @@ impl Partial {
             sha256: sha256.to_owned(),
             blob_path: store.blob_path(sha256),
             writeback_from: 0,
+            durable: store.durable(),
         };
         if adopted && partial.rehash_existing().is_err() {
             partial.reset()?;
@@ -134,7 +136,7 @@ impl Partial {
             .map_err(io_err("writing", &self.path))?;
         self.hasher.update(data);
         self.len = new_len;
-        if self.len - self.writeback_from >= WRITEBACK_STEP {
+        if self.durable && self.len - self.writeback_from >= WRITEBACK_STEP {
             start_writeback(
                 &self.file,
                 self.writeback_from,
@@ -186,6 +188,7 @@ impl Partial {
             hasher,
             sha256,
             blob_path,
+            durable,
             ..
         } = self;
         let actual = hasher.finish().sha256;
@@ -196,14 +199,16 @@ impl Partial {
                 actual,
             });
         }
-        file.sync_all().map_err(io_err("syncing", &path))?;
+        if durable {
+            file.sync_all().map_err(io_err("syncing", &path))?;
+        }
         file.set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(io_err("setting permissions of", &path))?;
         drop(file);
         let shard = blob_path.parent().map(PathBuf::from).unwrap_or_default();
         fs::create_dir_all(&shard).map_err(io_err("creating", &shard))?;
         fs::rename(&path, &blob_path).map_err(io_err("publishing", &blob_path))?;
-        if let Ok(dir) = File::open(&shard) {
+        if durable && let Ok(dir) = File::open(&shard) {
             let _ = dir.sync_all();
         }
         Ok(blob_path)

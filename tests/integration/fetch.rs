@@ -236,6 +236,12 @@ fn wrong_bytes_are_reported_and_never_published() {
         0,
         "the corrupt partial is discarded"
     );
+    // Skipping fsync never skips verification.
+    f.fetch(&hub, &["--no-fsync"]).expect_code(1);
+    assert!(
+        !f.store_blob(&expected).exists(),
+        "a corrupt blob was published without fsync"
+    );
 }
 
 /// A repo big enough to interrupt: four 6 MB LFS files and two small regular files.

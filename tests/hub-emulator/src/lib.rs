@@ -58,6 +58,7 @@ pub(crate) struct State {
     faults: Mutex<Vec<Fault>>,
     page_size: usize,
     regular_via_cdn: bool,
+    external_cdn: Option<String>,
     hub_addr: SocketAddr,
     cdn_addr: SocketAddr,
 }
@@ -102,6 +103,7 @@ pub struct Builder {
     repos: Vec<Repo>,
     page_size: usize,
     regular_via_cdn: bool,
+    external_cdn: Option<String>,
     port: u16,
 }
 
@@ -122,6 +124,14 @@ impl Builder {
     /// crosses hosts; the real Hub serves them from its own host.
     pub fn regular_files_via_cdn(mut self, yes: bool) -> Self {
         self.regular_via_cdn = yes;
+        self
+    }
+
+    /// Redirect LFS downloads to `{base}/{path in the repo}` on another server (e.g. nginx
+    /// serving the fixture folder with sendfile), so that benchmarks measure the client and
+    /// not this server. Meant for a single repo served from a folder.
+    pub fn external_cdn(mut self, base: &str) -> Self {
+        self.external_cdn = Some(base.trim_end_matches('/').to_owned());
         self
     }
 
@@ -150,6 +160,7 @@ impl Builder {
             faults: Mutex::new(Vec::new()),
             page_size: self.page_size,
             regular_via_cdn: self.regular_via_cdn,
+            external_cdn: self.external_cdn,
             hub_addr: hub.local_addr()?,
             cdn_addr: cdn.local_addr()?,
         });
@@ -221,6 +232,7 @@ impl HubEmulator {
             repos: Vec::new(),
             page_size: 1000,
             regular_via_cdn: false,
+            external_cdn: None,
             port: 0,
         }
     }

@@ -3,6 +3,7 @@
 //!
 //! Usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]...
 //!        [--tag NAME]...   (tags point at `main` of every repo)
+//!        [--cdn-base URL]  (LFS files redirect to URL/<path>, e.g. an nginx serving the folder)
 
 use std::path::PathBuf;
 
@@ -43,6 +44,7 @@ fn run() -> Result<(), String> {
                 repos.push((kind, id.to_owned(), PathBuf::from(dir)));
             }
             "--tag" => tags.push(value()?),
+            "--cdn-base" => builder = builder.external_cdn(&value()?),
             "-h" | "--help" => {
                 println!(
                     "usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]... [--tag NAME]..."

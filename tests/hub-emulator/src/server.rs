@@ -649,7 +649,10 @@ fn resolve(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
         .header("x-repo-commit", commit.sha.clone());
     };
     if file.lfs || ctx.state.regular_via_cdn {
-        let location = format!("http://{}/lfs/{}", ctx.state.cdn_addr, file.sha256);
+        let location = match &ctx.state.external_cdn {
+            Some(base) => format!("{base}/{}", utf8_percent_encode(&file.path, QUOTE_SAFE)),
+            None => format!("http://{}/lfs/{}", ctx.state.cdn_addr, file.sha256),
+        };
         let body = format!("Found. Redirecting to {location}");
         return Reply::new(StatusCode::FOUND)
             .header("location", location)
