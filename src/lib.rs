@@ -4,6 +4,7 @@
 //! ([`hub`]) by [`resolve`] into `models.lock` ([`lock`]), which every later step reads alone.
 //! The command-line front end lives in [`cli`] and holds no logic of its own.
 
+pub mod bake;
 pub mod cli;
 pub mod fetch;
 pub mod hash;
@@ -11,6 +12,7 @@ pub mod hfcache;
 pub mod hub;
 pub mod lock;
 pub mod manifest;
+pub mod oci;
 pub mod repo;
 pub mod resolve;
 pub mod schema;

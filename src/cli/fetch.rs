@@ -27,7 +27,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Store> {
+    pub(super) fn open(&self) -> anyhow::Result<Store> {
         let root = match &self.store {
             Some(p) => p.clone(),
             None => Store::default_root(&process_env).ok_or_else(|| {
@@ -105,6 +105,17 @@ pub struct ExportArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub hub_cache: HubCacheArgs,
+    /// Check the image in this OCI layout instead of a cache.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["layer", "hub_cache"])]
+    pub oci: Option<PathBuf>,
+    /// Tag of the image in --oci.
+    #[arg(long, default_value = "latest", requires = "oci")]
+    pub tag: String,
+    /// Check one layer tarball (plain, gzip or zstd) instead of a cache.
+    #[arg(long, value_name = "FILE", conflicts_with = "hub_cache")]
+    pub layer: Option<PathBuf>,
+    #[command(flatten)]
+    pub layout: super::bake::LayoutArgs,
 }
 
 /// Progress on a terminal: one byte bar; elsewhere one line per blob obtained.
@@ -262,7 +273,63 @@ pub async fn run_export(cli: &Cli, args: &ExportArgs, ui: &Ui) -> Result<ExitCod
 
 /// Runs `modelbake verify`.
 pub async fn run_verify(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Failure> {
-    let (_, lock) = load_locked(cli, ui)?;
+    let (manifest, lock) = load_locked(cli, ui)?;
+    if args.oci.is_some() || args.layer.is_some() {
+        let settings = args.layout.apply(manifest.bake.clone());
+        let (what, report) = match (&args.oci, &args.layer) {
+            (Some(dir), _) => {
+                let (dir2, tag) = (dir.clone(), args.tag.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    crate::oci::verify::verify_layout(&dir2, &tag, &lock, &settings)
+                })
+                .await?
+                .map_err(anyhow::Error::msg)?;
+                (format!("{}:{}", display_path(dir), args.tag), r)
+            }
+            (None, Some(file)) => {
+                let f = file.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    crate::oci::verify::verify_layer(&f, &lock, &settings)
+                })
+                .await??;
+                (display_path(file), r)
+            }
+            _ => unreachable!("checked above"),
+        };
+        if ui.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        if !ui.quiet {
+            for l in &report.layers {
+                if l.problems.is_empty() {
+                    ui.status(
+                        "Verified",
+                        format!(
+                            "layer {} ({}; {} entries)",
+                            l.layer,
+                            l.repos.join(", "),
+                            l.entries
+                        ),
+                    );
+                } else {
+                    eprintln!("layer {}: {} problem(s)", l.layer, l.problems.len());
+                    for p in &l.problems {
+                        eprintln!("  - {p}");
+                    }
+                }
+            }
+            for p in &report.problems {
+                eprintln!("  - {p}");
+            }
+        }
+        return if report.ok {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(Failure::reported(anyhow::anyhow!(
+                "{what} does not match the lock"
+            )))
+        };
+    }
     let hub_cache = args.hub_cache.resolve()?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1,5 +1,6 @@
 //! Argument parsing and output only; every decision lives in the library modules.
 
+mod bake;
 mod fetch;
 mod lock;
 
@@ -103,12 +104,30 @@ pub enum Command {
     ///   modelbake export --hub-cache ./hf/hub --copy
     #[command(verbatim_doc_comment)]
     Export(fetch::ExportArgs),
-    /// Check a huggingface_hub cache against models.lock (exit 0 only when all match).
+    /// Check a huggingface_hub cache, an OCI image or a layer against models.lock.
     ///
-    /// Checks refs (exactly the commit, no newline), snapshot symlinks, the full sha256 of
-    /// every file, and reports missing, extra, corrupt and broken entries.
+    /// A cache (default, or --hub-cache DIR): refs (exactly the commit, no newline), snapshot
+    /// symlinks, the full sha256 of every file; missing, extra, corrupt and broken entries.
+    /// An image (--oci DIR [--tag T]) or a layer (--layer FILE): every entry's content hash,
+    /// symlink target, ref, owner and mode; layer digests and DiffIDs; nothing missing.
+    /// Exit 0 only when everything matches.
     #[command(verbatim_doc_comment)]
     Verify(fetch::VerifyArgs),
+    /// Bake the locked models into deterministic OCI layers and an image; push without Docker.
+    ///
+    /// One layer per repo (split above --max-layer-size) holding its huggingface_hub cache
+    /// under HF_HOME, streamed from the store: sorted entries, fixed mtime (0, or
+    /// SOURCE_DATE_EPOCH), uid/gid from --owner, 0644/0755, relative symlinks. The same lock and
+    /// options give bit-identical layers and image digests on any machine. Layers are cached by
+    /// content in the store, so an unchanged rebake takes well under a second.
+    ///
+    /// Examples:
+    ///   modelbake bake --oci out/image                       # OCI layout, models only
+    ///   modelbake bake --base docker.io/pytorch/pytorch:2.7.0-cuda12.6-cudnn9-runtime \
+    ///                  --push ghcr.io/acme/serving:models    # pushed, base layers mounted/streamed
+    ///   modelbake bake --layers out/layers                   # tarballs for a Dockerfile ADD
+    #[command(verbatim_doc_comment)]
+    Bake(bake::BakeArgs),
 }
 
 /// Entry point of the binary.
@@ -135,6 +154,7 @@ pub fn main() -> ExitCode {
             Command::Fetch(args) => fetch::run_fetch(&cli, args, &ui).await,
             Command::Export(args) => fetch::run_export(&cli, args, &ui).await,
             Command::Verify(args) => fetch::run_verify(&cli, args, &ui).await,
+            Command::Bake(args) => bake::run(&cli, args, &ui).await,
         }
     });
     match result {

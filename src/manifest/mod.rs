@@ -38,6 +38,122 @@ pub struct ManifestDoc {
     /// Space repositories (`[[space]]`).
     #[serde(default)]
     pub space: Vec<RepoEntry>,
+    /// Image settings for `modelbake bake` (command-line flags override them).
+    #[serde(default)]
+    pub bake: BakeDoc,
+}
+
+/// `[bake]`: how `modelbake bake` lays the cache into image layers.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BakeDoc {
+    /// Where the huggingface_hub cache lands inside the image, as `HF_HOME` (absolute path);
+    /// default `/root/.cache/huggingface`.
+    #[schemars(with = "Option<String>")]
+    pub hf_home: Option<Spanned<String>>,
+    /// `uid:gid` owning the baked files; default `0:0` (use e.g. `1000:1000` for non-root images).
+    #[schemars(with = "Option<String>")]
+    pub owner: Option<Spanned<String>>,
+    /// Layer compression: `none` (default; weights barely compress), `gzip` or `zstd`.
+    pub compression: Option<Compression>,
+    /// Base image: a registry reference (`docker.io/pytorch/pytorch:2.7.0-cuda12.6-cudnn9-runtime`)
+    /// or `oci:DIR[:TAG]`; none means an image of just the models.
+    pub base: Option<String>,
+    /// Platform to pick from a multi-arch base, e.g. `linux/amd64` (the default).
+    pub platform: Option<String>,
+    /// Repos larger than this many bytes are split over several layers (default 10 GB).
+    pub max_layer_size: Option<u64>,
+    /// Set `HF_HUB_OFFLINE=1` in the image environment (default true).
+    pub offline_env: Option<bool>,
+}
+
+/// Compression of image layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain tar: the fastest, and weights barely compress.
+    #[default]
+    None,
+    /// gzip, understood by every registry and runtime.
+    Gzip,
+    /// zstd (multi-threaded), smaller and faster than gzip; needs a recent runtime.
+    Zstd,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!(
+                "unknown compression `{other}`: expected none, gzip or zstd"
+            )),
+        }
+    }
+}
+
+/// The `[bake]` settings, validated and with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeSettings {
+    /// Absolute `HF_HOME` inside the image, normalised, without trailing `/`.
+    pub hf_home: String,
+    /// Owner uid and gid.
+    pub owner: (u32, u32),
+    /// Layer compression.
+    pub compression: Compression,
+    /// Base image reference, if any.
+    pub base: Option<String>,
+    /// Platform for multi-arch bases (`os/arch[/variant]`).
+    pub platform: String,
+    /// Split threshold in bytes.
+    pub max_layer_size: u64,
+    /// Whether to set `HF_HUB_OFFLINE=1`.
+    pub offline_env: bool,
+}
+
+impl Default for BakeSettings {
+    fn default() -> Self {
+        BakeSettings {
+            hf_home: "/root/.cache/huggingface".into(),
+            owner: (0, 0),
+            compression: Compression::None,
+            base: None,
+            platform: "linux/amd64".into(),
+            max_layer_size: 10_000_000_000,
+            offline_env: true,
+        }
+    }
+}
+
+/// Checks an in-image `HF_HOME`: absolute, no `.`/`..`/empty segments, no trailing `/`.
+pub fn parse_hf_home(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    if !trimmed.starts_with('/') || trimmed.len() < 2 {
+        return Err(format!(
+            "hf_home `{s}` must be an absolute path inside the image, e.g. `/root/.cache/huggingface`"
+        ));
+    }
+    if trimmed[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(format!(
+            "hf_home `{s}` must not contain empty, `.` or `..` segments"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Parses `uid:gid`.
+pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let err = || format!("owner `{s}` must be `uid:gid` with numbers, e.g. `0:0` or `1000:1000`");
+    let (u, g) = s.split_once(':').ok_or_else(err)?;
+    Ok((
+        u.trim().parse().map_err(|_| err())?,
+        g.trim().parse().map_err(|_| err())?,
+    ))
 }
 
 /// `[defaults]`: values a repo entry inherits when it does not set them.
@@ -115,6 +231,8 @@ pub struct Manifest {
     pub origin: ManifestOrigin,
     /// Repos in manifest order.
     pub repos: Vec<RepoSpec>,
+    /// `[bake]` settings.
+    pub bake: BakeSettings,
 }
 
 impl Manifest {
@@ -232,12 +350,41 @@ impl Manifest {
                 });
             }
         }
+        let bake = bake_settings(path, text, doc.bake)?;
         Ok(Manifest {
             path: path.to_owned(),
             origin,
             repos,
+            bake,
         })
     }
+}
+
+/// Validates `[bake]` with located errors and applies defaults.
+fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, SourceError> {
+    let mut b = BakeSettings::default();
+    if let Some(h) = doc.hf_home {
+        b.hf_home = parse_hf_home(h.get_ref())
+            .map_err(|e| SourceError::at(path, text, Some(h.span()), e))?;
+    }
+    if let Some(o) = doc.owner {
+        b.owner =
+            parse_owner(o.get_ref()).map_err(|e| SourceError::at(path, text, Some(o.span()), e))?;
+    }
+    if let Some(c) = doc.compression {
+        b.compression = c;
+    }
+    b.base = doc.base.filter(|s| !s.trim().is_empty());
+    if let Some(p) = doc.platform {
+        b.platform = p;
+    }
+    if let Some(m) = doc.max_layer_size {
+        b.max_layer_size = m.max(1);
+    }
+    if let Some(o) = doc.offline_env {
+        b.offline_env = o;
+    }
+    Ok(b)
 }
 
 /// Reads a manifest file, turning I/O errors into located errors.
@@ -321,6 +468,24 @@ id = "acme/data"
         let e = parse("[[models]]\nid = \"acme/a\"\n").unwrap_err();
         assert!(e.message.contains("unknown field `models`"), "{e}");
         assert_eq!(e.location.map(|l| l.0), Some(1));
+    }
+
+    #[test]
+    fn bake_settings_are_validated_with_locations() {
+        let m = parse(
+            "[bake]\nhf_home = \"/models/\"\nowner = \"1000:1000\"\ncompression = \"zstd\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.bake.hf_home, "/models");
+        assert_eq!(m.bake.owner, (1000, 1000));
+        assert_eq!(m.bake.compression, Compression::Zstd);
+        let e = parse("[bake]\nhf_home = \"relative/x\"\n").unwrap_err();
+        assert_eq!(e.location, Some((2, 11)), "{e}");
+        let e = parse("[bake]\nowner = \"root\"\n").unwrap_err();
+        assert!(e.message.contains("uid:gid"), "{e}");
+        let e = parse("[bake]\ncompression = \"lz4\"\n").unwrap_err();
+        assert!(e.message.contains("unknown variant `lz4`"), "{e}");
+        assert_eq!(parse("").unwrap().bake, BakeSettings::default());
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! `modelbake bake`: arguments and output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::fetch::StoreArgs;
+use super::{Cli, Failure, load_locked};
+use crate::bake::{BakeOptions, bake};
+use crate::manifest::{BakeSettings, Compression, parse_hf_home, parse_owner};
+use crate::oci::reference::ImageRef;
+use crate::ui::{Ui, display_path, human_size};
+
+/// How the cache is laid out in the image; shared by `bake` and `verify --oci/--layer`.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// HF_HOME inside the image [default: bake.hf_home, else /root/.cache/huggingface].
+    #[arg(long, value_name = "PATH", value_parser = parse_hf_home)]
+    pub hf_home: Option<String>,
+    /// uid:gid owning the baked files [default: bake.owner, else 0:0].
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub owner: Option<(u32, u32)>,
+    /// Platform of a multi-arch base, os/arch[/variant] [default: linux/amd64].
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+impl LayoutArgs {
+    /// The manifest's `[bake]` settings with these flags applied.
+    pub fn apply(&self, mut s: BakeSettings) -> BakeSettings {
+        if let Some(h) = &self.hf_home {
+            s.hf_home = h.clone();
+        }
+        if let Some(o) = self.owner {
+            s.owner = o;
+        }
+        if let Some(p) = &self.platform {
+            s.platform = p.clone();
+        }
+        s
+    }
+}
+
+/// Arguments of `modelbake bake`.
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// Write the layer tarballs and layers.json (digest, diff_id, size, media type, repo) here,
+    /// for `ADD` in a Dockerfile or other tools.
+    #[arg(long, value_name = "DIR")]
+    pub layers: Option<PathBuf>,
+    /// Write an OCI image layout (base + model layers) here; tagged with --tag.
+    #[arg(long, value_name = "DIR")]
+    pub oci: Option<PathBuf>,
+    /// Push the image to a registry (no Docker daemon): REGISTRY/REPO[:TAG]. Blobs the registry
+    /// has are skipped, base layers are mounted or streamed registry to registry.
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+    /// Tag for --oci (and --push without a tag).
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+    /// Base image: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:TAG] [default: bake.base, else none].
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Build on no base even if models.toml names one.
+    #[arg(long, conflicts_with = "base")]
+    pub no_base: bool,
+    /// Layer compression [default: bake.compression, else none].
+    #[arg(long, value_name = "none|gzip|zstd")]
+    pub compression: Option<Compression>,
+    /// Split repos larger than this many bytes over several layers [default: 10000000000].
+    #[arg(long, value_name = "BYTES")]
+    pub max_layer_size: Option<u64>,
+    /// Do not set HF_HUB_OFFLINE=1 in the image environment.
+    #[arg(long)]
+    pub no_offline_env: bool,
+    /// Allow plain-http registries (local test registries only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Layers built at once.
+    #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Runs `modelbake bake`.
+pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+    let started = Instant::now();
+    if args.layers.is_none() && args.oci.is_none() && args.push.is_none() {
+        return Err(anyhow::anyhow!(
+            "nothing to write: pass --layers DIR, --oci DIR and/or --push REF"
+        )
+        .into());
+    }
+    let (manifest, lock) = load_locked(cli, ui)?;
+    let store = args.store.open()?;
+    let mut settings = args.layout.apply(manifest.bake.clone());
+    if let Some(b) = &args.base {
+        settings.base = Some(b.clone());
+    }
+    if args.no_base {
+        settings.base = None;
+    }
+    if let Some(c) = args.compression {
+        settings.compression = c;
+    }
+    if let Some(m) = args.max_layer_size {
+        settings.max_layer_size = m.max(1);
+    }
+    if args.no_offline_env {
+        settings.offline_env = false;
+    }
+    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))?,
+        _ => 0,
+    };
+    let push = args
+        .push
+        .as_deref()
+        .map(ImageRef::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let opts = BakeOptions {
+        settings,
+        mtime,
+        layers_dir: args.layers.clone(),
+        oci_dir: args.oci.clone(),
+        push,
+        tag: args.tag.clone(),
+        insecure: args.insecure,
+        jobs: usize::from(args.jobs),
+    };
+    let on_layer = |l: &crate::oci::layer::BuiltLayer| {
+        let verb = if l.reused { "Reused" } else { "Built" };
+        ui.status(
+            verb,
+            format!(
+                "{} layer {} {} ({})",
+                l.repo,
+                l.part,
+                &l.digest[..19],
+                human_size(l.size)
+            ),
+        );
+    };
+    let report = bake(&lock, &store, &opts, &on_layer).await?;
+    if ui.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["ok"] = true.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    if let Some(dir) = &report.layers_dir {
+        ui.status(
+            "Wrote",
+            format!(
+                "{} layer files and layers.json to {}",
+                report.layers.len(),
+                display_path(dir)
+            ),
+        );
+    }
+    if let Some(dir) = &report.oci {
+        ui.status(
+            "Wrote",
+            format!(
+                "OCI layout {}:{} ({})",
+                display_path(dir),
+                args.tag,
+                report.manifest_digest
+            ),
+        );
+    }
+    if let Some(p) = &report.pushed {
+        ui.status(
+            "Pushed",
+            format!("{p}: {} blobs uploaded, {} already there, {} mounted, {} copied from the base registry", report.uploaded, report.skipped, report.mounted, report.copied),
+        );
+    }
+    ui.status(
+        "Finished",
+        format!(
+            "{} model layers ({} built, {} reused) on {} base layers in {:.2}s",
+            report.layers.len(),
+            report.built,
+            report.reused,
+            report.base_layers,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,143 @@
+//! The image config and manifest: the base's (if any) with our layers, DiffIDs, history and
+//! environment appended. JSON is serialised with sorted keys and no timestamps of ours, so the
+//! same inputs always give the same digests.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::layer::BuiltLayer;
+use super::{
+    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST,
+    Platform, digest_of,
+};
+
+/// What the image is built on.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The base config JSON.
+    pub config: Value,
+    /// The base layers, media types already in OCI terms.
+    pub layers: Vec<Descriptor>,
+}
+
+/// The finished config and manifest, with their descriptors.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Config bytes.
+    pub config: Vec<u8>,
+    /// Config descriptor.
+    pub config_desc: Descriptor,
+    /// Manifest bytes.
+    pub manifest: Vec<u8>,
+    /// Manifest descriptor.
+    pub manifest_desc: Descriptor,
+    /// All layer descriptors, base first.
+    pub layers: Vec<Descriptor>,
+}
+
+/// Environment variables the image gets.
+pub fn image_env(hf_home: &str, offline: bool) -> Vec<(String, String)> {
+    let mut env = vec![("HF_HOME".to_owned(), hf_home.to_owned())];
+    if offline {
+        env.push(("HF_HUB_OFFLINE".to_owned(), "1".to_owned()));
+    }
+    env
+}
+
+/// The descriptor of one of our layers, annotated with its repo, commit and part.
+pub fn layer_descriptor(layer: &BuiltLayer) -> Descriptor {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(ANNOTATION_REPO.to_owned(), layer.repo.clone());
+    annotations.insert(ANNOTATION_COMMIT.to_owned(), layer.commit.clone());
+    annotations.insert(ANNOTATION_PART.to_owned(), layer.part.clone());
+    Descriptor {
+        media_type: layer.media_type.clone(),
+        digest: layer.digest.clone(),
+        size: layer.size,
+        annotations: Some(annotations),
+        platform: None,
+    }
+}
+
+/// Builds config and manifest for `layers` on `base` (or on nothing).
+pub fn build(
+    base: Option<&Base>,
+    platform: &Platform,
+    layers: &[BuiltLayer],
+    env: &[(String, String)],
+) -> Image {
+    let mut config = match base {
+        Some(b) => b.config.clone(),
+        None => {
+            let mut c =
+                json!({ "architecture": platform.architecture, "os": platform.os, "config": {} });
+            if let Some(v) = &platform.variant {
+                c["variant"] = json!(v);
+            }
+            c
+        }
+    };
+    if !config["config"].is_object() {
+        config["config"] = json!({});
+    }
+    // Environment: ours replace same-named entries of the base, appended in a fixed order.
+    let mut vars: Vec<String> = config["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    vars.retain(|v| {
+        !env.iter()
+            .any(|(k, _)| v.split_once('=').map(|(name, _)| name) == Some(k.as_str()))
+    });
+    vars.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    config["config"]["Env"] = json!(vars);
+
+    let mut diff_ids: Vec<Value> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    diff_ids.extend(layers.iter().map(|l| json!(l.diff_id)));
+    config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
+    let mut history: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();
+    history.extend(layers.iter().map(|l| {
+        json!({ "created_by": format!("modelbake bake: {}@{} (layer {})", l.repo, l.commit, l.part), "comment": "modelbake" })
+    }));
+    config["history"] = json!(history);
+
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let config_desc = Descriptor {
+        media_type: MEDIA_CONFIG.into(),
+        digest: digest_of(&config_bytes),
+        size: config_bytes.len() as u64,
+        annotations: None,
+        platform: None,
+    };
+    let mut all_layers: Vec<Descriptor> = base.map(|b| b.layers.clone()).unwrap_or_default();
+    all_layers.extend(layers.iter().map(layer_descriptor));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config_desc,
+        "layers": all_layers,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest_desc = Descriptor {
+        media_type: MEDIA_MANIFEST.into(),
+        digest: digest_of(&manifest_bytes),
+        size: manifest_bytes.len() as u64,
+        annotations: None,
+        platform: None,
+    };
+    Image {
+        config: config_bytes,
+        config_desc,
+        manifest: manifest_bytes,
+        manifest_desc,
+        layers: all_layers,
+    }
+}

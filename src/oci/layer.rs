@@ -1,0 +1,409 @@
+//! One deterministic layer per locked repo (several when a repo is larger than
+//! `max_layer_size`): the repo's huggingface_hub cache subtree under `HF_HOME`, with every
+//! parent directory, streamed from the store straight into the (optionally compressed) tar.
+//! Built layers are kept in the store under a key derived from everything that determines their
+//! bytes, so a rebake of an unchanged lock reuses them.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::tar::{Stamp, TarWriter};
+use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
+use crate::hfcache::{repo_folder, symlink_target, trees_json};
+use crate::lock::{LockedFile, LockedRepo};
+use crate::manifest::{BakeSettings, Compression};
+use crate::store::Store;
+
+/// What an entry of a layer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory (0755).
+    Dir,
+    /// A file from the store (0644).
+    Blob {
+        /// Its sha256 (the store key).
+        sha256: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A small file whose bytes are known (refs, trees listing), 0644.
+    Inline(Vec<u8>),
+    /// A relative symlink.
+    Symlink(String),
+}
+
+/// One tar entry: path inside the image (no leading `/`) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path without a leading `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// The entries of one layer of one repo.
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    /// `model/acme/tiny`.
+    pub repo: String,
+    /// The locked commit.
+    pub commit: String,
+    /// 1-based part number and how many parts the repo has.
+    pub part: (usize, usize),
+    /// Entries sorted by path, parents first.
+    pub entries: Vec<Entry>,
+}
+
+/// The cache subtree root of a repo inside the image, without a leading `/`.
+pub fn repo_root(repo: &LockedRepo, settings: &BakeSettings) -> String {
+    format!(
+        "{}/hub/{}",
+        settings.hf_home.trim_start_matches('/'),
+        repo_folder(repo.kind, &repo.id)
+    )
+}
+
+/// Splits a repo into layers: unique blobs packed greedily (in blob-name order) into parts of
+/// at most `max_layer_size` bytes; the last part also holds refs, snapshot symlinks and trees.
+pub fn plan_repo(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
+    let root = repo_root(repo, settings);
+    let mut blobs: BTreeMap<&str, &LockedFile> = BTreeMap::new();
+    for f in &repo.files {
+        blobs.entry(f.blob.as_str()).or_insert(f);
+    }
+    let mut parts: Vec<Vec<&LockedFile>> = vec![Vec::new()];
+    let mut used = 0u64;
+    for f in blobs.values() {
+        let last = parts.last().is_some_and(|p| !p.is_empty());
+        if last && used + f.size > settings.max_layer_size {
+            parts.push(Vec::new());
+            used = 0;
+        }
+        if let Some(p) = parts.last_mut() {
+            p.push(f);
+        }
+        used += f.size;
+    }
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, files)| {
+            let mut entries: BTreeMap<String, EntryKind> = BTreeMap::new();
+            for f in files {
+                entries.insert(
+                    format!("{root}/blobs/{}", f.blob),
+                    EntryKind::Blob {
+                        sha256: f.sha256.clone(),
+                        size: f.size,
+                    },
+                );
+            }
+            if i + 1 == count {
+                let snapshot = format!("{root}/snapshots/{}", repo.commit);
+                entries.insert(snapshot.clone(), EntryKind::Dir);
+                for f in &repo.files {
+                    entries.insert(
+                        format!("{snapshot}/{}", f.path),
+                        EntryKind::Symlink(symlink_target(&f.path, &f.blob)),
+                    );
+                }
+                if repo.revision.as_str() != repo.commit {
+                    entries.insert(
+                        format!("{root}/refs/{}", repo.revision),
+                        EntryKind::Inline(repo.commit.as_bytes().to_vec()),
+                    );
+                }
+                if repo.complete {
+                    entries.insert(
+                        format!("{root}/trees/{}.json", repo.commit),
+                        EntryKind::Inline(trees_json(repo).into_bytes()),
+                    );
+                }
+                for sub in ["blobs", "refs", "snapshots"] {
+                    entries.insert(format!("{root}/{sub}"), EntryKind::Dir);
+                }
+            }
+            // Every parent directory, up to the image root.
+            let paths: Vec<String> = entries.keys().cloned().collect();
+            for p in paths {
+                let mut cur = p.as_str();
+                while let Some((parent, _)) = cur.rsplit_once('/') {
+                    entries.entry(parent.to_owned()).or_insert(EntryKind::Dir);
+                    cur = parent;
+                }
+            }
+            LayerPlan {
+                repo: format!("{}/{}", repo.kind, repo.id),
+                commit: repo.commit.clone(),
+                part: (i + 1, count),
+                entries: entries
+                    .into_iter()
+                    .map(|(path, kind)| Entry { path, kind })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Bytes-level options of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerFormat {
+    /// Owner and mtime of every entry.
+    pub stamp: Stamp,
+    /// Compression.
+    pub compression: Compression,
+}
+
+impl LayerFormat {
+    /// The OCI media type of such a layer.
+    pub fn media_type(&self) -> &'static str {
+        match self.compression {
+            Compression::None => MEDIA_LAYER_TAR,
+            Compression::Gzip => MEDIA_LAYER_GZIP,
+            Compression::Zstd => MEDIA_LAYER_ZSTD,
+        }
+    }
+
+    /// File name extension of such a layer.
+    pub fn extension(&self) -> &'static str {
+        match self.compression {
+            Compression::None => "tar",
+            Compression::Gzip => "tar.gz",
+            Compression::Zstd => "tar.zst",
+        }
+    }
+}
+
+/// A layer on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltLayer {
+    /// `sha256:<hex>` of the (compressed) blob.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// OCI media type.
+    pub media_type: String,
+    /// `model/acme/tiny`.
+    pub repo: String,
+    /// The locked commit.
+    pub commit: String,
+    /// `1/1`, `2/3`...
+    pub part: String,
+    /// Where the blob is (in the store's layer cache).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Whether it came from the cache.
+    #[serde(skip)]
+    pub reused: bool,
+}
+
+/// The cache key: sha256 of everything that decides the layer's bytes.
+pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
+    let mut h = Sha256::new();
+    h.update(
+        format!(
+            "modelbake-layer-v1\n{:?}\n{:?}\n",
+            format.compression, format.stamp
+        )
+        .as_bytes(),
+    );
+    for e in &plan.entries {
+        let kind = match &e.kind {
+            EntryKind::Dir => "dir".to_owned(),
+            EntryKind::Blob { sha256, size } => format!("blob {sha256} {size}"),
+            EntryKind::Inline(bytes) => format!("inline {}", hex::encode(Sha256::digest(bytes))),
+            EntryKind::Symlink(t) => format!("link {t}"),
+        };
+        h.update(format!("{}\0{kind}\n", e.path).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Builds (or takes from the cache) the layer for `plan`.
+pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
+    let dir = store.root().join("layers");
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+    let key = cache_key(plan, format);
+    let meta_path = dir.join(format!("{key}.json"));
+    if let Ok(text) = fs::read_to_string(&meta_path)
+        && let Ok(mut layer) = serde_json::from_str::<BuiltLayer>(&text)
+    {
+        layer.path = blobs.join(layer.digest.trim_start_matches("sha256:"));
+        if fs::metadata(&layer.path).is_ok_and(|m| m.len() == layer.size) {
+            layer.reused = true;
+            return Ok(layer);
+        }
+    }
+
+    let tmp = dir.join(format!(
+        ".{key}.{}-{:08x}.tmp",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let result = write_layer(store, plan, format, &tmp);
+    let (diff_id, digest, size) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let path = blobs.join(&digest);
+    fs::rename(&tmp, &path)?;
+    let layer = BuiltLayer {
+        digest: format!("sha256:{digest}"),
+        diff_id: format!("sha256:{diff_id}"),
+        size,
+        media_type: format.media_type().to_owned(),
+        repo: plan.repo.clone(),
+        commit: plan.commit.clone(),
+        part: format!("{}/{}", plan.part.0, plan.part.1),
+        path,
+        reused: false,
+    };
+    let meta_tmp = dir.join(format!(".{key}.json.tmp"));
+    fs::write(
+        &meta_tmp,
+        serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,
+    )?;
+    fs::rename(&meta_tmp, &meta_path)?;
+    Ok(layer)
+}
+
+/// Streams the tar into `tmp`; returns (diff_id hex, digest hex, blob size).
+fn write_layer(
+    store: &Store,
+    plan: &LayerPlan,
+    format: LayerFormat,
+    tmp: &Path,
+) -> io::Result<(String, String, u64)> {
+    let file = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+    let blob_writer = Hashing::new(file);
+    match format.compression {
+        Compression::None => {
+            let out = write_entries(store, plan, format.stamp, blob_writer)?;
+            let (digest, size, mut file) = out.finish();
+            file.flush()?;
+            Ok((digest.clone(), digest, size))
+        }
+        Compression::Gzip => {
+            let gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(blob_writer, flate2::Compression::new(1));
+            let tar_hash = write_entries(store, plan, format.stamp, Hashing::new(gz))?;
+            let (diff_id, _, gz) = tar_hash.finish();
+            let (digest, size, mut file) = gz.finish()?.finish();
+            file.flush()?;
+            Ok((diff_id, digest, size))
+        }
+        Compression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(blob_writer, 3)?;
+            z.include_checksum(true)?;
+            z.multithread(zstd_workers())?;
+            let tar_hash = write_entries(store, plan, format.stamp, Hashing::new(z))?;
+            let (diff_id, _, z) = tar_hash.finish();
+            let (digest, size, mut file) = z.finish()?.finish();
+            file.flush()?;
+            Ok((diff_id, digest, size))
+        }
+    }
+}
+
+/// zstd worker threads: the machine's cores (zstd's multi-threaded output does not depend on
+/// the number of workers, which a unit test checks).
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+        .clamp(1, 16)
+}
+
+fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W) -> io::Result<W> {
+    let mut tar = TarWriter::new(out);
+    for e in &plan.entries {
+        match &e.kind {
+            EntryKind::Dir => tar.dir(&e.path, stamp)?,
+            EntryKind::Symlink(target) => tar.symlink(&e.path, target, stamp)?,
+            EntryKind::Inline(bytes) => tar.file_bytes(&e.path, bytes, stamp)?,
+            EntryKind::Blob { sha256, size } => {
+                let path = store.blob_path(sha256);
+                let mut f = File::open(&path).map_err(|err| {
+                    io::Error::new(
+                        err.kind(),
+                        format!("{}: {err} (run `modelbake fetch` first)", path.display()),
+                    )
+                })?;
+                tar.file(&e.path, *size, &mut f, stamp)?;
+            }
+        }
+    }
+    tar.finish()
+}
+
+/// A writer that hashes (sha256) and counts what goes through it.
+pub struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// (sha256 hex, bytes, inner writer).
+    pub fn finish(self) -> (String, u64, W) {
+        (hex::encode(self.hasher.finalize()), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_output_does_not_depend_on_the_number_of_workers() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let compress = |workers: u32| {
+            let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            z.include_checksum(true).unwrap();
+            z.multithread(workers).unwrap();
+            z.write_all(&data).unwrap();
+            z.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(one, compress(2));
+        assert_eq!(one, compress(7));
+    }
+}

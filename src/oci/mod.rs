@@ -1,0 +1,127 @@
+//! OCI images of locked models: deterministic layers ([`layer`], [`tar`]), image config and
+//! manifest on an optional base ([`image`]), and the places they go: an OCI image layout
+//! ([`layout`]) or a registry over the distribution API ([`registry`]). [`verify`] checks
+//! layers and images against the lock.
+
+pub mod image;
+pub mod layer;
+pub mod layout;
+pub mod reference;
+pub mod registry;
+pub mod tar;
+pub mod verify;
+
+use serde::{Deserialize, Serialize};
+
+/// Uncompressed OCI layer.
+pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// gzip OCI layer.
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// zstd OCI layer.
+pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// OCI image config.
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI image manifest.
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema 2 manifest (bases from Docker Hub often are).
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Annotation naming a tag in an OCI layout's index.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotation on our layers: which repo they hold.
+pub const ANNOTATION_REPO: &str = "dev.modelbake.repo";
+/// Annotation on our layers: the locked commit.
+pub const ANNOTATION_COMMIT: &str = "dev.modelbake.commit";
+/// Annotation on our layers: `part/parts`.
+pub const ANNOTATION_PART: &str = "dev.modelbake.part";
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// What the blob is.
+    pub media_type: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Blob size.
+    pub size: u64,
+    /// Annotations, sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// Platform (in indexes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<serde_json::Value>,
+}
+
+/// Maps Docker schema 2 media types to their OCI equivalents (same bytes, other name), so a
+/// base from Docker Hub can be extended in an OCI manifest.
+pub fn oci_media_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => MEDIA_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" => MEDIA_LAYER_TAR,
+        "application/vnd.docker.container.image.v1+json" => MEDIA_CONFIG,
+        MEDIA_DOCKER_MANIFEST => MEDIA_MANIFEST,
+        other => other,
+    }
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", crate::hash::sha256_hex(bytes))
+}
+
+/// A platform like `linux/amd64` or `linux/arm64/v8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`...
+    pub architecture: String,
+    /// `v8`...
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: (*os).into(),
+                architecture: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: (*os).into(),
+                architecture: (*arch).into(),
+                variant: Some((*variant).into()),
+            }),
+            _ => Err(format!(
+                "platform `{s}` must be os/arch[/variant], e.g. linux/amd64"
+            )),
+        }
+    }
+
+    /// True when an index entry's `platform` object names this platform.
+    pub fn matches(&self, p: &serde_json::Value) -> bool {
+        p["os"].as_str() == Some(self.os.as_str())
+            && p["architecture"].as_str() == Some(self.architecture.as_str())
+            && match &self.variant {
+                Some(v) => p["variant"].as_str() == Some(v.as_str()),
+                None => true,
+            }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,664 @@
+//! A client for the OCI distribution API: manifests, blob existence, cross-repository mounts,
+//! monolithic uploads and streamed copies between registries. Authentication as Docker and
+//! skopeo do it: credentials from the Docker config file (`auths`, basic), then the registry's
+//! challenge decides (bearer token from its realm, or basic).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::reference::ImageRef;
+use super::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST, Platform};
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Network-level failure.
+    #[error("{url}: {detail}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The registry wants credentials we do not have.
+    #[error(
+        "{registry} asks for credentials: log in with `docker login {registry}` (modelbake reads ~/.docker/config.json or $DOCKER_CONFIG) or `skopeo login` with REGISTRY_AUTH_FILE"
+    )]
+    NeedsLogin {
+        /// The registry.
+        registry: String,
+    },
+    /// A local file could not be read.
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// A body that can be sent again after an authentication round trip.
+pub enum Payload<'a> {
+    /// No body.
+    Empty,
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A file, streamed.
+    File(&'a Path),
+}
+
+/// One registry (host) with the credentials and tokens for it.
+pub struct Registry {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    basic: Option<String>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// Credentials for `registry` from `$DOCKER_CONFIG/config.json`, `~/.docker/config.json` or
+/// `$REGISTRY_AUTH_FILE`, as a ready `Basic` header value.
+pub fn docker_credentials(registry: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut files = Vec::new();
+    if let Some(f) = env("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    match (env("DOCKER_CONFIG"), env("HOME")) {
+        (Some(d), _) => files.push(PathBuf::from(d).join("config.json")),
+        (None, Some(h)) => files.push(PathBuf::from(h).join(".docker/config.json")),
+        _ => {}
+    }
+    let keys: Vec<String> = if registry == "docker.io" {
+        vec![
+            "https://index.docker.io/v1/".into(),
+            "docker.io".into(),
+            "index.docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
+    } else {
+        vec![
+            registry.to_owned(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ]
+    };
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for k in &keys {
+            let entry = &v["auths"][k];
+            if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
+                return Some(format!("Basic {auth}"));
+            }
+            if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+                return Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
+fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
+        let after = after.trim_start();
+        let (v, remaining) = if let Some(q) = after.strip_prefix('"') {
+            match q.split_once('"') {
+                Some((v, r)) => (v, r),
+                None => (q, ""),
+            }
+        } else {
+            after
+                .split_once(',')
+                .map(|(v, r)| (v, r))
+                .unwrap_or((after, ""))
+        };
+        params.insert(k.trim().to_ascii_lowercase(), v.to_owned());
+        rest = remaining.trim_start_matches([',', ' ']);
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+impl Registry {
+    /// A client for the registry of `image`; plain `http` only with `insecure`.
+    pub fn new(image: &ImageRef, insecure: bool) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("modelbake/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|e| RegistryError::Http {
+                url: image.api_host().into(),
+                detail: e.to_string(),
+            })?;
+        let scheme = if insecure { "http" } else { "https" };
+        Ok(Registry {
+            http,
+            base: format!("{scheme}://{}", image.api_host()),
+            host: image.registry.clone(),
+            basic: docker_credentials(&image.registry, &crate::hub::config::process_env),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry as written in references.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    /// Sends a request, answering one authentication challenge if the registry makes one.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload<'_>,
+    ) -> Result<reqwest::Response> {
+        let url = self.url(path);
+        for attempt in 0..2 {
+            let mut req = self.http.request(method.clone(), &url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let auth = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned());
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            req = match payload {
+                Payload::Empty => req,
+                Payload::Bytes(b) => req.header(CONTENT_LENGTH, b.len()).body(b.to_vec()),
+                Payload::File(p) => {
+                    let file =
+                        tokio::fs::File::open(p)
+                            .await
+                            .map_err(|source| RegistryError::File {
+                                path: p.to_path_buf(),
+                                source,
+                            })?;
+                    let len = file
+                        .metadata()
+                        .await
+                        .map_err(|source| RegistryError::File {
+                            path: p.to_path_buf(),
+                            source,
+                        })?
+                        .len();
+                    let stream = tokio_util_stream(file);
+                    req.header(CONTENT_LENGTH, len)
+                        .body(reqwest::Body::wrap_stream(stream))
+                }
+            };
+            let resp = req.send().await.map_err(|e| RegistryError::Http {
+                url: url.clone(),
+                detail: chain(&e),
+            })?;
+            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let value = self.answer(&challenge, scope).await?;
+            if let Ok(mut t) = self.tokens.lock() {
+                t.insert(scope.to_owned(), value);
+            }
+        }
+        Err(RegistryError::NeedsLogin {
+            registry: self.host.clone(),
+        })
+    }
+
+    /// The `Authorization` value that answers `challenge` for `scope`.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<String> {
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.as_str() {
+            "basic" => self.basic.clone().ok_or_else(|| RegistryError::NeedsLogin {
+                registry: self.host.clone(),
+            }),
+            "bearer" => {
+                let realm = params.get("realm").ok_or_else(|| RegistryError::Http {
+                    url: self.base.clone(),
+                    detail: format!("bearer challenge without realm: {challenge}"),
+                })?;
+                let mut url = Url::parse(realm).map_err(|e| RegistryError::Http {
+                    url: realm.clone(),
+                    detail: e.to_string(),
+                })?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = params.get("service") {
+                        q.append_pair("service", s);
+                    }
+                    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+                        q.append_pair("scope", s);
+                    }
+                }
+                let mut req = self.http.get(url.clone());
+                if let Some(b) = &self.basic {
+                    req = req.header(AUTHORIZATION, b);
+                }
+                let resp = req.send().await.map_err(|e| RegistryError::Http {
+                    url: url.to_string(),
+                    detail: chain(&e),
+                })?;
+                if resp.status() == StatusCode::UNAUTHORIZED
+                    || resp.status() == StatusCode::FORBIDDEN
+                {
+                    return Err(RegistryError::NeedsLogin {
+                        registry: self.host.clone(),
+                    });
+                }
+                let v: serde_json::Value =
+                    resp.json_value()
+                        .await
+                        .map_err(|detail| RegistryError::Http {
+                            url: url.to_string(),
+                            detail,
+                        })?;
+                let token = v["token"]
+                    .as_str()
+                    .or(v["access_token"].as_str())
+                    .ok_or_else(|| RegistryError::Http {
+                        url: url.to_string(),
+                        detail: "no token in the answer".into(),
+                    })?;
+                Ok(format!("Bearer {token}"))
+            }
+            _ => Err(RegistryError::NeedsLogin {
+                registry: self.host.clone(),
+            }),
+        }
+    }
+
+    /// The manifest of `repo` at `reference` (tag or digest), resolving a multi-platform index
+    /// to `platform`. Returns (bytes, media type, digest).
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(Vec<u8>, String, String)> {
+        let scope = format!("repository:{repo}:pull");
+        let accept = [
+            MEDIA_MANIFEST,
+            MEDIA_DOCKER_MANIFEST,
+            MEDIA_INDEX,
+            MEDIA_DOCKER_LIST,
+        ]
+        .join(", ");
+        let mut reference = reference.to_owned();
+        for _ in 0..3 {
+            let path = format!("/v2/{repo}/manifests/{reference}");
+            let resp = self
+                .send(
+                    Method::GET,
+                    &path,
+                    &scope,
+                    &[("accept", accept.as_str())],
+                    &Payload::Empty,
+                )
+                .await?;
+            let resp = ok(resp, &self.url(&path)).await?;
+            let media = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| RegistryError::Http {
+                    url: self.url(&path),
+                    detail: chain(&e),
+                })?
+                .to_vec();
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
+                    url: self.url(&path),
+                    detail: format!("manifest is not JSON: {e}"),
+                })?;
+            let media = v["mediaType"].as_str().map(str::to_owned).unwrap_or(media);
+            if media == MEDIA_INDEX || media == MEDIA_DOCKER_LIST || v["manifests"].is_array() {
+                let chosen = v["manifests"]
+                    .as_array()
+                    .and_then(|ms| ms.iter().find(|m| platform.matches(&m["platform"])));
+                reference = chosen
+                    .and_then(|m| m["digest"].as_str())
+                    .ok_or_else(|| RegistryError::Http {
+                        url: self.url(&path),
+                        detail: format!(
+                            "no {platform} image in this index (choose one with --platform)"
+                        ),
+                    })?
+                    .to_owned();
+                continue;
+            }
+            let digest = super::digest_of(&bytes);
+            return Ok((bytes, media, digest));
+        }
+        Err(RegistryError::Http {
+            url: self.url(&format!("/v2/{repo}/manifests/{reference}")),
+            detail: "nested indexes too deep".into(),
+        })
+    }
+
+    /// A blob's bytes (for configs and small JSON).
+    pub async fn blob_bytes(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = ok(
+            self.send(
+                Method::GET,
+                &path,
+                &format!("repository:{repo}:pull"),
+                &[],
+                &Payload::Empty,
+            )
+            .await?,
+            &self.url(&path),
+        )
+        .await?;
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::Http {
+                url: self.url(&path),
+                detail: chain(&e),
+            })?
+            .to_vec())
+    }
+
+    /// A blob as a response to stream from.
+    pub async fn blob_stream(&self, repo: &str, digest: &str) -> Result<reqwest::Response> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        ok(
+            self.send(
+                Method::GET,
+                &path,
+                &format!("repository:{repo}:pull"),
+                &[],
+                &Payload::Empty,
+            )
+            .await?,
+            &self.url(&path),
+        )
+        .await
+    }
+
+    /// True when `repo` already has the blob (a HEAD, nothing transferred).
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self
+            .send(
+                Method::HEAD,
+                &path,
+                &format!("repository:{repo}:pull,push"),
+                &[],
+                &Payload::Empty,
+            )
+            .await?;
+        Ok(resp.status().is_success())
+    }
+
+    /// Asks the registry to mount `digest` from `from` into `repo` (same registry, no bytes
+    /// moved). True when it did.
+    pub async fn mount(&self, repo: &str, digest: &str, from: &str) -> Result<bool> {
+        let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
+        let resp = self
+            .send(Method::POST, &path, &scope, &[], &Payload::Bytes(&[]))
+            .await?;
+        Ok(resp.status() == StatusCode::CREATED)
+    }
+
+    /// Uploads a blob in one PUT (monolithic upload).
+    pub async fn upload(&self, repo: &str, digest: &str, payload: Payload<'_>) -> Result<()> {
+        let scope = format!("repository:{repo}:pull,push");
+        let start = format!("/v2/{repo}/blobs/uploads/");
+        let resp = self
+            .send(Method::POST, &start, &scope, &[], &Payload::Bytes(&[]))
+            .await?;
+        let resp = ok(resp, &self.url(&start)).await?;
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Http {
+                url: self.url(&start),
+                detail: "upload started without a Location".into(),
+            })?
+            .to_owned();
+        let base = Url::parse(&self.url(&start)).map_err(|e| RegistryError::Http {
+            url: start.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut put = base.join(&location).map_err(|e| RegistryError::Http {
+            url: location.clone(),
+            detail: e.to_string(),
+        })?;
+        put.query_pairs_mut().append_pair("digest", digest);
+        let resp = self
+            .send(
+                Method::PUT,
+                put.as_str(),
+                &scope,
+                &[("content-type", "application/octet-stream")],
+                &payload,
+            )
+            .await?;
+        ok(resp, put.as_str()).await.map(|_| ())
+    }
+
+    /// Copies a blob from another registry without storing it: streamed GET into PUT.
+    pub async fn upload_from(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        source: reqwest::Response,
+    ) -> Result<()> {
+        let scope = format!("repository:{repo}:pull,push");
+        let start = format!("/v2/{repo}/blobs/uploads/");
+        let resp = ok(
+            self.send(Method::POST, &start, &scope, &[], &Payload::Bytes(&[]))
+                .await?,
+            &self.url(&start),
+        )
+        .await?;
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let base = Url::parse(&self.url(&start)).map_err(|e| RegistryError::Http {
+            url: start.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut put = base.join(&location).map_err(|e| RegistryError::Http {
+            url: location.clone(),
+            detail: e.to_string(),
+        })?;
+        put.query_pairs_mut().append_pair("digest", digest);
+        let mut req = self
+            .http
+            .put(put.clone())
+            .header(CONTENT_LENGTH, size)
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(a) = self.tokens.lock().ok().and_then(|t| t.get(&scope).cloned()) {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let resp = req
+            .body(reqwest::Body::wrap_stream(source.bytes_stream()))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Http {
+                url: put.to_string(),
+                detail: chain(&e),
+            })?;
+        ok(resp, put.as_str()).await.map(|_| ())
+    }
+
+    /// Stores a manifest under `tag`.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let resp = self
+            .send(
+                Method::PUT,
+                &path,
+                &format!("repository:{repo}:pull,push"),
+                &[("content-type", media_type)],
+                &Payload::Bytes(bytes),
+            )
+            .await?;
+        ok(resp, &self.url(&path)).await.map(|_| ())
+    }
+}
+
+/// Success, or the registry's error text.
+async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let msg: String = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|e| {
+                e.iter()
+                    .filter_map(|x| x["message"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    Err(RegistryError::Http {
+        url: url.to_owned(),
+        detail: format!("HTTP {status}: {msg}"),
+    })
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(&format!(": {s}"));
+        cur = s.source();
+    }
+    out
+}
+
+/// Reads a file as a stream of 1 MiB chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+/// JSON bodies without reqwest's `json` feature.
+trait JsonValue {
+    async fn json_value(self) -> std::result::Result<serde_json::Value, String>;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> std::result::Result<serde_json::Value, String> {
+        let bytes = self.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(
+            (s.as_str(), p["realm"].as_str()),
+            ("basic", "Registry Realm")
+        );
+    }
+
+    #[test]
+    fn credentials_from_docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p");
+        std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{auth}"}},"https://index.docker.io/v1/":{{"username":"a","password":"b"}}}}}}"#)).unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        let env = move |k: &str| (k == "DOCKER_CONFIG").then(|| d.clone());
+        assert_eq!(
+            docker_credentials("127.0.0.1:5000", &env),
+            Some(format!("Basic {auth}"))
+        );
+        assert_eq!(
+            docker_credentials("docker.io", &env),
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("a:b")
+            ))
+        );
+        assert_eq!(docker_credentials("other:1", &env), None);
+    }
+}
