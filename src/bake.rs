@@ -73,7 +73,10 @@ pub struct BakeReport {
 /// Where the base image's blobs are.
 enum BaseSource {
     Layout(PathBuf),
-    Registry { registry: Registry, image: ImageRef },
+    Registry {
+        registry: Box<Registry>,
+        image: ImageRef,
+    },
 }
 
 /// Runs a bake. `on_layer` is told about each layer as it is ready.
@@ -238,7 +241,10 @@ async fn load_base(
         .collect();
     Ok((
         Base { config, layers },
-        BaseSource::Registry { registry, image },
+        BaseSource::Registry {
+            registry: Box::new(registry),
+            image,
+        },
     ))
 }
 

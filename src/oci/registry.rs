@@ -130,10 +130,7 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
                 None => (q, ""),
             }
         } else {
-            after
-                .split_once(',')
-                .map(|(v, r)| (v, r))
-                .unwrap_or((after, ""))
+            after.split_once(',').unwrap_or((after, ""))
         };
         params.insert(k.trim().to_ascii_lowercase(), v.to_owned());
         rest = remaining.trim_start_matches([',', ' ']);

@@ -2,6 +2,7 @@
 //! fidelity, the real Python huggingface_hub client against the emulator). One test binary
 //! keeps link time down on small CI machines.
 
+mod bake;
 mod cargo_metadata;
 mod consumers;
 mod emulator;

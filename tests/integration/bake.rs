@@ -1,0 +1,611 @@
+//! `modelbake bake` against real third-party consumers: determinism across stores, umasks and
+//! machines; skopeo and umoci reading the layout; Python loading the unpacked tree offline as a
+//! non-root user without writing; a real Distribution registry (push, pull back with skopeo,
+//! no re-upload, base layers mounted and never downloaded); podman running the image.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hub_emulator::{FileSpec, HubEmulator, Kind};
+
+use crate::support::*;
+
+const TWO_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n";
+
+/// A tool from Debian's packages, or `None` after a loud message (a failure under CI).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!("`{name}` is not installed (scripts/test installs it with apt)");
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!("{msg}");
+        }
+        eprintln!("\n!!! SKIPPED: {msg}\n");
+    }
+    found
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Layer digests and the manifest digest of a bake's JSON report.
+fn digests(report: &str) -> (Vec<(String, String)>, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(report).unwrap_or_else(|e| panic!("{e}: {report}"));
+    let layers = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["repo"].as_str().unwrap().to_owned(),
+                l["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (layers, v["manifest_digest"].as_str().unwrap().to_owned())
+}
+
+fn bake(f: &Fetched, args: &[&str]) -> Run {
+    run(f.cmd().arg("bake").arg("--json").args(args))
+}
+
+#[test]
+fn bakes_are_bit_identical_across_stores_umasks_and_folders() {
+    let hub = emulator();
+    let a = Fetched::new(&hub, TWO_REPOS);
+    let b = Fetched::new(&hub, TWO_REPOS);
+    a.fetch(&hub, &[]).ok();
+    // The second store is filled under a restrictive umask (and lives at another path).
+    run(Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" fetch --endpoint \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_modelbake"))
+        .arg(hub.endpoint())
+        .current_dir(b.project.path())
+        .env("MODELBAKE_STORE", b.store.path()))
+    .ok();
+    for compression in ["none", "gzip", "zstd"] {
+        let oa = a.cache.path().join(format!("oci-{compression}"));
+        let ob = b.cache.path().join(format!("oci-{compression}"));
+        let ra = bake(
+            &a,
+            &["--compression", compression, "--oci", oa.to_str().unwrap()],
+        );
+        ra.ok();
+        let rb = run(Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "umask 077 && exec \"$0\" bake --json --compression {compression} --oci \"$1\""
+                ),
+            ])
+            .arg(env!("CARGO_BIN_EXE_modelbake"))
+            .arg(&ob)
+            .current_dir(b.project.path())
+            .env("MODELBAKE_STORE", b.store.path())
+            .env_remove("SOURCE_DATE_EPOCH"));
+        rb.ok();
+        assert_eq!(
+            digests(&ra.stdout),
+            digests(&rb.stdout),
+            "{compression}: digests differ between stores/umasks"
+        );
+        assert_eq!(
+            fs::read(oa.join("index.json")).unwrap(),
+            fs::read(ob.join("index.json")).unwrap()
+        );
+        let (layers, _) = digests(&ra.stdout);
+        assert_eq!(layers.len(), 2, "one layer per repo");
+        run(a.cmd().args(["verify", "--oci", oa.to_str().unwrap()])).ok();
+    }
+
+    // SOURCE_DATE_EPOCH, when set, is the entries' mtime (and so changes the digests).
+    let epoch = bake(
+        &a,
+        &["--layers", a.cache.path().join("l-epoch").to_str().unwrap()],
+    );
+    let with = run(a
+        .cmd()
+        .args([
+            "bake",
+            "--json",
+            "--layers",
+            a.cache.path().join("l-epoch2").to_str().unwrap(),
+        ])
+        .env("SOURCE_DATE_EPOCH", "1700000000"));
+    assert_ne!(digests(&epoch.stdout).0, digests(&with.stdout).0);
+
+    // Changing one repo changes only that repo's layer.
+    let before =
+        digests(&bake(&a, &["--oci", a.cache.path().join("o1").to_str().unwrap()]).stdout).0;
+    a.project.write_manifest(
+        "[[model]]\nid = \"acme/tiny\"\nrevision = \"v1.0\"\n\n[[dataset]]\nid = \"acme/data\"\n",
+    );
+    a.project.lock_with(&hub, &[]).ok();
+    a.fetch(&hub, &[]).ok();
+    let after =
+        digests(&bake(&a, &["--oci", a.cache.path().join("o2").to_str().unwrap()]).stdout).0;
+    assert_eq!(before[0], after[0], "the dataset layer is untouched");
+    assert_eq!(before[1].0, after[1].0);
+    assert_ne!(before[1].1, after[1].1, "the model layer changed");
+}
+
+#[test]
+fn a_rebake_reuses_cached_layers_and_large_repos_split() {
+    let hub = emulator();
+    let f = Fetched::new(&hub, TWO_REPOS);
+    f.fetch(&hub, &[]).ok();
+    let out = f.cache.path().join("oci");
+    let first = bake(&f, &["--oci", out.to_str().unwrap()]);
+    first.ok();
+    let second = bake(&f, &["--oci", out.to_str().unwrap()]);
+    second.ok();
+    let v: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(
+        (v["reused"].as_u64(), v["built"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(digests(&first.stdout), digests(&second.stdout));
+
+    // A 100 kB limit splits acme/tiny (a 300 kB weight) into several layers, still complete.
+    let split = f.cache.path().join("split");
+    let r = bake(
+        &f,
+        &[
+            "--max-layer-size",
+            "100000",
+            "--oci",
+            split.to_str().unwrap(),
+            "--layers",
+            f.cache.path().join("split-layers").to_str().unwrap(),
+        ],
+    );
+    r.ok();
+    let (layers, _) = digests(&r.stdout);
+    assert!(
+        layers
+            .iter()
+            .filter(|(repo, _)| repo == "model/acme/tiny")
+            .count()
+            >= 2,
+        "{layers:?}"
+    );
+    run(f.cmd().args(["verify", "--oci", split.to_str().unwrap()])).ok();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(f.cache.path().join("split-layers/layers.json")).unwrap())
+            .unwrap();
+    let files: Vec<&str> = index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["file"].as_str().unwrap())
+        .collect();
+    assert!(files.iter().any(|n| n.contains("part1of")), "{files:?}");
+    for name in files {
+        run(f
+            .cmd()
+            .arg("verify")
+            .arg("--layer")
+            .arg(f.cache.path().join("split-layers").join(name)))
+        .ok();
+    }
+}
+
+#[test]
+fn verify_catches_a_tampered_image() {
+    let hub = emulator();
+    let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    f.fetch(&hub, &[]).ok();
+    let out = f.cache.path().join("oci");
+    let r = bake(&f, &["--oci", out.to_str().unwrap()]);
+    r.ok();
+    let (layers, _) = digests(&r.stdout);
+    let blob = out
+        .join("blobs/sha256")
+        .join(layers[0].1.trim_start_matches("sha256:"));
+    // The layout hard-links the layer cache: tamper with a copy, not the cache.
+    let mut bytes = fs::read(&blob).unwrap();
+    fs::remove_file(&blob).unwrap();
+    let at = bytes
+        .windows(CONFIG_JSON.len())
+        .position(|w| w == CONFIG_JSON.as_bytes())
+        .expect("config.json content in the tar");
+    bytes[at + 2] ^= 0x01;
+    fs::write(&blob, bytes).unwrap();
+    let run = run(f
+        .cmd()
+        .args(["verify", "--json", "--oci", out.to_str().unwrap()]));
+    run.expect_code(1);
+    assert!(run.stderr.contains("blobs/"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("expected {CONFIG_JSON_SHA256}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("blob hashes to"), "{}", run.stderr);
+}
+
+#[test]
+fn skopeo_and_umoci_accept_the_layout_and_python_loads_it_offline_as_nobody() {
+    let (Some(skopeo), Some(umoci)) = (tool("skopeo"), tool("umoci")) else {
+        return;
+    };
+    let Some(py) = python() else { return };
+    let hub = emulator();
+    let f = Fetched::new(&hub, TWO_REPOS);
+    f.fetch(&hub, &[]).ok();
+    let out = f.cache.path().join("oci");
+    bake(&f, &["--oci", out.to_str().unwrap(), "--tag", "v1"]).ok();
+    let inspect = sh(Command::new(&skopeo).args(["inspect", &format!("oci:{}:v1", out.display())]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    assert!(
+        v["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "HF_HUB_OFFLINE=1")
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = work.path().join("bundle");
+    sh(Command::new(&umoci)
+        .args(["unpack", "--image", &format!("{}:v1", out.display())])
+        .arg(&bundle));
+    fs::set_permissions(&bundle, fs::Permissions::from_mode(0o755)).unwrap();
+    let hf_home = bundle.join("rootfs/root/.cache/huggingface");
+    let commit = hub.commit_of(Kind::Model, "acme/tiny", "main").unwrap();
+    let before = tree_state(&hf_home);
+    // Readable by a non-root uid, files read-only to it, and nothing written while loading.
+    let script = r#"
+import hashlib, json, os, sys
+from huggingface_hub import snapshot_download
+out = {}
+for repo, kind in (("acme/tiny", "model"), ("acme/data", "dataset")):
+    root = snapshot_download(repo, repo_type=kind, local_files_only=True)
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[f"{repo}/{os.path.relpath(p, root)}"] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    try:
+        open(os.path.join(root, os.listdir(root)[0]), "ab")
+        out["writable"] = True
+    except PermissionError:
+        pass
+print(json.dumps(out))
+"#;
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&py)
+        .args(["-c", script])
+        .env("HF_HOME", &hf_home)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HOME", work.path())
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN");
+    let out = sh(&mut cmd);
+    let got: BTreeMap<String, String> = serde_json::from_str(&out).unwrap();
+    assert!(
+        !got.contains_key("writable"),
+        "the baked files must be read-only for another uid"
+    );
+    for f in hub.files_at(Kind::Model, "acme/tiny", &commit) {
+        assert_eq!(
+            got.get(&format!("acme/tiny/{}", f.path)),
+            Some(&f.sha256),
+            "{}",
+            f.path
+        );
+    }
+    assert_eq!(
+        got.keys().filter(|k| k.starts_with("acme/data/")).count(),
+        3
+    );
+    assert_eq!(
+        before,
+        tree_state(&hf_home),
+        "loading offline wrote into the cache"
+    );
+}
+
+/// Every path under `root` with its size, mode and mtime.
+fn tree_state(root: &Path) -> BTreeMap<String, (u64, u32, i64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u32, i64)>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            out.insert(
+                p.strip_prefix(root).unwrap().display().to_string(),
+                (m.len(), m.mode(), m.mtime()),
+            );
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A Distribution registry on 127.0.0.1, logging every request to a file.
+struct Registry {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(bin: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(&config, format!("version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display())).unwrap();
+        let log = dir.path().join("registry.log");
+        let child = Command::new(bin)
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The request lines ("METHOD URI") logged so far.
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|r| r.starts_with(['G', 'H', 'P', 'D']))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny runnable base image: busybox as /bin/sh, made with umoci.
+fn busybox_base(umoci: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("base");
+    let bundle = dir.join("base-bundle");
+    sh(Command::new(umoci).args(["init", "--layout"]).arg(&layout));
+    sh(Command::new(umoci).args(["new", "--image", &format!("{}:latest", layout.display())]));
+    sh(Command::new(umoci)
+        .args(["unpack", "--image", &format!("{}:latest", layout.display())])
+        .arg(&bundle));
+    let bin = bundle.join("rootfs/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in ["sh", "sha256sum", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    sh(Command::new(umoci)
+        .args(["repack", "--image", &format!("{}:latest", layout.display())])
+        .arg(&bundle));
+    sh(Command::new(umoci).args([
+        "config",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        "--config.cmd",
+        "/bin/sh",
+    ]));
+    layout
+}
+
+#[test]
+fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
+    let (Some(registry_bin), Some(skopeo), Some(umoci)) =
+        (tool("docker-registry"), tool("skopeo"), tool("umoci"))
+    else {
+        return;
+    };
+    let registry = Registry::start(&registry_bin);
+    let reg = registry.addr.clone();
+    let hub = HubEmulator::builder()
+        .repo(tiny_repo())
+        .repo(hub_emulator::Repo::model("acme/other").commit(
+            "main",
+            vec![FileSpec::regular("config.json", "{\"other\": true}\n")],
+        ))
+        .start()
+        .unwrap();
+    let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    f.fetch(&hub, &[]).ok();
+
+    // Push, pull back with skopeo, compare.
+    let r = bake(
+        &f,
+        &["--insecure", "--push", &format!("{reg}/models/app:v1")],
+    );
+    r.ok();
+    let (_, manifest) = digests(&r.stdout);
+    let pulled = f.cache.path().join("pulled");
+    sh(Command::new(&skopeo).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{reg}/models/app:v1"),
+        &format!("oci:{}:v1", pulled.display()),
+    ]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(pulled.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        Some(manifest.as_str()),
+        "pulled image differs"
+    );
+    run(f
+        .cmd()
+        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
+    .ok();
+
+    // A second push of the unchanged image uploads nothing.
+    let before = registry.requests().len();
+    let r = bake(
+        &f,
+        &["--insecure", "--push", &format!("{reg}/models/app:v1")],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["uploaded"], 0);
+    let uploads: Vec<String> = registry.requests()[before..]
+        .iter()
+        .filter(|l| l.starts_with("POST") || (l.starts_with("PUT") && l.contains("/blobs/")))
+        .cloned()
+        .collect();
+    assert!(uploads.is_empty(), "blobs uploaded again: {uploads:?}");
+
+    // A base pushed to the registry first: its layers are mounted, never downloaded.
+    let work = tempfile::tempdir().unwrap();
+    let base = busybox_base(&umoci, work.path());
+    sh(Command::new(&skopeo).args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", base.display()),
+        &format!("docker://{reg}/base/busybox:1"),
+    ]));
+    let base_manifest: serde_json::Value = serde_json::from_str(&sh(Command::new(&skopeo).args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reg}/base/busybox:1"),
+    ])))
+    .unwrap();
+    let base_layers: Vec<String> = base_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let before = registry.requests().len();
+    let r = bake(
+        &f,
+        &[
+            "--insecure",
+            "--base",
+            &format!("{reg}/base/busybox:1"),
+            "--push",
+            &format!("{reg}/models/app:v2"),
+        ],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["mounted"].as_u64(), Some(base_layers.len() as u64), "{v}");
+    let log = registry.requests()[before..].to_vec();
+    for layer in &base_layers {
+        assert!(
+            !log.iter()
+                .any(|l| l.starts_with("GET") && l.contains(layer.as_str())),
+            "base layer {layer} was downloaded: {log:#?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("POST") && l.contains(&format!("mount={layer}"))),
+            "{log:#?}"
+        );
+    }
+
+    // The image runs: podman pulls it from the registry and hashes a model file inside.
+    let Some(podman) = tool("podman") else { return };
+    let storage = tempfile::tempdir().unwrap();
+    let snapshot_file = format!(
+        "/root/.cache/huggingface/hub/models--acme--tiny/snapshots/{}/config.json",
+        hub.commit_of(Kind::Model, "acme/tiny", "main").unwrap()
+    );
+    let out = sh(Command::new(&podman)
+        .args([
+            "--root",
+            storage.path().join("root").to_str().unwrap(),
+            "--runroot",
+            storage.path().join("run").to_str().unwrap(),
+        ])
+        .args([
+            "--runtime",
+            "/usr/bin/runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--storage-driver",
+            "vfs",
+        ])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--tls-verify=false",
+        ])
+        .arg(format!("{reg}/models/app:v2"))
+        .args(["/bin/sha256sum", &snapshot_file])
+        .stdin(Stdio::null()));
+    assert!(out.starts_with(CONFIG_JSON_SHA256), "{out}");
+}
+
+#[test]
+fn bake_before_fetch_says_what_to_do() {
+    let hub = emulator();
+    let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    let r = run(f
+        .cmd()
+        .args(["bake", "--oci", f.cache.path().join("o").to_str().unwrap()]));
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("run `modelbake fetch` first"),
+        "{}",
+        r.stderr
+    );
+    let r = run(f.cmd().args(["bake"]));
+    r.expect_code(1);
+    assert!(r.stderr.contains("nothing to write"), "{}", r.stderr);
+}
