@@ -258,6 +258,9 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
         }
     };
     let path = blobs.join(&digest);
+    // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
+    // must not silently change the cached layer.
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
     fs::rename(&tmp, &path)?;
     let layer = BuiltLayer {
         digest: format!("sha256:{digest}"),
@@ -350,35 +353,79 @@ fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W
     tar.finish()
 }
 
-/// A writer that hashes (sha256) and counts what goes through it.
+/// A writer that hashes (sha256) and counts what goes through it, hashing on a helper thread
+/// so that hashing overlaps with reading, compressing and writing.
 pub struct Hashing<W: Write> {
     inner: W,
-    hasher: Sha256,
+    batch: Vec<u8>,
     count: u64,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<String>>,
 }
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
 
 impl<W: Write> Hashing<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (back_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut batch in rx {
+                hasher.update(&batch);
+                batch.clear();
+                let _ = back_tx.send(batch);
+            }
+            hex::encode(hasher.finalize())
+        });
         Hashing {
             inner,
-            hasher: Sha256::new(),
+            batch: Vec::with_capacity(HASH_BATCH),
             count: 0,
+            tx: Some(tx),
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    fn ship(&mut self) {
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(full);
         }
     }
 
     /// (sha256 hex, bytes, inner writer).
-    pub fn finish(self) -> (String, u64, W) {
-        (hex::encode(self.hasher.finalize()), self.count, self.inner)
+    pub fn finish(mut self) -> (String, u64, W) {
+        if !self.batch.is_empty() {
+            self.ship();
+        }
+        drop(self.tx.take());
+        let hex = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        (hex, self.count, self.inner)
     }
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
+        self.inner.write_all(buf)?;
+        self.batch.extend_from_slice(buf);
+        self.count += buf.len() as u64;
+        if self.batch.len() >= HASH_BATCH {
+            self.ship();
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -389,6 +436,21 @@ impl<W: Write> Write for Hashing<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_writer_matches_a_plain_sha256() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut w = Hashing::new(Vec::new());
+        for chunk in data.chunks(777_777) {
+            w.write_all(chunk).unwrap();
+        }
+        let (hex, n, inner) = w.finish();
+        assert_eq!(
+            (hex, n),
+            (hex::encode(Sha256::digest(&data)), data.len() as u64)
+        );
+        assert_eq!(inner, data);
+    }
 
     #[test]
     fn zstd_output_does_not_depend_on_the_number_of_workers() {

@@ -358,6 +358,11 @@ struct Registry {
 
 impl Registry {
     fn start(bin: &Path) -> Self {
+        Registry::start_with(bin, None)
+    }
+
+    /// A registry; with `htpasswd` (file contents) it demands basic authentication.
+    fn start_with(bin: &Path, htpasswd: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -366,7 +371,19 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        fs::write(&config, format!("version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display())).unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(users) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, users).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        fs::write(&config, yaml).unwrap();
         let log = dir.path().join("registry.log");
         let child = Command::new(bin)
             .args(["serve", config.to_str().unwrap()])
@@ -608,4 +625,94 @@ fn bake_before_fetch_says_what_to_do() {
     let r = run(f.cmd().args(["bake"]));
     r.expect_code(1);
     assert!(r.stderr.contains("nothing to write"), "{}", r.stderr);
+}
+
+#[test]
+fn pushes_with_basic_auth_from_the_docker_config() {
+    let (Some(registry_bin), Some(htpasswd)) = (tool("docker-registry"), tool("htpasswd")) else {
+        return;
+    };
+    let users = sh(Command::new(htpasswd).args(["-Bbn", "alice", "s3cret"]));
+    let registry = Registry::start_with(&registry_bin, Some(&users));
+    let hub = emulator();
+    let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    f.fetch(&hub, &[]).ok();
+    let target = format!("{}/private/app:v1", registry.addr);
+    let docker = f.cache.path().join("docker");
+    fs::create_dir_all(&docker).unwrap();
+
+    let r = run(f
+        .cmd()
+        .args(["bake", "--insecure", "--push", &target])
+        .env("DOCKER_CONFIG", &docker));
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("asks for credentials") && r.stderr.contains("docker login"),
+        "{}",
+        r.stderr
+    );
+
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let r = run(f
+        .cmd()
+        .args(["bake", "--json", "--insecure", "--push", &target])
+        .env("DOCKER_CONFIG", &docker));
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["uploaded"], 2, "layer and config");
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|l| l.starts_with("PUT /v2/private/app/manifests/v1"))
+    );
+}
+
+#[test]
+fn bakes_onto_a_base_from_an_oci_layout() {
+    let Some(umoci) = tool("umoci") else { return };
+    let hub = emulator();
+    let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    f.fetch(&hub, &[]).ok();
+    let work = tempfile::tempdir().unwrap();
+    let base = busybox_base(&umoci, work.path());
+    let out = work.path().join("image");
+    let r = bake(
+        &f,
+        &[
+            "--base",
+            &format!("oci:{}:latest", base.display()),
+            "--oci",
+            out.to_str().unwrap(),
+        ],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["base_layers"], 1);
+    run(f.cmd().args(["verify", "--oci", out.to_str().unwrap()])).ok();
+    let bundle = work.path().join("bundle");
+    sh(Command::new(&umoci)
+        .args(["unpack", "--image", &format!("{}:latest", out.display())])
+        .arg(&bundle));
+    assert!(
+        bundle.join("rootfs/bin/busybox").is_file(),
+        "the base layer is in the image"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let env = config["process"]["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e == "HF_HOME=/root/.cache/huggingface"),
+        "{env:?}"
+    );
+    assert_eq!(
+        config["process"]["args"][0], "/bin/sh",
+        "the base's command is kept"
+    );
 }
