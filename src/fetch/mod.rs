@@ -173,6 +173,8 @@ enum BlobError {
     Hub { label: String, source: HubError },
     #[error("{label}: {detail}")]
     Other { label: String, detail: String },
+    #[error("{label}: not available offline")]
+    Offline { label: String },
 }
 
 /// Progress callbacks for the front end; called from many tasks at once.
@@ -260,7 +262,7 @@ pub async fn fetch(
                 }
                 progress.blob_done(&job, outcome);
             }
-            Err(BlobError::Other { label, detail }) if detail == OFFLINE => missing.push(label),
+            Err(BlobError::Offline { label }) => missing.push(label),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -275,8 +277,6 @@ pub async fn fetch(
     }
     Ok(report)
 }
-
-const OFFLINE: &str = "not available offline";
 
 impl Run<'_> {
     /// Makes one blob present: claim it, then import or download it unless someone else did.
@@ -311,10 +311,7 @@ impl Run<'_> {
             return Ok(BlobOutcome::Imported);
         }
         if self.opts.offline {
-            return Err(BlobError::Other {
-                label,
-                detail: OFFLINE.into(),
-            });
+            return Err(BlobError::Offline { label });
         }
         download::blob(self, job, &claim).await?;
         Ok(BlobOutcome::Downloaded)

@@ -242,12 +242,7 @@ impl HubClient {
     pub async fn locate(&self, start: &Url, ctx: &RequestCtx) -> Attempt<Url> {
         let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.head(url.clone());
-            if let Some(token) = &self.config.token
-                && self.config.endpoint.same_origin(&url)
-            {
-                req = req.bearer_auth(token.expose());
-            }
+            let req = self.with_token(self.http.head(url.clone()), &url);
             debug!(url = %url, "HEAD");
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -277,6 +272,15 @@ impl HubClient {
             url: start.to_string(),
             detail: format!("more than {MAX_REDIRECTS} redirects"),
         })
+    }
+
+    /// Adds the token to a request for `url` when, and only when, `url` is on the endpoint's
+    /// own origin (scheme, host and port): the one place that decides where the token goes.
+    fn with_token(&self, req: reqwest::RequestBuilder, url: &Url) -> reqwest::RequestBuilder {
+        match &self.config.token {
+            Some(token) if self.config.endpoint.same_origin(url) => req.bearer_auth(token.expose()),
+            _ => req,
+        }
     }
 
     /// One GET of `url`, from byte `from` to the end when `from > 0` (a `Range` request),
@@ -386,14 +390,9 @@ impl HubClient {
     ) -> Attempt<reqwest::Response> {
         let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.get(url.clone());
+            let mut req = self.with_token(self.http.get(url.clone()), &url);
             if let Some(range) = range {
                 req = req.header(reqwest::header::RANGE, range);
-            }
-            if let Some(token) = &self.config.token
-                && self.config.endpoint.same_origin(&url)
-            {
-                req = req.bearer_auth(token.expose());
             }
             debug!(url = %url, "GET");
             let resp = match req.send().await {
@@ -546,7 +545,7 @@ fn error_message(body: &str) -> Option<String> {
 }
 
 /// An error and its causes on one line (reqwest hides the useful part in `source()`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

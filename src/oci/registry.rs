@@ -217,7 +217,7 @@ impl Registry {
             };
             let resp = req.send().await.map_err(|e| RegistryError::Http {
                 url: url.clone(),
-                detail: chain(&e),
+                detail: crate::hub::error_chain(&e),
             })?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return Ok(resp);
@@ -269,7 +269,7 @@ impl Registry {
                 }
                 let resp = req.send().await.map_err(|e| RegistryError::Http {
                     url: url.to_string(),
-                    detail: chain(&e),
+                    detail: crate::hub::error_chain(&e),
                 })?;
                 if resp.status() == StatusCode::UNAUTHORIZED
                     || resp.status() == StatusCode::FORBIDDEN
@@ -343,7 +343,7 @@ impl Registry {
                 .await
                 .map_err(|e| RegistryError::Http {
                     url: self.url(&path),
-                    detail: chain(&e),
+                    detail: crate::hub::error_chain(&e),
                 })?
                 .to_vec();
             let v: serde_json::Value =
@@ -396,7 +396,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Http {
                 url: self.url(&path),
-                detail: chain(&e),
+                detail: crate::hub::error_chain(&e),
             })?
             .to_vec())
     }
@@ -444,32 +444,37 @@ impl Registry {
         Ok(resp.status() == StatusCode::CREATED)
     }
 
-    /// Uploads a blob in one PUT (monolithic upload).
-    pub async fn upload(&self, repo: &str, digest: &str, payload: Payload<'_>) -> Result<()> {
-        let scope = format!("repository:{repo}:pull,push");
-        let start = format!("/v2/{repo}/blobs/uploads/");
-        let resp = self
-            .send(Method::POST, &start, &scope, &[], &Payload::Bytes(&[]))
-            .await?;
-        let resp = ok(resp, &self.url(&start)).await?;
+    /// Starts an upload session; returns the URL to PUT the blob to (digest appended).
+    async fn start_upload(&self, repo: &str, scope: &str, digest: &str) -> Result<Url> {
+        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let resp = ok(
+            self.send(Method::POST, &start, scope, &[], &Payload::Bytes(&[]))
+                .await?,
+            &start,
+        )
+        .await?;
         let location = resp
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| RegistryError::Http {
-                url: self.url(&start),
+                url: start.clone(),
                 detail: "upload started without a Location".into(),
-            })?
-            .to_owned();
-        let base = Url::parse(&self.url(&start)).map_err(|e| RegistryError::Http {
-            url: start.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut put = base.join(&location).map_err(|e| RegistryError::Http {
-            url: location.clone(),
-            detail: e.to_string(),
-        })?;
+            })?;
+        let mut put = Url::parse(&start)
+            .and_then(|base| base.join(location))
+            .map_err(|e| RegistryError::Http {
+                url: location.to_owned(),
+                detail: e.to_string(),
+            })?;
         put.query_pairs_mut().append_pair("digest", digest);
+        Ok(put)
+    }
+
+    /// Uploads a blob in one PUT (monolithic upload).
+    pub async fn upload(&self, repo: &str, digest: &str, payload: Payload<'_>) -> Result<()> {
+        let scope = format!("repository:{repo}:pull,push");
+        let put = self.start_upload(repo, &scope, digest).await?;
         let resp = self
             .send(
                 Method::PUT,
@@ -491,28 +496,8 @@ impl Registry {
         source: reqwest::Response,
     ) -> Result<()> {
         let scope = format!("repository:{repo}:pull,push");
-        let start = format!("/v2/{repo}/blobs/uploads/");
-        let resp = ok(
-            self.send(Method::POST, &start, &scope, &[], &Payload::Bytes(&[]))
-                .await?,
-            &self.url(&start),
-        )
-        .await?;
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let base = Url::parse(&self.url(&start)).map_err(|e| RegistryError::Http {
-            url: start.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut put = base.join(&location).map_err(|e| RegistryError::Http {
-            url: location.clone(),
-            detail: e.to_string(),
-        })?;
-        put.query_pairs_mut().append_pair("digest", digest);
+        let put = self.start_upload(repo, &scope, digest).await?;
+        // A stream cannot be sent twice, so no challenge round: the POST above got the token.
         let mut req = self
             .http
             .put(put.clone())
@@ -527,7 +512,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Http {
                 url: put.to_string(),
-                detail: chain(&e),
+                detail: crate::hub::error_chain(&e),
             })?;
         ok(resp, put.as_str()).await.map(|_| ())
     }
@@ -577,16 +562,6 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
         url: url.to_owned(),
         detail: format!("HTTP {status}: {msg}"),
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(&format!(": {s}"));
-        cur = s.source();
-    }
-    out
 }
 
 /// Reads a file as a stream of 1 MiB chunks.
