@@ -16,5 +16,6 @@ pub mod oci;
 pub mod repo;
 pub mod resolve;
 pub mod schema;
+pub mod serve;
 pub mod store;
 pub mod ui;

@@ -52,7 +52,7 @@ pub struct HubCacheArgs {
 }
 
 impl HubCacheArgs {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
+    pub(super) fn resolve(&self) -> anyhow::Result<PathBuf> {
         match &self.hub_cache {
             Some(p) => Ok(p.clone()),
             None => default_hub_cache(&process_env)

@@ -1,6 +1,7 @@
 //! Argument parsing and output only; every decision lives in the library modules.
 
 mod bake;
+mod cache;
 mod fetch;
 mod lock;
 
@@ -128,6 +129,23 @@ pub enum Command {
     ///   modelbake bake --layers out/layers                   # tarballs for a Dockerfile ADD
     #[command(verbatim_doc_comment)]
     Bake(bake::BakeArgs),
+    /// Inspect and prune huggingface_hub caches.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Maintain the blob store.
+    #[command(subcommand)]
+    Store(cache::StoreCommand),
+    /// Serve the locked repos from the store as a read-only Hub-compatible mirror.
+    ///
+    /// Revision info, trees, paths-info and resolve (with Range) for exactly the repos and
+    /// commits the locks name; nothing else is reachable. Listens on loopback unless
+    /// --allow-remote.
+    ///
+    /// Examples:
+    ///   modelbake serve --addr 127.0.0.1:8080
+    ///   HF_ENDPOINT=http://127.0.0.1:8080 python -c "from huggingface_hub import snapshot_download; snapshot_download('org/model')"
+    #[command(verbatim_doc_comment)]
+    Serve(cache::ServeArgs),
 }
 
 /// Entry point of the binary.
@@ -155,6 +173,14 @@ pub fn main() -> ExitCode {
             Command::Export(args) => fetch::run_export(&cli, args, &ui).await,
             Command::Verify(args) => fetch::run_verify(&cli, args, &ui).await,
             Command::Bake(args) => bake::run(&cli, args, &ui).await,
+            Command::Cache(cache::CacheCommand::Scan(args)) => {
+                cache::run_scan(&cli, args, &ui).await
+            }
+            Command::Cache(cache::CacheCommand::Prune(args)) => {
+                cache::run_prune(&cli, args, &ui).await
+            }
+            Command::Store(cache::StoreCommand::Gc(args)) => cache::run_gc(&cli, args, &ui).await,
+            Command::Serve(args) => cache::run_serve(&cli, args, &ui).await,
         }
     });
     match result {

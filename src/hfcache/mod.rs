@@ -2,6 +2,8 @@
 //! `trees/<commit>.json`, and where the cache is. [`export`] writes it, [`verify`] checks it.
 
 pub mod export;
+pub mod prune;
+pub mod scan;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@
 //! uniquely named temp file, a leftover partial is taken over by an atomic rename (only one
 //! process wins it), and every blob is verified before the rename that publishes it.
 
+pub mod gc;
 mod partial;
 
 use std::fs::{self, File};

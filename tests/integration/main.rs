@@ -3,6 +3,7 @@
 //! keeps link time down on small CI machines.
 
 mod bake;
+mod cache;
 mod cargo_metadata;
 mod consumers;
 mod emulator;

@@ -1,0 +1,334 @@
+//! `modelbake cache scan|prune`, `modelbake store gc` and `modelbake serve`: arguments and
+//! output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::fetch::{HubCacheArgs, StoreArgs};
+use super::{Cli, Failure};
+use crate::hfcache::prune::{Criteria, apply, parse_duration, parse_size, plan};
+use crate::hfcache::scan::scan;
+use crate::lock::Lockfile;
+use crate::manifest::Pattern;
+use crate::store::gc::gc;
+use crate::ui::{Ui, display_path, human_size};
+
+/// `modelbake cache …`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show what a huggingface_hub cache holds (like `hf cache scan`), and which revisions
+    /// given locks still reference.
+    Scan(ScanArgs),
+    /// Remove revisions from a huggingface_hub cache (dry run unless --yes).
+    ///
+    /// Choose with --keep-locked (everything the given locks do not reference goes),
+    /// --pattern, --older-than and/or --max-size. Revisions a --keep-locked lock references are
+    /// never removed; blobs still linked by a kept revision stay; refs of removed revisions go
+    /// first, so no ref or symlink is left dangling and kept repos keep loading meanwhile.
+    ///
+    /// Examples:
+    ///   modelbake cache prune --keep-locked models.lock --keep-locked ../other/models.lock
+    ///   modelbake cache prune --max-size 200GB --yes
+    ///   modelbake cache prune --pattern 'model/acme/*' --older-than 30d --yes
+    #[command(verbatim_doc_comment)]
+    Prune(PruneArgs),
+}
+
+/// `modelbake store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Delete store blobs, partial downloads and cached layers that none of the --keep locks
+    /// needs (dry run unless --yes). Safe while `fetch` runs: a blob being downloaded or
+    /// published is never collected.
+    Gc(GcArgs),
+}
+
+/// Arguments of `cache scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub hub_cache: HubCacheArgs,
+    /// Mark revisions this lock references; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Vec<PathBuf>,
+}
+
+/// Arguments of `cache prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub hub_cache: HubCacheArgs,
+    /// Keep what this lock references and remove every other revision; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub keep_locked: Vec<PathBuf>,
+    /// Remove revisions of repos whose `kind/id` matches (e.g. `model/acme/*`); repeatable.
+    #[arg(long, value_name = "GLOB", value_parser = |s: &str| Pattern::parse(s))]
+    pub pattern: Vec<Pattern>,
+    /// Remove revisions not accessed for this long (30d, 12h, 2w).
+    #[arg(long, value_name = "AGE", value_parser = |s: &str| parse_duration(s))]
+    pub older_than: Option<u64>,
+    /// Then remove least recently used revisions until the cache fits (50GB, 500MB, 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| parse_size(s))]
+    pub max_size: Option<u64>,
+    /// Really delete (default: only show what would go).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Arguments of `store gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep every blob this lock references; repeatable (at least one).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub keep: Vec<PathBuf>,
+    /// Really delete (default: only show what would go).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (printed on stdout as JSON).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Serve the repos of this lock; repeatable [default: the project's models.lock].
+    #[arg(long, value_name = "FILE")]
+    pub lock: Vec<PathBuf>,
+    /// Allow listening on a non-loopback address (the mirror has no authentication).
+    #[arg(long)]
+    pub allow_remote: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn read_locks(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Lockfile)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let lock = Lockfile::read_if_exists(p)?
+                .ok_or_else(|| anyhow::anyhow!("{}: no such lock file", p.display()))?;
+            Ok((p.clone(), lock))
+        })
+        .collect()
+}
+
+fn ago(now: u64, t: u64) -> String {
+    let d = now.saturating_sub(t);
+    match d {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", d / 60),
+        3600..86_400 => format!("{} h ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `cache scan`.
+pub async fn run_scan(_cli: &Cli, args: &ScanArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+    let cache = args.hub_cache.resolve()?;
+    let locks = read_locks(&args.lock)?;
+    let result = scan(&cache, &locks).map_err(|e| anyhow::anyhow!("{}: {e}", cache.display()))?;
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now();
+    println!(
+        "{:<45} {:<8} {:>9} {:>6} {:>6}  {:<14} {:<10} {}",
+        "REPO ID",
+        "TYPE",
+        "SIZE",
+        "FILES",
+        "REVS",
+        "LAST ACCESSED",
+        "REFS",
+        if locks.is_empty() { "" } else { "LOCKED" }
+    );
+    for r in &result.repos {
+        let refs: Vec<&str> = r
+            .revisions
+            .iter()
+            .flat_map(|v| v.refs.iter().map(String::as_str))
+            .collect();
+        let locked = r
+            .revisions
+            .iter()
+            .filter(|v| !v.locked_by.is_empty())
+            .count();
+        println!(
+            "{:<45} {:<8} {:>9} {:>6} {:>6}  {:<14} {:<10} {}",
+            r.id,
+            r.kind,
+            human_size(r.size_on_disk),
+            r.nb_files,
+            r.revisions.len(),
+            ago(now, r.last_accessed),
+            refs.join(","),
+            if locks.is_empty() {
+                String::new()
+            } else {
+                format!("{locked}/{}", r.revisions.len())
+            }
+        );
+    }
+    let revisions: usize = result.repos.iter().map(|r| r.revisions.len()).sum();
+    eprintln!(
+        "Found {} repo(s), {revisions} revision(s), {} on disk in {}.",
+        result.repos.len(),
+        human_size(result.size_on_disk),
+        display_path(&cache)
+    );
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !result.incomplete.is_empty() {
+        eprintln!(
+            "{} incomplete download(s) left in blobs/ folders.",
+            result.incomplete.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `cache prune`.
+pub async fn run_prune(_cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+    if args.keep_locked.is_empty()
+        && args.pattern.is_empty()
+        && args.older_than.is_none()
+        && args.max_size.is_none()
+    {
+        return Err(anyhow::anyhow!("say what to remove: --keep-locked FILE, --pattern GLOB, --older-than AGE and/or --max-size SIZE").into());
+    }
+    let cache = args.hub_cache.resolve()?;
+    let locks = read_locks(&args.keep_locked)?;
+    let result = scan(&cache, &locks).map_err(|e| anyhow::anyhow!("{}: {e}", cache.display()))?;
+    let criteria = Criteria {
+        patterns: args.pattern.clone(),
+        keep_locked: !locks.is_empty(),
+        older_than: args.older_than,
+        max_size: args.max_size,
+        now: now(),
+    };
+    let p = plan(&result, &criteria);
+    let freed = if args.yes && !p.removals.is_empty() {
+        let (r, p2) = (result.clone(), p.clone());
+        tokio::task::spawn_blocking(move || apply(&r, &p2))
+            .await?
+            .map_err(|e| anyhow::anyhow!("pruning {}: {e}", cache.display()))?
+    } else {
+        0
+    };
+    if ui.json {
+        let mut v = serde_json::to_value(&p)?;
+        v["applied"] = args.yes.into();
+        v["freed_actual"] = freed.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !ui.quiet {
+        println!("{:<45} {:<12} {:<12} WHY", "REPO", "REVISION", "REFS");
+        for r in &p.removals {
+            println!(
+                "{:<45} {:<12} {:<12} {}",
+                r.repo,
+                &r.commit[..r.commit.len().min(12)],
+                r.refs.join(","),
+                r.reason
+            );
+        }
+    }
+    let verb = if args.yes { "Removed" } else { "Would remove" };
+    ui.status(
+        verb,
+        format!(
+            "{} revision(s) ({} whole repo(s)), freeing {}; {} left{}",
+            p.removals.len(),
+            p.whole_repos.len(),
+            human_size(if args.yes { freed } else { p.freed }),
+            human_size(p.size_after),
+            if args.yes {
+                ""
+            } else {
+                " — run again with --yes to apply"
+            }
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `store gc`.
+pub async fn run_gc(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+    let store = args.store.open()?;
+    let locks: Vec<Lockfile> = read_locks(&args.keep)?
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    let apply = args.yes;
+    let s = store.clone();
+    let report = tokio::task::spawn_blocking(move || gc(&s, &locks, apply)).await??;
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    ui.status(
+        if apply { "Collected" } else { "Would collect" },
+        format!(
+            "{} blob(s), {} partial download(s), {} cached layer(s): {} in {}{}{}",
+            report.blobs.len(),
+            report.partials.len(),
+            report.layers.len(),
+            human_size(report.freed),
+            display_path(store.root()),
+            if report.busy > 0 {
+                format!("; {} in use by another process, left alone", report.busy)
+            } else {
+                String::new()
+            },
+            if apply {
+                ""
+            } else {
+                " — run again with --yes to apply"
+            }
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `serve` until interrupted.
+pub async fn run_serve(cli: &Cli, args: &ServeArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+    if !crate::serve::is_loopback(&args.addr) && !args.allow_remote {
+        return Err(anyhow::anyhow!("{} is not a loopback address: the mirror has no authentication; pass --allow-remote to serve a network", args.addr).into());
+    }
+    let locks: Vec<Lockfile> = if args.lock.is_empty() {
+        vec![super::load_locked(cli, ui)?.1]
+    } else {
+        read_locks(&args.lock)?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    };
+    let store = args.store.open()?;
+    let catalog = Arc::new(crate::serve::Catalog::new(&locks, store));
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.addr))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "{}",
+        serde_json::json!({ "endpoint": format!("http://{addr}") })
+    );
+    ui.status("Serving", format!("{} repo(s) on http://{addr} (point HF_ENDPOINT or `modelbake fetch --endpoint` at it; Ctrl-C stops)", catalog.len()));
+    tokio::select! {
+        r = crate::serve::serve(listener, catalog) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,339 @@
+//! Chooses and removes revisions from a huggingface_hub cache: those no given lock references,
+//! those of repos matching a pattern, those not used for a while, or the least recently used
+//! ones above a size budget. Revisions the kept locks reference are never touched. Removal is
+//! ordered for readers: refs first, then the snapshot (renamed away, then deleted), then only
+//! the blobs that no remaining snapshot links to — so no ref or symlink is ever left dangling and
+//! kept repos keep loading while it runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::scan::{CacheScan, CachedRepo};
+use crate::manifest::Pattern;
+
+/// What to remove.
+#[derive(Debug, Clone, Default)]
+pub struct Criteria {
+    /// Remove revisions of repos whose `kind/id` (e.g. `model/acme/tiny`) matches.
+    pub patterns: Vec<Pattern>,
+    /// Remove every revision the scan's locks do not reference (the scan was made with them).
+    pub keep_locked: bool,
+    /// Remove revisions not accessed for this many seconds.
+    pub older_than: Option<u64>,
+    /// Then remove least recently used revisions until the cache is at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Now, in seconds since the epoch.
+    pub now: u64,
+}
+
+/// One revision to remove, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Removal {
+    /// `model/acme/tiny`.
+    pub repo: String,
+    /// The commit.
+    pub commit: String,
+    /// Refs that point at it (removed with it).
+    pub refs: Vec<String>,
+    /// Why it goes.
+    pub reason: String,
+}
+
+/// The plan: revisions to remove and what that frees.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Revisions to remove.
+    pub removals: Vec<Removal>,
+    /// Repos that lose every revision (their folder goes).
+    pub whole_repos: Vec<String>,
+    /// Bytes freed (blobs no remaining revision uses).
+    pub freed: u64,
+    /// Cache size after.
+    pub size_after: u64,
+}
+
+fn label(r: &CachedRepo) -> String {
+    format!("{}/{}", r.kind, r.id)
+}
+
+/// Decides what goes.
+pub fn plan(scan: &CacheScan, c: &Criteria) -> Plan {
+    let mut remove: BTreeMap<(String, String), String> = BTreeMap::new();
+    let locked = |v: &super::scan::CachedRevision| c.keep_locked && !v.locked_by.is_empty();
+    for repo in &scan.repos {
+        for v in &repo.revisions {
+            if locked(v) {
+                continue;
+            }
+            let key = (label(repo), v.commit.clone());
+            if c.keep_locked {
+                remove
+                    .entry(key.clone())
+                    .or_insert_with(|| "no kept lock references it".into());
+            }
+            if c.patterns.iter().any(|p| p.matches(&label(repo))) {
+                remove
+                    .entry(key.clone())
+                    .or_insert_with(|| "the repo matches --pattern".into());
+            }
+            if let Some(age) = c.older_than
+                && v.last_accessed + age < c.now
+            {
+                remove.entry(key).or_insert_with(|| {
+                    format!(
+                        "not accessed for {} days",
+                        (c.now - v.last_accessed) / 86_400
+                    )
+                });
+            }
+        }
+    }
+    // Blobs each remaining revision needs, to compute sizes.
+    let size_of = |remove: &BTreeMap<(String, String), String>| -> u64 {
+        let mut blobs: BTreeMap<&PathBuf, u64> = BTreeMap::new();
+        for repo in &scan.repos {
+            for v in &repo.revisions {
+                if !remove.contains_key(&(label(repo), v.commit.clone())) {
+                    for f in &v.files {
+                        blobs.insert(&f.blob, f.size);
+                    }
+                }
+            }
+        }
+        blobs.values().sum()
+    };
+    if let Some(max) = c.max_size {
+        let mut candidates: Vec<(u64, String, String)> = scan
+            .repos
+            .iter()
+            .flat_map(|r| {
+                r.revisions
+                    .iter()
+                    .filter(|v| !locked(v))
+                    .map(move |v| (v.last_accessed, label(r), v.commit.clone()))
+            })
+            .filter(|(_, r, v)| !remove.contains_key(&(r.clone(), v.clone())))
+            .collect();
+        candidates.sort();
+        for (_, repo, commit) in candidates {
+            if size_of(&remove) <= max {
+                break;
+            }
+            remove.insert(
+                (repo, commit),
+                format!(
+                    "least recently used, over --max-size {}",
+                    crate::ui::human_size(max)
+                ),
+            );
+        }
+    }
+    let removals: Vec<Removal> = scan
+        .repos
+        .iter()
+        .flat_map(|r| r.revisions.iter().map(move |v| (r, v)))
+        .filter_map(|(r, v)| {
+            remove
+                .get(&(label(r), v.commit.clone()))
+                .map(|reason| Removal {
+                    repo: label(r),
+                    commit: v.commit.clone(),
+                    refs: v.refs.clone(),
+                    reason: reason.clone(),
+                })
+        })
+        .collect();
+    let whole_repos = scan
+        .repos
+        .iter()
+        .filter(|r| {
+            !r.revisions.is_empty()
+                && r.revisions
+                    .iter()
+                    .all(|v| remove.contains_key(&(label(r), v.commit.clone())))
+        })
+        .map(label)
+        .collect();
+    let size_after = size_of(&remove);
+    Plan {
+        removals,
+        whole_repos,
+        freed: scan.size_on_disk.saturating_sub(size_after),
+        size_after,
+    }
+}
+
+/// Carries out `plan` on the cache it was made from. Returns bytes actually freed.
+pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
+    let mut freed = 0u64;
+    let by_repo: BTreeMap<&str, Vec<&Removal>> =
+        plan.removals.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.repo.as_str()).or_default().push(r);
+            m
+        });
+    for repo in &scan.repos {
+        let name = label(repo);
+        let Some(removals) = by_repo.get(name.as_str()) else {
+            continue;
+        };
+        if plan.whole_repos.contains(&name) {
+            freed += repo.size_on_disk;
+            let trash = trash_name(&scan.hub_cache, &repo.path);
+            fs::rename(&repo.path, &trash)?;
+            fs::remove_dir_all(&trash)?;
+            continue;
+        }
+        let commits: BTreeSet<&str> = removals.iter().map(|r| r.commit.as_str()).collect();
+        // 1. Refs, so no new reader resolves to a revision on its way out.
+        for r in removals.iter() {
+            for name in &r.refs {
+                let p = repo.path.join("refs").join(name);
+                if fs::read(&p).is_ok_and(|c| c == r.commit.as_bytes()) {
+                    fs::remove_file(&p)?;
+                    remove_empty_parents(&p, &repo.path.join("refs"));
+                }
+            }
+        }
+        // 2. Snapshots (renamed away first: a half-deleted snapshot is never visible), their
+        //    trees listings and negative-cache entries.
+        for commit in &commits {
+            let snap = repo.path.join("snapshots").join(commit);
+            if snap.exists() {
+                let trash = trash_name(&repo.path, &snap);
+                fs::rename(&snap, &trash)?;
+                fs::remove_dir_all(&trash)?;
+            }
+            let _ = fs::remove_file(repo.path.join("trees").join(format!("{commit}.json")));
+            let _ = fs::remove_dir_all(repo.path.join(".no_exist").join(commit));
+        }
+        // 3. Blobs no remaining snapshot links to, judged now (not from the older scan), so a
+        //    snapshot added meanwhile keeps its blobs.
+        let still_used = linked_blobs(&repo.path.join("snapshots"));
+        for entry in fs::read_dir(repo.path.join("blobs"))?.filter_map(Result::ok) {
+            let p = entry.path();
+            if !still_used.contains(&p) && !p.to_string_lossy().ends_with(".incomplete") {
+                freed += entry.metadata().map_or(0, |m| m.len());
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(freed)
+}
+
+/// Every blob path the snapshots under `snapshots` resolve to.
+fn linked_blobs(snapshots: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![snapshots.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if let Ok(t) = fs::read_link(&p) {
+                let joined = p.parent().unwrap_or(Path::new("/")).join(t);
+                out.insert(lexical(&joined));
+            }
+        }
+    }
+    out
+}
+
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn remove_empty_parents(file: &Path, stop: &Path) {
+    let mut cur = file.parent();
+    while let Some(d) = cur {
+        if d == stop || fs::remove_dir(d).is_err() {
+            break;
+        }
+        cur = d.parent();
+    }
+}
+
+/// A hidden sibling name in `dir` for something being deleted.
+fn trash_name(dir: &Path, what: &Path) -> PathBuf {
+    let name = what
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".modelbake-trash-{name}-{:08x}", fastrand::u32(..)))
+}
+
+/// Parses `30d`, `12h`, `90m`, `45s`, `2w` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30d, 12h, 90m or 2w"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h, d or w")),
+    };
+    Ok(n * mult)
+}
+
+/// Parses `50GB`, `1.5G`, `500MB`, `2GiB` or a byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 50GB, 500MB or 2GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("`{s}`: unknown unit `{other}`")),
+    };
+    Ok((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration("2w"), Ok(14 * 86_400));
+        assert!(parse_duration("3y").is_err());
+        assert_eq!(parse_size("50GB"), Ok(50_000_000_000));
+        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,397 @@
+//! Reads a huggingface_hub cache the way `scan_cache_dir()` does, with the same numbers (sizes
+//! count each blob once per repo, revisions count theirs once), the same warnings for corrupt
+//! repos (which are then left out), plus which revisions given locks still reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::lock::Lockfile;
+use crate::repo::RepoKind;
+
+/// Entries of the cache root that are not repos.
+const IGNORED: &[&str] = &[
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    ".locks",
+    "CACHEDIR.TAG",
+];
+
+/// One file of a revision.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachedFile {
+    /// Path inside the snapshot.
+    pub path: String,
+    /// The blob it resolves to.
+    pub blob: PathBuf,
+    /// Blob size.
+    pub size: u64,
+}
+
+/// One snapshot of a repo.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachedRevision {
+    /// The commit (snapshot folder name).
+    pub commit: String,
+    /// Refs pointing at it.
+    pub refs: Vec<String>,
+    /// Sum of its distinct blobs.
+    pub size_on_disk: u64,
+    /// Number of files.
+    pub nb_files: usize,
+    /// Newest blob mtime (seconds since the epoch).
+    pub last_modified: u64,
+    /// Newest blob atime.
+    pub last_accessed: u64,
+    /// Locks (paths) that reference this repo at this commit.
+    pub locked_by: Vec<String>,
+    /// Its files.
+    #[serde(skip)]
+    pub files: Vec<CachedFile>,
+}
+
+/// One repo folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachedRepo {
+    /// `model`, `dataset`, `space` (or `kernel`).
+    pub kind: String,
+    /// The repo id.
+    pub id: String,
+    /// The folder.
+    pub path: PathBuf,
+    /// Sum of its distinct blobs.
+    pub size_on_disk: u64,
+    /// Number of distinct blobs.
+    pub nb_files: usize,
+    /// Newest blob atime.
+    pub last_accessed: u64,
+    /// Newest blob mtime.
+    pub last_modified: u64,
+    /// Snapshots, by commit.
+    pub revisions: Vec<CachedRevision>,
+}
+
+/// A whole cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheScan {
+    /// The cache folder.
+    pub hub_cache: PathBuf,
+    /// Valid repos, sorted by kind and id.
+    pub repos: Vec<CachedRepo>,
+    /// Distinct blob files of all valid repos, summed.
+    pub size_on_disk: u64,
+    /// Corrupt entries, one message each (their repos are left out, as huggingface_hub does).
+    pub warnings: Vec<String>,
+    /// Leftover partial downloads (`*/blobs/*.incomplete`).
+    pub incomplete: Vec<PathBuf>,
+}
+
+fn secs(t: std::io::Result<SystemTime>) -> u64 {
+    t.ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Scans `hub_cache`; `locks` (with their paths) mark referenced revisions.
+pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<CacheScan> {
+    let mut repos = Vec::new();
+    let mut warnings = Vec::new();
+    let mut incomplete = Vec::new();
+    let mut entries: Vec<PathBuf> = fs::read_dir(hub_cache)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if IGNORED.contains(&name.as_str())
+            || (name == "blobs" && path.join(".huggingface-shared-blobs").exists())
+        {
+            continue;
+        }
+        if let Ok(blobs) = fs::read_dir(path.join("blobs")) {
+            incomplete.extend(
+                blobs
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "incomplete")),
+            );
+        }
+        match scan_repo(&path, &name, locks) {
+            Ok(repo) => repos.push(repo),
+            Err(w) => warnings.push(w),
+        }
+    }
+    repos.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+    let distinct: BTreeSet<&PathBuf> = repos
+        .iter()
+        .flat_map(|r| &r.revisions)
+        .flat_map(|v| &v.files)
+        .map(|f| &f.blob)
+        .collect();
+    let size_on_disk = distinct
+        .iter()
+        .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    Ok(CacheScan {
+        hub_cache: hub_cache.to_owned(),
+        repos,
+        size_on_disk,
+        warnings,
+        incomplete,
+    })
+}
+
+fn kind_of(prefix: &str) -> Option<&'static str> {
+    match prefix {
+        "models" => Some("model"),
+        "datasets" => Some("dataset"),
+        "spaces" => Some("space"),
+        "kernels" => Some("kernel"),
+        _ => None,
+    }
+}
+
+/// The lock's kind name for a scan kind, to match lock entries.
+fn lock_kind(kind: &str) -> Option<RepoKind> {
+    match kind {
+        "model" => Some(RepoKind::Model),
+        "dataset" => Some(RepoKind::Dataset),
+        "space" => Some(RepoKind::Space),
+        _ => None,
+    }
+}
+
+fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<CachedRepo, String> {
+    if !path.is_dir() {
+        return Err(format!("Repo path is not a directory: {}", path.display()));
+    }
+    let Some((prefix, rest)) = name.split_once("--") else {
+        return Err(format!(
+            "Repo path is not a valid HuggingFace cache directory: {}",
+            path.display()
+        ));
+    };
+    let kind = kind_of(prefix).ok_or_else(|| {
+        format!(
+            "Repo type must be one of datasets, kernels, models, spaces, found `{prefix}` ({})",
+            path.display()
+        )
+    })?;
+    let id = rest.replace("--", "/");
+    let snapshots = path.join("snapshots");
+    if !snapshots.is_dir() {
+        return Err(format!(
+            "Snapshots dir doesn't exist in cached repo: {}",
+            snapshots.display()
+        ));
+    }
+    let refs_dir = path.join("refs");
+    let mut refs_by_commit: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if refs_dir.is_file() {
+        return Err(format!(
+            "Refs directory cannot be a file: {}",
+            refs_dir.display()
+        ));
+    }
+    if refs_dir.is_dir() {
+        let mut stack = vec![refs_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if !IGNORED[..3].contains(&e.file_name().to_string_lossy().as_ref()) {
+                    let commit = String::from_utf8_lossy(
+                        &fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+                    )
+                    .into_owned();
+                    let name = p
+                        .strip_prefix(&refs_dir)
+                        .map(|r| r.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    refs_by_commit.entry(commit).or_default().insert(name);
+                }
+            }
+        }
+    }
+
+    let mut blob_stats: BTreeMap<PathBuf, fs::Metadata> = BTreeMap::new();
+    let mut revisions = Vec::new();
+    let mut snaps: Vec<PathBuf> = fs::read_dir(&snapshots)
+        .map_err(|e| format!("{}: {e}", snapshots.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    snaps.sort();
+    for rev_path in snaps {
+        let commit = rev_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if IGNORED[..3].contains(&commit.as_str()) {
+            continue;
+        }
+        if rev_path.is_file() {
+            return Err(format!(
+                "Snapshots folder corrupted. Found a file: {}",
+                rev_path.display()
+            ));
+        }
+        let mut files = Vec::new();
+        let mut stack = vec![rev_path.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                // huggingface_hub: os.path.abspath(parent / readlink), without resolving further.
+                let blob = match fs::read_link(&p) {
+                    Ok(target) => normalize(&p.parent().unwrap_or(Path::new("/")).join(target)),
+                    Err(_) => p.clone(),
+                };
+                let meta = fs::metadata(&blob)
+                    .map_err(|_| format!("Blob missing (broken symlink): {}", blob.display()))?;
+                let size = meta.len();
+                blob_stats.entry(blob.clone()).or_insert(meta);
+                let rel = p
+                    .strip_prefix(&rev_path)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                files.push(CachedFile {
+                    path: rel,
+                    blob,
+                    size,
+                });
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let distinct: BTreeSet<&PathBuf> = files.iter().map(|f| &f.blob).collect();
+        let size_on_disk = distinct.iter().map(|b| blob_stats[*b].len()).sum();
+        let (last_modified, last_accessed) = if files.is_empty() {
+            let m = fs::metadata(&rev_path).ok();
+            (
+                secs(
+                    m.as_ref()
+                        .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.modified()),
+                ),
+                0,
+            )
+        } else {
+            (
+                distinct
+                    .iter()
+                    .map(|b| secs(blob_stats[*b].modified()))
+                    .max()
+                    .unwrap_or(0),
+                distinct
+                    .iter()
+                    .map(|b| secs(blob_stats[*b].accessed()))
+                    .max()
+                    .unwrap_or(0),
+            )
+        };
+        let locked_by = locks
+            .iter()
+            .filter(|(_, l)| {
+                lock_kind(kind).is_some_and(|k| {
+                    l.repos
+                        .iter()
+                        .any(|r| r.kind == k && r.id.as_str() == id && r.commit == commit)
+                })
+            })
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        revisions.push(CachedRevision {
+            refs: refs_by_commit
+                .remove(&commit)
+                .map(|s| s.into_iter().collect())
+                .unwrap_or_default(),
+            commit,
+            size_on_disk,
+            nb_files: files.len(),
+            last_modified,
+            last_accessed,
+            locked_by,
+            files,
+        });
+    }
+    if !refs_by_commit.is_empty() {
+        let dangling: Vec<String> = refs_by_commit
+            .iter()
+            .map(|(c, r)| format!("{c:?}: {:?}", r))
+            .collect();
+        return Err(format!(
+            "Reference(s) refer to missing commit hashes: {{{}}} ({})",
+            dangling.join(", "),
+            path.display()
+        ));
+    }
+    let size_on_disk = blob_stats.values().map(|m| m.len()).sum();
+    let (last_accessed, last_modified) = if blob_stats.is_empty() {
+        let m = fs::metadata(path).ok();
+        (
+            secs(
+                m.as_ref()
+                    .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.accessed()),
+            ),
+            secs(
+                m.as_ref()
+                    .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.modified()),
+            ),
+        )
+    } else {
+        (
+            blob_stats
+                .values()
+                .map(|m| secs(m.accessed()))
+                .max()
+                .unwrap_or(0),
+            blob_stats
+                .values()
+                .map(|m| secs(m.modified()))
+                .max()
+                .unwrap_or(0),
+        )
+    };
+    Ok(CachedRepo {
+        kind: kind.into(),
+        id,
+        path: path.to_owned(),
+        size_on_disk,
+        nb_files: blob_stats.len(),
+        last_accessed,
+        last_modified,
+        revisions,
+    })
+}
+
+/// `os.path.abspath`: removes `.` and `..` lexically.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
