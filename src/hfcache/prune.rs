@@ -238,22 +238,8 @@ fn linked_blobs(snapshots: &Path) -> BTreeSet<PathBuf> {
                 stack.push(p);
             } else if let Ok(t) = fs::read_link(&p) {
                 let joined = p.parent().unwrap_or(Path::new("/")).join(t);
-                out.insert(lexical(&joined));
+                out.insert(super::scan::normalize(&joined));
             }
-        }
-    }
-    out
-}
-
-fn lexical(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
         }
     }
     out

@@ -382,7 +382,7 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
 }
 
 /// `os.path.abspath`: removes `.` and `..` lexically.
-fn normalize(p: &Path) -> PathBuf {
+pub(super) fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
