@@ -96,6 +96,18 @@ fn secs(t: std::io::Result<SystemTime>) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// (last accessed, last modified) of the newest of `metas`, else of `fallback` itself (what
+/// huggingface_hub reports for an empty revision or repo).
+fn times<'a>(metas: impl Iterator<Item = &'a fs::Metadata> + Clone, fallback: &Path) -> (u64, u64) {
+    if metas.clone().next().is_none() {
+        return fs::metadata(fallback).map_or((0, 0), |m| (secs(m.accessed()), secs(m.modified())));
+    }
+    (
+        metas.clone().map(|m| secs(m.accessed())).max().unwrap_or(0),
+        metas.map(|m| secs(m.modified())).max().unwrap_or(0),
+    )
+}
+
 /// Scans `hub_cache`; `locks` (with their paths) mark referenced revisions.
 pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<CacheScan> {
     let mut repos = Vec::new();
@@ -283,29 +295,8 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let distinct: BTreeSet<&PathBuf> = files.iter().map(|f| &f.blob).collect();
         let size_on_disk = distinct.iter().map(|b| blob_stats[*b].len()).sum();
-        let (last_modified, last_accessed) = if files.is_empty() {
-            let m = fs::metadata(&rev_path).ok();
-            (
-                secs(
-                    m.as_ref()
-                        .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.modified()),
-                ),
-                0,
-            )
-        } else {
-            (
-                distinct
-                    .iter()
-                    .map(|b| secs(blob_stats[*b].modified()))
-                    .max()
-                    .unwrap_or(0),
-                distinct
-                    .iter()
-                    .map(|b| secs(blob_stats[*b].accessed()))
-                    .max()
-                    .unwrap_or(0),
-            )
-        };
+        let (last_accessed, last_modified) =
+            times(distinct.iter().map(|b| &blob_stats[*b]), &rev_path);
         let locked_by = locks
             .iter()
             .filter(|(_, l)| {
@@ -343,32 +334,7 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
         ));
     }
     let size_on_disk = blob_stats.values().map(|m| m.len()).sum();
-    let (last_accessed, last_modified) = if blob_stats.is_empty() {
-        let m = fs::metadata(path).ok();
-        (
-            secs(
-                m.as_ref()
-                    .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.accessed()),
-            ),
-            secs(
-                m.as_ref()
-                    .map_or(Err(std::io::ErrorKind::NotFound.into()), |m| m.modified()),
-            ),
-        )
-    } else {
-        (
-            blob_stats
-                .values()
-                .map(|m| secs(m.accessed()))
-                .max()
-                .unwrap_or(0),
-            blob_stats
-                .values()
-                .map(|m| secs(m.modified()))
-                .max()
-                .unwrap_or(0),
-        )
-    };
+    let (last_accessed, last_modified) = times(blob_stats.values(), path);
     Ok(CachedRepo {
         kind: kind.into(),
         id,
