@@ -6,7 +6,7 @@ pub mod prune;
 pub mod scan;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::hub::config::hf_home;
 use crate::lock::LockedRepo;
@@ -33,6 +33,25 @@ fn expand_tilde(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
+}
+
+/// Every non-directory entry under `dir`, recursively (symlinks are entries, not followed),
+/// sorted: the one walk that scan, prune and verify share.
+pub(crate) fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The relative target of `snapshots/<commit>/<path>`: one `../` per folder level plus two,

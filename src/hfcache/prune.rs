@@ -225,24 +225,16 @@ pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
 
 /// Every blob path the snapshots under `snapshots` resolve to.
 fn linked_blobs(snapshots: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![snapshots.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-        {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if let Ok(t) = fs::read_link(&p) {
-                let joined = p.parent().unwrap_or(Path::new("/")).join(t);
-                out.insert(super::scan::normalize(&joined));
-            }
-        }
-    }
-    out
+    super::files_under(snapshots)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let target = fs::read_link(&p).ok()?;
+            Some(super::scan::normalize(
+                &p.parent().unwrap_or(Path::new("/")).join(target),
+            ))
+        })
+        .collect()
 }
 
 fn remove_empty_parents(file: &Path, stop: &Path) {

@@ -214,27 +214,25 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
         ));
     }
     if refs_dir.is_dir() {
-        let mut stack = vec![refs_dir.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(&dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?
-                .filter_map(Result::ok)
-            {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if !IGNORED[..3].contains(&e.file_name().to_string_lossy().as_ref()) {
-                    let commit = String::from_utf8_lossy(
-                        &fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?,
-                    )
-                    .into_owned();
-                    let name = p
-                        .strip_prefix(&refs_dir)
-                        .map(|r| r.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    refs_by_commit.entry(commit).or_default().insert(name);
-                }
+        let refs =
+            super::files_under(&refs_dir).map_err(|e| format!("{}: {e}", refs_dir.display()))?;
+        for p in refs {
+            let file = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if IGNORED[..3].contains(&file.as_str()) {
+                continue;
             }
+            let commit = String::from_utf8_lossy(
+                &fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+            )
+            .into_owned();
+            let name = p
+                .strip_prefix(&refs_dir)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            refs_by_commit.entry(commit).or_default().insert(name);
         }
     }
 
@@ -261,36 +259,27 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
             ));
         }
         let mut files = Vec::new();
-        let mut stack = vec![rev_path.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(&dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?
-                .filter_map(Result::ok)
-            {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                // huggingface_hub: os.path.abspath(parent / readlink), without resolving further.
-                let blob = match fs::read_link(&p) {
-                    Ok(target) => normalize(&p.parent().unwrap_or(Path::new("/")).join(target)),
-                    Err(_) => p.clone(),
-                };
-                let meta = fs::metadata(&blob)
-                    .map_err(|_| format!("Blob missing (broken symlink): {}", blob.display()))?;
-                let size = meta.len();
-                blob_stats.entry(blob.clone()).or_insert(meta);
-                let rel = p
-                    .strip_prefix(&rev_path)
-                    .map(|r| r.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                files.push(CachedFile {
-                    path: rel,
-                    blob,
-                    size,
-                });
-            }
+        for p in
+            super::files_under(&rev_path).map_err(|e| format!("{}: {e}", rev_path.display()))?
+        {
+            // huggingface_hub: os.path.abspath(parent / readlink), without resolving further.
+            let blob = match fs::read_link(&p) {
+                Ok(target) => normalize(&p.parent().unwrap_or(Path::new("/")).join(target)),
+                Err(_) => p.clone(),
+            };
+            let meta = fs::metadata(&blob)
+                .map_err(|_| format!("Blob missing (broken symlink): {}", blob.display()))?;
+            let size = meta.len();
+            blob_stats.entry(blob.clone()).or_insert(meta);
+            let rel = p
+                .strip_prefix(&rev_path)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push(CachedFile {
+                path: rel,
+                blob,
+                size,
+            });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let distinct: BTreeSet<&PathBuf> = files.iter().map(|f| &f.blob).collect();

@@ -225,9 +225,12 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
 
     // Extra files in the snapshot.
     let locked: BTreeSet<&str> = repo.files.iter().map(|f| f.path.as_str()).collect();
-    let mut found = Vec::new();
-    list_files(&snapshot, &snapshot, &mut found);
-    for path in found {
+    let found = super::files_under(&snapshot).unwrap_or_default();
+    for path in found
+        .iter()
+        .filter_map(|p| p.strip_prefix(&snapshot).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+    {
         if !locked.contains(path.as_str()) {
             problems.push(Problem::Extra { path });
         }
@@ -307,19 +310,4 @@ fn hash_file(path: &Path) -> Hashed {
     }
     let d = hasher.finish();
     Ok((d.sha256, d.len))
-}
-
-/// Every non-directory entry under `dir`, as `/`-separated paths relative to `root`.
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            list_files(root, &path, out);
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            out.push(rel.to_string_lossy().into_owned());
-        }
-    }
 }
