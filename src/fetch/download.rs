@@ -111,6 +111,21 @@ struct Retrier {
 }
 
 impl Retrier {
+    /// The value of an attempt, or `None` (after the backoff) when it should be tried again.
+    async fn settle<T>(&mut self, label: &str, attempt: Attempt<T>) -> Result<Option<T>, Stop> {
+        match attempt {
+            Attempt::Done(v) => Ok(Some(v)),
+            Attempt::Retry { reason, wait } => {
+                self.wait(label, reason, wait).await?;
+                Ok(None)
+            }
+            Attempt::Fail(e) => Err(Stop::Failed(BlobError::Hub {
+                label: label.to_owned(),
+                source: e,
+            })),
+        }
+    }
+
     async fn wait(
         &mut self,
         label: &str,
@@ -174,18 +189,11 @@ async fn single(
             .acquire()
             .await
             .map_err(|_| Stop::SinkClosed)?;
-        let mut resp = match run.client.get_from(&url, offset, ctx).await {
-            Attempt::Done(resp) => resp,
-            Attempt::Retry { reason, wait } => {
-                retrier.wait(label, reason, wait).await?;
-                continue;
-            }
-            Attempt::Fail(e) => {
-                return Err(Stop::Failed(BlobError::Hub {
-                    label: label.to_owned(),
-                    source: e,
-                }));
-            }
+        let Some(mut resp) = retrier
+            .settle(label, run.client.get_from(&url, offset, ctx).await)
+            .await?
+        else {
+            continue;
         };
         // Later attempts go straight to where the redirects led (the CDN), not through the Hub.
         url = resp.url().clone();
@@ -328,15 +336,11 @@ async fn chunked(
         policy: run.client.retry_policy(),
     };
     let url = loop {
-        match run.client.locate(start_url, ctx).await {
-            Attempt::Done(url) => break url,
-            Attempt::Retry { reason, wait } => retrier.wait(label, reason, wait).await?,
-            Attempt::Fail(e) => {
-                return Err(Stop::Failed(BlobError::Hub {
-                    label: label.to_owned(),
-                    source: e,
-                }));
-            }
+        if let Some(url) = retrier
+            .settle(label, run.client.locate(start_url, ctx).await)
+            .await?
+        {
+            break url;
         }
     };
     let chunk = run.buffers.size() as u64;
@@ -385,18 +389,11 @@ async fn fetch_chunk(
         .map_err(|_| Stop::SinkClosed)?;
     while buf.len() < len {
         let at = start + buf.len() as u64;
-        let mut resp = match run.client.get_range(url, at, end, ctx).await {
-            Attempt::Done(resp) => resp,
-            Attempt::Retry { reason, wait } => {
-                retrier.wait(label, reason, wait).await?;
-                continue;
-            }
-            Attempt::Fail(e) => {
-                return Err(Stop::Failed(BlobError::Hub {
-                    label: label.to_owned(),
-                    source: e,
-                }));
-            }
+        let Some(mut resp) = retrier
+            .settle(label, run.client.get_range(url, at, end, ctx).await)
+            .await?
+        else {
+            continue;
         };
         match resp.status() {
             StatusCode::PARTIAL_CONTENT if range_start(&resp) == Some(at) => {}
