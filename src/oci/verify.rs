@@ -71,6 +71,35 @@ impl<R: Read> Read for HashRead<R> {
     }
 }
 
+type Raw = io::Chain<io::Cursor<Vec<u8>>, HashRead<BufReader<File>>>;
+
+/// A layer's tar stream, decompressed as its magic bytes say, with the raw reader recoverable.
+enum Decoded {
+    Plain(Raw),
+    Gzip(flate2::read::MultiGzDecoder<Raw>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<Raw>>),
+}
+
+impl Decoded {
+    fn into_raw(self) -> Raw {
+        match self {
+            Decoded::Plain(r) => r,
+            Decoded::Gzip(d) => d.into_inner(),
+            Decoded::Zstd(d) => d.finish().into_inner(),
+        }
+    }
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoded::Plain(r) => r.read(buf),
+            Decoded::Gzip(d) => d.read(buf),
+            Decoded::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
 /// Checks one layer blob; returns its report, (blob sha256, diff_id) and the paths seen.
 fn check_layer(
     path: &Path,
@@ -78,17 +107,19 @@ fn check_layer(
     want: &BTreeMap<String, (String, Expect)>,
     settings: &BakeSettings,
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
-    let mut file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
+    let mut file = HashRead {
+        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
+        hasher: Sha256::new(),
+    };
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
-    let decoded: Box<dyn Read> = match magic {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(blob)?),
-        _ => Box::new(blob),
+    let decoded = match magic {
+        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
+        _ => Decoded::Plain(blob),
     };
-    // The DiffID covers the whole uncompressed stream: hashed while the tar is read, then the
-    // rest (end-of-archive padding) is drained. The blob digest is taken from the file after.
     let tar_hash = HashRead {
         inner: decoded,
         hasher: Sha256::new(),
@@ -165,10 +196,13 @@ fn check_layer(
             EntryKind::Dir => {}
         }
     }
+    // Drain what the tar reader left (end-of-archive padding), then any trailing raw bytes.
     let mut tar_hash = archive.into_inner();
     io::copy(&mut tar_hash, &mut io::sink())?;
     let diff_id = hex::encode(tar_hash.hasher.finalize());
-    let blob_hex = hash_file(path)?;
+    let mut raw = tar_hash.inner.into_raw();
+    io::copy(&mut raw, &mut io::sink())?;
+    let blob_hex = hex::encode(raw.into_inner().1.hasher.finalize());
     let report = LayerReport {
         layer: name,
         repos: repos.into_iter().collect(),
@@ -187,13 +221,6 @@ impl io::Write for HashSink<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut HashSink(&mut h))?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Checks one layer file (`verify --layer`): every entry it holds must match the lock.
