@@ -86,13 +86,7 @@ pub async fn bake(
     opts: &BakeOptions,
     on_layer: &(dyn Fn(&BuiltLayer) + Sync),
 ) -> anyhow::Result<BakeReport> {
-    let missing: Vec<String> = lock
-        .repos
-        .iter()
-        .flat_map(|r| r.files.iter().map(move |f| (r, f)))
-        .filter(|(_, f)| !store.has(&f.sha256, f.size))
-        .map(|(r, f)| format!("{} file `{}`", r.label(), f.path))
-        .collect();
+    let missing = store.missing(lock);
     if !missing.is_empty() {
         anyhow::bail!(
             "{} file(s) are not in the store {}: run `modelbake fetch` first\n  - {}",

@@ -90,7 +90,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
         (_, Err(e)) => Err(store_err(e)),
         (Err(Stop::SinkClosed), Ok(_)) => Err(BlobError::Other {
             label,
-            detail: "the writer stopped early".into(),
+            detail: "the writer stopped before the download ended; run `modelbake fetch` again (it resumes)".into(),
         }),
         (Ok(()), Ok(partial)) => tokio::task::spawn_blocking(move || partial.publish())
             .await

@@ -83,13 +83,7 @@ pub fn export(
     hub_cache: &Path,
     mode: LinkMode,
 ) -> Result<ExportReport, ExportError> {
-    let missing: Vec<String> = lock
-        .repos
-        .iter()
-        .flat_map(|r| r.files.iter().map(move |f| (r, f)))
-        .filter(|(_, f)| !store.has(&f.sha256, f.size))
-        .map(|(r, f)| format!("{} file `{}`", r.label(), f.path))
-        .collect();
+    let missing = store.missing(lock);
     if !missing.is_empty() {
         return Err(ExportError::NotFetched {
             store: store.root().to_owned(),

@@ -153,6 +153,17 @@ impl Store {
         fs::metadata(self.blob_path(sha256)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
+    /// The files of `lock` whose blobs are not published yet, as `model `x` file `y``: what
+    /// `export` and `bake` refuse to start without.
+    pub fn missing(&self, lock: &crate::lock::Lockfile) -> Vec<String> {
+        lock.repos
+            .iter()
+            .flat_map(|r| r.files.iter().map(move |f| (r, f)))
+            .filter(|(_, f)| !self.has(&f.sha256, f.size))
+            .map(|(r, f)| format!("{} file `{}`", r.label(), f.path))
+            .collect()
+    }
+
     fn lock_path(&self, sha256: &str) -> PathBuf {
         self.root.join("locks").join(format!("{sha256}.lock"))
     }
