@@ -13,6 +13,7 @@ pub mod hub;
 pub mod lock;
 pub mod manifest;
 pub mod oci;
+pub mod plugin;
 pub mod repo;
 pub mod resolve;
 pub mod schema;

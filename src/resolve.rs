@@ -2,7 +2,7 @@
 //! entry still matches the manifest are kept as they are (no network, like Cargo); new or
 //! changed repos, and those named with `--update`, are resolved against the Hub concurrently.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::hash::is_lower_hex;
 use crate::hub::{HubClient, HubError, TreeEntry};
 use crate::lock::diff::{RepoDrift, locked_change, manifest_drift, spec_drift};
-use crate::lock::{LockedFile, LockedRepo, Lockfile};
-use crate::manifest::{Manifest, RepoSpec, SourceError};
+use crate::lock::{LockedFile, LockedPlugin, LockedRepo, Lockfile};
+use crate::manifest::{Manifest, PluginSource, RepoSpec, SourceError};
+use crate::plugin::{FileEntry, PluginConfig, PluginError, PluginKind, PluginSet, RepoRef};
 use crate::repo::{RepoId, RepoKind, check_repo_path};
 
 /// How `lock` should behave.
@@ -26,6 +27,9 @@ pub struct LockOptions {
     pub offline: bool,
     /// How many repos to resolve at once (0 means the default).
     pub jobs: usize,
+    /// The store's `plugins/` folder: compiled plugins and downloaded plugin files are kept
+    /// there (`None`: nothing is cached).
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// Why a repo was (or was not) resolved in this run.
@@ -59,6 +63,19 @@ pub struct RepoOutcome {
     pub action: RepoAction,
     /// How the entry changed compared with the previous lock, if it did.
     pub change: Option<String>,
+    /// Files the repo's policy plugins dropped (only when it was resolved in this run).
+    pub dropped: Vec<DroppedFile>,
+}
+
+/// A file a policy plugin chose not to lock, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedFile {
+    /// Path in the repo.
+    pub path: String,
+    /// The policy plugin that dropped it.
+    pub plugin: String,
+    /// The plugin's reason.
+    pub reason: String,
 }
 
 /// The result of a successful `lock`.
@@ -72,6 +89,8 @@ pub struct LockReport {
     pub repos: Vec<RepoOutcome>,
     /// Repos dropped from the lock because the manifest no longer lists them.
     pub removed: Vec<String>,
+    /// How the plugin pins changed (added, removed, new bytes or configuration).
+    pub plugins: Vec<String>,
 }
 
 /// Why `lock` failed.
@@ -87,12 +106,14 @@ pub enum LockError {
     )]
     Missing(PathBuf),
     /// `--locked` and the lock would change.
-    #[error("{} is out of date (--locked forbids changing it):\n{}\nrun `modelbake lock` and commit the result", crate::ui::display_path(.lockfile), .drift.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} is out of date (--locked forbids changing it):\n{}\nrun `modelbake lock` and commit the result", crate::ui::display_path(.lockfile), .plugins.iter().map(|p| format!("  - {p}")).chain(.drift.iter().map(|d| format!("  - {d}"))).collect::<Vec<_>>().join("\n"))]
     OutOfDate {
         /// The lock that would change.
         lockfile: PathBuf,
         /// Which repos differ and why.
         drift: Vec<RepoDrift>,
+        /// Which plugins changed and how.
+        plugins: Vec<String>,
     },
     /// `--offline` but some repo needs resolving.
     #[error("--offline: these repos need the network to be resolved: {}; run without --offline", .0.join(", "))]
@@ -111,6 +132,9 @@ pub enum LockError {
         /// What was wrong.
         detail: String,
     },
+    /// A plugin could not be loaded or failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     /// The lock could not be written.
     #[error("cannot write {}: {source}", .path.display())]
     Write {
@@ -128,6 +152,8 @@ pub enum LockEvent<'a> {
     Resolving(&'a RepoSpec),
     /// A repo was resolved.
     Resolved(&'a LockedRepo),
+    /// A policy plugin dropped a file of a repo being resolved.
+    Dropped(&'a RepoSpec, &'a DroppedFile),
 }
 
 /// What to do with one manifest repo.
@@ -151,25 +177,30 @@ pub async fn lock(
             return Err(LockError::UnknownUpdate(wanted.clone()));
         }
     }
-    if opts.locked {
-        let Some(old) = &old else {
-            return Err(LockError::Missing(lock_path));
-        };
+    if opts.locked && old.is_none() {
+        return Err(LockError::Missing(lock_path));
+    }
+    let (pins, plugin_drift, changed_plugins) = pin_plugins(manifest, old.as_ref(), opts).await?;
+    if opts.locked
+        && let Some(old) = &old
+    {
         let drift = manifest_drift(manifest, old);
-        if !drift.is_empty() {
+        if !drift.is_empty() || !plugin_drift.is_empty() {
             return Err(LockError::OutOfDate {
                 lockfile: lock_path,
                 drift,
+                plugins: plugin_drift,
             });
         }
     }
+    let policy_changed = |spec: &RepoSpec| spec.policy.iter().any(|p| changed_plugins.contains(p));
 
     let plans: Vec<Plan<'_>> = manifest
         .repos
         .iter()
         .map(
             |spec| match old.as_ref().and_then(|l| l.find(spec.kind, &spec.id)) {
-                Some(prev) if spec_drift(spec, prev).is_none() => {
+                Some(prev) if spec_drift(spec, prev).is_none() && !policy_changed(spec) => {
                     if opts.update.iter().any(|u| u == spec.id.as_str()) {
                         Plan::Resolve(spec, RepoAction::Updated)
                     } else {
@@ -194,30 +225,57 @@ pub async fn lock(
         }
     }
 
+    let mut plugins = PluginSet::new(opts.plugin_dir.clone())?;
+    let policies: BTreeSet<String> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Plan::Resolve(spec, _) => Some(spec.policy.iter().cloned()),
+            Plan::Keep(_) => None,
+        })
+        .flatten()
+        .collect();
+    let policies: Vec<String> = policies.into_iter().collect();
+    plugins
+        .load(
+            manifest,
+            &policies,
+            PluginKind::Policy,
+            &BTreeMap::new(),
+            opts.plugin_dir.as_deref(),
+            opts.offline,
+        )
+        .await?;
+
     let known = known_sha256(old.as_ref());
     let jobs = if opts.jobs == 0 { 8 } else { opts.jobs };
-    let results: Vec<(LockedRepo, RepoAction)> = stream::iter(plans.into_iter().map(|plan| {
-        let known = &known;
-        async move {
-            match plan {
-                Plan::Keep(prev) => Ok((prev.clone(), RepoAction::Kept)),
-                Plan::Resolve(spec, action) => {
-                    on_event(LockEvent::Resolving(spec));
-                    let repo = resolve_repo(client, spec, known).await?;
-                    on_event(LockEvent::Resolved(&repo));
-                    Ok::<_, LockError>((repo, action))
+    let results: Vec<(LockedRepo, RepoAction, Vec<DroppedFile>)> =
+        stream::iter(plans.into_iter().map(|plan| {
+            let known = &known;
+            let plugins = &plugins;
+            async move {
+                match plan {
+                    Plan::Keep(prev) => Ok((prev.clone(), RepoAction::Kept, Vec::new())),
+                    Plan::Resolve(spec, action) => {
+                        on_event(LockEvent::Resolving(spec));
+                        let (repo, dropped) = resolve_repo(client, spec, known, plugins).await?;
+                        for d in &dropped {
+                            on_event(LockEvent::Dropped(spec, d));
+                        }
+                        on_event(LockEvent::Resolved(&repo));
+                        Ok::<_, LockError>((repo, action, dropped))
+                    }
                 }
             }
-        }
-    }))
-    .buffer_unordered(jobs)
-    .try_collect()
-    .await?;
+        }))
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
 
     let mut new = Lockfile::new();
-    let mut actions: HashMap<(RepoKind, RepoId), RepoAction> = HashMap::new();
-    for (repo, action) in results {
-        actions.insert((repo.kind, repo.id.clone()), action);
+    new.plugins = pins;
+    let mut actions: HashMap<(RepoKind, RepoId), (RepoAction, Vec<DroppedFile>)> = HashMap::new();
+    for (repo, action, dropped) in results {
+        actions.insert((repo.kind, repo.id.clone()), (action, dropped));
         new.repos.push(repo);
     }
     new.normalize();
@@ -243,8 +301,12 @@ pub async fn lock(
                 bytes: r.total_size(),
                 action: actions
                     .get(&(r.kind, r.id.clone()))
-                    .copied()
+                    .map(|a| a.0)
                     .unwrap_or(RepoAction::Kept),
+                dropped: actions
+                    .get(&(r.kind, r.id.clone()))
+                    .map(|a| a.1.clone())
+                    .unwrap_or_default(),
                 change: match prev {
                     Some(p) => locked_change(p, r),
                     None => Some("added".into()),
@@ -268,6 +330,7 @@ pub async fn lock(
             return Err(LockError::OutOfDate {
                 lockfile: lock_path,
                 drift,
+                plugins: plugin_drift,
             });
         }
         return Ok(LockReport {
@@ -275,6 +338,7 @@ pub async fn lock(
             written: false,
             repos,
             removed,
+            plugins: plugin_drift,
         });
     }
 
@@ -287,7 +351,128 @@ pub async fn lock(
         written,
         repos,
         removed,
+        plugins: plugin_drift,
     })
+}
+
+/// Pins every plugin the manifest declares: the sha256 of its bytes (a URL whose lock entry
+/// has the same source keeps its pin without a download; its bytes are checked against the
+/// pin whenever they are used) and the digest of its configuration. Returns the pins, how
+/// they differ from the old lock, and the names whose bytes or configuration changed.
+async fn pin_plugins(
+    manifest: &Manifest,
+    old: Option<&Lockfile>,
+    opts: &LockOptions,
+) -> Result<(Vec<LockedPlugin>, Vec<String>, BTreeSet<String>), LockError> {
+    let mut pins = Vec::new();
+    let mut drift = Vec::new();
+    let mut changed = BTreeSet::new();
+    for spec in manifest.plugins.values() {
+        let source = spec.source.as_lock_string();
+        let prev = old.and_then(|l| l.plugin(&spec.name));
+        let sha256 = match (&spec.source, prev) {
+            (PluginSource::Url(_), Some(p)) if p.source == source => p.sha256.clone(),
+            _ => {
+                crate::plugin::source::obtain(spec, None, opts.plugin_dir.as_deref(), opts.offline)
+                    .await?
+                    .sha256
+            }
+        };
+        let config = PluginConfig::from_table(&spec.config).digest().to_owned();
+        match prev {
+            None => {
+                drift.push(format!("plugin `{}` added", spec.name));
+                changed.insert(spec.name.clone());
+            }
+            Some(p) => {
+                let mut what = Vec::new();
+                if p.source != source {
+                    what.push(format!("source changed from `{}` to `{source}`", p.source));
+                }
+                if p.sha256 != sha256 {
+                    what.push(format!(
+                        "its bytes changed (sha256 {} → {})",
+                        short(&p.sha256),
+                        short(&sha256)
+                    ));
+                }
+                if p.config != config {
+                    what.push("its config changed".to_owned());
+                }
+                if !what.is_empty() {
+                    drift.push(format!("plugin `{}`: {}", spec.name, what.join("; ")));
+                }
+                if p.sha256 != sha256 || p.config != config {
+                    changed.insert(spec.name.clone());
+                }
+            }
+        }
+        pins.push(LockedPlugin {
+            name: spec.name.clone(),
+            source,
+            sha256,
+            config,
+        });
+    }
+    for p in old.iter().flat_map(|l| &l.plugins) {
+        if !manifest.plugins.contains_key(&p.name) {
+            drift.push(format!("plugin `{}` removed", p.name));
+        }
+    }
+    Ok((pins, drift, changed))
+}
+
+/// The first 12 hex characters of a digest, for messages.
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+/// Runs the repo's policy plugins in order over the selected files; each sees what the
+/// previous one kept.
+fn apply_policies<'e>(
+    spec: &RepoSpec,
+    commit: &str,
+    mut selected: Vec<&'e TreeEntry>,
+    plugins: &PluginSet,
+) -> Result<(Vec<&'e TreeEntry>, Vec<DroppedFile>), LockError> {
+    let mut dropped = Vec::new();
+    if spec.policy.is_empty() {
+        return Ok((selected, dropped));
+    }
+    let repo = RepoRef {
+        kind: spec.kind.into(),
+        id: spec.id.to_string(),
+        revision: spec.revision.to_string(),
+        commit: commit.to_owned(),
+    };
+    for name in &spec.policy {
+        let Some(p) = plugins.get(name) else {
+            continue;
+        };
+        let files: Vec<FileEntry> = selected
+            .iter()
+            .map(|e| FileEntry {
+                path: e.path.clone(),
+                size: e.lfs.as_ref().map_or(e.size, |l| l.size),
+                sha256: e.lfs.as_ref().map(|l| l.oid.clone()),
+                blob: e.oid.clone(),
+            })
+            .collect();
+        let selection = p.plugin.select(&p.config, &repo, &files)?;
+        let keep: HashSet<&str> = selection.keep.iter().map(String::as_str).collect();
+        selected.retain(|e| keep.contains(e.path.as_str()));
+        dropped.extend(
+            selection
+                .dropped
+                .into_iter()
+                .map(|(path, reason)| DroppedFile {
+                    path,
+                    plugin: name.clone(),
+                    reason,
+                }),
+        );
+    }
+    Ok((selected, dropped))
 }
 
 /// sha256 values already known from the previous lock, keyed by git blob id and size: a
@@ -308,7 +493,8 @@ async fn resolve_repo(
     client: &HubClient,
     spec: &RepoSpec,
     known: &HashMap<(String, u64), String>,
-) -> Result<LockedRepo, LockError> {
+    plugins: &PluginSet,
+) -> Result<(LockedRepo, Vec<DroppedFile>), LockError> {
     let label = format!("{} `{}`", spec.kind, spec.id);
     let bad = |detail: String| LockError::BadData {
         repo: label.clone(),
@@ -338,6 +524,7 @@ async fn resolve_repo(
         }
     }
 
+    let (selected, dropped) = apply_policies(spec, &commit, selected, plugins)?;
     let files: Vec<LockedFile> = stream::iter(selected.into_iter().map(|entry| {
         let commit = &commit;
         let bad = &bad;
@@ -389,10 +576,11 @@ async fn resolve_repo(
         commit,
         include: spec.include.iter().map(|p| p.as_str().to_owned()).collect(),
         exclude: spec.exclude.iter().map(|p| p.as_str().to_owned()).collect(),
+        policy: spec.policy.clone(),
         complete,
         digest: String::new(),
         files,
     };
     repo.normalize();
-    Ok(repo)
+    Ok((repo, dropped))
 }

@@ -169,7 +169,7 @@ impl FetchProgress for Progress<'_> {
 /// Runs `modelbake fetch`.
 pub async fn run_fetch(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let started = Instant::now();
-    let (_, lock) = load_locked(cli, ui)?;
+    let (manifest, lock) = load_locked(cli, ui)?;
     let store = args.store.open()?;
     let store = if args.no_fsync {
         store.with_durability(false)
@@ -177,10 +177,22 @@ pub async fn run_fetch(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode,
         store
     };
     let client = HubClient::new(HubConfig::from_env(args.endpoint.as_deref())?)?;
+    let mirrors = if args.offline || manifest.mirrors.is_empty() || store.missing(&lock).is_empty()
+    {
+        fetch::MirrorPlan::default()
+    } else {
+        mirror_plan(&manifest, &lock, &store).await?
+    };
+    for r in &mirrors.rejected {
+        if !ui.quiet {
+            eprintln!("warning: {r}");
+        }
+    }
     let opts = FetchOptions {
         jobs: usize::from(args.jobs),
         offline: args.offline,
         reuse: fetch::reuse_caches(&args.reuse, &process_env),
+        mirrors,
         ..tuned_defaults()
     };
     let progress = Progress {
@@ -203,18 +215,63 @@ pub async fn run_fetch(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode,
     ui.status(
         "Finished",
         format!(
-            "{} blobs ({}) present in {}: {} downloaded ({}, {}/s), {} imported, {} already there, in {secs:.2}s",
+            "{} blobs ({}) present in {}: {} downloaded ({}, {}/s{}), {} imported, {} already there, in {secs:.2}s",
             report.blobs,
             human_size(report.bytes),
             display_path(store.root()),
             report.downloaded,
             human_size(report.downloaded_bytes),
             human_size((report.downloaded_bytes as f64 / secs.max(1e-3)) as u64),
+            if report.from_mirrors > 0 || !report.mirror_failures.is_empty() {
+                format!(
+                    "; {} from mirrors, {} mirror failure(s)",
+                    report.from_mirrors,
+                    report.mirror_failures.len()
+                )
+            } else {
+                String::new()
+            },
             report.imported,
             report.present + report.fetched_by_another,
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the `[mirror] use` plugins (pinned by the lock) and asks them about every file.
+async fn mirror_plan(
+    manifest: &crate::manifest::Manifest,
+    lock: &crate::lock::Lockfile,
+    store: &crate::store::Store,
+) -> anyhow::Result<fetch::MirrorPlan> {
+    let mut pins = std::collections::BTreeMap::new();
+    for name in &manifest.mirrors {
+        let pin = lock.plugin(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
+                display_path(&manifest.lock_path())
+            )
+        })?;
+        pins.insert(name.clone(), pin.sha256.clone());
+    }
+    let dir = store.plugin_dir();
+    let mut plugins = crate::plugin::PluginSet::new(Some(dir.clone()))?;
+    plugins
+        .load(
+            manifest,
+            &manifest.mirrors,
+            crate::plugin::PluginKind::Mirror,
+            &pins,
+            Some(&dir),
+            false,
+        )
+        .await?;
+    Ok(fetch::MirrorPlan::build(
+        lock,
+        &plugins,
+        &manifest.mirrors,
+        &process_env,
+    )?)
 }
 
 /// The fetch defaults, with `MODELBAKE_CHUNK_MIB`, `MODELBAKE_CHUNK_THRESHOLD_MIB` and

@@ -42,6 +42,8 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         locked: args.locked,
         offline: args.offline,
         jobs: usize::from(args.jobs),
+        plugin_dir: crate::store::Store::default_root(&crate::hub::config::process_env)
+            .map(|root| crate::store::Store::plugin_dir_of(&root)),
     };
     let spinner = ui.spinner(format!("Resolving against {}", client.endpoint()));
     let on_event = |event: LockEvent<'_>| {
@@ -60,6 +62,13 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
                     short(&repo.commit),
                     repo.files.len(),
                     human_size(repo.total_size())
+                ),
+            ),
+            LockEvent::Dropped(spec, d) => ui.status_line(
+                "Dropped",
+                format!(
+                    "{} {}: {} ({}: {})",
+                    spec.kind, spec.id, d.path, d.plugin, d.reason
                 ),
             ),
         };
@@ -81,6 +90,9 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         let mut value = serde_json::to_value(&report)?;
         value["ok"] = serde_json::Value::Bool(true);
         println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    for change in &report.plugins {
+        ui.status("Plugin", change);
     }
     for removed in &report.removed {
         ui.status("Removed", removed);

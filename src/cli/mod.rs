@@ -4,6 +4,7 @@ mod bake;
 mod cache;
 mod fetch;
 mod lock;
+mod plugin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,6 +147,15 @@ pub enum Command {
     ///   HF_ENDPOINT=http://127.0.0.1:8080 python -c "from huggingface_hub import snapshot_download; snapshot_download('org/model')"
     #[command(verbatim_doc_comment)]
     Serve(cache::ServeArgs),
+    /// Write, build and inspect WebAssembly plugins (mirrors, policies, pruners).
+    ///
+    /// Plugins are wasm components declared in models.toml as [plugins.NAME] with a `path`
+    /// (or https `url`) and a `config` table; models.lock pins each one's sha256. They run
+    /// sandboxed: no filesystem, network, environment, clock or randomness, capped CPU and
+    /// memory. Use them as `[mirror] use = [...]`, `policy = [...]` (in [defaults] or a repo)
+    /// and `modelbake cache prune --policy NAME`.
+    #[command(subcommand, verbatim_doc_comment)]
+    Plugin(plugin::PluginCommand),
 }
 
 /// Entry point of the binary.
@@ -181,6 +191,7 @@ pub fn main() -> ExitCode {
             }
             Command::Store(cache::StoreCommand::Gc(args)) => cache::run_gc(&cli, args, &ui).await,
             Command::Serve(args) => cache::run_serve(&cli, args, &ui).await,
+            Command::Plugin(cmd) => plugin::run(&cli, cmd, &ui).await,
         }
     });
     match result {

@@ -11,7 +11,7 @@ use url::Url;
 use super::buffers::Buffer;
 use super::sink::{Msg, Sink};
 use super::{BlobError, BlobJob, Run};
-use crate::hub::{Attempt, HubError, RequestCtx};
+use crate::hub::{Attempt, HubClient, HubError, RequestCtx};
 use crate::store::{BlobLock, StoreError};
 
 /// Why a download stopped.
@@ -24,25 +24,68 @@ enum Stop {
     Failed(BlobError),
 }
 
-/// Downloads `job` into the store and publishes it.
+/// Downloads `job` into the store and publishes it: from each mirror source in turn (a
+/// failure or wrong bytes are reported and the next source is tried), then from the Hub.
 pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Result<(), BlobError> {
+    let use_ = &job.uses[0];
+    let label = use_.label();
+    let hub_err = |source: HubError| BlobError::Hub {
+        label: label.clone(),
+        source,
+    };
+    for m in run.opts.mirrors.for_file(use_.kind, &use_.id, &use_.path) {
+        let attempt = match run.client.for_mirror(&m.url, m.token.clone()) {
+            Ok(client) => from_source(run, job, claim, &client, &m.url, false).await,
+            Err(e) => Err(hub_err(e)),
+        };
+        match attempt {
+            Ok(()) => {
+                run.from_mirrors.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => {
+                let note = format!(
+                    "mirror `{}` failed for {label} ({}): {}; trying the next source",
+                    m.plugin,
+                    m.url,
+                    e.detail()
+                );
+                tracing::warn!("{note}");
+                if let Ok(mut failures) = run.mirror_failures.lock() {
+                    failures.push(note);
+                }
+            }
+        }
+    }
+    let resolve = run
+        .client
+        .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
+        .map_err(hub_err)?;
+    from_source(run, job, claim, run.client, &resolve, true).await
+}
+
+/// Downloads `job` from `resolve` (through `client`) into the store and publishes it. When it
+/// fails, the partial file is kept for the next run (`keep_partial`, for the Hub) or thrown
+/// away (for mirrors, whose bytes are only trusted once the whole file matched).
+async fn from_source(
+    run: &Run<'_>,
+    job: &BlobJob,
+    claim: &BlobLock,
+    client: &HubClient,
+    resolve: &Url,
+    keep_partial: bool,
+) -> Result<(), BlobError> {
     let use_ = &job.uses[0];
     let label = use_.label();
     let store_err = |source: StoreError| BlobError::Store {
         label: label.clone(),
         source,
     };
-    let hub_err = |source: HubError| BlobError::Hub {
-        label: label.clone(),
-        source,
+    let ctx = client.file_ctx(use_.kind, &use_.id, &use_.commit, &use_.path);
+    let src = Source {
+        client,
+        url: resolve,
     };
-    let ctx = run
-        .client
-        .file_ctx(use_.kind, &use_.id, &use_.commit, &use_.path);
-    let resolve = run
-        .client
-        .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
-        .map_err(hub_err)?;
 
     let partial = {
         let (store, sha, size, claim) = (
@@ -68,22 +111,26 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
     let mut outcome = if from == job.size {
         Ok(())
     } else if job.size - from > run.opts.chunk_threshold {
-        chunked(run, &resolve, &ctx, &label, job.size, from, &sink.tx).await
+        chunked(run, &src, &ctx, &label, job.size, from, &sink.tx).await
     } else {
-        single(run, &resolve, &ctx, &label, job.size, from, &sink.tx).await
+        single(run, &src, &ctx, &label, job.size, from, &sink.tx).await
     };
     if matches!(outcome, Err(Stop::NoRangeSupport)) {
         tracing::warn!("{label}: the server ignores Range requests; downloading it in one stream");
         outcome = match sink.tx.send(Msg::Reset).await {
-            Ok(()) => single(run, &resolve, &ctx, &label, job.size, 0, &sink.tx).await,
+            Ok(()) => single(run, &src, &ctx, &label, job.size, 0, &sink.tx).await,
             Err(_) => Err(Stop::SinkClosed),
         };
     }
     let written = sink.finish().await;
     match (outcome, written) {
         (Err(Stop::Failed(e)), Ok(partial)) => {
-            // Keep what arrived: the next run resumes from it.
-            let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
+            if keep_partial {
+                // Keep what arrived: the next run resumes from it.
+                let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
+            } else {
+                let _ = tokio::task::spawn_blocking(move || partial.discard()).await;
+            }
             Err(e)
         }
         (Err(Stop::NoRangeSupport), _) => unreachable!("handled above"),
@@ -101,6 +148,13 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
             .map(|_| ())
             .map_err(store_err),
     }
+}
+
+/// Where the bytes come from: the Hub, or a mirror with its own client (its own origin and
+/// credential).
+struct Source<'a> {
+    client: &'a HubClient,
+    url: &'a Url,
 }
 
 /// Counts retries and sleeps between them; progress resets the count, so a flaky connection
@@ -169,18 +223,18 @@ fn range_start(resp: &reqwest::Response) -> Option<u64> {
 /// Bytes are gathered into pooled buffers and handed to the sink as each one fills.
 async fn single(
     run: &Run<'_>,
-    start_url: &Url,
+    src: &Source<'_>,
     ctx: &RequestCtx,
     label: &str,
     size: u64,
     from: u64,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<(), Stop> {
-    let mut url = start_url.clone();
+    let mut url = src.url.clone();
     let mut offset = from;
     let mut retrier = Retrier {
         retries: 0,
-        policy: run.client.retry_policy(),
+        policy: src.client.retry_policy(),
     };
     let mut pending: Option<(u64, Buffer)> = None;
     while offset < size {
@@ -190,7 +244,7 @@ async fn single(
             .await
             .map_err(|_| Stop::SinkClosed)?;
         let Some(mut resp) = retrier
-            .settle(label, run.client.get_from(&url, offset, ctx).await)
+            .settle(label, src.client.get_from(&url, offset, ctx).await)
             .await?
         else {
             continue;
@@ -324,7 +378,7 @@ impl Dispenser {
 /// Parallel `Range` chunks (one buffer each) from `from` to the end.
 async fn chunked(
     run: &Run<'_>,
-    start_url: &Url,
+    src: &Source<'_>,
     ctx: &RequestCtx,
     label: &str,
     size: u64,
@@ -333,11 +387,11 @@ async fn chunked(
 ) -> Result<(), Stop> {
     let mut retrier = Retrier {
         retries: 0,
-        policy: run.client.retry_policy(),
+        policy: src.client.retry_policy(),
     };
     let url = loop {
         if let Some(url) = retrier
-            .settle(label, run.client.locate(start_url, ctx).await)
+            .settle(label, src.client.locate(src.url, ctx).await)
             .await?
         {
             break url;
@@ -353,7 +407,19 @@ async fn chunked(
         while let Some((index, buffer)) = dispenser.next(run).await {
             let start = from + index * chunk;
             let end = (start + chunk).min(size) - 1;
-            let data = fetch_chunk(run, &url, ctx, label, start, end, buffer).await?;
+            let data = fetch_chunk(
+                run,
+                &Source {
+                    client: src.client,
+                    url: &url,
+                },
+                ctx,
+                label,
+                start,
+                end,
+                buffer,
+            )
+            .await?;
             tx.send(Msg::Data {
                 offset: start,
                 data,
@@ -370,7 +436,7 @@ async fn chunked(
 /// Bytes `start..=end` into `buf`, resuming inside the chunk after a drop.
 async fn fetch_chunk(
     run: &Run<'_>,
-    url: &Url,
+    src: &Source<'_>,
     ctx: &RequestCtx,
     label: &str,
     start: u64,
@@ -380,7 +446,7 @@ async fn fetch_chunk(
     let len = (end - start + 1) as usize;
     let mut retrier = Retrier {
         retries: 0,
-        policy: run.client.retry_policy(),
+        policy: src.client.retry_policy(),
     };
     let _conn = run
         .connections
@@ -390,7 +456,7 @@ async fn fetch_chunk(
     while buf.len() < len {
         let at = start + buf.len() as u64;
         let Some(mut resp) = retrier
-            .settle(label, run.client.get_range(url, at, end, ctx).await)
+            .settle(label, src.client.get_range(src.url, at, end, ctx).await)
             .await?
         else {
             continue;
@@ -401,7 +467,7 @@ async fn fetch_chunk(
             other => {
                 return Err(bad_answer(
                     label,
-                    url,
+                    src.url,
                     format!("asked for bytes {at}-{end}, got HTTP {other}"),
                 ));
             }
@@ -412,7 +478,7 @@ async fn fetch_chunk(
                     if buf.len() + data.len() > len {
                         return Err(bad_answer(
                             label,
-                            url,
+                            src.url,
                             format!("more bytes than the range {at}-{end}"),
                         ));
                     }

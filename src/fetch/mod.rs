@@ -7,12 +7,15 @@ mod buffers;
 mod download;
 mod import;
 pub use import::reuse_dirs as reuse_caches;
+pub mod mirrors;
+pub use mirrors::MirrorPlan;
 mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::{StreamExt, stream};
 use serde::Serialize;
@@ -38,6 +41,8 @@ pub struct FetchOptions {
     pub chunk_threshold: u64,
     /// Upper bound of downloaded bytes held in memory at once (keeps peak RSS flat).
     pub memory_budget: u64,
+    /// Mirror sources to try before the Hub, from the `[mirror]` plugins.
+    pub mirrors: MirrorPlan,
 }
 
 impl Default for FetchOptions {
@@ -49,6 +54,7 @@ impl Default for FetchOptions {
             chunk_size: 8 << 20,
             chunk_threshold: 64 << 20,
             memory_budget: 32 << 20,
+            mirrors: MirrorPlan::default(),
         }
     }
 }
@@ -143,6 +149,12 @@ pub struct FetchReport {
     pub downloaded: usize,
     /// Bytes received over the network (resumed bytes are not counted twice).
     pub downloaded_bytes: u64,
+    /// Blobs a mirror plugin's source delivered.
+    pub from_mirrors: usize,
+    /// Mirror sources that failed (HTTP error, wrong bytes…) before another source was tried.
+    pub mirror_failures: Vec<String>,
+    /// Mirror candidates refused before downloading (bad URL, missing credential).
+    pub mirror_rejected: Vec<String>,
 }
 
 /// Why `fetch` failed.
@@ -177,6 +189,18 @@ enum BlobError {
     Offline { label: String },
 }
 
+impl BlobError {
+    /// The message without the file label (for notes that already name the file).
+    fn detail(&self) -> String {
+        match self {
+            BlobError::Store { source, .. } => source.to_string(),
+            BlobError::Hub { source, .. } => source.to_string(),
+            BlobError::Other { detail, .. } => detail.clone(),
+            BlobError::Offline { .. } => "not available offline".into(),
+        }
+    }
+}
+
 /// Progress callbacks for the front end; called from many tasks at once.
 pub trait FetchProgress: Send + Sync {
     /// The work is known: `bytes` to obtain over `blobs` blobs.
@@ -200,6 +224,8 @@ struct Run<'a> {
     buffers: Arc<buffers::Buffers>,
     received: AtomicU64,
     progress: &'a dyn FetchProgress,
+    from_mirrors: AtomicUsize,
+    mirror_failures: Mutex<Vec<String>>,
 }
 
 /// Makes every blob of `lock` present in `store`.
@@ -232,6 +258,8 @@ pub async fn fetch(
         buffers: buffers::Buffers::new(opts.chunk_size.max(1 << 16) as usize, opts.memory_budget),
         received: AtomicU64::new(0),
         progress,
+        from_mirrors: AtomicUsize::new(0),
+        mirror_failures: Mutex::new(Vec::new()),
     };
     // Biggest first, so large downloads start early and small ones fill the gaps.
     let mut todo = todo;
@@ -267,6 +295,14 @@ pub async fn fetch(
         }
     }
     report.downloaded_bytes = run.received.load(Ordering::Relaxed);
+    report.from_mirrors = run.from_mirrors.load(Ordering::Relaxed);
+    report.mirror_failures = run
+        .mirror_failures
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    report.mirror_failures.sort();
+    report.mirror_rejected = opts.mirrors.rejected.clone();
     missing.sort();
     failures.sort();
     if !failures.is_empty() {

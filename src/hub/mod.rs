@@ -100,6 +100,24 @@ impl HubClient {
         Ok(HubClient { http, config })
     }
 
+    /// A client for a mirror: same connection pool, the mirror's origin as its endpoint (so
+    /// `token`, a mirror credential, goes only there, never the Hub token) and at most one
+    /// retry, since the next source is a better bet than waiting.
+    pub fn for_mirror(&self, url: &Url, token: Option<Token>) -> Result<HubClient, HubError> {
+        let endpoint =
+            Endpoint::parse(&url.origin().ascii_serialization()).map_err(HubError::Config)?;
+        let mut retry = self.config.retry;
+        retry.max_retries = retry.max_retries.min(1);
+        Ok(HubClient {
+            http: self.http.clone(),
+            config: HubConfig {
+                endpoint,
+                token,
+                retry,
+            },
+        })
+    }
+
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.config.endpoint

@@ -50,6 +50,12 @@ pub fn spec_drift(spec: &RepoSpec, locked: &LockedRepo) -> Option<String> {
             locked.exclude, exc
         ));
     }
+    if spec.policy != locked.policy {
+        reasons.push(format!(
+            "policy changed from {:?} to {:?}",
+            locked.policy, spec.policy
+        ));
+    }
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 

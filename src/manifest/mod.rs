@@ -5,6 +5,9 @@ mod cargo;
 pub mod diagnostic;
 pub mod pattern;
 
+mod plugins;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
@@ -14,6 +17,7 @@ use toml::Spanned;
 use crate::repo::{RepoId, RepoKind, Revision};
 pub use diagnostic::SourceError;
 pub use pattern::Pattern;
+pub use plugins::{PluginDoc, PluginSource, PluginSpec};
 
 /// The file name modelbake looks for before falling back to Cargo metadata.
 pub const MANIFEST_FILE: &str = "models.toml";
@@ -41,6 +45,23 @@ pub struct ManifestDoc {
     /// Image settings for `modelbake bake` (command-line flags override them).
     #[serde(default)]
     pub bake: BakeDoc,
+    /// WebAssembly plugins by name (`[plugins.NAME]`): mirrors, policies, pruners.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginDoc>,
+    /// Where downloads come from before the Hub endpoint.
+    #[serde(default)]
+    pub mirror: MirrorDoc,
+}
+
+/// `[mirror]`: mirror plugins tried, in order, before the Hub endpoint.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorDoc {
+    /// Names of `[plugins.NAME]` entries that export the mirror interface. Every file a mirror
+    /// serves is checked against the lock's sha256; a failing mirror falls back to the next.
+    #[serde(rename = "use", default)]
+    #[schemars(with = "Vec<String>")]
+    pub use_: Vec<Spanned<String>>,
 }
 
 /// `[bake]`: how `modelbake bake` lays the cache into image layers.
@@ -168,6 +189,10 @@ pub struct Defaults {
     /// Globs of files to leave out (huggingface_hub `ignore_patterns` semantics).
     #[schemars(with = "Option<Vec<String>>")]
     pub exclude: Option<Vec<Spanned<String>>>,
+    /// Policy plugins (names of `[plugins.NAME]`) that choose which of the selected files to
+    /// lock, applied in order at `modelbake lock`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub policy: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[[model]]`, `[[dataset]]` or `[[space]]` entry.
@@ -187,6 +212,9 @@ pub struct RepoEntry {
     /// Globs of files to leave out; replaces `defaults.exclude`.
     #[schemars(with = "Option<Vec<String>>")]
     pub exclude: Option<Vec<Spanned<String>>>,
+    /// Policy plugins for this repo; replaces `defaults.policy` (`[]` turns them off).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub policy: Option<Vec<Spanned<String>>>,
 }
 
 /// Where the manifest was read from, which decides where the lock goes and how errors read.
@@ -213,6 +241,8 @@ pub struct RepoSpec {
     pub include: Vec<Pattern>,
     /// Files to drop.
     pub exclude: Vec<Pattern>,
+    /// Policy plugins applied in order to the selected files.
+    pub policy: Vec<String>,
 }
 
 impl RepoSpec {
@@ -233,6 +263,10 @@ pub struct Manifest {
     pub repos: Vec<RepoSpec>,
     /// `[bake]` settings.
     pub bake: BakeSettings,
+    /// Declared plugins by name.
+    pub plugins: BTreeMap<String, PluginSpec>,
+    /// Mirror plugins to try, in order, before the Hub endpoint.
+    pub mirrors: Vec<String>,
 }
 
 impl Manifest {
@@ -311,6 +345,19 @@ impl Manifest {
             };
         let default_include = compile(doc.defaults.include)?;
         let default_exclude = compile(doc.defaults.exclude)?;
+        let plugins = plugins::specs(path, text, doc.plugins)?;
+        let names =
+            |list: Option<Vec<Spanned<String>>>| -> Result<Option<Vec<String>>, SourceError> {
+                list.map(|items| {
+                    items
+                        .into_iter()
+                        .map(|item| plugins::known(path, text, &plugins, item))
+                        .collect()
+                })
+                .transpose()
+            };
+        let default_policy = names(doc.defaults.policy)?;
+        let mirrors = names(Some(doc.mirror.use_))?.unwrap_or_default();
         let mut repos = Vec::new();
         let mut seen: Vec<(RepoKind, RepoId)> = Vec::new();
         let kinds = [
@@ -347,6 +394,9 @@ impl Manifest {
                     exclude: compile(entry.exclude)?
                         .or_else(|| default_exclude.clone())
                         .unwrap_or_default(),
+                    policy: names(entry.policy)?
+                        .or_else(|| default_policy.clone())
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -356,6 +406,8 @@ impl Manifest {
             origin,
             repos,
             bake,
+            plugins,
+            mirrors,
         })
     }
 }

@@ -96,6 +96,17 @@ pub struct BlobLock {
 }
 
 impl Store {
+    /// The `plugins/` folder of the store at `root`: compiled plugins and downloaded plugin
+    /// files, both keyed by sha256.
+    pub fn plugin_dir_of(root: &Path) -> PathBuf {
+        root.join("plugins")
+    }
+
+    /// This store's `plugins/` folder.
+    pub fn plugin_dir(&self) -> PathBuf {
+        Store::plugin_dir_of(self.root())
+    }
+
     /// The store location: `MODELBAKE_STORE`, else `$XDG_CACHE_HOME/modelbake/store`, else
     /// `~/.cache/modelbake/store`.
     pub fn default_root(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -1,0 +1,139 @@
+//! Mirror routing: before downloading, every mirror plugin in `[mirror] use` is asked, once
+//! per repo, where each file can be fetched from. The answers become an ordered list of
+//! sources per file; the Hub endpoint always comes last. Credentials are attached by the host
+//! from `MODELBAKE_CREDENTIAL_<NAME>`, so plugins never see a secret.
+
+use std::collections::HashMap;
+
+use url::Url;
+
+use crate::hub::Token;
+use crate::lock::Lockfile;
+use crate::plugin::{FileEntry, PluginError, PluginSet, RepoRef};
+use crate::repo::{RepoId, RepoKind};
+
+/// One mirror location for a file.
+#[derive(Debug, Clone)]
+pub struct MirrorSource {
+    /// The plugin that proposed it.
+    pub plugin: String,
+    /// Where to download from.
+    pub url: Url,
+    /// The credential to send to that URL's origin only.
+    pub token: Option<Token>,
+}
+
+/// Mirror sources per locked file, in the order they are tried.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorPlan {
+    by_file: HashMap<(RepoKind, RepoId, String), Vec<MirrorSource>>,
+    /// Candidates refused before any download (bad URL, missing credential), in words.
+    pub rejected: Vec<String>,
+}
+
+/// The environment variable holding a credential: `MODELBAKE_CREDENTIAL_` + the name in upper
+/// case with every other character turned into `_`.
+pub fn credential_var(name: &str) -> String {
+    let tail: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("MODELBAKE_CREDENTIAL_{tail}")
+}
+
+impl MirrorPlan {
+    /// Asks the mirror plugins `order` (all loaded in `plugins`) about every file of `lock`.
+    pub fn build(
+        lock: &Lockfile,
+        plugins: &PluginSet,
+        order: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, PluginError> {
+        let mut plan = MirrorPlan::default();
+        for repo in &lock.repos {
+            let repo_ref = RepoRef {
+                kind: repo.kind.into(),
+                id: repo.id.to_string(),
+                revision: repo.revision.to_string(),
+                commit: repo.commit.clone(),
+            };
+            let files: Vec<FileEntry> = repo
+                .files
+                .iter()
+                .map(|f| FileEntry {
+                    path: f.path.clone(),
+                    size: f.size,
+                    sha256: Some(f.sha256.clone()),
+                    blob: f.pointer.clone().unwrap_or_else(|| f.blob.clone()),
+                })
+                .collect();
+            for name in order {
+                let Some(p) = plugins.get(name) else {
+                    continue;
+                };
+                let (lists, rejected) = p.plugin.resolve(&p.config, &repo_ref, &files)?;
+                plan.rejected.extend(rejected);
+                for (file, list) in files.iter().zip(lists) {
+                    for c in list {
+                        let token = match &c.credential {
+                            None => None,
+                            Some(cred) => {
+                                let var = credential_var(cred);
+                                match env(&var).filter(|v| !v.is_empty()) {
+                                    Some(v) => Some(Token::new(v, var)),
+                                    None => {
+                                        plan.rejected.push(format!(
+                                            "plugin `{name}` proposed {} for `{}` with credential `{cred}`, but {var} is not set: skipped",
+                                            c.url, file.path
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        plan.by_file
+                            .entry((repo.kind, repo.id.clone(), file.path.clone()))
+                            .or_default()
+                            .push(MirrorSource {
+                                plugin: name.clone(),
+                                url: c.url,
+                                token,
+                            });
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The mirror sources of one file, best first (empty: only the Hub).
+    pub fn for_file(&self, kind: RepoKind, id: &RepoId, path: &str) -> &[MirrorSource] {
+        self.by_file
+            .get(&(kind, id.clone(), path.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_names_map_to_env_vars() {
+        assert_eq!(
+            credential_var("artifactory"),
+            "MODELBAKE_CREDENTIAL_ARTIFACTORY"
+        );
+        assert_eq!(
+            credential_var("s3-cas.prod"),
+            "MODELBAKE_CREDENTIAL_S3_CAS_PROD"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The plugins one command uses: obtained, pinned, compiled (or loaded from the compile cache)
+//! and given their configuration, which is validated before any real work starts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::source::obtain;
+use super::{Plugin, PluginConfig, PluginError, PluginHost, PluginKind};
+use crate::manifest::Manifest;
+
+/// One plugin ready to call, with what the lock records about it.
+pub struct LoadedPlugin {
+    /// The compiled plugin.
+    pub plugin: Plugin,
+    /// Its configuration.
+    pub config: PluginConfig,
+    /// Its source as recorded in the lock.
+    pub source: String,
+}
+
+/// The plugins of one command, by name.
+pub struct PluginSet {
+    host: PluginHost,
+    loaded: BTreeMap<String, LoadedPlugin>,
+}
+
+impl PluginSet {
+    /// An empty set whose compiled plugins are cached under `store_plugins` (the store's
+    /// `plugins/` folder), or nowhere.
+    pub fn new(store_plugins: Option<PathBuf>) -> Result<Self, PluginError> {
+        let cache = store_plugins.as_ref().map(|d| d.join("compiled"));
+        Ok(PluginSet {
+            host: PluginHost::new(cache)?,
+            loaded: BTreeMap::new(),
+        })
+    }
+
+    /// The host, for callers that load plugins by hand (`plugin check`).
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
+    /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the sha256s the lock
+    /// records by name (empty at `lock` time); `store_plugins` keeps downloads.
+    pub async fn load(
+        &mut self,
+        manifest: &Manifest,
+        names: &[String],
+        kind: PluginKind,
+        pins: &BTreeMap<String, String>,
+        store_plugins: Option<&std::path::Path>,
+        offline: bool,
+    ) -> Result<(), PluginError> {
+        for name in names {
+            if let Some(p) = self.loaded.get(name) {
+                p.plugin.require(kind)?;
+                continue;
+            }
+            let spec = manifest.plugins.get(name).ok_or_else(|| {
+                PluginError::new(
+                    name,
+                    super::FailureKind::Load,
+                    "is not declared in the manifest's [plugins] tables",
+                )
+            })?;
+            let bytes = obtain(
+                spec,
+                pins.get(name).map(String::as_str),
+                store_plugins,
+                offline,
+            )
+            .await?;
+            let plugin = self.host.load(name, &bytes.bytes, &bytes.sha256)?;
+            plugin.require(kind)?;
+            let config = PluginConfig::from_table(&spec.config);
+            plugin.validate_config(&config)?;
+            self.loaded.insert(
+                name.clone(),
+                LoadedPlugin {
+                    plugin,
+                    config,
+                    source: spec.source.as_lock_string(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A loaded plugin by name.
+    pub fn get(&self, name: &str) -> Option<&LoadedPlugin> {
+        self.loaded.get(name)
+    }
+}

@@ -1,0 +1,115 @@
+//! Getting a plugin's bytes: from a file beside the manifest, or downloaded from an https URL
+//! (kept in the store by sha256, so later runs work offline), always checked against the
+//! sha256 the manifest or the lock requires before anything compiles them.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{FailureKind, PluginError};
+use crate::manifest::{PluginSource, PluginSpec};
+
+/// Largest plugin accepted (real ones are tens of KiB).
+const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+/// A plugin's bytes and their sha256.
+pub struct PluginBytes {
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// Hex sha256 of `bytes`.
+    pub sha256: String,
+}
+
+/// Reads or downloads `spec`'s bytes. `pinned` is the sha256 the lock records (checked by
+/// every command except `lock` itself, which is where a plugin is allowed to change).
+/// Downloads are kept under `store_plugins/sources/<sha256>.wasm`.
+pub async fn obtain(
+    spec: &PluginSpec,
+    pinned: Option<&str>,
+    store_plugins: Option<&Path>,
+    offline: bool,
+) -> Result<PluginBytes, PluginError> {
+    let fail = |m: String| PluginError::new(&spec.name, FailureKind::Load, m);
+    let expected = spec.sha256.as_deref().or(pinned);
+    let bytes = match &spec.source {
+        PluginSource::Path { path, .. } => std::fs::read(path).map_err(|e| {
+            fail(format!(
+                "cannot read {}: {e}; build it with `modelbake plugin build` or fix `path` in [plugins.{}]",
+                path.display(),
+                spec.name
+            ))
+        })?,
+        PluginSource::Url(url) => {
+            let kept = |sha: &str| store_plugins.map(|d| sources_dir(d).join(format!("{sha}.wasm")));
+            match expected.and_then(kept).filter(|p| p.is_file()) {
+                Some(path) => std::fs::read(&path)
+                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
+                None if offline => {
+                    return Err(fail(format!(
+                        "--offline: {url} has not been downloaded yet; run once with network access"
+                    )));
+                }
+                None => download(url).await.map_err(fail)?,
+            }
+        }
+    };
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    if let Some(want) = &spec.sha256
+        && *want != sha256
+    {
+        return Err(fail(format!(
+            "its bytes have sha256 {sha256}, but [plugins.{}] requires {want}; the file changed or \
+             the download was tampered with",
+            spec.name
+        )));
+    }
+    if let Some(want) = pinned
+        && want != sha256
+    {
+        return Err(fail(format!(
+            "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); run \
+             `modelbake lock` to accept the new plugin and commit the lock"
+        )));
+    }
+    if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
+        let dest = sources_dir(dir).join(format!("{sha256}.wasm"));
+        if !dest.is_file() {
+            let _ = std::fs::create_dir_all(sources_dir(dir))
+                .and_then(|()| crate::lock::write_atomically(&dest, &bytes));
+        }
+    }
+    Ok(PluginBytes { bytes, sha256 })
+}
+
+fn sources_dir(store_plugins: &Path) -> PathBuf {
+    store_plugins.join("sources")
+}
+
+async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+    let mut resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot download {url}: {}", crate::hub::error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("cannot download {url}: HTTP {}", resp.status()));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("download of {url} failed: {}", crate::hub::error_chain(&e)))?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+            return Err(format!(
+                "{url} is larger than {MAX_PLUGIN_BYTES} bytes; that is not a plugin"
+            ));
+        }
+    }
+    Ok(bytes)
+}
