@@ -235,12 +235,17 @@ pub async fn lock(
         .flatten()
         .collect();
     let policies: Vec<String> = policies.into_iter().collect();
+    // The bytes run must be the bytes pinned (a URL plugin keeps its pin without a download).
+    let pinned: BTreeMap<String, String> = pins
+        .iter()
+        .map(|p| (p.name.clone(), p.sha256.clone()))
+        .collect();
     plugins
         .load(
             manifest,
             &policies,
             PluginKind::Policy,
-            &BTreeMap::new(),
+            &pinned,
             opts.plugin_dir.as_deref(),
             opts.offline,
         )
@@ -372,6 +377,11 @@ async fn pin_plugins(
         let prev = old.and_then(|l| l.plugin(&spec.name));
         let sha256 = match (&spec.source, prev) {
             (PluginSource::Url(_), Some(p)) if p.source == source => p.sha256.clone(),
+            (PluginSource::Url(_), None) if opts.locked => {
+                // Stale whatever its bytes are: no need to download it to say so.
+                drift.push(format!("plugin `{}` added", spec.name));
+                continue;
+            }
             _ => {
                 crate::plugin::source::obtain(spec, None, opts.plugin_dir.as_deref(), opts.offline)
                     .await?

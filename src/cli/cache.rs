@@ -73,6 +73,17 @@ pub struct PruneArgs {
     /// Then remove least recently used revisions until the cache fits (50GB, 500MB, 2GiB).
     #[arg(long, value_name = "SIZE", value_parser = |s: &str| parse_size(s))]
     pub max_size: Option<u64>,
+    /// Ask this pruner plugin (a `[plugins.NAME]` of models.toml, with its config) what to
+    /// remove; it sees every revision with sizes, last access and whether a lock needs it.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// With --policy: revisions this lock references are never removed (default: the
+    /// project's models.lock, when there is one); repeatable.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub lock: Vec<PathBuf>,
+    /// With --policy: the time the plugin is told it is (unix seconds), to reproduce a plan.
+    #[arg(long, value_name = "SECS", requires = "policy")]
+    pub now: Option<u64>,
     /// Really delete (default: only show what would go).
     #[arg(long)]
     pub yes: bool,
@@ -202,23 +213,46 @@ pub async fn run_scan(_cli: &Cli, args: &ScanArgs, ui: &Ui) -> Result<ExitCode, 
 }
 
 /// Runs `cache prune`.
-pub async fn run_prune(_cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode, Failure> {
+pub async fn run_prune(cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     if args.keep_locked.is_empty()
         && args.pattern.is_empty()
         && args.older_than.is_none()
         && args.max_size.is_none()
+        && args.policy.is_none()
     {
-        return Err(anyhow::anyhow!("say what to remove: --keep-locked FILE, --pattern GLOB, --older-than AGE and/or --max-size SIZE").into());
+        return Err(anyhow::anyhow!("say what to remove: --keep-locked FILE, --pattern GLOB, --older-than AGE, --max-size SIZE and/or --policy PLUGIN").into());
     }
     let cache = args.hub_cache.resolve()?;
-    let locks = read_locks(&args.keep_locked)?;
+    let mut locks = read_locks(&args.keep_locked)?;
+    let manifest = match &args.policy {
+        Some(_) => Some(super::load_manifest(cli)?),
+        None => None,
+    };
+    if let Some(m) = &manifest {
+        let extra = if args.lock.is_empty() {
+            Some(m.lock_path())
+                .filter(|p| p.is_file())
+                .into_iter()
+                .collect()
+        } else {
+            args.lock.clone()
+        };
+        locks.extend(read_locks(&extra)?);
+    }
     let result = scan(&cache, &locks).map_err(|e| anyhow::anyhow!("{}: {e}", cache.display()))?;
+    let now = args.now.unwrap_or_else(now);
+    let decided = match (&args.policy, &manifest) {
+        (Some(name), Some(m)) => pruner_plan(m, name, &result, now).await?,
+        _ => Default::default(),
+    };
     let criteria = Criteria {
         patterns: args.pattern.clone(),
-        keep_locked: !locks.is_empty(),
+        keep_locked: !args.keep_locked.is_empty(),
+        protect_locked: args.policy.is_some(),
+        decided,
         older_than: args.older_than,
         max_size: args.max_size,
-        now: now(),
+        now,
     };
     let p = plan(&result, &criteria);
     let freed = if args.yes && !p.removals.is_empty() {
@@ -263,6 +297,119 @@ pub async fn run_prune(_cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
+/// reason for every revision it wants gone (already checked to be cached and unlocked).
+async fn pruner_plan(
+    manifest: &crate::manifest::Manifest,
+    name: &str,
+    scan: &crate::hfcache::scan::CacheScan,
+    now: u64,
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
+    use crate::plugin::{
+        CachedFile, CachedRepo, CachedRevision, PluginKind, PruneContext, WitRepoKind,
+    };
+    let mut pins = std::collections::BTreeMap::new();
+    if let Some(lock) = Lockfile::read_if_exists(&manifest.lock_path())?
+        && let Some(p) = lock.plugin(name)
+    {
+        pins.insert(name.to_owned(), p.sha256.clone());
+    }
+    let dir = crate::store::Store::default_root(&crate::hub::config::process_env)
+        .map(|r| crate::store::Store::plugin_dir_of(&r));
+    let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
+    plugins
+        .load(
+            manifest,
+            &[name.to_owned()],
+            PluginKind::Pruner,
+            &pins,
+            dir.as_deref(),
+            false,
+        )
+        .await?;
+    let p = plugins
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
+    let kind_of = |k: &str| match k {
+        "dataset" => WitRepoKind::Dataset,
+        "space" => WitRepoKind::Space,
+        _ => WitRepoKind::Model,
+    };
+    let repos: Vec<CachedRepo> = scan
+        .repos
+        .iter()
+        .map(|r| {
+            // A blob counts toward a revision's exclusive size when no other revision uses it.
+            let mut users: std::collections::HashMap<&std::path::Path, usize> = Default::default();
+            for v in &r.revisions {
+                let mut seen = std::collections::HashSet::new();
+                for f in &v.files {
+                    if seen.insert(f.blob.as_path()) {
+                        *users.entry(f.blob.as_path()).or_default() += 1;
+                    }
+                }
+            }
+            CachedRepo {
+                kind: kind_of(&r.kind),
+                id: r.id.clone(),
+                size_on_disk: r.size_on_disk,
+                revisions: r
+                    .revisions
+                    .iter()
+                    .map(|v| {
+                        let mut seen = std::collections::HashSet::new();
+                        CachedRevision {
+                            commit: v.commit.clone(),
+                            refs: v.refs.clone(),
+                            files: v
+                                .files
+                                .iter()
+                                .map(|f| CachedFile {
+                                    path: f.path.clone(),
+                                    size: f.size,
+                                    blob: f
+                                        .blob
+                                        .file_name()
+                                        .map(|n| n.to_string_lossy().into_owned())
+                                        .unwrap_or_default(),
+                                })
+                                .collect(),
+                            exclusive_size: v
+                                .files
+                                .iter()
+                                .filter(|f| seen.insert(f.blob.as_path()))
+                                .filter(|f| users.get(f.blob.as_path()) == Some(&1))
+                                .map(|f| f.size)
+                                .sum(),
+                            last_access: v.last_accessed,
+                            locked: !v.locked_by.is_empty(),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let ctx = PruneContext {
+        now,
+        total_size: scan.size_on_disk,
+    };
+    let deletions = p.plugin.plan(&p.config, ctx, &repos)?;
+    let label = |k: WitRepoKind| match k {
+        WitRepoKind::Model => "model",
+        WitRepoKind::Dataset => "dataset",
+        WitRepoKind::Space => "space",
+    };
+    Ok(deletions
+        .into_iter()
+        .map(|d| {
+            (
+                (format!("{}/{}", label(d.kind), d.id), d.commit),
+                format!("plugin `{name}`: {}", d.reason),
+            )
+        })
+        .collect())
 }
 
 /// Runs `store gc`.

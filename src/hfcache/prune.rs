@@ -25,6 +25,11 @@ pub struct Criteria {
     pub older_than: Option<u64>,
     /// Then remove least recently used revisions until the cache is at most this many bytes.
     pub max_size: Option<u64>,
+    /// Never remove revisions the scan's locks reference, without removing everything else
+    /// (`--policy` with `--lock`).
+    pub protect_locked: bool,
+    /// Removals decided elsewhere (a pruner plugin): `(kind/id, commit)` → reason.
+    pub decided: BTreeMap<(String, String), String>,
     /// Now, in seconds since the epoch.
     pub now: u64,
 }
@@ -62,13 +67,18 @@ fn label(r: &CachedRepo) -> String {
 /// Decides what goes.
 pub fn plan(scan: &CacheScan, c: &Criteria) -> Plan {
     let mut remove: BTreeMap<(String, String), String> = BTreeMap::new();
-    let locked = |v: &super::scan::CachedRevision| c.keep_locked && !v.locked_by.is_empty();
+    let locked = |v: &super::scan::CachedRevision| {
+        (c.keep_locked || c.protect_locked) && !v.locked_by.is_empty()
+    };
     for repo in &scan.repos {
         for v in &repo.revisions {
             if locked(v) {
                 continue;
             }
             let key = (label(repo), v.commit.clone());
+            if let Some(reason) = c.decided.get(&key) {
+                remove.entry(key.clone()).or_insert_with(|| reason.clone());
+            }
             if c.keep_locked {
                 remove
                     .entry(key.clone())

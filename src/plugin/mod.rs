@@ -349,10 +349,13 @@ impl Plugin {
         let mut store = sandbox::store(&self.engine, &self.name, items).map_err(|e| {
             PluginError::new(&self.name, FailureKind::Crash, format!("cannot start: {e}"))
         })?;
-        match f(&mut store) {
+        let started = std::time::Instant::now();
+        let result = f(&mut store);
+        let elapsed = started.elapsed();
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(guest)) => Err(self.refused(guest)),
-            Err(trap) => Err(self.explain(trap, store.data(), sandbox::fuel_for(items))),
+            Err(trap) => Err(self.explain(trap, store.data(), sandbox::fuel_for(items), elapsed)),
         }
     }
 
@@ -377,23 +380,31 @@ impl Plugin {
     }
 
     /// Why a call trapped, in words.
-    fn explain(&self, e: wasmtime::Error, state: &HostState, fuel: u64) -> PluginError {
+    fn explain(
+        &self,
+        e: wasmtime::Error,
+        state: &HostState,
+        fuel: u64,
+        elapsed: std::time::Duration,
+    ) -> PluginError {
         let trap = e.downcast_ref::<wasmtime::Trap>().copied();
         let text = format!("{e:#}");
         let (kind, mut message) = if trap == Some(wasmtime::Trap::OutOfFuel) {
             (
                 FailureKind::Limit,
                 format!(
-                    "was stopped after using its whole CPU budget ({fuel} fuel units); it may loop \
-                     forever, or its input is far larger than it can handle"
+                    "was stopped after {:.2}s, having used its whole CPU budget ({fuel} fuel \
+                     units); it may loop forever, or its input is far larger than it can handle",
+                    elapsed.as_secs_f64()
                 ),
             )
         } else if let Some((had, asked)) = state.refused_grow {
             (
                 FailureKind::Limit,
                 format!(
-                    "was stopped: it had {had} bytes of memory and asked for {asked}, over the \
-                     {} byte limit",
+                    "was stopped after {:.2}s: it had {had} bytes of memory and asked for \
+                     {asked}, over the {} byte limit",
+                    elapsed.as_secs_f64(),
                     sandbox::MEMORY_LIMIT
                 ),
             )

@@ -12,5 +12,6 @@ mod fidelity;
 mod hub_client;
 mod lock;
 mod lock_faults;
+mod plugins;
 mod schema;
 mod support;

@@ -286,3 +286,57 @@ impl Fetched {
             .join(sha256)
     }
 }
+
+/// The component built from the `plugins/` workspace with this artifact stem (e.g.
+/// `mirror_url_template`, or `wasi_fs` for the wasm32-wasip2 fixtures). The workspace is built
+/// once per test process with `modelbake plugin build` (cargo makes concurrent builds wait
+/// for each other; outputs are replaced atomically). A build failure fails the test loudly.
+pub fn plugin(stem: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("target/test-plugins");
+        let build = |target: &str, packages: &[&str], sub: &str| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_modelbake"));
+            c.args(["-q", "plugin", "build", "--no-check", "--target", target, "--out"])
+                .arg(out.join(sub))
+                .arg(root.join("plugins"));
+            for p in packages {
+                c.args(["-p", p]);
+            }
+            let r = run(&mut c);
+            assert_eq!(
+                r.code, 0,
+                "building the plugins for {target} failed (is the target installed? `rustup target add {target}`)\n{}",
+                r.stderr
+            );
+        };
+        build(
+            "wasm32-unknown-unknown",
+            &[
+                "mirror-url-template",
+                "mirror-cas",
+                "policy-prefer-safetensors",
+                "policy-size-budget",
+                "pruner-keep-locked",
+                "pruner-lru",
+                "hostile",
+            ],
+            "unknown",
+        );
+        build(
+            "wasm32-wasip2",
+            &["wasi-fs", "wasi-sockets", "wasi-env"],
+            "wasip2",
+        );
+        out
+    });
+    let sub = if stem.starts_with("wasi_") {
+        "wasip2"
+    } else {
+        "unknown"
+    };
+    let path = dir.join(sub).join(format!("{stem}.wasm"));
+    assert!(path.is_file(), "no plugin {}", path.display());
+    path
+}

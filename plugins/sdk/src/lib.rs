@@ -4,7 +4,7 @@
 //! [`Pruner`] — on a unit struct and exports it with [`export_mirror!`], [`export_policy!`] or
 //! [`export_pruner!`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use modelbake_plugin_sdk::{Config, FileEntry, Info, Mirror, PluginError, RepoRef};
 //! use modelbake_plugin_sdk::mirror::Candidate;
 //!
