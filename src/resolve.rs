@@ -173,7 +173,9 @@ pub async fn lock(
     let lock_path = manifest.lock_path();
     let old = Lockfile::read_if_exists(&lock_path)?;
     for wanted in &opts.update {
-        if !manifest.repos.iter().any(|s| s.id.as_str() == wanted) {
+        if !manifest.repos.iter().any(|s| s.id.as_str() == wanted)
+            && !manifest.plugins.contains_key(wanted)
+        {
             return Err(LockError::UnknownUpdate(wanted.clone()));
         }
     }
@@ -236,15 +238,25 @@ pub async fn lock(
         .collect();
     let policies: Vec<String> = policies.into_iter().collect();
     // The bytes run must be the bytes pinned (a URL plugin keeps its pin without a download).
-    let pinned: BTreeMap<String, String> = pins
-        .iter()
-        .map(|p| (p.name.clone(), p.sha256.clone()))
-        .collect();
+    let pinned: BTreeMap<String, LockedPlugin> =
+        pins.iter().map(|p| (p.name.clone(), p.clone())).collect();
     plugins
         .load(
             manifest,
             &policies,
             PluginKind::Policy,
+            &pinned,
+            opts.plugin_dir.as_deref(),
+            opts.offline,
+        )
+        .await?;
+    // Mirrors are only used by `fetch`, but a wrong kind or a bad config should fail here,
+    // where the plugin is pinned, not in the middle of a CI fetch.
+    plugins
+        .load(
+            manifest,
+            &manifest.mirrors,
+            PluginKind::Mirror,
             &pinned,
             opts.plugin_dir.as_deref(),
             opts.offline,
@@ -376,7 +388,16 @@ async fn pin_plugins(
         let source = spec.source.as_lock_string();
         let prev = old.and_then(|l| l.plugin(&spec.name));
         let sha256 = match (&spec.source, prev) {
-            (PluginSource::Url(_), Some(p)) if p.source == source => p.sha256.clone(),
+            // Same URL: keep the pin without a download (the bytes are checked against it on
+            // every use), unless `--update NAME` asks for the current bytes or the manifest
+            // now requires other ones.
+            (PluginSource::Url(_), Some(p))
+                if p.source == source
+                    && !opts.update.contains(&spec.name)
+                    && spec.sha256.as_ref().is_none_or(|s| *s == p.sha256) =>
+            {
+                p.sha256.clone()
+            }
             (PluginSource::Url(_), None) if opts.locked => {
                 // Stale whatever its bytes are: no need to download it to say so.
                 drift.push(format!("plugin `{}` added", spec.name));
@@ -449,6 +470,8 @@ fn apply_policies<'e>(
     if spec.policy.is_empty() {
         return Ok((selected, dropped));
     }
+    // Plugins see their input sorted, whatever order the Hub listed it in.
+    selected.sort_by(|a, b| a.path.cmp(&b.path));
     let repo = RepoRef {
         kind: spec.kind.into(),
         id: spec.id.to_string(),
@@ -468,7 +491,15 @@ fn apply_policies<'e>(
                 blob: e.oid.clone(),
             })
             .collect();
-        let selection = p.plugin.select(&p.config, &repo, &files)?;
+        let selection = match p.plugin.select(&p.config, &repo, &files) {
+            Ok(s) => s,
+            // "No opinion on this repo": keep everything, go on with the next policy.
+            Err(e) if e.code == Some(crate::plugin::ErrorCode::Unsupported) => {
+                tracing::info!("{e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let keep: HashSet<&str> = selection.keep.iter().map(String::as_str).collect();
         selected.retain(|e| keep.contains(e.path.as_str()));
         dropped.extend(

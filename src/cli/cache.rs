@@ -314,7 +314,7 @@ async fn pruner_plan(
     if let Some(lock) = Lockfile::read_if_exists(&manifest.lock_path())?
         && let Some(p) = lock.plugin(name)
     {
-        pins.insert(name.to_owned(), p.sha256.clone());
+        pins.insert(name.to_owned(), p.clone());
     }
     let dir = crate::store::Store::default_root(&crate::hub::config::process_env)
         .map(|r| crate::store::Store::plugin_dir_of(&r));
@@ -391,6 +391,12 @@ async fn pruner_plan(
             }
         })
         .collect();
+    // Plugins see their input sorted.
+    let mut repos = repos;
+    repos.sort_by(|a, b| (a.kind as u8, &a.id).cmp(&(b.kind as u8, &b.id)));
+    for r in &mut repos {
+        r.revisions.sort_by(|a, b| a.commit.cmp(&b.commit));
+    }
     let ctx = PruneContext {
         now,
         total_size: scan.size_on_disk,

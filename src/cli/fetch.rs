@@ -252,7 +252,7 @@ async fn mirror_plan(
                 display_path(&manifest.lock_path())
             )
         })?;
-        pins.insert(name.clone(), pin.sha256.clone());
+        pins.insert(name.clone(), pin.clone());
     }
     let dir = store.plugin_dir();
     let mut plugins = crate::plugin::PluginSet::new(Some(dir.clone()))?;
@@ -270,6 +270,7 @@ async fn mirror_plan(
         lock,
         &plugins,
         &manifest.mirrors,
+        &manifest.credentials,
         &process_env,
     )?)
 }

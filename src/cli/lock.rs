@@ -18,7 +18,8 @@ pub struct LockArgs {
     /// each repo that differs and why. Needs no network unless --update is given.
     #[arg(long)]
     pub locked: bool,
-    /// Re-resolve this repo (by id) even if its lock entry still matches; repeatable.
+    /// Re-resolve this repo (by id) even if its lock entry still matches, or download this URL
+    /// plugin (by name) again and pin its current bytes; repeatable.
     #[arg(long, value_name = "ID")]
     pub update: Vec<String>,
     /// Hub endpoint; default $HF_ENDPOINT, else https://huggingface.co.

@@ -190,12 +190,20 @@ pub async fn run(_cli: &Cli, cmd: &PluginCommand, ui: &Ui) -> Result<ExitCode, F
             let plugin = host.load(&name, &bytes, &sha256)?;
             let info = plugin.describe()?;
             let kinds: Vec<String> = plugin.kinds().iter().map(|k| k.to_string()).collect();
+            let version = crate::plugin::WIT_PACKAGE
+                .rsplit_once('@')
+                .map_or("", |(_, v)| v);
+            let worlds: Vec<String> = kinds
+                .iter()
+                .map(|k| format!("modelbake:plugin/{k}-plugin@{version}"))
+                .collect();
             if ui.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "ok": true, "file": display_path(&args.file), "sha256": sha256,
-                        "size": bytes.len(), "kinds": kinds, "imports": plugin.imports(),
+                        "size": bytes.len(), "kinds": kinds, "worlds": worlds,
+                        "imports": plugin.imports(),
                         "exports": plugin.exports(), "info": info,
                         "interface": crate::plugin::WIT_PACKAGE,
                     }))?
@@ -204,6 +212,7 @@ pub async fn run(_cli: &Cli, cmd: &PluginCommand, ui: &Ui) -> Result<ExitCode, F
                 println!("{}", display_path(&args.file));
                 println!("  plugin    {} {}", info.name, info.version);
                 println!("  kinds     {}", kinds.join(", "));
+                println!("  world     {}", worlds.join(", "));
                 println!("  sha256    {sha256}");
                 println!("  size      {}", human_size(bytes.len() as u64));
                 println!("  imports   {}", list(&plugin.imports()));

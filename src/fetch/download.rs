@@ -35,7 +35,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
     };
     for m in run.opts.mirrors.for_file(use_.kind, &use_.id, &use_.path) {
         let attempt = match run.client.for_mirror(&m.url, m.token.clone()) {
-            Ok(client) => from_source(run, job, claim, &client, &m.url, false).await,
+            Ok(client) => from_source(run, job, claim, &client, &m.url).await,
             Err(e) => Err(hub_err(e)),
         };
         match attempt {
@@ -48,7 +48,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
                     "mirror `{}` failed for {label} ({}): {}; trying the next source",
                     m.plugin,
                     m.url,
-                    e.detail()
+                    e.mirror_detail()
                 );
                 tracing::warn!("{note}");
                 if let Ok(mut failures) = run.mirror_failures.lock() {
@@ -61,19 +61,28 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
         .client
         .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
         .map_err(hub_err)?;
-    from_source(run, job, claim, run.client, &resolve, true).await
+    match from_source(run, job, claim, run.client, &resolve).await {
+        // A resumed partial may hold bytes from a source that lied (a mirror, an older run): the
+        // mismatch discarded it, so one more attempt starts from zero with Hub bytes only.
+        Err(BlobError::ResumedMismatch { .. }) => {
+            tracing::warn!(
+                "{label}: the resumed download did not match its sha256; downloading it again from the start"
+            );
+            from_source(run, job, claim, run.client, &resolve).await
+        }
+        other => other,
+    }
 }
 
 /// Downloads `job` from `resolve` (through `client`) into the store and publishes it. When it
-/// fails, the partial file is kept for the next run (`keep_partial`, for the Hub) or thrown
-/// away (for mirrors, whose bytes are only trusted once the whole file matched).
+/// fails, the partial file is kept so the next source or run resumes from it; the final
+/// sha256 check decides whether its bytes were right, and throws them away if not.
 async fn from_source(
     run: &Run<'_>,
     job: &BlobJob,
     claim: &BlobLock,
     client: &HubClient,
     resolve: &Url,
-    keep_partial: bool,
 ) -> Result<(), BlobError> {
     let use_ = &job.uses[0];
     let label = use_.label();
@@ -125,12 +134,8 @@ async fn from_source(
     let written = sink.finish().await;
     match (outcome, written) {
         (Err(Stop::Failed(e)), Ok(partial)) => {
-            if keep_partial {
-                // Keep what arrived: the next run resumes from it.
-                let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
-            } else {
-                let _ = tokio::task::spawn_blocking(move || partial.discard()).await;
-            }
+            // Keep what arrived: the next source or run resumes from it.
+            let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
             Err(e)
         }
         (Err(Stop::NoRangeSupport), _) => unreachable!("handled above"),
@@ -146,7 +151,13 @@ async fn from_source(
                 detail: e.to_string(),
             })?
             .map(|_| ())
-            .map_err(store_err),
+            .map_err(|e| match e {
+                StoreError::HashMismatch { .. } if from > 0 => BlobError::ResumedMismatch {
+                    label: label.clone(),
+                    source: e,
+                },
+                e => store_err(e),
+            }),
     }
 }
 

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::hub::Token;
 use crate::lock::Lockfile;
-use crate::plugin::{FileEntry, PluginError, PluginSet, RepoRef};
+use crate::plugin::{ErrorCode, FileEntry, PluginError, PluginSet, RepoRef};
 use crate::repo::{RepoId, RepoKind};
 
 /// One mirror location for a file.
@@ -49,10 +49,13 @@ pub fn credential_var(name: &str) -> String {
 
 impl MirrorPlan {
     /// Asks the mirror plugins `order` (all loaded in `plugins`) about every file of `lock`.
+    /// A candidate that names a credential keeps it only when its URL has the origin
+    /// `bindings` gives that credential (`[mirror.credentials]`).
     pub fn build(
         lock: &Lockfile,
         plugins: &PluginSet,
         order: &[String],
+        bindings: &std::collections::BTreeMap<String, url::Origin>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, PluginError> {
         let mut plan = MirrorPlan::default();
@@ -77,13 +80,36 @@ impl MirrorPlan {
                 let Some(p) = plugins.get(name) else {
                     continue;
                 };
-                let (lists, rejected) = p.plugin.resolve(&p.config, &repo_ref, &files)?;
+                let (lists, rejected) = match p.plugin.resolve(&p.config, &repo_ref, &files) {
+                    Ok(answer) => answer,
+                    // "No opinion on this repo": the next mirror (or the Hub) serves it.
+                    Err(e) if e.code == Some(ErrorCode::Unsupported) => {
+                        tracing::info!("{e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 plan.rejected.extend(rejected);
                 for (file, list) in files.iter().zip(lists) {
                     for c in list {
                         let token = match &c.credential {
                             None => None,
                             Some(cred) => {
+                                match bindings.get(cred) {
+                                    Some(origin) if *origin == c.url.origin() => {}
+                                    bound => {
+                                        plan.rejected.push(format!(
+                                            "plugin `{name}` proposed {} for `{}` with credential `{cred}`, {}: skipped",
+                                            c.url,
+                                            file.path,
+                                            match bound {
+                                                Some(o) => format!("which may only be sent to {}", o.ascii_serialization()),
+                                                None => format!("which is not bound to an origin (add `{cred} = \"{}\"` under [mirror.credentials] if you trust it)", c.url.origin().ascii_serialization()),
+                                            }
+                                        ));
+                                        continue;
+                                    }
+                                }
                                 let var = credential_var(cred);
                                 match env(&var).filter(|v| !v.is_empty()) {
                                     Some(v) => Some(Token::new(v, var)),

@@ -187,16 +187,41 @@ enum BlobError {
     Other { label: String, detail: String },
     #[error("{label}: not available offline")]
     Offline { label: String },
+    /// The sha256 did not match after resuming a partial download (whose first bytes may
+    /// have come from another source); the partial was discarded.
+    #[error("{label}: {source}")]
+    ResumedMismatch { label: String, source: StoreError },
 }
 
 impl BlobError {
     /// The message without the file label (for notes that already name the file).
     fn detail(&self) -> String {
         match self {
-            BlobError::Store { source, .. } => source.to_string(),
+            BlobError::Store { source, .. } | BlobError::ResumedMismatch { source, .. } => {
+                source.to_string()
+            }
             BlobError::Hub { source, .. } => source.to_string(),
             BlobError::Other { detail, .. } => detail.clone(),
             BlobError::Offline { .. } => "not available offline".into(),
+        }
+    }
+
+    /// The message for a mirror: plain HTTP facts, without the Hub's hints about tokens and
+    /// repo kinds, which would mislead (the Hub token is never sent to a mirror).
+    fn mirror_detail(&self) -> String {
+        use crate::hub::HubError as H;
+        match self {
+            BlobError::Hub { source, .. } => match source {
+                H::RepoNotFound { .. } | H::EntryNotFound { .. } | H::RevisionNotFound { .. } => {
+                    "not found there (HTTP 404)".into()
+                }
+                H::AuthRequired { .. } | H::InvalidToken { .. } => {
+                    "refused without valid credentials (HTTP 401)".into()
+                }
+                H::AccessNotGranted { .. } => "refused access (HTTP 403)".into(),
+                other => other.to_string(),
+            },
+            other => other.detail(),
         }
     }
 }

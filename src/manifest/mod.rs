@@ -17,7 +17,7 @@ use toml::Spanned;
 use crate::repo::{RepoId, RepoKind, Revision};
 pub use diagnostic::SourceError;
 pub use pattern::Pattern;
-pub use plugins::{PluginDoc, PluginSource, PluginSpec};
+pub use plugins::{PluginDoc, PluginSource, PluginSpec, is_loopback as plugins_is_loopback};
 
 /// The file name modelbake looks for before falling back to Cargo metadata.
 pub const MANIFEST_FILE: &str = "models.toml";
@@ -62,6 +62,12 @@ pub struct MirrorDoc {
     #[serde(rename = "use", default)]
     #[schemars(with = "Vec<String>")]
     pub use_: Vec<Spanned<String>>,
+    /// Credential name → the only origin (`https://host[:port]`) it may be sent to. A mirror
+    /// candidate naming a credential gets it (from `MODELBAKE_CREDENTIAL_<NAME>`) only when its
+    /// URL has exactly this origin; plugins never choose where a secret goes.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub credentials: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[bake]`: how `modelbake bake` lays the cache into image layers.
@@ -267,6 +273,8 @@ pub struct Manifest {
     pub plugins: BTreeMap<String, PluginSpec>,
     /// Mirror plugins to try, in order, before the Hub endpoint.
     pub mirrors: Vec<String>,
+    /// Credential name → the origin it may be sent to (`[mirror.credentials]`).
+    pub credentials: BTreeMap<String, url::Origin>,
 }
 
 impl Manifest {
@@ -358,6 +366,7 @@ impl Manifest {
             };
         let default_policy = names(doc.defaults.policy)?;
         let mirrors = names(Some(doc.mirror.use_))?.unwrap_or_default();
+        let credentials = plugins::credentials(path, text, doc.mirror.credentials)?;
         let mut repos = Vec::new();
         let mut seen: Vec<(RepoKind, RepoId)> = Vec::new();
         let kinds = [
@@ -408,6 +417,7 @@ impl Manifest {
             bake,
             plugins,
             mirrors,
+            credentials,
         })
     }
 }

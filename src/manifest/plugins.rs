@@ -190,3 +190,32 @@ pub(super) fn known(
         ),
     ))
 }
+
+/// Validates `[mirror.credentials]`: each name bound to one https origin (http only for
+/// loopback), written without a path.
+pub(super) fn credentials(
+    path: &Path,
+    text: &str,
+    raw: BTreeMap<String, Spanned<String>>,
+) -> Result<BTreeMap<String, url::Origin>, SourceError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in raw {
+        let at = |m: String| SourceError::at(path, text, Some(value.span()), m);
+        let url = Url::parse(value.get_ref())
+            .map_err(|e| at(format!("credential `{name}`: not a URL ({e})")))?;
+        let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
+        if !secure || url.host().is_none() {
+            return Err(at(format!(
+                "credential `{name}` may only be bound to an https:// origin (http:// only for localhost)"
+            )));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(at(format!(
+                "credential `{name}`: give only the origin, e.g. `https://{}`",
+                url.host_str().unwrap_or("host")
+            )));
+        }
+        out.insert(name, url.origin());
+    }
+    Ok(out)
+}

@@ -1,7 +1,9 @@
 //! The compiled-plugin cache: compiling a component takes tens of milliseconds (seconds in a
 //! debug build), loading its compiled form a fraction of one. Entries are keyed by the plugin's
 //! sha256 and the engine's compatibility hash (wasmtime version, target, settings), written
-//! atomically, and live in the store, which only its owner can write.
+//! atomically into a folder only the user can write (0700). A compiled plugin is native code,
+//! so an entry is used only when it and its folder belong to the current user and nobody else
+//! can write them; otherwise the plugin is compiled afresh (and the cache left alone).
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -38,6 +40,16 @@ impl CompileCache {
         bytes: &[u8],
     ) -> wasmtime::Result<Component> {
         let path = self.path(sha256);
+        let trusted = trusted(&self.dir) && trusted(&path);
+        if path.is_file() && !trusted {
+            tracing::warn!(
+                "not using the compiled plugin {}: it or its folder is not owned by you or is \
+                 writable by others; compiling the plugin instead (fix the permissions, or delete \
+                 the folder, to use the cache again)",
+                path.display()
+            );
+            return Component::new(engine, bytes);
+        }
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` of this engine
             // configuration (the name carries the compatibility hash) into the user's own store,
@@ -60,8 +72,27 @@ impl CompileCache {
 
     fn write(&self, path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
         let bytes = component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?;
-        std::fs::create_dir_all(&self.dir)?;
+        if !self.dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+        }
+        if !trusted(&self.dir) {
+            anyhow::bail!("the folder is not private to this user");
+        }
         crate::lock::write_atomically(path, &bytes)?;
         Ok(())
     }
+}
+
+/// True when `path` exists, belongs to the current user and is not writable by group or
+/// others.
+fn trusted(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
 }

@@ -22,7 +22,7 @@ use wasmtime::{Engine, Store};
 pub use bindings::{ConfigValue, ErrorCode, FileEntry, Level, RepoRef, WitRepoKind};
 use bindings::{GuestError, mirror as mw, policy as pw, pruner as rw};
 pub use config::PluginConfig;
-pub use outputs::{Candidate, Selection, check_candidate_url};
+pub use outputs::{Candidate, Selection, check_candidate_url, clean};
 pub use rw::exports::modelbake::plugin::pruner::{
     CachedFile, CachedRepo, CachedRevision, Deletion, PruneContext,
 };
@@ -375,7 +375,7 @@ impl Plugin {
             plugin: self.name.clone(),
             kind: FailureKind::Refused,
             code: Some(e.code),
-            message: format!("{code}{key}: {}", e.message),
+            message: format!("{code}{}: {}", clean(&key), clean(&e.message)),
         }
     }
 
@@ -449,10 +449,16 @@ impl Plugin {
                     let i = $pre.instantiate(&mut *st)?;
                     let d = i.modelbake_plugin_meta().call_describe(&mut *st)?;
                     Ok(Ok(PluginInfo {
-                        name: d.name,
-                        version: d.version,
-                        description: d.description,
-                        config_help: d.config_help,
+                        name: clean(&d.name),
+                        version: clean(&d.version),
+                        description: clean(&d.description),
+                        // Lines are the format here; each one is cleaned.
+                        config_help: d
+                            .config_help
+                            .lines()
+                            .map(clean)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
                     }))
                 })
             };
@@ -550,5 +556,50 @@ impl Plugin {
                 .call_plan(&mut *st, config.wit(), ctx, repos)
         })?;
         outputs::check_deletions(&self.name, repos, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_granted_trapped_or_refused() {
+        let ok =
+            |i: &[&str]| check_imports("p", &i.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(
+            ok(&[
+                "modelbake:plugin/host@0.1.0",
+                "modelbake:plugin/types@0.1.3"
+            ])
+            .is_ok()
+        );
+        // What toolchains add by habit loads (and traps if called).
+        assert!(
+            ok(&[
+                "wasi:cli/environment@0.2.6",
+                "wasi:io/streams@0.2.6",
+                "wasi:random/random@0.2.0"
+            ])
+            .is_ok()
+        );
+        for (import, said) in [
+            ("wasi:filesystem/types@0.2.6", "wasi:filesystem/types@0.2.6"),
+            ("wasi:sockets/tcp@0.2.6", "wasi:sockets/tcp@0.2.6"),
+            ("wasi:http/outgoing-handler@0.2.6", "wasi:http"),
+            ("acme:evil/backdoor", "acme:evil/backdoor"),
+        ] {
+            let e = ok(&[import]).unwrap_err();
+            assert_eq!(e.kind, FailureKind::Load);
+            assert!(
+                e.message.contains(said) && e.message.contains("does not grant"),
+                "{e}"
+            );
+        }
+        let e = ok(&["modelbake:plugin/host@0.2.0"]).unwrap_err();
+        assert!(
+            e.message.contains("0.2.0") && e.message.contains("0.1"),
+            "{e}"
+        );
     }
 }

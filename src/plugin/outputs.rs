@@ -27,6 +27,26 @@ pub struct Selection {
     pub dropped: Vec<(String, String)>,
 }
 
+/// Makes a plugin-supplied text safe to print: control characters (newlines, escape
+/// sequences) are shown escaped, and it is cut to 1 KiB, so a plugin cannot forge log lines
+/// or drive the terminal.
+pub fn clean(text: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Accepts only what can safely be downloaded from: an absolute `http://` or `https://` URL
 /// with a host, no user info, no backslash or control characters and no `.`/`..` path
 /// segments (raw or percent-encoded), so a plugin cannot point at local files or play games
@@ -50,6 +70,9 @@ pub fn check_candidate_url(raw: &str) -> Result<Url, String> {
         let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
         if decoded == "." || decoded == ".." {
             return Err("has `.` or `..` path segments".into());
+        }
+        if decoded.contains(['/', '\\']) || decoded.chars().any(char::is_control) {
+            return Err("has encoded `/`, `\\` or control characters in a path segment".into());
         }
     }
     let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
@@ -129,6 +152,7 @@ pub(super) fn check_selection(
             "said nothing about `{missing}`; `select` must keep or drop every input file"
         )));
     }
+    let dropped = dropped.into_iter().map(|(p, r)| (p, clean(&r))).collect();
     let mut sel = Selection { keep, dropped };
     sel.keep.sort();
     sel.dropped.sort();
@@ -174,12 +198,24 @@ pub(super) fn check_deletions(
             )));
         }
     }
-    Ok(plan)
+    Ok(plan
+        .into_iter()
+        .map(|d| Deletion {
+            reason: clean(&d.reason),
+            ..d
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_text_cannot_forge_lines_or_flood() {
+        assert_eq!(clean("ok\nFinished \u{1b}[2J"), "ok\\nFinished \\u{1b}[2J");
+        assert!(clean(&"x".repeat(5000)).chars().count() <= 1025);
+    }
 
     #[test]
     fn candidate_urls_must_be_plain_http() {
@@ -197,6 +233,7 @@ mod tests {
             ("https://example.com/a/../../b", ".."),
             ("https://example.com/a/%2e%2E/b", ".."),
             ("https://example.com/./b", ".."),
+            ("https://example.com/a/%2e%2e%2fetc", "encoded"),
             ("https://user:pw@example.com/b", "user info"),
             ("https://example.com/a\\b", "backslash"),
             ("https://:80/x", "host"),

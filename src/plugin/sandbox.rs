@@ -7,7 +7,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 use super::bindings::Level;
 use super::bindings::mirror::modelbake::plugin::{host, types};
 
-/// Linear memory one plugin instance may use.
+/// Linear memory one plugin instance may use (it may have one memory).
 pub const MEMORY_LIMIT: usize = 64 << 20;
 /// Fuel every call gets (roughly one unit per wasm instruction): ~0.1 s of compiled code.
 pub const FUEL_BASE: u64 = 1_000_000_000;
@@ -54,7 +54,7 @@ impl HostState {
         HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(MEMORY_LIMIT)
-                .memories(4)
+                .memories(1)
                 .tables(16)
                 .table_elements(200_000)
                 .instances(64)
@@ -105,21 +105,25 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        if self.log_bytes >= LOG_LIMIT {
+            return;
+        }
+        self.log_bytes += message.len();
+        let message = super::outputs::clean(&message);
+        let message = if self.log_bytes >= LOG_LIMIT {
+            format!(
+                "{}… (log truncated: plugins may log {LOG_LIMIT} bytes per call)",
+                truncate(&message, 200)
+            )
+        } else {
+            message
+        };
         let plugin = &self.plugin;
         match level {
             Level::Error | Level::Warn => tracing::warn!("plugin `{plugin}`: {message}"),
             Level::Info => tracing::info!("plugin `{plugin}`: {message}"),
             Level::Debug => tracing::debug!("plugin `{plugin}`: {message}"),
         }
-        if self.log_bytes >= LOG_LIMIT {
-            return;
-        }
-        self.log_bytes += message.len();
-        let message = if self.log_bytes > LOG_LIMIT {
-            format!("{}… (log truncated)", truncate(&message, 200))
-        } else {
-            message
-        };
         self.logs.push(LogLine { level, message });
     }
 }

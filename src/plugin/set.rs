@@ -40,14 +40,16 @@ impl PluginSet {
         &self.host
     }
 
-    /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the sha256s the lock
-    /// records by name (empty at `lock` time); `store_plugins` keeps downloads.
+    /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the lock's entries
+    /// by name: a plugin's bytes must have the pinned sha256 and its configuration the pinned
+    /// digest, else the command stops and asks for `modelbake lock`; `store_plugins` keeps
+    /// downloads.
     pub async fn load(
         &mut self,
         manifest: &Manifest,
         names: &[String],
         kind: PluginKind,
-        pins: &BTreeMap<String, String>,
+        pins: &BTreeMap<String, crate::lock::LockedPlugin>,
         store_plugins: Option<&std::path::Path>,
         offline: bool,
     ) -> Result<(), PluginError> {
@@ -63,16 +65,25 @@ impl PluginSet {
                     "is not declared in the manifest's [plugins] tables",
                 )
             })?;
-            let bytes = obtain(
-                spec,
-                pins.get(name).map(String::as_str),
-                store_plugins,
-                offline,
-            )
-            .await?;
+            let pin = pins.get(name);
+            let config = PluginConfig::from_table(&spec.config);
+            if let Some(pin) = pin
+                && pin.config != config.digest()
+            {
+                return Err(PluginError::new(
+                    name,
+                    super::FailureKind::Load,
+                    format!(
+                        "its config in {} changed since models.lock was written; run `modelbake lock` \
+                         (and commit the lock) to use the new config",
+                        crate::ui::display_path(&manifest.path)
+                    ),
+                ));
+            }
+            let bytes =
+                obtain(spec, pin.map(|p| p.sha256.as_str()), store_plugins, offline).await?;
             let plugin = self.host.load(name, &bytes.bytes, &bytes.sha256)?;
             plugin.require(kind)?;
-            let config = PluginConfig::from_table(&spec.config);
             plugin.validate_config(&config)?;
             self.loaded.insert(
                 name.clone(),

@@ -68,7 +68,8 @@ pub async fn obtain(
     {
         return Err(fail(format!(
             "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); run \
-             `modelbake lock` to accept the new plugin and commit the lock"
+             `modelbake lock --update {}` to accept the new plugin, and commit the lock",
+            spec.name
         )));
     }
     if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
@@ -86,7 +87,23 @@ fn sources_dir(store_plugins: &Path) -> PathBuf {
 }
 
 async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
+    // Redirects may not leave https (plain http only between loopback hosts).
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let ok = attempt.url().scheme() == "https"
+            || crate::manifest::plugins_is_loopback(attempt.url());
+        if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else if ok {
+            attempt.follow()
+        } else {
+            let to = attempt.url().to_string();
+            attempt.error(format!(
+                "refusing a redirect to {to}: plugins are only downloaded over https"
+            ))
+        }
+    });
     let client = reqwest::Client::builder()
+        .redirect(policy)
         .timeout(std::time::Duration::from_secs(120))
         .build()
         .map_err(|e| format!("cannot start an HTTP client: {e}"))?;

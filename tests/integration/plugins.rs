@@ -522,19 +522,194 @@ fn a_plugin_from_a_url_is_pinned_and_checked() {
             .is_file()
     );
 
-    // A manifest that requires other bytes refuses to run what the URL serves.
+    // New bytes behind the same URL: the pin holds, so fetch refuses them and says how to
+    // accept them.
+    let new_bytes = fs::read(plugin("mirror_cas")).unwrap();
+    let new_sha = hex::encode(Sha256::digest(&new_bytes));
+    hub.push_commit(
+        hub_emulator::Kind::Model,
+        "acme/plugins",
+        "main",
+        vec![FileSpec::regular("mirror.wasm", new_bytes)],
+    )
+    .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let fetch_fresh = || {
+        run(f.cmd().env("MODELBAKE_STORE", fresh.path()).args([
+            "fetch",
+            "--endpoint",
+            &hub.endpoint(),
+        ]))
+    };
+    let out = fetch_fresh();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("plugin `m`") && out.stderr.contains("lock --update m"),
+        "{}",
+        out.stderr
+    );
+    // `lock --update m` pins the new bytes (a CAS mirror now, whose config no longer fits).
+    let out = run(f
+        .cmd()
+        .args(["lock", "--update", "m", "--endpoint", &hub.endpoint()]));
+    out.expect_code(1);
+    assert!(out.stderr.contains("known keys: template"), "{}", out.stderr);
+    assert_eq!(
+        f.project.lock()["plugin"][0]["sha256"].as_str(),
+        Some(sha.as_str()),
+        "a failed lock changes nothing"
+    );
+
+    // A manifest that requires other bytes than the URL serves stops `lock` itself.
     f.project
         .write_manifest(&manifest(&format!("sha256 = \"{}\"\n", "0".repeat(64))));
     let out = run(f.cmd().args(["lock", "--endpoint", &hub.endpoint()]));
-    // The lock keeps the URL's pin without downloading, so it is the fetch that checks.
-    out.ok();
-    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
-        fs::remove_dir_all(blob.unwrap().path()).unwrap();
-    }
-    let out = f.fetch(&hub, &[]);
     out.expect_code(1);
     assert!(
         out.stderr.contains("plugin `m`") && out.stderr.contains("requires"),
+        "{}",
+        out.stderr
+    );
+    f.project
+        .write_manifest(&manifest(&format!("sha256 = \"{new_sha}\"\n")));
+    let out = run(f.cmd().args(["lock", "--endpoint", &hub.endpoint()]));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("known keys: template"),
+        "the new bytes are the CAS mirror: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn credentials_go_only_to_the_origin_the_manifest_binds_them_to() {
+    let hub = crate::support::emulator();
+    let mirror = mirror_emulator();
+    let f = Fetched::new(&hub, "");
+    let path = install(&f.project, "mirror_url_template", "m");
+    let with_binding = |binding: &str| {
+        format!(
+            "{}\n[mirror.credentials]\n{binding}\n",
+            mirror_manifest(&[(
+                "m",
+                &path,
+                format!(
+                    "{{ base = \"{}\", credential = \"bucket\" }}",
+                    mirror.endpoint()
+                ),
+            )])
+        )
+    };
+    let fetch = || {
+        run(f
+            .cmd()
+            .env("HF_TOKEN", "hf_hubOnlyToken")
+            .env("MODELBAKE_CREDENTIAL_BUCKET", "bucketSecret")
+            .args(["fetch", "--json", "--endpoint", &hub.endpoint()]))
+    };
+
+    // Bound to another origin: no candidate gets the secret, the Hub serves everything.
+    f.project
+        .write_manifest(&with_binding("bucket = \"https://bucket.example\""));
+    f.project.lock_with(&hub, &[]).ok();
+    let out = fetch();
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("may only be sent to https://bucket.example"),
+        "{}",
+        out.stderr
+    );
+    assert!(mirror.requests().is_empty(), "{:?}", mirror.requests());
+
+    // Bound to the mirror: it receives the credential, and never the Hub token.
+    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
+        fs::remove_dir_all(blob.unwrap().path()).unwrap();
+    }
+    f.project.write_manifest(&with_binding(&format!(
+        "bucket = \"{}\"",
+        mirror.endpoint()
+    )));
+    f.project.lock_with(&hub, &[]).ok();
+    let out = fetch();
+    out.ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["from_mirrors"].as_u64().unwrap() > 0,
+        "{}",
+        out.stdout
+    );
+    let seen = mirror.requests();
+    assert!(
+        seen.iter()
+            .filter(|r| r.host != Host::Cdn)
+            .all(|r| r.authorization.as_deref() == Some("Bearer bucketSecret")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|r| !r
+            .authorization
+            .as_deref()
+            .unwrap_or("")
+            .contains("hf_hubOnlyToken")),
+        "{seen:?}"
+    );
+    // The mirror's CDN is another origin: the credential does not follow the redirect.
+    assert!(
+        seen.iter()
+            .filter(|r| r.host == Host::Cdn)
+            .all(|r| r.authorization.is_none()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn mirror_config_changes_need_a_relock_and_large_files_use_chunks() {
+    let hub = crate::support::emulator();
+    let mirror = mirror_emulator();
+    let f = Fetched::new(&hub, "");
+    let path = install(&f.project, "mirror_url_template", "m");
+    let manifest =
+        |base: &str| mirror_manifest(&[("m", &path, format!("{{ base = \"{base}\" }}"))]);
+    f.project.write_manifest(&manifest(&mirror.endpoint()));
+    f.project.lock_with(&hub, &[]).ok();
+    hub.clear_requests();
+
+    // Every file through the chunked path (HEAD to locate, then Range requests) on the mirror.
+    let out = run(f.cmd().env("MODELBAKE_CHUNK_THRESHOLD_MIB", "0").args([
+        "fetch",
+        "--json",
+        "--endpoint",
+        &hub.endpoint(),
+    ]));
+    out.ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let files = locked_files(locked_repo(&f.project.lock(), "acme/tiny")).len();
+    assert_eq!(report["from_mirrors"], files, "{}", out.stdout);
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.range.is_some()),
+        "{:?}",
+        mirror.requests()
+    );
+    assert!(file_gets(&hub).is_empty());
+    f.export(&[]).ok();
+    f.verify(&[]).ok();
+
+    // Pointing the mirror elsewhere without relocking is refused, not silently followed.
+    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
+        fs::remove_dir_all(blob.unwrap().path()).unwrap();
+    }
+    f.project
+        .write_manifest(&manifest("https://elsewhere.example"));
+    let out = f.fetch(&hub, &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("plugin `m`")
+            && out.stderr.contains("config")
+            && out.stderr.contains("modelbake lock"),
         "{}",
         out.stderr
     );
