@@ -79,6 +79,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(median(v))
     };
+    // The floor of a call: a fresh store and instance and a call that does nothing.
+    let mut floor = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        p.describe()?;
+        floor.push(t.elapsed());
+    }
+    let floor = median(floor);
     let one = per_call(1)?;
     let twenty = per_call(20)?;
     let thousand = per_call(1000)?;
@@ -94,6 +102,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| cold start, compile cache hit (engine + load + 1 call) | {:.2} ms |",
         ca.as_secs_f64() * 1e3
+    );
+    println!(
+        "| fresh store + instance + `describe` (the floor of any call) | {:.1} µs |",
+        floor.as_secs_f64() * 1e6
     );
     println!(
         "| mirror call, 1 file (new store + instance + resolve + host checks) | {:.1} µs |",

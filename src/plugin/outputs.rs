@@ -67,6 +67,9 @@ pub fn check_candidate_url(raw: &str) -> Result<Url, String> {
     let path = rest.split(['?', '#']).next().unwrap_or("");
     let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
     for seg in path.split('/') {
+        if seg != "." && seg != ".." && !seg.contains('%') {
+            continue;
+        }
         let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
         if decoded == "." || decoded == ".." {
             return Err("has `.` or `..` path segments".into());

@@ -553,7 +553,11 @@ fn a_plugin_from_a_url_is_pinned_and_checked() {
         .cmd()
         .args(["lock", "--update", "m", "--endpoint", &hub.endpoint()]));
     out.expect_code(1);
-    assert!(out.stderr.contains("known keys: template"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("known keys: template"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         f.project.lock()["plugin"][0]["sha256"].as_str(),
         Some(sha.as_str()),
