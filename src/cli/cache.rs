@@ -311,10 +311,16 @@ async fn pruner_plan(
         CachedFile, CachedRepo, CachedRevision, PluginKind, PruneContext, WitRepoKind,
     };
     let mut pins = std::collections::BTreeMap::new();
-    if let Some(lock) = Lockfile::read_if_exists(&manifest.lock_path())?
-        && let Some(p) = lock.plugin(name)
+    match Lockfile::read_if_exists(&manifest.lock_path())?
+        .and_then(|lock| lock.plugin(name).cloned())
     {
-        pins.insert(name.to_owned(), p.clone());
+        Some(p) => {
+            pins.insert(name.to_owned(), p);
+        }
+        None => tracing::warn!(
+            "plugin `{name}` is not pinned in {}: running it unpinned (run `modelbake lock` to pin it)",
+            crate::ui::display_path(&manifest.lock_path())
+        ),
     }
     let dir = crate::store::Store::default_root(&crate::hub::config::process_env)
         .map(|r| crate::store::Store::plugin_dir_of(&r));
