@@ -325,7 +325,11 @@ impl Plugin {
         if self.kinds().contains(&kind) {
             return Ok(());
         }
-        Err(PluginError::new(
+        Err(self.wrong_kind(kind))
+    }
+
+    fn wrong_kind(&self, kind: PluginKind) -> PluginError {
+        PluginError::new(
             &self.name,
             FailureKind::Load,
             format!(
@@ -336,7 +340,7 @@ impl Plugin {
                     .collect::<Vec<_>>()
                     .join("/")
             ),
-        ))
+        )
     }
 
     /// Runs `f` on a fresh store sized for `items` inputs and turns traps, limits and guest
@@ -505,8 +509,10 @@ impl Plugin {
         repo: &RepoRef,
         files: &[FileEntry],
     ) -> Result<(Vec<Vec<Candidate>>, Vec<String>), PluginError> {
-        self.require(PluginKind::Mirror)?;
-        let pre = self.mirror.as_ref().expect("checked by require");
+        let pre = self
+            .mirror
+            .as_ref()
+            .ok_or_else(|| self.wrong_kind(PluginKind::Mirror))?;
         let raw = self.call(files.len(), |st| {
             let i = pre.instantiate(&mut *st)?;
             i.modelbake_plugin_mirror()
@@ -522,8 +528,10 @@ impl Plugin {
         repo: &RepoRef,
         files: &[FileEntry],
     ) -> Result<Selection, PluginError> {
-        self.require(PluginKind::Policy)?;
-        let pre = self.policy.as_ref().expect("checked by require");
+        let pre = self
+            .policy
+            .as_ref()
+            .ok_or_else(|| self.wrong_kind(PluginKind::Policy))?;
         let raw = self.call(files.len(), |st| {
             let i = pre.instantiate(&mut *st)?;
             i.modelbake_plugin_policy()
@@ -547,8 +555,10 @@ impl Plugin {
         ctx: PruneContext,
         repos: &[CachedRepo],
     ) -> Result<Vec<Deletion>, PluginError> {
-        self.require(PluginKind::Pruner)?;
-        let pre = self.pruner.as_ref().expect("checked by require");
+        let pre = self
+            .pruner
+            .as_ref()
+            .ok_or_else(|| self.wrong_kind(PluginKind::Pruner))?;
         let items = repos.iter().map(|r| r.revisions.len()).sum::<usize>();
         let raw = self.call(items, |st| {
             let i = pre.instantiate(&mut *st)?;

@@ -19,6 +19,13 @@ fn install(project: &Project, stem: &str, name: &str) -> String {
     format!("plugins/{name}.wasm")
 }
 
+/// Removes every blob from the project's store, so the next fetch downloads again.
+fn empty_store(f: &Fetched) {
+    for shard in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
+        fs::remove_dir_all(shard.unwrap().path()).unwrap();
+    }
+}
+
 fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
@@ -479,9 +486,7 @@ fn compiled_plugins_are_cached_and_a_damaged_cache_entry_is_rebuilt() {
 
     // Garbage in the cache: recompiled, and the download still goes through the mirror.
     fs::write(&compiled[0], b"not a compiled component").unwrap();
-    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
-        fs::remove_dir_all(blob.unwrap().path()).unwrap();
-    }
+    empty_store(&f);
     mirror.clear_requests();
     f.fetch(&hub, &[]).ok();
     assert!(!file_gets(&mirror).is_empty());
@@ -627,9 +632,7 @@ fn credentials_go_only_to_the_origin_the_manifest_binds_them_to() {
     assert!(mirror.requests().is_empty(), "{:?}", mirror.requests());
 
     // Bound to the mirror: it receives the credential, and never the Hub token.
-    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
-        fs::remove_dir_all(blob.unwrap().path()).unwrap();
-    }
+    empty_store(&f);
     f.project.write_manifest(&with_binding(&format!(
         "bucket = \"{}\"",
         mirror.endpoint()
@@ -703,9 +706,7 @@ fn mirror_config_changes_need_a_relock_and_large_files_use_chunks() {
     f.verify(&[]).ok();
 
     // Pointing the mirror elsewhere without relocking is refused, not silently followed.
-    for blob in fs::read_dir(f.store.path().join("blobs/sha256")).unwrap() {
-        fs::remove_dir_all(blob.unwrap().path()).unwrap();
-    }
+    empty_store(&f);
     f.project
         .write_manifest(&manifest("https://elsewhere.example"));
     let out = f.fetch(&hub, &[]);
