@@ -876,3 +876,32 @@ fn misconfigured_plugins_fail_before_any_work() {
         out.stderr
     );
 }
+
+#[test]
+fn a_policy_that_breaks_the_rules_fails_the_lock_and_writes_nothing() {
+    let hub = crate::support::emulator();
+    for (mode, expected) in [
+        (
+            "invent",
+            "`../../etc/passwd`, which is not one of the repo's files",
+        ),
+        ("silent", "said nothing about"),
+        ("twice", "more than once"),
+        ("loop", "CPU budget"),
+    ] {
+        let p = Project::new("");
+        let path = install(&p, "hostile_policy", "rogue");
+        p.write_manifest(&format!(
+            "[[model]]\nid = \"acme/tiny\"\npolicy = [\"rogue\"]\n\n[plugins.rogue]\npath = \"{path}\"\nconfig = {{ mode = \"{mode}\" }}\n"
+        ));
+        let out = p.lock_with(&hub, &[]);
+        out.expect_code(1);
+        no_host_panic(&out.stderr);
+        assert!(
+            out.stderr.contains("plugin `rogue`") && out.stderr.contains(expected),
+            "{mode}: {}",
+            out.stderr
+        );
+        assert!(!p.lock_path().exists(), "{mode}: no lock is written");
+    }
+}

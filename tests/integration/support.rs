@@ -321,6 +321,7 @@ pub fn plugin(stem: &str) -> PathBuf {
                 "pruner-keep-locked",
                 "pruner-lru",
                 "hostile",
+                "hostile-policy",
             ],
             "unknown",
         );
