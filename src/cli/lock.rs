@@ -93,7 +93,7 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         println!("{}", serde_json::to_string_pretty(&value)?);
     }
     for change in &report.plugins {
-        ui.status("Plugin", change);
+        ui.status("Pinned", change);
     }
     for removed in &report.removed {
         ui.status("Removed", removed);
