@@ -25,6 +25,8 @@ Files:
                 `include`/`exclude` globs; [defaults] sets values for every entry.
                 Without models.toml, [package.metadata.modelbake] or
                 [workspace.metadata.modelbake] in Cargo.toml is read instead.
+                [plugins.NAME] declares a wasm plugin (`path` or `url`, `config`);
+                [mirror] use = [...] and `policy = [...]` put plugins to work.
   models.lock   written beside the manifest by `modelbake lock`; commit it.
 
 Environment:
@@ -33,6 +35,10 @@ Environment:
                               endpoint's own host
   MODELBAKE_HTTP_RETRIES      retries of transient HTTP failures (default 5)
   MODELBAKE_HTTP_BACKOFF_MS   first retry delay, doubled each time (default 500)
+  MODELBAKE_CREDENTIAL_<NAME> a mirror credential, sent only to the origin that
+                              [mirror.credentials] binds NAME to; never to a plugin
+  MODELBAKE_PLUGIN_POOLING=0  plain instances instead of the pooling allocator (for
+                              hosts that limit address space)
   MODELBAKE_LOG               log filter, e.g. `modelbake=debug`
   NO_COLOR                    no colours
 
