@@ -905,3 +905,52 @@ fn a_policy_that_breaks_the_rules_fails_the_lock_and_writes_nothing() {
         assert!(!p.lock_path().exists(), "{mode}: no lock is written");
     }
 }
+
+#[test]
+fn a_failing_mirror_keeps_the_partial_and_a_bad_resume_restarts_from_zero() {
+    let hub = crate::support::emulator();
+    let empty = HubEmulator::builder().start().unwrap();
+    let (_, f) = ((), Fetched::new(&hub, ""));
+    let path = install(&f.project, "mirror_url_template", "m");
+    f.project.write_manifest(&mirror_manifest(&[(
+        "m",
+        &path,
+        format!("{{ base = \"{}\" }}", empty.endpoint()),
+    )]));
+    f.project.lock_with(&hub, &[]).ok();
+    let lock = f.project.lock();
+    let (_, weights) = locked_files(locked_repo(&lock, "acme/tiny"))
+        .into_iter()
+        .find(|(p, _)| p == "model.safetensors")
+        .unwrap();
+    let sha = weights["sha256"].as_str().unwrap().to_owned();
+    // A partial left by an earlier run whose bytes are wrong (as a lying source would leave).
+    let tmp = f.store.path().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::write(
+        tmp.join(format!("{sha}.1-0000000000000000.part")),
+        vec![0x5a; 1000],
+    )
+    .unwrap();
+    hub.clear_requests();
+
+    let out = f.fetch(&hub, &[]);
+    out.ok();
+    assert!(out.stderr.contains("mirror `m` failed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("downloading it again from the start"),
+        "{}",
+        out.stderr
+    );
+    // The 404 mirror left the partial alone: the Hub was asked for the rest first, then,
+    // after the mismatch, for the whole file.
+    let gets: Vec<Option<String>> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == Host::Cdn && r.method == "GET" && r.path.contains(&sha))
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(gets, [Some("bytes=1000-".to_owned()), None], "{gets:?}");
+    f.export(&[]).ok();
+    f.verify(&[]).ok();
+}
