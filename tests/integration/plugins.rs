@@ -910,7 +910,7 @@ fn a_policy_that_breaks_the_rules_fails_the_lock_and_writes_nothing() {
 fn a_failing_mirror_keeps_the_partial_and_a_bad_resume_restarts_from_zero() {
     let hub = crate::support::emulator();
     let empty = HubEmulator::builder().start().unwrap();
-    let (_, f) = ((), Fetched::new(&hub, ""));
+    let f = Fetched::new(&hub, "");
     let path = install(&f.project, "mirror_url_template", "m");
     f.project.write_manifest(&mirror_manifest(&[(
         "m",
