@@ -33,9 +33,12 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
         label: label.clone(),
         source,
     };
+    // Bytes of this blob already shown as progress, so a source resuming another's partial
+    // does not count them again.
+    let mut counted = 0u64;
     for m in run.opts.mirrors.for_file(use_.kind, &use_.id, &use_.path) {
         let attempt = match run.client.for_mirror(&m.url, m.token.clone()) {
-            Ok(client) => from_source(run, job, claim, &client, &m.url).await,
+            Ok(client) => from_source(run, job, claim, &client, &m.url, &mut counted).await,
             Err(e) => Err(hub_err(e)),
         };
         match attempt {
@@ -61,14 +64,14 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
         .client
         .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
         .map_err(hub_err)?;
-    match from_source(run, job, claim, run.client, &resolve).await {
+    match from_source(run, job, claim, run.client, &resolve, &mut counted).await {
         // A resumed partial may hold bytes from a source that lied (a mirror, an older run): the
         // mismatch discarded it, so one more attempt starts from zero with Hub bytes only.
         Err(BlobError::ResumedMismatch { .. }) => {
             tracing::warn!(
                 "{label}: the resumed download did not match its sha256; downloading it again from the start"
             );
-            from_source(run, job, claim, run.client, &resolve).await
+            from_source(run, job, claim, run.client, &resolve, &mut counted).await
         }
         other => other,
     }
@@ -83,6 +86,7 @@ async fn from_source(
     claim: &BlobLock,
     client: &HubClient,
     resolve: &Url,
+    counted: &mut u64,
 ) -> Result<(), BlobError> {
     let use_ = &job.uses[0];
     let label = use_.label();
@@ -114,8 +118,9 @@ async fn from_source(
     let from = partial.len();
     if from > 0 {
         tracing::info!("{label}: resuming at byte {from} of {}", job.size);
-        run.progress.advance(from);
     }
+    run.progress.advance(from.saturating_sub(*counted));
+    *counted = (*counted).max(from);
     let sink = Sink::spawn(partial);
     let mut outcome = if from == job.size {
         Ok(())
@@ -134,6 +139,7 @@ async fn from_source(
     let written = sink.finish().await;
     match (outcome, written) {
         (Err(Stop::Failed(e)), Ok(partial)) => {
+            *counted = (*counted).max(partial.len());
             // Keep what arrived: the next source or run resumes from it.
             let _ = tokio::task::spawn_blocking(move || partial.suspend()).await;
             Err(e)
