@@ -84,6 +84,8 @@ pub struct PruneArgs {
     /// With --policy: the time the plugin is told it is (unix seconds), to reproduce a plan.
     #[arg(long, value_name = "SECS", requires = "policy")]
     pub now: Option<u64>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Really delete (default: only show what would go).
     #[arg(long)]
     pub yes: bool,
@@ -242,7 +244,9 @@ pub async fn run_prune(cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode,
     let result = scan(&cache, &locks).map_err(|e| anyhow::anyhow!("{}: {e}", cache.display()))?;
     let now = args.now.unwrap_or_else(now);
     let decided = match (&args.policy, &manifest) {
-        (Some(name), Some(m)) => pruner_plan(m, name, &result, now).await?,
+        (Some(name), Some(m)) => {
+            pruner_plan(m, name, &result, now, args.store.plugin_dir()).await?
+        }
         _ => Default::default(),
     };
     let criteria = Criteria {
@@ -306,6 +310,7 @@ async fn pruner_plan(
     name: &str,
     scan: &crate::hfcache::scan::CacheScan,
     now: u64,
+    dir: Option<PathBuf>,
 ) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
     use crate::plugin::{
         CachedFile, CachedRepo, CachedRevision, PluginKind, PruneContext, WitRepoKind,
@@ -322,8 +327,6 @@ async fn pruner_plan(
             crate::ui::display_path(&manifest.lock_path())
         ),
     }
-    let dir = crate::store::Store::default_root(&crate::hub::config::process_env)
-        .map(|r| crate::store::Store::plugin_dir_of(&r));
     let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
     plugins
         .load(

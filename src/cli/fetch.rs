@@ -27,6 +27,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store's `plugins/` folder (compiled and downloaded plugins), if a store location is
+    /// known; commands that only need plugins do not create the store.
+    pub(super) fn plugin_dir(&self) -> Option<PathBuf> {
+        self.store
+            .clone()
+            .or_else(|| Store::default_root(&process_env))
+            .map(|root| Store::plugin_dir_of(&root))
+    }
+
     pub(super) fn open(&self) -> anyhow::Result<Store> {
         let root = match &self.store {
             Some(p) => p.clone(),

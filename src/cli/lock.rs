@@ -28,6 +28,8 @@ pub struct LockArgs {
     /// Never use the network: fail if any repo needs resolving.
     #[arg(long)]
     pub offline: bool,
+    #[command(flatten)]
+    pub store: super::fetch::StoreArgs,
     /// Repos resolved concurrently.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
@@ -43,8 +45,7 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         locked: args.locked,
         offline: args.offline,
         jobs: usize::from(args.jobs),
-        plugin_dir: crate::store::Store::default_root(&crate::hub::config::process_env)
-            .map(|root| crate::store::Store::plugin_dir_of(&root)),
+        plugin_dir: args.store.plugin_dir(),
     };
     let spinner = ui.spinner(format!("Resolving against {}", client.endpoint()));
     let on_event = |event: LockEvent<'_>| {
