@@ -954,3 +954,36 @@ fn a_failing_mirror_keeps_the_partial_and_a_bad_resume_restarts_from_zero() {
     f.export(&[]).ok();
     f.verify(&[]).ok();
 }
+
+#[test]
+fn an_unsupported_answer_means_no_opinion() {
+    // A mirror with no opinion: the Hub serves every file and nothing is reported as failed.
+    let (hub, f) = hostile("unsupported");
+    let out = run(f
+        .cmd()
+        .args(["fetch", "--json", "--endpoint", &hub.endpoint()]));
+    out.ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["from_mirrors"], 0);
+    assert_eq!(report["mirror_failures"].as_array().map(Vec::len), Some(0));
+    assert!(report["downloaded"].as_u64().unwrap() > 0, "{}", out.stdout);
+
+    // A policy with no opinion keeps every file; the next policy still runs.
+    let p = Project::new("");
+    let rogue = install(&p, "hostile_policy", "rogue");
+    let pst = install(&p, "policy_prefer_safetensors", "pst");
+    p.write_manifest(&format!(
+        "[[model]]\nid = \"acme/tiny\"\npolicy = [\"rogue\", \"pst\"]\n\n[plugins.rogue]\npath = \"{rogue}\"\nconfig = {{ mode = \"unsupported\" }}\n\n[plugins.pst]\npath = \"{pst}\"\nconfig = {{ also-drop = [\"onnx\"] }}\n"
+    ));
+    let out = p.lock_with(&hub, &[]);
+    out.ok();
+    let files: Vec<String> = locked_files(locked_repo(&p.lock(), "acme/tiny"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(files.contains(&"config.json".to_owned()), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.ends_with(".onnx")),
+        "the second policy ran: {files:?}"
+    );
+}
