@@ -312,9 +312,8 @@ async fn pruner_plan(
     now: u64,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
-    use crate::plugin::{
-        CachedFile, CachedRepo, CachedRevision, PluginKind, PruneContext, WitRepoKind,
-    };
+    use crate::hfcache::prune::{decided_by, pruner_input};
+    use crate::plugin::{PluginKind, PruneContext};
     let mut pins = std::collections::BTreeMap::new();
     match Lockfile::read_if_exists(&manifest.lock_path())?
         .and_then(|lock| lock.plugin(name).cloned())
@@ -341,90 +340,15 @@ async fn pruner_plan(
     let p = plugins
         .get(name)
         .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
-    let kind_of = |k: &str| match k {
-        "dataset" => WitRepoKind::Dataset,
-        "space" => WitRepoKind::Space,
-        _ => WitRepoKind::Model,
-    };
-    let repos: Vec<CachedRepo> = scan
-        .repos
-        .iter()
-        .map(|r| {
-            // A blob counts toward a revision's exclusive size when no other revision uses it.
-            let mut users: std::collections::HashMap<&std::path::Path, usize> = Default::default();
-            for v in &r.revisions {
-                let mut seen = std::collections::HashSet::new();
-                for f in &v.files {
-                    if seen.insert(f.blob.as_path()) {
-                        *users.entry(f.blob.as_path()).or_default() += 1;
-                    }
-                }
-            }
-            CachedRepo {
-                kind: kind_of(&r.kind),
-                id: r.id.clone(),
-                size_on_disk: r.size_on_disk,
-                revisions: r
-                    .revisions
-                    .iter()
-                    .map(|v| {
-                        let mut seen = std::collections::HashSet::new();
-                        CachedRevision {
-                            commit: v.commit.clone(),
-                            refs: v.refs.clone(),
-                            files: v
-                                .files
-                                .iter()
-                                .map(|f| CachedFile {
-                                    path: f.path.clone(),
-                                    size: f.size,
-                                    blob: f
-                                        .blob
-                                        .file_name()
-                                        .map(|n| n.to_string_lossy().into_owned())
-                                        .unwrap_or_default(),
-                                })
-                                .collect(),
-                            exclusive_size: v
-                                .files
-                                .iter()
-                                .filter(|f| seen.insert(f.blob.as_path()))
-                                .filter(|f| users.get(f.blob.as_path()) == Some(&1))
-                                .map(|f| f.size)
-                                .sum(),
-                            last_access: v.last_accessed,
-                            locked: !v.locked_by.is_empty(),
-                        }
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    // Plugins see their input sorted.
-    let mut repos = repos;
-    repos.sort_by(|a, b| (a.kind as u8, &a.id).cmp(&(b.kind as u8, &b.id)));
-    for r in &mut repos {
-        r.revisions.sort_by(|a, b| a.commit.cmp(&b.commit));
-    }
-    let ctx = PruneContext {
-        now,
-        total_size: scan.size_on_disk,
-    };
-    let deletions = p.plugin.plan(&p.config, ctx, &repos)?;
-    let label = |k: WitRepoKind| match k {
-        WitRepoKind::Model => "model",
-        WitRepoKind::Dataset => "dataset",
-        WitRepoKind::Space => "space",
-    };
-    Ok(deletions
-        .into_iter()
-        .map(|d| {
-            (
-                (format!("{}/{}", label(d.kind), d.id), d.commit),
-                format!("plugin `{name}`: {}", d.reason),
-            )
-        })
-        .collect())
+    let deletions = p.plugin.plan(
+        &p.config,
+        PruneContext {
+            now,
+            total_size: scan.size_on_disk,
+        },
+        &pruner_input(scan),
+    )?;
+    Ok(decided_by(name, deletions))
 }
 
 /// Runs `store gc`.

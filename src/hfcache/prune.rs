@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use super::scan::{CacheScan, CachedRepo};
 use crate::manifest::Pattern;
+use crate::plugin;
+use crate::repo::RepoKind;
 
 /// What to remove.
 #[derive(Debug, Clone, Default)]
@@ -174,6 +176,83 @@ pub fn plan(scan: &CacheScan, c: &Criteria) -> Plan {
         freed: scan.size_on_disk.saturating_sub(size_after),
         size_after,
     }
+}
+
+/// The cache as a pruner plugin sees it: the model, dataset and space repos (the interface
+/// knows no other kinds), sorted, each revision with the bytes only it uses.
+pub fn pruner_input(scan: &CacheScan) -> Vec<plugin::CachedRepo> {
+    let mut repos: Vec<plugin::CachedRepo> = scan
+        .repos
+        .iter()
+        .filter_map(|r| Some((super::scan::lock_kind(&r.kind)?, r)))
+        .map(|(kind, r)| {
+            // How many revisions of the repo link each blob.
+            let mut users: BTreeMap<&Path, usize> = BTreeMap::new();
+            for v in &r.revisions {
+                let blobs: BTreeSet<&Path> = v.files.iter().map(|f| f.blob.as_path()).collect();
+                for b in blobs {
+                    *users.entry(b).or_default() += 1;
+                }
+            }
+            let mut revisions: Vec<plugin::CachedRevision> = r
+                .revisions
+                .iter()
+                .map(|v| {
+                    let sizes: BTreeMap<&Path, u64> =
+                        v.files.iter().map(|f| (f.blob.as_path(), f.size)).collect();
+                    plugin::CachedRevision {
+                        commit: v.commit.clone(),
+                        refs: v.refs.clone(),
+                        files: v
+                            .files
+                            .iter()
+                            .map(|f| plugin::CachedFile {
+                                path: f.path.clone(),
+                                size: f.size,
+                                blob: f
+                                    .blob
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                                    .unwrap_or_default(),
+                            })
+                            .collect(),
+                        exclusive_size: sizes
+                            .iter()
+                            .filter(|(b, _)| users.get(*b) == Some(&1))
+                            .map(|(_, size)| size)
+                            .sum(),
+                        last_access: v.last_accessed,
+                        locked: !v.locked_by.is_empty(),
+                    }
+                })
+                .collect();
+            revisions.sort_by(|a, b| a.commit.cmp(&b.commit));
+            plugin::CachedRepo {
+                kind: kind.into(),
+                id: r.id.clone(),
+                size_on_disk: r.size_on_disk,
+                revisions,
+            }
+        })
+        .collect();
+    repos.sort_by(|a, b| (a.kind as u8, &a.id).cmp(&(b.kind as u8, &b.id)));
+    repos
+}
+
+/// A pruner plugin's plan as [`Criteria::decided`]: `(kind/id, commit)` → reason naming it.
+pub fn decided_by(
+    plugin: &str,
+    deletions: Vec<plugin::Deletion>,
+) -> BTreeMap<(String, String), String> {
+    deletions
+        .into_iter()
+        .map(|d| {
+            (
+                (format!("{}/{}", RepoKind::from(d.kind), d.id), d.commit),
+                format!("plugin `{plugin}`: {}", d.reason),
+            )
+        })
+        .collect()
 }
 
 /// Carries out `plan` on the cache it was made from. Returns bytes actually freed.

@@ -171,8 +171,9 @@ fn kind_of(prefix: &str) -> Option<&'static str> {
     }
 }
 
-/// The lock's kind name for a scan kind, to match lock entries.
-fn lock_kind(kind: &str) -> Option<RepoKind> {
+/// The lock's kind name for a scan kind, to match lock entries (`None` for kinds locks and
+/// plugins do not know, such as kernels).
+pub(crate) fn lock_kind(kind: &str) -> Option<RepoKind> {
     match kind {
         "model" => Some(RepoKind::Model),
         "dataset" => Some(RepoKind::Dataset),

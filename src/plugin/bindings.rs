@@ -50,3 +50,13 @@ impl From<crate::repo::RepoKind> for WitRepoKind {
         }
     }
 }
+
+impl From<WitRepoKind> for crate::repo::RepoKind {
+    fn from(k: WitRepoKind) -> Self {
+        match k {
+            WitRepoKind::Model => crate::repo::RepoKind::Model,
+            WitRepoKind::Dataset => crate::repo::RepoKind::Dataset,
+            WitRepoKind::Space => crate::repo::RepoKind::Space,
+        }
+    }
+}
