@@ -182,6 +182,14 @@ struct Retrier {
 }
 
 impl Retrier {
+    /// A fresh count with the retry policy of the client that makes the requests.
+    fn new(client: &HubClient) -> Self {
+        Retrier {
+            retries: 0,
+            policy: client.retry_policy(),
+        }
+    }
+
     /// The value of an attempt, or `None` (after the backoff) when it should be tried again.
     async fn settle<T>(&mut self, label: &str, attempt: Attempt<T>) -> Result<Option<T>, Stop> {
         match attempt {
@@ -249,10 +257,7 @@ async fn single(
 ) -> Result<(), Stop> {
     let mut url = src.url.clone();
     let mut offset = from;
-    let mut retrier = Retrier {
-        retries: 0,
-        policy: src.client.retry_policy(),
-    };
+    let mut retrier = Retrier::new(src.client);
     let mut pending: Option<(u64, Buffer)> = None;
     while offset < size {
         let _conn = run
@@ -402,10 +407,7 @@ async fn chunked(
     from: u64,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<(), Stop> {
-    let mut retrier = Retrier {
-        retries: 0,
-        policy: src.client.retry_policy(),
-    };
+    let mut retrier = Retrier::new(src.client);
     let url = loop {
         if let Some(url) = retrier
             .settle(label, src.client.locate(src.url, ctx).await)
@@ -461,10 +463,7 @@ async fn fetch_chunk(
     mut buf: Buffer,
 ) -> Result<Buffer, Stop> {
     let len = (end - start + 1) as usize;
-    let mut retrier = Retrier {
-        retries: 0,
-        policy: src.client.retry_policy(),
-    };
+    let mut retrier = Retrier::new(src.client);
     let _conn = run
         .connections
         .acquire()
