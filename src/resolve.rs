@@ -182,7 +182,9 @@ pub async fn lock(
     if opts.locked && old.is_none() {
         return Err(LockError::Missing(lock_path));
     }
-    let (pins, plugin_drift, changed_plugins) = pin_plugins(manifest, old.as_ref(), opts).await?;
+    let mut plugins = PluginSet::new(opts.plugin_dir.clone())?;
+    let (pins, plugin_drift, changed_plugins) =
+        pin_plugins(manifest, old.as_ref(), opts, &mut plugins).await?;
     if opts.locked
         && let Some(old) = &old
     {
@@ -227,7 +229,6 @@ pub async fn lock(
         }
     }
 
-    let mut plugins = PluginSet::new(opts.plugin_dir.clone())?;
     let policies: BTreeSet<String> = plans
         .iter()
         .filter_map(|p| match p {
@@ -380,6 +381,7 @@ async fn pin_plugins(
     manifest: &Manifest,
     old: Option<&Lockfile>,
     opts: &LockOptions,
+    plugins: &mut PluginSet,
 ) -> Result<(Vec<LockedPlugin>, Vec<String>, BTreeSet<String>), LockError> {
     let mut pins = Vec::new();
     let mut drift = Vec::new();
@@ -403,11 +405,11 @@ async fn pin_plugins(
                 drift.push(format!("plugin `{}` added", spec.name));
                 continue;
             }
-            _ => {
-                crate::plugin::source::obtain(spec, None, opts.plugin_dir.as_deref(), opts.offline)
-                    .await?
-                    .sha256
-            }
+            _ => plugins
+                .bytes(spec, None, opts.plugin_dir.as_deref(), opts.offline)
+                .await?
+                .sha256
+                .clone(),
         };
         let config = PluginConfig::from_table(&spec.config).digest().to_owned();
         match prev {

@@ -22,7 +22,7 @@ use wasmtime::{Engine, Store};
 pub use bindings::{ConfigValue, ErrorCode, FileEntry, Level, RepoRef, WitRepoKind};
 use bindings::{GuestError, mirror as mw, policy as pw, pruner as rw};
 pub use config::PluginConfig;
-pub use outputs::{Candidate, Selection, check_candidate_url, clean};
+pub use outputs::{Candidate, Selection, clean};
 pub use rw::exports::modelbake::plugin::pruner::{
     CachedFile, CachedRepo, CachedRevision, Deletion, PruneContext,
 };
@@ -151,7 +151,7 @@ impl PluginHost {
     /// (or loads the cached compilation), checks its imports and finds what it exports.
     pub fn load(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Plugin, PluginError> {
         let load_err = |m: String| PluginError::new(name, FailureKind::Load, m);
-        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+        if author::is_core_module(bytes) {
             return Err(load_err(
                 "this is a core WebAssembly module, not a component; build it with \
                  `modelbake plugin build`, which turns the module into a component"
@@ -223,7 +223,6 @@ impl PluginHost {
         }
         Ok(Plugin {
             name: name.to_owned(),
-            sha256: sha256.to_owned(),
             engine: self.engine.clone(),
             imports,
             exports,
@@ -271,7 +270,6 @@ fn check_imports(name: &str, imports: &[String]) -> Result<(), PluginError> {
 /// A loaded plugin, ready to be called. Every call runs in a fresh instance.
 pub struct Plugin {
     name: String,
-    sha256: String,
     engine: Engine,
     imports: Vec<String>,
     exports: Vec<String>,
@@ -284,11 +282,6 @@ impl Plugin {
     /// Its name in the manifest.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// sha256 of its component bytes.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
     }
 
     /// What it imports (interface names), sorted.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::source::obtain;
+use super::source::{PluginBytes, check_pin, obtain};
 use super::{Plugin, PluginConfig, PluginError, PluginHost, PluginKind};
 use crate::manifest::Manifest;
 
@@ -14,14 +14,14 @@ pub struct LoadedPlugin {
     pub plugin: Plugin,
     /// Its configuration.
     pub config: PluginConfig,
-    /// Its source as recorded in the lock.
-    pub source: String,
 }
 
 /// The plugins of one command, by name.
 pub struct PluginSet {
     host: PluginHost,
     loaded: BTreeMap<String, LoadedPlugin>,
+    /// Bytes already read or downloaded, so pinning and loading read each plugin once.
+    fetched: BTreeMap<String, PluginBytes>,
 }
 
 impl PluginSet {
@@ -32,12 +32,26 @@ impl PluginSet {
         Ok(PluginSet {
             host: PluginHost::new(cache)?,
             loaded: BTreeMap::new(),
+            fetched: BTreeMap::new(),
         })
     }
 
-    /// The host, for callers that load plugins by hand (`plugin check`).
-    pub fn host(&self) -> &PluginHost {
-        &self.host
+    /// `spec`'s bytes, read or downloaded once per command, checked against the manifest's
+    /// sha256 and against `pinned` (the lock's pin, if any).
+    pub async fn bytes(
+        &mut self,
+        spec: &crate::manifest::PluginSpec,
+        pinned: Option<&str>,
+        store_plugins: Option<&std::path::Path>,
+        offline: bool,
+    ) -> Result<&PluginBytes, PluginError> {
+        if !self.fetched.contains_key(&spec.name) {
+            let bytes = obtain(spec, pinned, store_plugins, offline).await?;
+            self.fetched.insert(spec.name.clone(), bytes);
+        }
+        let bytes = &self.fetched[&spec.name];
+        check_pin(spec, &bytes.sha256, pinned)?;
+        Ok(bytes)
     }
 
     /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the lock's entries
@@ -80,19 +94,14 @@ impl PluginSet {
                     ),
                 ));
             }
-            let bytes =
-                obtain(spec, pin.map(|p| p.sha256.as_str()), store_plugins, offline).await?;
+            self.bytes(spec, pin.map(|p| p.sha256.as_str()), store_plugins, offline)
+                .await?;
+            let bytes = &self.fetched[name];
             let plugin = self.host.load(name, &bytes.bytes, &bytes.sha256)?;
             plugin.require(kind)?;
             plugin.validate_config(&config)?;
-            self.loaded.insert(
-                name.clone(),
-                LoadedPlugin {
-                    plugin,
-                    config,
-                    source: spec.source.as_lock_string(),
-                },
-            );
+            self.loaded
+                .insert(name.clone(), LoadedPlugin { plugin, config });
         }
         Ok(())
     }

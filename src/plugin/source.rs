@@ -63,15 +63,7 @@ pub async fn obtain(
             spec.name
         )));
     }
-    if let Some(want) = pinned
-        && want != sha256
-    {
-        return Err(fail(format!(
-            "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); run \
-             `modelbake lock --update {}` to accept the new plugin, and commit the lock",
-            spec.name
-        )));
-    }
+    check_pin(spec, &sha256, pinned)?;
     if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
         let dest = sources_dir(dir).join(format!("{sha256}.wasm"));
         if !dest.is_file() {
@@ -80,6 +72,22 @@ pub async fn obtain(
         }
     }
     Ok(PluginBytes { bytes, sha256 })
+}
+
+/// Fails unless `sha256` is the one the lock pins (`pinned`), if it pins one.
+pub fn check_pin(spec: &PluginSpec, sha256: &str, pinned: Option<&str>) -> Result<(), PluginError> {
+    match pinned {
+        Some(want) if want != sha256 => Err(PluginError::new(
+            &spec.name,
+            FailureKind::Load,
+            format!(
+                "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); \
+                 run `modelbake lock --update {}` to accept the new plugin, and commit the lock",
+                spec.name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn sources_dir(store_plugins: &Path) -> PathBuf {
