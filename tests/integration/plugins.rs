@@ -16,6 +16,11 @@ fn install(project: &Project, stem: &str, name: &str) -> String {
     let dir = project.path().join("plugins");
     fs::create_dir_all(&dir).unwrap();
     fs::copy(plugin(stem), dir.join(format!("{name}.wasm"))).unwrap();
+    plugin_path(name)
+}
+
+/// Where [`install`] puts plugin `name`, relative to the project (as written in models.toml).
+fn plugin_path(name: &str) -> String {
     format!("plugins/{name}.wasm")
 }
 
@@ -62,18 +67,38 @@ fn mirror_manifest(mirrors: &[(&str, &str, String)]) -> String {
     m
 }
 
+/// A locked project (empty store) whose only mirror is the plugin `stem` as `name`.
+fn with_mirror(stem: &str, name: &str, config: String) -> (HubEmulator, Fetched) {
+    let hub = crate::support::emulator();
+    let f = Fetched::new(&hub, "");
+    let path = install(&f.project, stem, name);
+    f.project
+        .write_manifest(&mirror_manifest(&[(name, &path, config)]));
+    f.project.lock_with(&hub, &[]).ok();
+    hub.clear_requests();
+    (hub, f)
+}
+
+/// A locked project (empty store) whose only mirror is `mirror-url-template` as `name`,
+/// pointing at `mirror`; the plugin file is [`plugin_path`]`(name)`.
+fn url_template_mirror(name: &str, mirror: &HubEmulator) -> (HubEmulator, Fetched) {
+    with_mirror(
+        "mirror_url_template",
+        name,
+        format!("{{ base = \"{}\" }}", mirror.endpoint()),
+    )
+}
+
+/// A project whose only mirror is the hostile fixture in `mode`, with something to fetch.
+fn hostile(mode: &str) -> (HubEmulator, Fetched) {
+    with_mirror("hostile", "hostile", format!("{{ mode = \"{mode}\" }}"))
+}
+
 #[test]
 fn a_mirror_plugin_routes_downloads_to_the_mirror() {
-    let hub = crate::support::emulator();
     let mirror = mirror_emulator();
-    let f = Fetched::new(&hub, "");
-    let path = install(&f.project, "mirror_url_template", "hf-mirror");
-    f.project.write_manifest(&mirror_manifest(&[(
-        "hf-mirror",
-        &path,
-        format!("{{ base = \"{}\" }}", mirror.endpoint()),
-    )]));
-    f.project.lock_with(&hub, &[]).ok();
+    let (hub, f) = url_template_mirror("hf-mirror", &mirror);
+    let path = plugin_path("hf-mirror");
     // The lock pins the plugin by the sha256 of its bytes and its configuration.
     let lock = f.project.lock();
     let pin = &lock["plugin"][0];
@@ -83,7 +108,6 @@ fn a_mirror_plugin_routes_downloads_to_the_mirror() {
         pin["sha256"].as_str(),
         Some(sha256_of(&f.project.path().join(&path)).as_str())
     );
-    hub.clear_requests();
 
     let out = run(f
         .cmd()
@@ -278,23 +302,6 @@ fn locked_fails_when_a_plugin_or_its_config_changes() {
     p.lock_with(&hub, &["--locked"]).ok();
 }
 
-/// A locked project (empty store) whose only mirror is the plugin `stem` as `name`.
-fn with_mirror(stem: &str, name: &str, config: String) -> (HubEmulator, Fetched) {
-    let hub = crate::support::emulator();
-    let f = Fetched::new(&hub, "");
-    let path = install(&f.project, stem, name);
-    f.project
-        .write_manifest(&mirror_manifest(&[(name, &path, config)]));
-    f.project.lock_with(&hub, &[]).ok();
-    hub.clear_requests();
-    (hub, f)
-}
-
-/// A project whose only mirror is the hostile fixture in `mode`, with something to fetch.
-fn hostile(mode: &str) -> (HubEmulator, Fetched) {
-    with_mirror("hostile", "hostile", format!("{{ mode = \"{mode}\" }}"))
-}
-
 /// No Rust panic of the host itself in `stderr`.
 fn no_host_panic(stderr: &str) {
     assert!(!stderr.contains("panicked at src/"), "{stderr}");
@@ -460,18 +467,10 @@ fn filesystem_and_socket_imports_are_refused_at_load() {
 
 #[test]
 fn compiled_plugins_are_cached_and_a_damaged_cache_entry_is_rebuilt() {
-    let hub = crate::support::emulator();
     let mirror = mirror_emulator();
-    let f = Fetched::new(&hub, "");
-    let path = install(&f.project, "mirror_url_template", "m");
-    f.project.write_manifest(&mirror_manifest(&[(
-        "m",
-        &path,
-        format!("{{ base = \"{}\" }}", mirror.endpoint()),
-    )]));
-    f.project.lock_with(&hub, &[]).ok();
+    let (hub, f) = url_template_mirror("m", &mirror);
     f.fetch(&hub, &[]).ok();
-    let sha = sha256_of(&f.project.path().join(&path));
+    let sha = sha256_of(&f.project.path().join(plugin_path("m")));
     let compiled: Vec<_> = fs::read_dir(f.store.path().join("plugins/compiled"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -672,15 +671,8 @@ fn credentials_go_only_to_the_origin_the_manifest_binds_them_to() {
 
 #[test]
 fn mirror_config_changes_need_a_relock_and_large_files_use_chunks() {
-    let hub = crate::support::emulator();
     let mirror = mirror_emulator();
-    let f = Fetched::new(&hub, "");
-    let path = install(&f.project, "mirror_url_template", "m");
-    let manifest =
-        |base: &str| mirror_manifest(&[("m", &path, format!("{{ base = \"{base}\" }}"))]);
-    f.project.write_manifest(&manifest(&mirror.endpoint()));
-    f.project.lock_with(&hub, &[]).ok();
-    hub.clear_requests();
+    let (hub, f) = url_template_mirror("m", &mirror);
 
     // Every file through the chunked path (HEAD to locate, then Range requests) on the mirror.
     let out = run(f.cmd().env("MODELBAKE_CHUNK_THRESHOLD_MIB", "0").args([
@@ -707,8 +699,11 @@ fn mirror_config_changes_need_a_relock_and_large_files_use_chunks() {
 
     // Pointing the mirror elsewhere without relocking is refused, not silently followed.
     empty_store(&f);
-    f.project
-        .write_manifest(&manifest("https://elsewhere.example"));
+    f.project.write_manifest(&mirror_manifest(&[(
+        "m",
+        &plugin_path("m"),
+        "{ base = \"https://elsewhere.example\" }".into(),
+    )]));
     let out = f.fetch(&hub, &[]);
     out.expect_code(1);
     assert!(
@@ -908,16 +903,8 @@ fn a_policy_that_breaks_the_rules_fails_the_lock_and_writes_nothing() {
 
 #[test]
 fn a_failing_mirror_keeps_the_partial_and_a_bad_resume_restarts_from_zero() {
-    let hub = crate::support::emulator();
     let empty = HubEmulator::builder().start().unwrap();
-    let f = Fetched::new(&hub, "");
-    let path = install(&f.project, "mirror_url_template", "m");
-    f.project.write_manifest(&mirror_manifest(&[(
-        "m",
-        &path,
-        format!("{{ base = \"{}\" }}", empty.endpoint()),
-    )]));
-    f.project.lock_with(&hub, &[]).ok();
+    let (hub, f) = url_template_mirror("m", &empty);
     let lock = f.project.lock();
     let (_, weights) = locked_files(locked_repo(&lock, "acme/tiny"))
         .into_iter()
