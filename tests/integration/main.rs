@@ -14,4 +14,5 @@ mod lock;
 mod lock_faults;
 mod plugins;
 mod schema;
+mod hostile_support;
 mod support;
