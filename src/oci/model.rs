@@ -120,7 +120,7 @@ pub struct Index {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
     /// A single-platform image.
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     /// A list of per-platform manifests.
     Index(Index),
 }
@@ -144,7 +144,7 @@ impl Document {
         Ok(if is_index {
             Document::Index(serde_json::from_value(value).map_err(invalid)?)
         } else {
-            Document::Manifest(serde_json::from_value(value).map_err(invalid)?)
+            Document::Manifest(Box::new(serde_json::from_value(value).map_err(invalid)?))
         })
     }
 }

@@ -99,7 +99,10 @@ pub async fn resolve<S: ImageSource>(src: &S, platform: &Platform) -> Result<Res
                         bytes.len() as u64,
                     )
                 });
-                return Ok(Resolved { desc, manifest });
+                return Ok(Resolved {
+                    desc,
+                    manifest: *manifest,
+                });
             }
             Document::Index(index) => {
                 let chosen = choose_platform(&index, platform, &label)?.clone();
