@@ -300,7 +300,12 @@ pub async fn run_prune(cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode,
             }
         ),
     );
-    Ok(ExitCode::SUCCESS)
+    left_alone(
+        ui,
+        &result.symlinked,
+        "the repo(s) holding ",
+        "replace each with a real folder (or delete the link), then prune again",
+    )
 }
 
 /// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
@@ -394,7 +399,38 @@ pub async fn run_gc(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Fail
             }
         ),
     );
-    Ok(ExitCode::SUCCESS)
+    left_alone(
+        ui,
+        &report.skipped,
+        "",
+        "replace each with a real folder (moving the blobs it should hold into it), then run `modelbake store gc` again",
+    )
+}
+
+/// How `store gc` and `cache prune` end after doing their work everywhere else: success when
+/// no symlinked folder was found, else an error (exit 1) listing each link and its target,
+/// since the command could not do all it was asked without deleting through them.
+fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<ExitCode, Failure> {
+    if links.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: Vec<String> = links
+        .iter()
+        .map(|p| match std::fs::read_link(p) {
+            Ok(t) => format!("  - {} (-> {})", display_path(p), t.display()),
+            Err(_) => format!("  - {}", display_path(p)),
+        })
+        .collect();
+    let error = anyhow::anyhow!(
+        "left alone {holding}{} symlinked folder(s) (modelbake never reads, writes or deletes through a symlinked folder):\n{}\n{todo}",
+        links.len(),
+        list.join("\n")
+    );
+    Err(if ui.json {
+        Failure::reported(error)
+    } else {
+        error.into()
+    })
 }
 
 /// Runs `serve` until interrupted.

@@ -4,6 +4,9 @@
 //! ordered for readers: refs first, then the snapshot (renamed away, then deleted), then only
 //! the blobs that no remaining snapshot links to — so no ref or symlink is ever left dangling and
 //! kept repos keep loading while it runs.
+//!
+//! Nothing is deleted through a symlinked folder: the scan leaves out repos that hold one, and
+//! [`apply`] checks each repo folder again right before it deletes in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -268,6 +271,12 @@ pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
         let Some(removals) = by_repo.get(name.as_str()) else {
             continue;
         };
+        if let Some(link) = super::symlinked_folder(&repo.path) {
+            return Err(std::io::Error::other(format!(
+                "{} became a symlink to a folder since the scan; nothing was deleted through it: replace it with a real folder and prune again",
+                link.display()
+            )));
+        }
         if plan.whole_repos.contains(&name) {
             freed += repo.size_on_disk;
             let trash = trash_name(&scan.hub_cache, &repo.path);
@@ -303,7 +312,9 @@ pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
         let still_used = linked_blobs(&repo.path.join("snapshots"));
         for entry in fs::read_dir(repo.path.join("blobs"))?.filter_map(Result::ok) {
             let p = entry.path();
-            if !still_used.contains(&p) && !p.to_string_lossy().ends_with(".incomplete") {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir && !still_used.contains(&p) && !p.to_string_lossy().ends_with(".incomplete")
+            {
                 freed += entry.metadata().map_or(0, |m| m.len());
                 fs::remove_file(&p)?;
             }

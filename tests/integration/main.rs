@@ -10,6 +10,7 @@ mod emulator;
 mod fetch;
 mod fidelity;
 mod golden;
+mod hostile_fs;
 mod hostile_oci;
 mod hostile_support;
 mod hub_client;
