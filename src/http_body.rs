@@ -88,9 +88,9 @@ pub async fn read_capped(
 /// `4 MiB`, `512 KiB`, `100 bytes`: limits as people read them.
 pub fn human_bytes(n: u64) -> String {
     const KIB: u64 = 1024;
-    if n >= KIB * KIB && n % (KIB * KIB) == 0 {
+    if n >= KIB * KIB && n.is_multiple_of(KIB * KIB) {
         format!("{} MiB", n / (KIB * KIB))
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")
@@ -117,7 +117,10 @@ mod tests {
             declared: Some(1_000_000_000_000_000),
         };
         let text = e.to_string();
-        assert!(text.contains("http://127.0.0.1:1/v2/x/manifests/latest"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:1/v2/x/manifests/latest"),
+            "{text}"
+        );
         assert!(text.contains("4 MiB allowed for a manifest"), "{text}");
         assert!(text.contains("1000000000000000 bytes"), "{text}");
         assert!(!e.is_transient());

@@ -18,7 +18,9 @@ pub fn text(text: &str) -> String {
         out.push_str(before);
         // The authority ends at the first '/', '?', '#' or whitespace (or a quote in prose).
         let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '>') || c.is_whitespace())
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '>') || c.is_whitespace()
+            })
             .unwrap_or(after.len());
         let authority = &after[..end];
         match authority.rfind('@') {
@@ -40,7 +42,10 @@ mod tests {
 
     #[test]
     fn userinfo_is_removed_from_urls_and_prose() {
-        assert_eq!(url_str("http://user:pa55@127.0.0.1:8/x"), "http://***@127.0.0.1:8/x");
+        assert_eq!(
+            url_str("http://user:pa55@127.0.0.1:8/x"),
+            "http://***@127.0.0.1:8/x"
+        );
         assert_eq!(url_str("https://tok@h"), "https://***@h");
         assert_eq!(url_str("https://h/a@b"), "https://h/a@b");
         assert_eq!(
