@@ -145,9 +145,28 @@ pub(crate) async fn handle(
             }
             return Ok(finish(r, method == Method::HEAD, None));
         }
+        Some(FaultAction::EndlessBody {
+            status,
+            content_length,
+        }) => return Ok(endless(status, content_length)),
+        Some(FaultAction::Redirect(location)) => {
+            let r = Reply::new(StatusCode::FOUND).header("location", location);
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
+        Some(FaultAction::ErrorBody(status, message)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let r = Reply::new(status)
+                .header("content-type", "application/json")
+                .bytes(serde_json::to_vec(&json!({ "error": message })).unwrap_or_default());
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
         Some(other) => body_fault = Some(other),
         None => {}
     }
+    let range = match body_fault {
+        Some(FaultAction::IgnoreRange(_)) => None,
+        _ => range,
+    };
 
     let body = if method == Method::POST {
         req.into_body()
@@ -171,7 +190,62 @@ pub(crate) async fn handle(
         Host::Hub => route_hub(&ctx, &path),
         Host::Cdn => route_cdn(&ctx, &path),
     };
+    let reply = match &body_fault {
+        Some(fault) => alter(reply, fault, &ctx, &path),
+        None => reply,
+    };
     Ok(finish(reply, method == Method::HEAD, body_fault))
+}
+
+/// Applies the faults that change a normal answer's headers or length.
+fn alter(mut reply: Reply, fault: &FaultAction, ctx: &Ctx<'_>, path: &str) -> Reply {
+    match fault {
+        FaultAction::IgnoreRange(Some(n)) => {
+            if let ReplyBody::Content { len, .. } = &mut reply.body {
+                *len = (*len).min(*n);
+            }
+            reply
+        }
+        FaultAction::Header(name, value) => {
+            reply.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            reply.header(name, value.clone())
+        }
+        FaultAction::EndlessPages => {
+            let cursor: u64 = ctx
+                .query_param("cursor")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let next = format!(
+                "http://{}{path}?recursive=true&expand=false&cursor={}",
+                ctx.host_header,
+                cursor + 1
+            );
+            alter(
+                reply,
+                &FaultAction::Header("link".into(), format!("<{next}>; rel=\"next\"")),
+                ctx,
+                path,
+            )
+        }
+        _ => reply,
+    }
+}
+
+/// A 200 (or `status`) whose body never ends: 64 KiB blocks of JSON-looking filler.
+fn endless(status: u16, content_length: Option<u64>) -> Response<Body> {
+    let block = Bytes::from(b"[{\"type\":\"file\"},".repeat(4096));
+    let body = BodyExt::boxed(StreamBody::new(stream::repeat_with(move || {
+        Ok(Frame::data(block.clone()))
+    })));
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header("content-type", "application/json");
+    if let Some(len) = content_length {
+        builder = builder.header("content-length", len.to_string());
+    }
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 struct Ctx<'a> {
