@@ -145,7 +145,7 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
                 "{} layer {} {} ({})",
                 l.repo,
                 l.part,
-                &l.digest[..19],
+                &l.digest.as_str()[..19],
                 human_size(l.size)
             ),
         );

@@ -360,7 +360,16 @@ pub async fn run_gc(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Fail
         .collect();
     let apply = args.yes;
     let s = store.clone();
-    let report = tokio::task::spawn_blocking(move || gc(&s, &locks, apply)).await??;
+    let report = tokio::task::spawn_blocking(move || {
+        let mut report = gc(&s, &locks, apply)?;
+        let layers = crate::oci::layer::collect_cache(&s, &locks, apply).map_err(|e| {
+            anyhow::anyhow!("collecting the layer cache of {}: {e}", s.root().display())
+        })?;
+        report.freed += layers.freed;
+        report.layers = layers.blobs;
+        Ok::<_, anyhow::Error>(report)
+    })
+    .await??;
     if ui.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

@@ -349,8 +349,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCod
                 let r = tokio::task::spawn_blocking(move || {
                     crate::oci::verify::verify_layout(&dir2, &tag, &lock, &settings)
                 })
-                .await?
-                .map_err(anyhow::Error::msg)?;
+                .await??;
                 (format!("{}:{}", display_path(dir), args.tag), r)
             }
             (None, Some(file)) => {

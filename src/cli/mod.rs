@@ -279,6 +279,15 @@ fn load_locked(cli: &Cli, ui: &Ui) -> anyhow::Result<(Manifest, crate::lock::Loc
     Ok((manifest, lock))
 }
 
+/// What the user can do about `error`: the hint of the first error in its chain that has one.
+/// Hints are data on the error types, not sentences glued into messages.
+fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<crate::oci::OciError>())
+        .and_then(crate::oci::OciError::hint)
+}
+
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
@@ -287,16 +296,22 @@ fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
             text.push_str(&format!("\n  caused by: {cause}"));
         }
     }
+    // Credentials written into a URL (`http://user:pass@host`) never reach the terminal.
+    let text = crate::redact::text(&text);
+    let hint = hint_of(error);
     if ui.json {
         println!(
             "{}",
-            serde_json::json!({ "ok": false, "error": text, "exit_code": code })
+            serde_json::json!({ "ok": false, "error": text, "hint": hint, "exit_code": code })
         );
     }
     if ui.color {
         eprintln!("\x1b[1;31merror\x1b[0m: {text}");
     } else {
         eprintln!("error: {text}");
+    }
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
     }
     ExitCode::from(code)
 }

@@ -1,4 +1,4 @@
-//! Hub URLs, encoded exactly as huggingface_hub does (hub-protocol.md §1.1): revisions with
+//! Hub URLs, encoded exactly as huggingface_hub does (docs/hub-protocol.md §2.1): revisions with
 //! Python's `quote(safe="")` (`refs/pr/1` → `refs%2Fpr%2F1`), file paths with `quote(safe="/")`,
 //! repo ids verbatim (they were validated).
 

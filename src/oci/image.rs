@@ -2,14 +2,14 @@
 //! environment appended. JSON is serialised with sorted keys and no timestamps of ours, so the
 //! same inputs always give the same digests.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
+use super::digest::Digest;
+use super::error::OciError;
 use super::layer::BuiltLayer;
+use super::model::{Annotations, Descriptor, Manifest, canonical_json};
 use super::{
-    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST,
-    Platform, digest_of,
+    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_MANIFEST, Platform,
 };
 
 /// What the image is built on.
@@ -47,16 +47,24 @@ pub fn image_env(hf_home: &str, offline: bool) -> Vec<(String, String)> {
 
 /// The descriptor of one of our layers, annotated with its repo, commit and part.
 pub fn layer_descriptor(layer: &BuiltLayer) -> Descriptor {
-    let mut annotations = BTreeMap::new();
-    annotations.insert(ANNOTATION_REPO.to_owned(), layer.repo.clone());
-    annotations.insert(ANNOTATION_COMMIT.to_owned(), layer.commit.clone());
-    annotations.insert(ANNOTATION_PART.to_owned(), layer.part.clone());
+    let annotations = Annotations::from([
+        (ANNOTATION_REPO.to_owned(), layer.repo.clone()),
+        (ANNOTATION_COMMIT.to_owned(), layer.commit.clone()),
+        (ANNOTATION_PART.to_owned(), layer.part.clone()),
+    ]);
     Descriptor {
-        media_type: layer.media_type.clone(),
-        digest: layer.digest.clone(),
-        size: layer.size,
         annotations: Some(annotations),
-        platform: None,
+        ..Descriptor::new(&layer.media_type, layer.digest.clone(), layer.size)
+    }
+}
+
+/// A base layer's descriptor as our manifest lists it: media type, digest, size and the
+/// annotations and platform it had. Other fields (`urls`…) are left out, as modelbake 0.1.0 did:
+/// keeping them would change the manifest bytes of existing bakes.
+fn base_layer_descriptor(d: &Descriptor) -> Descriptor {
+    Descriptor {
+        extra: Default::default(),
+        ..d.clone()
     }
 }
 
@@ -66,7 +74,7 @@ pub fn build(
     platform: &Platform,
     layers: &[BuiltLayer],
     env: &[(String, String)],
-) -> Image {
+) -> Result<Image, OciError> {
     let mut config = match base {
         Some(b) => b.config.clone(),
         None => {
@@ -78,6 +86,12 @@ pub fn build(
             c
         }
     };
+    if !config.is_object() {
+        return Err(OciError::Invalid {
+            what: "the base image config".into(),
+            detail: "it is not a JSON object".into(),
+        });
+    }
     if !config["config"].is_object() {
         config["config"] = json!({});
     }
@@ -109,35 +123,35 @@ pub fn build(
     }));
     config["history"] = json!(history);
 
-    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let config_desc = Descriptor {
-        media_type: MEDIA_CONFIG.into(),
-        digest: digest_of(&config_bytes),
-        size: config_bytes.len() as u64,
-        annotations: None,
-        platform: None,
-    };
-    let mut all_layers: Vec<Descriptor> = base.map(|b| b.layers.clone()).unwrap_or_default();
+    let config_bytes = canonical_json(&config)?;
+    let config_desc = Descriptor::new(
+        MEDIA_CONFIG,
+        Digest::of(&config_bytes),
+        config_bytes.len() as u64,
+    );
+    let mut all_layers: Vec<Descriptor> = base
+        .map(|b| b.layers.iter().map(base_layer_descriptor).collect())
+        .unwrap_or_default();
     all_layers.extend(layers.iter().map(layer_descriptor));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "config": config_desc,
-        "layers": all_layers,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-    let manifest_desc = Descriptor {
-        media_type: MEDIA_MANIFEST.into(),
-        digest: digest_of(&manifest_bytes),
-        size: manifest_bytes.len() as u64,
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_MANIFEST.to_owned()),
+        config: config_desc.clone(),
+        layers: all_layers.clone(),
         annotations: None,
-        platform: None,
+        extra: Default::default(),
     };
-    Image {
+    let manifest_bytes = canonical_json(&manifest)?;
+    let manifest_desc = Descriptor::new(
+        MEDIA_MANIFEST,
+        Digest::of(&manifest_bytes),
+        manifest_bytes.len() as u64,
+    );
+    Ok(Image {
         config: config_bytes,
         config_desc,
         manifest: manifest_bytes,
         manifest_desc,
         layers: all_layers,
-    }
+    })
 }

@@ -10,11 +10,13 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+use super::digest::Digest;
 use super::tar::{Stamp, TarWriter};
 use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
 use crate::hfcache::{repo_folder, symlink_target, trees_json};
+use crate::lock::Lockfile;
 use crate::lock::{LockedFile, LockedRepo};
 use crate::manifest::{BakeSettings, Compression};
 use crate::store::Store;
@@ -184,9 +186,9 @@ impl LayerFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuiltLayer {
     /// `sha256:<hex>` of the (compressed) blob.
-    pub digest: String,
+    pub digest: Digest,
     /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Blob size in bytes.
     pub size: u64,
     /// OCI media type.
@@ -234,14 +236,11 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
     fs::create_dir_all(&blobs)?;
     let key = cache_key(plan, format);
     let meta_path = dir.join(format!("{key}.json"));
-    if let Ok(text) = fs::read_to_string(&meta_path)
-        && let Ok(mut layer) = serde_json::from_str::<BuiltLayer>(&text)
+    if let Some(mut layer) = read_record(&meta_path, &blobs)
+        && fs::symlink_metadata(&layer.path).is_ok_and(|m| m.is_file() && m.len() == layer.size)
     {
-        layer.path = blobs.join(layer.digest.trim_start_matches("sha256:"));
-        if fs::metadata(&layer.path).is_ok_and(|m| m.len() == layer.size) {
-            layer.reused = true;
-            return Ok(layer);
-        }
+        layer.reused = true;
+        return Ok(layer);
     }
 
     let tmp = dir.join(format!(
@@ -257,14 +256,26 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
             return Err(e);
         }
     };
-    let path = blobs.join(&digest);
+    let (digest, diff_id) = match (
+        Digest::from_sha256_hex(&digest),
+        Digest::from_sha256_hex(&diff_id),
+    ) {
+        (Ok(d), Ok(i)) => (d, i),
+        _ => {
+            let _ = fs::remove_file(&tmp);
+            return Err(io::Error::other(
+                "the layer writer produced a malformed digest",
+            ));
+        }
+    };
+    let path = blobs.join(digest.hex());
     // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
     // must not silently change the cached layer.
     fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
     fs::rename(&tmp, &path)?;
     let layer = BuiltLayer {
-        digest: format!("sha256:{digest}"),
-        diff_id: format!("sha256:{diff_id}"),
+        digest,
+        diff_id,
         size,
         media_type: format.media_type().to_owned(),
         repo: plan.repo.clone(),
@@ -280,6 +291,75 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
     )?;
     fs::rename(&meta_tmp, &meta_path)?;
     Ok(layer)
+}
+
+/// A layer-cache record (`<store>/layers/<key>.json`), its digests validated, with the path
+/// of its blob; `None` for a record that is unreadable or not ours (it is then rebuilt).
+fn read_record(path: &Path, blobs: &Path) -> Option<BuiltLayer> {
+    let text = fs::read(path).ok()?;
+    let mut layer: BuiltLayer = serde_json::from_slice(&text).ok()?;
+    layer.path = blobs.join(layer.digest.hex());
+    Some(layer)
+}
+
+/// What the layer cache's collection found (and, when applied, removed).
+#[derive(Debug, Clone, Default)]
+pub struct LayerGc {
+    /// Layer blobs of repos at commits no lock references.
+    pub blobs: Vec<PathBuf>,
+    /// Bytes they hold.
+    pub freed: u64,
+}
+
+/// The layer cache's part of `store gc`: records of repos at commits that none of `keep`
+/// references go, and their blobs with them unless a kept record shares the blob. Records are
+/// read as typed [`BuiltLayer`]s, so a record this code cannot parse is never acted on and a
+/// hostile digest never names a path; symlinks in the cache are never followed.
+pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Result<LayerGc> {
+    let dir = store.root().join("layers");
+    let blobs = dir.join("blobs/sha256");
+    let mut report = LayerGc::default();
+    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real_dir(&dir) || !real_dir(&blobs) {
+        return Ok(report);
+    }
+    let wanted: std::collections::BTreeSet<(String, &str)> = keep
+        .iter()
+        .flat_map(|l| &l.repos)
+        .map(|r| (format!("{}/{}", r.kind, r.id), r.commit.as_str()))
+        .collect();
+    let mut kept = std::collections::BTreeSet::new();
+    let mut drop = Vec::new();
+    for entry in fs::read_dir(&dir)?.filter_map(Result::ok) {
+        let path = entry.path();
+        let is_record = entry.file_type().is_ok_and(|t| t.is_file())
+            && path.extension().is_some_and(|e| e == "json");
+        let Some(layer) = is_record.then(|| read_record(&path, &blobs)).flatten() else {
+            continue;
+        };
+        if wanted.contains(&(layer.repo.clone(), layer.commit.as_str())) {
+            kept.insert(layer.digest);
+        } else {
+            drop.push((path, layer));
+        }
+    }
+    for (record, layer) in drop {
+        if !kept.contains(&layer.digest) {
+            if let Ok(m) = fs::symlink_metadata(&layer.path)
+                && m.is_file()
+            {
+                report.freed += m.len();
+                if apply {
+                    fs::remove_file(&layer.path)?;
+                }
+            }
+            report.blobs.push(layer.path);
+        }
+        if apply {
+            fs::remove_file(&record)?;
+        }
+    }
+    Ok(report)
 }
 
 /// Streams the tar into `tmp`; returns (diff_id hex, digest hex, blob size).

@@ -1,17 +1,26 @@
-//! OCI images of locked models: deterministic layers ([`layer`], [`tar`]), image config and
-//! manifest on an optional base ([`image`]), and the places they go: an OCI image layout
-//! ([`layout`]) or a registry over the distribution API ([`registry`]). [`verify`] checks
-//! layers and images against the lock.
+//! OCI images of locked models. The model: validated digests ([`digest`]) and typed
+//! descriptors, manifests and indexes ([`model`]). Where images are read from: OCI layouts and
+//! registries behind one [`source::ImageSource`] ([`source`], [`registry`]). What we make:
+//! deterministic layers ([`layer`], [`tar`]) and the config and manifest on an optional base
+//! ([`image`]). Where it goes: [`sink`] writes one built image to an OCI layout ([`layout`]), a
+//! registry or plain layer files. [`verify`] checks layers and images against the lock.
 
+pub mod digest;
+pub mod error;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod model;
 pub mod reference;
 pub mod registry;
+pub mod sink;
+pub mod source;
 pub mod tar;
 pub mod verify;
 
-use serde::{Deserialize, Serialize};
+pub use digest::{Digest, DigestError};
+pub use error::OciError;
+pub use model::{Descriptor, Document, Index, Manifest, PlatformSpec};
 
 /// Uncompressed OCI layer.
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -38,24 +47,6 @@ pub const ANNOTATION_COMMIT: &str = "dev.modelbake.commit";
 /// Annotation on our layers: `part/parts`.
 pub const ANNOTATION_PART: &str = "dev.modelbake.part";
 
-/// An OCI content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// What the blob is.
-    pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    /// Blob size.
-    pub size: u64,
-    /// Annotations, sorted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<std::collections::BTreeMap<String, String>>,
-    /// Platform (in indexes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<serde_json::Value>,
-}
-
 /// Maps Docker schema 2 media types to their OCI equivalents (same bytes, other name), so a
 /// base from Docker Hub can be extended in an OCI manifest.
 pub fn oci_media_type(media_type: &str) -> &str {
@@ -66,11 +57,6 @@ pub fn oci_media_type(media_type: &str) -> &str {
         MEDIA_DOCKER_MANIFEST => MEDIA_MANIFEST,
         other => other,
     }
-}
-
-/// `sha256:<hex>` of bytes.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::hash::sha256_hex(bytes))
 }
 
 /// A platform like `linux/amd64` or `linux/arm64/v8`.
@@ -105,12 +91,13 @@ impl Platform {
         }
     }
 
-    /// True when an index entry's `platform` object names this platform.
-    pub fn matches(&self, p: &serde_json::Value) -> bool {
-        p["os"].as_str() == Some(self.os.as_str())
-            && p["architecture"].as_str() == Some(self.architecture.as_str())
+    /// True when an index entry's `platform` names this platform (any variant when we name
+    /// none).
+    pub fn matches(&self, p: &PlatformSpec) -> bool {
+        p.os == self.os
+            && p.architecture == self.architecture
             && match &self.variant {
-                Some(v) => p["variant"].as_str() == Some(v.as_str()),
+                Some(v) => p.variant.as_deref() == Some(v.as_str()),
                 None => true,
             }
     }

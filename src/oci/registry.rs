@@ -12,8 +12,15 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::digest::Digest;
 use super::reference::ImageRef;
-use super::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST, Platform};
+use super::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
+use crate::http_body::{BodyError, read_capped};
+
+/// The most a token answer may weigh (tokens are JWTs of a few KiB).
+const TOKEN_LIMIT: u64 = 1 << 20;
+/// How much of an error answer is read for its message.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +41,9 @@ pub enum RegistryError {
         /// The registry.
         registry: String,
     },
+    /// An answer larger than its limit.
+    #[error(transparent)]
+    Body(#[from] BodyError),
     /// A local file could not be read.
     #[error("{}: {source}", .path.display())]
     File {
@@ -278,13 +288,12 @@ impl Registry {
                         registry: self.host.clone(),
                     });
                 }
+                let body = read_capped(resp, TOKEN_LIMIT, "a token answer").await?;
                 let v: serde_json::Value =
-                    resp.json_value()
-                        .await
-                        .map_err(|detail| RegistryError::Http {
-                            url: url.to_string(),
-                            detail,
-                        })?;
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
+                        url: url.to_string(),
+                        detail: format!("the token answer is not JSON: {e}"),
+                    })?;
                 let token = v["token"]
                     .as_str()
                     .or(v["access_token"].as_str())
@@ -300,14 +309,15 @@ impl Registry {
         }
     }
 
-    /// The manifest of `repo` at `reference` (tag or digest), resolving a multi-platform index
-    /// to `platform`. Returns (bytes, media type, digest).
-    pub async fn manifest(
+    /// The manifest or index of `repo` at `reference` (tag or digest), at most `limit` bytes,
+    /// with the media type the registry declared. Walking an index to one platform is
+    /// [`super::source::resolve`]'s job, shared with OCI layouts.
+    pub async fn document(
         &self,
         repo: &str,
         reference: &str,
-        platform: &Platform,
-    ) -> Result<(Vec<u8>, String, String)> {
+        limit: u64,
+    ) -> Result<(Vec<u8>, Option<String>)> {
         let scope = format!("repository:{repo}:pull");
         let accept = [
             MEDIA_MANIFEST,
@@ -316,68 +326,30 @@ impl Registry {
             MEDIA_DOCKER_LIST,
         ]
         .join(", ");
-        let mut reference = reference.to_owned();
-        for _ in 0..3 {
-            let path = format!("/v2/{repo}/manifests/{reference}");
-            let resp = self
-                .send(
-                    Method::GET,
-                    &path,
-                    &scope,
-                    &[("accept", accept.as_str())],
-                    &Payload::Empty,
-                )
-                .await?;
-            let resp = ok(resp, &self.url(&path)).await?;
-            let media = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| RegistryError::Http {
-                    url: self.url(&path),
-                    detail: crate::hub::error_chain(&e),
-                })?
-                .to_vec();
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
-                    url: self.url(&path),
-                    detail: format!("manifest is not JSON: {e}"),
-                })?;
-            let media = v["mediaType"].as_str().map(str::to_owned).unwrap_or(media);
-            if media == MEDIA_INDEX || media == MEDIA_DOCKER_LIST || v["manifests"].is_array() {
-                let chosen = v["manifests"]
-                    .as_array()
-                    .and_then(|ms| ms.iter().find(|m| platform.matches(&m["platform"])));
-                reference = chosen
-                    .and_then(|m| m["digest"].as_str())
-                    .ok_or_else(|| RegistryError::Http {
-                        url: self.url(&path),
-                        detail: format!(
-                            "no {platform} image in this index (choose one with --platform)"
-                        ),
-                    })?
-                    .to_owned();
-                continue;
-            }
-            let digest = super::digest_of(&bytes);
-            return Ok((bytes, media, digest));
-        }
-        Err(RegistryError::Http {
-            url: self.url(&format!("/v2/{repo}/manifests/{reference}")),
-            detail: "nested indexes too deep".into(),
-        })
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self
+            .send(
+                Method::GET,
+                &path,
+                &scope,
+                &[("accept", accept.as_str())],
+                &Payload::Empty,
+            )
+            .await?;
+        let resp = ok(resp, &self.url(&path)).await?;
+        let media = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let bytes = read_capped(resp, limit, "a manifest").await?;
+        Ok((bytes, media))
     }
 
-    /// A blob's bytes (for configs and small JSON).
-    pub async fn blob_bytes(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
+    /// A blob's bytes (for configs and small JSON), at most `limit` of them.
+    pub async fn blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let resp = ok(
             self.send(
@@ -391,18 +363,11 @@ impl Registry {
             &self.url(&path),
         )
         .await?;
-        Ok(resp
-            .bytes()
-            .await
-            .map_err(|e| RegistryError::Http {
-                url: self.url(&path),
-                detail: crate::hub::error_chain(&e),
-            })?
-            .to_vec())
+        Ok(read_capped(resp, limit, "an image config").await?)
     }
 
     /// A blob as a response to stream from.
-    pub async fn blob_stream(&self, repo: &str, digest: &str) -> Result<reqwest::Response> {
+    pub async fn blob_stream(&self, repo: &str, digest: &Digest) -> Result<reqwest::Response> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         ok(
             self.send(
@@ -419,7 +384,7 @@ impl Registry {
     }
 
     /// True when `repo` already has the blob (a HEAD, nothing transferred).
-    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let resp = self
             .send(
@@ -435,7 +400,7 @@ impl Registry {
 
     /// Asks the registry to mount `digest` from `from` into `repo` (same registry, no bytes
     /// moved). True when it did.
-    pub async fn mount(&self, repo: &str, digest: &str, from: &str) -> Result<bool> {
+    pub async fn mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
         let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
         let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
         let resp = self
@@ -445,7 +410,7 @@ impl Registry {
     }
 
     /// Starts an upload session; returns the URL to PUT the blob to (digest appended).
-    async fn start_upload(&self, repo: &str, scope: &str, digest: &str) -> Result<Url> {
+    async fn start_upload(&self, repo: &str, scope: &str, digest: &Digest) -> Result<Url> {
         let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = ok(
             self.send(Method::POST, &start, scope, &[], &Payload::Bytes(&[]))
@@ -467,12 +432,12 @@ impl Registry {
                 url: location.to_owned(),
                 detail: e.to_string(),
             })?;
-        put.query_pairs_mut().append_pair("digest", digest);
+        put.query_pairs_mut().append_pair("digest", digest.as_str());
         Ok(put)
     }
 
     /// Uploads a blob in one PUT (monolithic upload).
-    pub async fn upload(&self, repo: &str, digest: &str, payload: Payload<'_>) -> Result<()> {
+    pub async fn upload(&self, repo: &str, digest: &Digest, payload: Payload<'_>) -> Result<()> {
         let scope = format!("repository:{repo}:pull,push");
         let put = self.start_upload(repo, &scope, digest).await?;
         let resp = self
@@ -487,14 +452,18 @@ impl Registry {
         ok(resp, put.as_str()).await.map(|_| ())
     }
 
-    /// Copies a blob from another registry without storing it: streamed GET into PUT.
-    pub async fn upload_from(
+    /// Uploads a blob from a stream without storing it (a copy from another registry, checked
+    /// on the way by [`super::source::VerifyingStream`]).
+    pub async fn upload_stream<S>(
         &self,
         repo: &str,
-        digest: &str,
+        digest: &Digest,
         size: u64,
-        source: reqwest::Response,
-    ) -> Result<()> {
+        source: S,
+    ) -> Result<()>
+    where
+        S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
         let scope = format!("repository:{repo}:pull,push");
         let put = self.start_upload(repo, &scope, digest).await?;
         // A stream cannot be sent twice, so no challenge round: the POST above got the token.
@@ -507,7 +476,7 @@ impl Registry {
             req = req.header(AUTHORIZATION, a);
         }
         let resp = req
-            .body(reqwest::Body::wrap_stream(source.bytes_stream()))
+            .body(reqwest::Body::wrap_stream(source))
             .send()
             .await
             .map_err(|e| RegistryError::Http {
@@ -545,7 +514,10 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
         return Ok(resp);
     }
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
+    let body = read_capped(resp, ERROR_BODY_LIMIT as u64, "an error answer")
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let msg: String = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -580,18 +552,6 @@ fn tokio_util_stream(
             Err(e) => Some((Err(e), f)),
         }
     })
-}
-
-/// JSON bodies without reqwest's `json` feature.
-trait JsonValue {
-    async fn json_value(self) -> std::result::Result<serde_json::Value, String>;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> std::result::Result<serde_json::Value, String> {
-        let bytes = self.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-    }
 }
 
 #[cfg(test)]

@@ -8,13 +8,180 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+use super::digest::Digest;
+use super::error::OciError;
 use super::layer::{EntryKind, plan_repo};
-use super::layout;
+use super::source::{self, LayoutSource, blob_path};
 use super::{ANNOTATION_REPO, Platform};
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
+
+/// One thing wrong in a layer or an image. Paths from the layer are shown escaped, so a
+/// hostile entry name cannot drive the terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    /// An entry owned by someone other than the bake's owner.
+    Owner {
+        /// Entry path.
+        path: String,
+        /// Its uid:gid.
+        found: String,
+        /// The configured uid:gid.
+        expected: String,
+    },
+    /// An entry that belongs to no locked repo.
+    Unlocked {
+        /// Entry path.
+        path: String,
+    },
+    /// Wrong permission bits.
+    Mode {
+        /// Entry path.
+        path: String,
+        /// Its mode (octal).
+        found: String,
+        /// The mode it must have (octal).
+        expected: String,
+    },
+    /// Not a directory where one must be.
+    NotDir {
+        /// Entry path.
+        path: String,
+    },
+    /// Not the symlink the cache layout needs.
+    WrongSymlink {
+        /// Entry path.
+        path: String,
+        /// Its target, if it is a link.
+        found: Option<String>,
+        /// The target it must have.
+        expected: String,
+    },
+    /// A file whose content differs from the lock.
+    Corrupt {
+        /// Entry path.
+        path: String,
+        /// What it hashes to, and its size.
+        actual: String,
+        /// The lock's sha256 and size.
+        expected: String,
+    },
+    /// A small generated file (ref, trees listing) with other content.
+    ContentDiffers {
+        /// Entry path.
+        path: String,
+        /// The start of what it holds.
+        found: String,
+    },
+    /// A layer blob whose bytes do not hash to its digest.
+    BlobDigest {
+        /// The digest in the manifest.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// A DiffID in the config that is not the layer's uncompressed tar.
+    DiffId {
+        /// The layer.
+        layer: String,
+        /// What its tar hashes to.
+        actual: String,
+    },
+    /// The config lists another number of DiffIDs than the manifest has layers.
+    DiffIdCount {
+        /// DiffIDs in the config.
+        diff_ids: usize,
+        /// Layers in the manifest.
+        layers: usize,
+    },
+    /// A base layer that is missing or does not match its digest.
+    BaseLayer {
+        /// Its digest.
+        digest: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A locked entry that no layer holds.
+    Missing {
+        /// The repo.
+        repo: String,
+        /// Entry path.
+        path: String,
+    },
+    /// The image environment lacks a variable the bake sets.
+    Env {
+        /// `NAME=value`.
+        expected: String,
+    },
+    /// A layer file with no file of any locked repo.
+    NoLockedFiles,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Owner {
+                path,
+                found,
+                expected,
+            } => write!(f, "{path}: owner {found}, expected {expected}"),
+            Problem::Unlocked { path } => write!(f, "{path}: not part of any locked repo"),
+            Problem::Mode {
+                path,
+                found,
+                expected,
+            } => write!(f, "{path}: mode {found}, expected {expected}"),
+            Problem::NotDir { path } => write!(f, "{path}: expected a directory"),
+            Problem::WrongSymlink {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{path}: expected a symlink to {expected}, found {}",
+                found.as_deref().unwrap_or("no symlink")
+            ),
+            Problem::Corrupt {
+                path,
+                actual,
+                expected,
+            } => write!(f, "{path}: sha256 {actual}, expected {expected}"),
+            Problem::ContentDiffers { path, found } => {
+                write!(f, "{path}: content differs from the lock (\"{found}\")")
+            }
+            Problem::BlobDigest { expected, actual } => {
+                write!(f, "blob hashes to {actual}, not its digest {expected}")
+            }
+            Problem::DiffId { layer, actual } => {
+                write!(
+                    f,
+                    "layer {layer}: DiffID {actual} does not match the config"
+                )
+            }
+            Problem::DiffIdCount { diff_ids, layers } => {
+                write!(f, "config lists {diff_ids} DiffIDs for {layers} layers")
+            }
+            Problem::BaseLayer { digest, detail } => write!(f, "base layer {digest}: {detail}"),
+            Problem::Missing { repo, path } => {
+                write!(f, "{repo}: {path} is missing from the image")
+            }
+            Problem::Env { expected } => write!(f, "the image environment lacks {expected}"),
+            Problem::NoLockedFiles => f.write_str("the layer holds no file of any locked repo"),
+        }
+    }
+}
+
+/// Text from a layer, made safe to print: control characters escaped, length capped.
+fn escaped(s: &str) -> String {
+    let mut out: String = s.chars().take(300).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
 
 /// The verdict on one layer.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +193,7 @@ pub struct LayerReport {
     /// Entries checked.
     pub entries: usize,
     /// What is wrong.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// The verdict on a layer file or an image.
@@ -37,7 +204,7 @@ pub struct OciReport {
     /// Per layer of ours.
     pub layers: Vec<LayerReport>,
     /// Image-level problems: missing entries, config, digests.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// What an entry must be.
@@ -133,17 +300,20 @@ fn check_layer(
         let mut entry = entry?;
         let raw = entry.path()?.to_string_lossy().into_owned();
         let path = raw.trim_end_matches('/').to_owned();
+        let shown = escaped(&path);
         let header = entry.header();
         let (mode, uid, gid) = (header.mode()?, header.uid()?, header.gid()?);
         let kind = header.entry_type();
         let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
         if uid != u64::from(owner_uid) || gid != u64::from(owner_gid) {
-            problems.push(format!(
-                "{path}: owner {uid}:{gid}, expected {owner_uid}:{owner_gid}"
-            ));
+            problems.push(Problem::Owner {
+                path: shown.clone(),
+                found: format!("{uid}:{gid}"),
+                expected: format!("{owner_uid}:{owner_gid}"),
+            });
         }
         let Some((repo, exp)) = want.get(&path) else {
-            problems.push(format!("{path}: not part of any locked repo"));
+            problems.push(Problem::Unlocked { path: shown });
             continue;
         };
         repos.insert(repo.clone());
@@ -154,20 +324,21 @@ fn check_layer(
             _ => 0o644,
         };
         if mode & 0o7777 != expected_mode {
-            problems.push(format!(
-                "{path}: mode {:o}, expected {expected_mode:o}",
-                mode & 0o7777
-            ));
+            problems.push(Problem::Mode {
+                path: shown.clone(),
+                found: format!("{:o}", mode & 0o7777),
+                expected: format!("{expected_mode:o}"),
+            });
         }
         match &exp.kind {
-            EntryKind::Dir if !kind.is_dir() => {
-                problems.push(format!("{path}: expected a directory"))
-            }
+            EntryKind::Dir if !kind.is_dir() => problems.push(Problem::NotDir { path: shown }),
             EntryKind::Symlink(target) => {
                 if !kind.is_symlink() || link.as_deref() != Some(target.as_str()) {
-                    problems.push(format!(
-                        "{path}: expected a symlink to {target}, found {link:?}"
-                    ));
+                    problems.push(Problem::WrongSymlink {
+                        path: shown,
+                        found: link.as_deref().map(escaped),
+                        expected: target.clone(),
+                    });
                 }
             }
             EntryKind::Blob { sha256, size } => {
@@ -175,22 +346,22 @@ fn check_layer(
                 let n = io::copy(&mut entry, &mut HashSink(&mut h))?;
                 let actual = hex::encode(h.finalize());
                 if !kind.is_file() || n != *size || &actual != sha256 {
-                    problems.push(format!(
-                        "{path}: sha256 {actual} ({n} bytes), expected {sha256} ({size} bytes)"
-                    ));
+                    problems.push(Problem::Corrupt {
+                        path: shown,
+                        actual: format!("{actual} ({n} bytes)"),
+                        expected: format!("{sha256} ({size} bytes)"),
+                    });
                 }
             }
             EntryKind::Inline(bytes) => {
                 let mut got = Vec::new();
                 entry.read_to_end(&mut got)?;
                 if &got != bytes {
-                    problems.push(format!(
-                        "{path}: content differs from the lock ({:?})",
-                        String::from_utf8_lossy(&got)
-                            .chars()
-                            .take(60)
-                            .collect::<String>()
-                    ));
+                    let start: String = String::from_utf8_lossy(&got).chars().take(60).collect();
+                    problems.push(Problem::ContentDiffers {
+                        path: shown,
+                        found: escaped(&start),
+                    });
                 }
             }
             EntryKind::Dir => {}
@@ -233,7 +404,7 @@ pub fn verify_layer(
     let (report, _, _, _) = check_layer(path, path.display().to_string(), &want, settings)?;
     let ok = report.problems.is_empty() && !report.repos.is_empty();
     let problems = if report.repos.is_empty() {
-        vec!["the layer holds no file of any locked repo".to_owned()]
+        vec![Problem::NoLockedFiles]
     } else {
         vec![]
     };
@@ -244,16 +415,25 @@ pub fn verify_layer(
     })
 }
 
-/// Checks an image in an OCI layout (`verify --oci`): our layers' digests and DiffIDs, every
-/// entry, nothing locked missing, and the config environment.
+/// Checks an image in an OCI layout (`verify --oci`): the manifest and config against their
+/// digests, every base layer against its digest, our layers' digests, DiffIDs and every entry,
+/// nothing locked missing, and the config environment.
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
     lock: &Lockfile,
     settings: &BakeSettings,
-) -> Result<OciReport, String> {
-    let platform = Platform::parse(&settings.platform)?;
-    let image = layout::read(dir, Some(tag), &platform)?;
+) -> Result<OciReport, OciError> {
+    let platform = Platform::parse(&settings.platform).map_err(|detail| OciError::Invalid {
+        what: "--platform".into(),
+        detail,
+    })?;
+    let src = LayoutSource {
+        dir: dir.to_owned(),
+        tag: Some(tag.to_owned()),
+    };
+    // A layout source does no network I/O: its futures complete on first poll.
+    let image = futures::executor::block_on(source::read_image(&src, &platform))?;
     let want = expected(lock, settings);
     let diff_ids: Vec<String> = image.config["rootfs"]["diff_ids"]
         .as_array()
@@ -265,48 +445,53 @@ pub fn verify_layout(
         .unwrap_or_default();
     let mut problems = Vec::new();
     if diff_ids.len() != image.layers.len() {
-        problems.push(format!(
-            "config lists {} DiffIDs for {} layers",
-            diff_ids.len(),
-            image.layers.len()
-        ));
+        problems.push(Problem::DiffIdCount {
+            diff_ids: diff_ids.len(),
+            layers: image.layers.len(),
+        });
     }
     let mut layers = Vec::new();
     let mut seen_all = BTreeSet::new();
     for (i, desc) in image.layers.iter().enumerate() {
-        let path = layout::blob_path(dir, &desc.digest);
-        let ours = desc
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ANNOTATION_REPO));
-        if !ours {
-            if !std::fs::metadata(&path).is_ok_and(|m| m.len() == desc.size) {
-                problems.push(format!(
-                    "base layer {} is missing or has the wrong size",
-                    desc.digest
-                ));
+        if desc.annotation(ANNOTATION_REPO).is_none() {
+            if let Err(e) = src.verified_blob(desc) {
+                problems.push(Problem::BaseLayer {
+                    digest: desc.digest.to_string(),
+                    detail: e.to_string(),
+                });
             }
             continue;
         }
+        let path = blob_path(dir, &desc.digest);
         let (mut report, blob_hex, diff_id, seen) =
-            check_layer(&path, desc.digest.clone(), &want, settings)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        if format!("sha256:{blob_hex}") != desc.digest {
-            report
-                .problems
-                .push(format!("blob hashes to sha256:{blob_hex}, not its digest"));
+            check_layer(&path, desc.digest.to_string(), &want, settings)
+                .map_err(OciError::io(&path))?;
+        let blob = Digest::from_sha256_hex(&blob_hex).map_err(|source| OciError::Digest {
+            what: path.display().to_string(),
+            source,
+        })?;
+        if blob != desc.digest {
+            report.problems.push(Problem::BlobDigest {
+                expected: desc.digest.to_string(),
+                actual: blob.to_string(),
+            });
         }
-        if diff_ids.get(i).map(String::as_str) != Some(&format!("sha256:{diff_id}")) {
-            report
-                .problems
-                .push(format!("DiffID sha256:{diff_id} does not match the config"));
+        let diff_id = format!("sha256:{diff_id}");
+        if diff_ids.get(i) != Some(&diff_id) {
+            report.problems.push(Problem::DiffId {
+                layer: desc.digest.to_string(),
+                actual: diff_id,
+            });
         }
         seen_all.extend(seen);
         layers.push(report);
     }
     for (path, (repo, _)) in &want {
         if !seen_all.contains(path) {
-            problems.push(format!("{repo}: {path} is missing from the image"));
+            problems.push(Problem::Missing {
+                repo: repo.clone(),
+                path: path.clone(),
+            });
         }
     }
     let env: Vec<&str> = image.config["config"]["Env"]
@@ -315,7 +500,7 @@ pub fn verify_layout(
         .unwrap_or_default();
     let want_env = format!("HF_HOME={}", settings.hf_home);
     if !env.contains(&want_env.as_str()) {
-        problems.push(format!("the image environment lacks {want_env}"));
+        problems.push(Problem::Env { expected: want_env });
     }
     let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
     Ok(OciReport {

@@ -1,5 +1,5 @@
-//! Garbage collection of the store: blobs, partial downloads and cached layers that none of the
-//! given locks needs. A blob is removed only while holding its claim, so a blob that a
+//! Garbage collection of the store: blobs and partial downloads that none of the given locks
+//! needs (the layer cache collects its own records, in `oci::layer::collect_cache`). A blob is removed only while holding its claim, so a blob that a
 //! concurrent `fetch` is downloading or publishing is never collected.
 
 use std::collections::BTreeSet;
@@ -18,7 +18,8 @@ pub struct GcReport {
     pub blobs: Vec<(String, u64)>,
     /// Partial downloads of unreferenced blobs.
     pub partials: Vec<PathBuf>,
-    /// Cached layers of repos at commits no lock references.
+    /// Cached layers of repos at commits no lock references (filled in by the layer cache's
+    /// own collection, `oci::layer::collect_cache`).
     pub layers: Vec<PathBuf>,
     /// Bytes that go (or went).
     pub freed: u64,
@@ -35,11 +36,6 @@ pub fn gc(store: &Store, keep: &[Lockfile], apply: bool) -> Result<GcReport, Sto
         .flat_map(|l| &l.repos)
         .flat_map(|r| &r.files)
         .map(|f| f.sha256.as_str())
-        .collect();
-    let wanted_layers: BTreeSet<(String, String)> = keep
-        .iter()
-        .flat_map(|l| &l.repos)
-        .map(|r| (format!("{}/{}", r.kind, r.id), r.commit.clone()))
         .collect();
     let mut report = GcReport {
         applied: apply,
@@ -94,50 +90,6 @@ pub fn gc(store: &Store, keep: &[Lockfile], apply: bool) -> Result<GcReport, Sto
         }
         report.freed += entry.metadata().map_or(0, |m| m.len());
         report.partials.push(entry.path());
-    }
-    let layers = store.root().join("layers");
-    if let Ok(entries) = fs::read_dir(&layers) {
-        let mut keep_digests = BTreeSet::new();
-        let mut drop = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            let p = entry.path();
-            if p.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let Ok(meta) = fs::read(&p)
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
-            else {
-                continue;
-            };
-            let digest = meta["digest"]
-                .as_str()
-                .unwrap_or("")
-                .trim_start_matches("sha256:")
-                .to_owned();
-            let key = (
-                meta["repo"].as_str().unwrap_or("").to_owned(),
-                meta["commit"].as_str().unwrap_or("").to_owned(),
-            );
-            if wanted_layers.contains(&key) {
-                keep_digests.insert(digest);
-            } else {
-                drop.push((p, digest));
-            }
-        }
-        for (meta, digest) in drop {
-            let blob = layers.join("blobs/sha256").join(&digest);
-            if !keep_digests.contains(&digest) {
-                report.freed += fs::metadata(&blob).map_or(0, |m| m.len());
-                if apply {
-                    let _ = fs::remove_file(&blob);
-                }
-                report.layers.push(blob);
-            }
-            if apply {
-                let _ = fs::remove_file(&meta);
-            }
-        }
     }
     Ok(report)
 }

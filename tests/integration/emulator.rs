@@ -1,4 +1,4 @@
-//! The emulator's own contract (hub-protocol.md §2.8), checked on the wire with a plain HTTP
+//! The emulator's own contract (docs/hub-protocol.md §6), checked on the wire with a plain HTTP
 //! client, so that tests built on it test against Hub behaviour and not emulator quirks.
 
 use std::time::{Duration, Instant};

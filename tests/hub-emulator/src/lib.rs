@@ -1,7 +1,7 @@
 //! A Hugging Face Hub emulator for tests and the offline quick start.
 //!
 //! It serves repos built in memory or from fixture folders on 127.0.0.1 (port 0), following
-//! the contract in hub-protocol.md §2.8: revision info, paginated recursive trees with `Link`,
+//! the contract in docs/hub-protocol.md §6: revision info, paginated recursive trees with `Link`,
 //! paths-info, `resolve` with the Hub's relative 307 for regular files and a 302 to a second
 //! "CDN" listener on another loopback address for LFS files, `Range` → 206, `X-Error-Code` on
 //! every error, gated repos (401 without a token, 403 with the wrong one). Every request is

@@ -1,5 +1,5 @@
 //! The HTTP side: routing on the raw path as the Hub does, the Hub's headers and error codes
-//! (hub-protocol.md §2.8), `Range`, tree pagination, and the fault rules.
+//! (docs/hub-protocol.md §6), `Range`, tree pagination, and the fault rules.
 
 use std::convert::Infallible;
 use std::io;

@@ -1,0 +1,126 @@
+//! Why an OCI operation failed, as a type: each case says what went wrong and carries a hint
+//! saying what to do, so the CLI can print it as a `hint:` line (and `--json` can carry it).
+
+use std::path::PathBuf;
+
+use super::digest::{Digest, DigestError};
+use super::registry::RegistryError;
+use crate::http_body::BodyError;
+
+/// An OCI layout, registry or image problem.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// A digest that is not `sha256:<64 hex>`.
+    #[error("{what}: {source}")]
+    Digest {
+        /// Where the digest was found.
+        what: String,
+        /// Why it was refused.
+        source: DigestError,
+    },
+    /// A document that is not valid JSON of the expected shape.
+    #[error("{what} is not a valid OCI document: {detail}")]
+    Invalid {
+        /// Which document.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A blob whose bytes do not hash to its digest.
+    #[error("{what}: its bytes hash to {actual}, not to its digest {expected}")]
+    Mismatch {
+        /// Which blob (and where it came from).
+        what: String,
+        /// The digest it was referenced by.
+        expected: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
+    /// A blob whose size differs from its descriptor.
+    #[error("{what}: {actual} bytes, but its descriptor says {expected}")]
+    Size {
+        /// Which blob.
+        what: String,
+        /// The descriptor's size.
+        expected: u64,
+        /// The blob's size.
+        actual: u64,
+    },
+    /// A blob file that is a symlink or not a regular file.
+    #[error("{}: a blob must be a regular file inside the layout, not {kind}", .path.display())]
+    NotRegular {
+        /// The blob path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A file that could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No image with this tag in a layout.
+    #[error("{}: no image tagged `{tag}` (tags: {tags})", .dir.display())]
+    NoTag {
+        /// The layout.
+        dir: PathBuf,
+        /// The tag asked for.
+        tag: String,
+        /// The tags it has.
+        tags: String,
+    },
+    /// An index without the requested platform.
+    #[error("{what} has no {platform} image (it has: {available})")]
+    NoPlatform {
+        /// Which image.
+        what: String,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms it has.
+        available: String,
+    },
+    /// Indexes nested deeper than any real image.
+    #[error("{what}: indexes nested more than {depth} levels deep")]
+    TooDeep {
+        /// Which image.
+        what: String,
+        /// The limit.
+        depth: usize,
+    },
+    /// A body larger than its limit.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// A registry failure.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl OciError {
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            OciError::Digest { .. } | OciError::Mismatch { .. } | OciError::Size { .. } => Some(
+                "the image is damaged or was tampered with: pull or copy it again from a source you trust",
+            ),
+            OciError::NotRegular { .. } => Some(
+                "copy the layout with `skopeo copy` or `cp -rL` so that every blob is a real file",
+            ),
+            OciError::NoTag { .. } => Some("name one of the listed tags: oci:DIR:TAG"),
+            OciError::NoPlatform { .. } => Some("choose one of its platforms with --platform"),
+            OciError::Invalid { .. } | OciError::TooDeep { .. } => {
+                Some("check that the reference points at a container image")
+            }
+            OciError::Body(_) => Some("check that the reference points at a container image"),
+            OciError::Io { .. } | OciError::Registry(_) => None,
+        }
+    }
+
+    /// `Io` with its path.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OciError {
+        let path = path.into();
+        move |source| OciError::Io { path, source }
+    }
+}
