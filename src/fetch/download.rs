@@ -378,7 +378,10 @@ async fn single(
                     retrier
                         .wait(
                             label,
-                            format!("connection lost at byte {offset}: {e}"),
+                            format!(
+                                "connection lost at byte {offset}: {}",
+                                crate::hub::error_chain(&e)
+                            ),
                             None,
                         )
                         .await?;
@@ -548,7 +551,11 @@ async fn fetch_chunk(
                     retrier
                         .wait(
                             label,
-                            format!("connection lost at byte {}: {e}", start + buf.len() as u64),
+                            format!(
+                                "connection lost at byte {}: {}",
+                                start + buf.len() as u64,
+                                crate::hub::error_chain(&e)
+                            ),
                             None,
                         )
                         .await?;

@@ -183,6 +183,23 @@ fn an_endless_regular_file_stops_at_its_listed_size() {
     scene.assert_untouched();
 }
 
+#[test]
+fn an_endless_plugin_download_stops_at_the_plugin_limit() {
+    let hub = emulator();
+    hub.inject(Fault::on("/endless.wasm").action(FaultAction::EndlessBody {
+        status: 200,
+        content_length: None,
+    }));
+    let url = format!("{}/files/endless.wasm", hub.endpoint());
+    let scene = Scene::new(&format!(
+        "{TINY}\n[mirror]\nuse = [\"m\"]\n\n[plugins.m]\nurl = \"{url}\"\n"
+    ));
+    let m = scene.run(&["lock", "--endpoint", &hub.endpoint()], &[]);
+    m.assert_clean_failure(IN_TIME).assert_peak_under_mib(256);
+    assert_mentions(&m, &[&url, "larger than the 64 MiB allowed for a plugin"]);
+    scene.assert_untouched();
+}
+
 // ---- class 2: loops with a budget -------------------------------------------------------
 
 #[test]

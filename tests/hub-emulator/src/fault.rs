@@ -40,8 +40,7 @@ pub enum FaultAction {
     IgnoreRange(Option<u64>),
     /// Answer normally, with this header set (replacing the normal one): a forged `Link`.
     Header(String, String),
-    /// Answer tree requests normally, but always with a `Link` to the next cursor, so the
-    /// listing never ends.
+    /// Answer with an empty page and a `Link` to the next cursor, so a listing never ends.
     EndlessPages,
     /// Answer with a 302 to this location.
     Redirect(String),

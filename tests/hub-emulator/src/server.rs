@@ -149,6 +149,19 @@ pub(crate) async fn handle(
             status,
             content_length,
         }) => return Ok(endless(status, content_length)),
+        Some(FaultAction::EndlessPages) => {
+            let cursor: u64 = query
+                .as_deref()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let next = format!(
+                "http://{host_header}{path}?recursive=true&expand=false&cursor={}",
+                cursor + 1
+            );
+            let r = Reply::json(json!([])).header("link", format!("<{next}>; rel=\"next\""));
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
         Some(FaultAction::Redirect(location)) => {
             let r = Reply::new(StatusCode::FOUND).header("location", location);
             return Ok(finish(r, method == Method::HEAD, None));
@@ -191,14 +204,14 @@ pub(crate) async fn handle(
         Host::Cdn => route_cdn(&ctx, &path),
     };
     let reply = match &body_fault {
-        Some(fault) => alter(reply, fault, &ctx, &path),
+        Some(fault) => alter(reply, fault),
         None => reply,
     };
     Ok(finish(reply, method == Method::HEAD, body_fault))
 }
 
 /// Applies the faults that change a normal answer's headers or length.
-fn alter(mut reply: Reply, fault: &FaultAction, ctx: &Ctx<'_>, path: &str) -> Reply {
+fn alter(mut reply: Reply, fault: &FaultAction) -> Reply {
     match fault {
         FaultAction::IgnoreRange(Some(n)) => {
             if let ReplyBody::Content { len, .. } = &mut reply.body {
@@ -209,23 +222,6 @@ fn alter(mut reply: Reply, fault: &FaultAction, ctx: &Ctx<'_>, path: &str) -> Re
         FaultAction::Header(name, value) => {
             reply.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
             reply.header(name, value.clone())
-        }
-        FaultAction::EndlessPages => {
-            let cursor: u64 = ctx
-                .query_param("cursor")
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let next = format!(
-                "http://{}{path}?recursive=true&expand=false&cursor={}",
-                ctx.host_header,
-                cursor + 1
-            );
-            alter(
-                reply,
-                &FaultAction::Header("link".into(), format!("<{next}>; rel=\"next\"")),
-                ctx,
-                path,
-            )
         }
         _ => reply,
     }
