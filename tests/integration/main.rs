@@ -11,6 +11,7 @@ mod fetch;
 mod fidelity;
 mod golden;
 mod hostile_fs;
+mod hostile_hub;
 mod hostile_oci;
 mod hostile_support;
 mod hub_client;
