@@ -29,9 +29,10 @@ use crate::ui::clean;
 
 /// How many redirects one request may follow (huggingface_hub allows 20; real chains are 1–2).
 const MAX_REDIRECTS: usize = 10;
-/// Guard against a server that paginates forever: 10 000 pages are 10 million files at the
-/// Hub's 1 000 per page (it recommends under 100 000 files per repo).
-const MAX_TREE_PAGES: usize = 10_000;
+/// Guard against a server that paginates forever: 2 000 pages are 2 million files at the
+/// Hub's 1 000 per page, twice the entry cap below (the Hub recommends under 100 000 files per
+/// repo), so only a misbehaving server ever reaches it.
+const MAX_TREE_PAGES: usize = 2_000;
 /// Guard against pages stuffed with tiny entries: a listing longer than this is refused
 /// before it fills the memory (each entry costs a few hundred bytes).
 const MAX_TREE_ENTRIES: usize = 1_000_000;
