@@ -284,10 +284,7 @@ fn pages_that_never_end_stop_at_the_page_cap() {
     let scene = Scene::new(TINY);
     let m = scene.run(&["lock", "--endpoint", &hub.endpoint()], &[]);
     m.assert_clean_failure(IN_TIME).assert_peak_under_mib(256);
-    assert_mentions(
-        &m,
-        &["the tree listing never ends", "more than 2000 pages"],
-    );
+    assert_mentions(&m, &["the tree listing never ends", "more than 2000 pages"]);
     assert_eq!(requests_to(&hub, "/tree/"), 2_000);
     scene.assert_untouched();
 }
