@@ -399,6 +399,53 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
+/// reason for every revision it wants gone (already checked to be cached and unlocked).
+pub async fn pruner_plan(
+    manifest: &crate::manifest::Manifest,
+    name: &str,
+    scan: &CacheScan,
+    now: u64,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
+    use crate::plugin::{PluginKind, PruneContext};
+    let mut pins = std::collections::BTreeMap::new();
+    match crate::lock::Lockfile::read_if_exists(&manifest.lock_path())?
+        .and_then(|lock| lock.plugin(name).cloned())
+    {
+        Some(p) => {
+            pins.insert(name.to_owned(), p);
+        }
+        None => tracing::warn!(
+            "plugin `{name}` is not pinned in {}: running it unpinned (run `modelbake lock` to pin it)",
+            crate::ui::display_path(&manifest.lock_path())
+        ),
+    }
+    let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
+    plugins
+        .load(
+            manifest,
+            &[name.to_owned()],
+            PluginKind::Pruner,
+            &pins,
+            dir.as_deref(),
+            false,
+        )
+        .await?;
+    let p = plugins
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
+    let deletions = p.plugin.plan(
+        &p.config,
+        PruneContext {
+            now,
+            total_size: scan.size_on_disk,
+        },
+        &pruner_input(scan),
+    )?;
+    Ok(decided_by(name, deletions))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
