@@ -70,11 +70,6 @@ impl Catalog {
     pub fn len(&self) -> usize {
         self.repos.len()
     }
-
-    /// True when nothing is served.
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty()
-    }
 }
 
 /// Serves `catalog` on `listener` until the future is dropped.

@@ -254,10 +254,6 @@ pub trait FetchProgress: Send + Sync {
     fn blob_done(&self, _job: &BlobJob, _outcome: BlobOutcome) {}
 }
 
-/// A progress sink that shows nothing.
-pub struct NoProgress;
-impl FetchProgress for NoProgress {}
-
 /// Shared state of one fetch run.
 struct Run<'a> {
     store: &'a Store,

@@ -171,15 +171,6 @@ impl LayerFormat {
             Compression::Zstd => MEDIA_LAYER_ZSTD,
         }
     }
-
-    /// File name extension of such a layer.
-    pub fn extension(&self) -> &'static str {
-        match self.compression {
-            Compression::None => "tar",
-            Compression::Gzip => "tar.gz",
-            Compression::Zstd => "tar.zst",
-        }
-    }
 }
 
 /// A layer on disk.

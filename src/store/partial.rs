@@ -114,16 +114,6 @@ impl Partial {
         self.len
     }
 
-    /// True when nothing has been written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The blob's expected size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Appends the next bytes of the content.
     pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let new_len = self.len + data.len() as u64;
