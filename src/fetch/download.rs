@@ -12,7 +12,7 @@ use super::buffers::Buffer;
 use super::sink::{Msg, Sink};
 use super::{BlobError, BlobJob, Run};
 use crate::hub::{Attempt, HubClient, HubError, RequestCtx};
-use crate::store::{BlobLock, StoreError};
+use crate::store::{BlobClaim, StoreError};
 
 /// Why a download stopped.
 enum Stop {
@@ -26,7 +26,7 @@ enum Stop {
 
 /// Downloads `job` into the store and publishes it: from each mirror source in turn (a
 /// failure or wrong bytes are reported and the next source is tried), then from the Hub.
-pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Result<(), BlobError> {
+pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Result<(), BlobError> {
     let use_ = &job.uses[0];
     let label = use_.label();
     let hub_err = |source: HubError| BlobError::Hub {
@@ -83,7 +83,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
 async fn from_source(
     run: &Run<'_>,
     job: &BlobJob,
-    claim: &BlobLock,
+    claim: &BlobClaim,
     client: &HubClient,
     resolve: &Url,
     counted: &mut u64,

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use super::{BlobError, BlobJob, Run};
 use crate::hfcache::repo_folder;
-use crate::store::BlobLock;
+use crate::store::BlobClaim;
 
 /// Tries every reuse cache and every file that uses the blob; true when one was imported.
 pub(super) async fn from_caches(
     run: &Run<'_>,
     job: &BlobJob,
-    claim: &BlobLock,
+    claim: &BlobClaim,
 ) -> Result<bool, BlobError> {
     let candidates: Vec<PathBuf> = run
         .opts

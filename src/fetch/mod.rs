@@ -347,12 +347,12 @@ impl Run<'_> {
             label: label.clone(),
             source,
         };
-        let claim = match self.store.try_lock(&job.sha256).map_err(store_err)? {
+        let claim = match self.store.try_claim(&job.sha256).map_err(store_err)? {
             Some(claim) => claim,
             None => {
                 let store = self.store.clone();
                 let sha = job.sha256.clone();
-                let claim = tokio::task::spawn_blocking(move || store.lock(&sha))
+                let claim = tokio::task::spawn_blocking(move || store.claim(&sha))
                     .await
                     .map_err(|e| BlobError::Other {
                         label: label.clone(),

@@ -231,8 +231,8 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
 
 /// Builds (or takes from the cache) the layer for `plan`.
 pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
-    let dir = store.root().join("layers");
-    let blobs = dir.join("blobs/sha256");
+    let dir = store.layout().layers();
+    let blobs = store.layout().layer_blobs();
     fs::create_dir_all(&blobs)?;
     let key = cache_key(plan, format);
     let meta_path = dir.join(format!("{key}.json"));
@@ -315,8 +315,8 @@ pub struct LayerGc {
 /// read as typed [`BuiltLayer`]s, so a record this code cannot parse is never acted on and a
 /// hostile digest never names a path; symlinks in the cache are never followed.
 pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Result<LayerGc> {
-    let dir = store.root().join("layers");
-    let blobs = dir.join("blobs/sha256");
+    let dir = store.layout().layers();
+    let blobs = store.layout().layer_blobs();
     let mut report = LayerGc::default();
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(&dir) || !real_dir(&blobs) {
