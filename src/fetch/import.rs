@@ -22,7 +22,7 @@ pub(super) async fn from_caches(
         .flat_map(|cache| {
             job.uses.iter().map(move |u| {
                 cache
-                    .join(repo_folder(u.kind, &u.id))
+                    .join(repo_folder(u.repo.kind, &u.repo.id))
                     .join("blobs")
                     .join(&u.blob)
             })

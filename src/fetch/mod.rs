@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::hub::{HubClient, HubError};
 use crate::lock::Lockfile;
-use crate::repo::{RepoId, RepoKind};
+use crate::repo::RepoKey;
 use crate::store::{Store, StoreError};
 
 /// Tuning and mode of a fetch.
@@ -62,10 +62,9 @@ impl Default for FetchOptions {
 /// One place a blob is used: a file of a locked repo.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileUse {
-    /// Model, dataset or space.
-    pub kind: RepoKind,
-    /// The repo id.
-    pub id: RepoId,
+    /// The repo (serialised as its `kind` and `id`).
+    #[serde(flatten)]
+    pub repo: RepoKey,
     /// The locked commit.
     pub commit: String,
     /// The file's path in the repo.
@@ -77,7 +76,7 @@ pub struct FileUse {
 impl FileUse {
     /// `model `acme/tiny` file `config.json``, for messages.
     pub fn label(&self) -> String {
-        format!("{} `{}` file `{}`", self.kind, self.id, self.path)
+        format!("{} file `{}`", self.repo, self.path)
     }
 }
 
@@ -98,8 +97,7 @@ pub fn plan(lock: &Lockfile) -> Vec<BlobJob> {
     for repo in &lock.repos {
         for f in &repo.files {
             let use_ = FileUse {
-                kind: repo.kind,
-                id: repo.id.clone(),
+                repo: repo.key(),
                 commit: repo.commit.clone(),
                 path: f.path.clone(),
                 blob: f.blob.clone(),

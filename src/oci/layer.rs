@@ -141,7 +141,7 @@ pub fn plan_repo(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
                 }
             }
             LayerPlan {
-                repo: format!("{}/{}", repo.kind, repo.id),
+                repo: repo.key().qualified(),
                 commit: repo.commit.clone(),
                 part: (i + 1, count),
                 entries: entries
@@ -325,7 +325,7 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
     let wanted: std::collections::BTreeSet<(String, &str)> = keep
         .iter()
         .flat_map(|l| &l.repos)
-        .map(|r| (format!("{}/{}", r.kind, r.id), r.commit.as_str()))
+        .map(|r| (r.key().qualified(), r.commit.as_str()))
         .collect();
     let mut kept = std::collections::BTreeSet::new();
     let mut drop = Vec::new();
