@@ -76,7 +76,7 @@ pub(super) async fn from_caches(
 }
 
 /// The default huggingface_hub cache plus any `--reuse` folders, existing ones only.
-pub fn reuse_dirs(extra: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+pub fn reuse_caches(extra: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = extra.to_vec();
     if let Some(default) = crate::hfcache::default_hub_cache(env) {
         dirs.push(default);

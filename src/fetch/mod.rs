@@ -6,7 +6,7 @@
 mod buffers;
 mod download;
 mod import;
-pub use import::reuse_dirs as reuse_caches;
+pub use import::reuse_caches;
 pub mod mirrors;
 pub use mirrors::MirrorPlan;
 mod sink;
@@ -233,10 +233,6 @@ pub trait FetchProgress: Send + Sync {
     /// A blob is done.
     fn blob_done(&self, _job: &BlobJob, _outcome: BlobOutcome) {}
 }
-
-/// A progress sink that shows nothing.
-pub struct NoProgress;
-impl FetchProgress for NoProgress {}
 
 /// Shared state of one fetch run.
 struct Run<'a> {

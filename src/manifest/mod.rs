@@ -17,7 +17,7 @@ use toml::Spanned;
 use crate::repo::{RepoId, RepoKey, RepoKind, Revision};
 pub use diagnostic::SourceError;
 pub use pattern::Pattern;
-pub use plugins::{PluginDoc, PluginSource, PluginSpec, is_loopback as plugins_is_loopback};
+pub use plugins::{PluginDoc, PluginSource, PluginSpec, is_https_or_loopback_http};
 
 /// The file name modelbake looks for before falling back to Cargo metadata.
 pub const MANIFEST_FILE: &str = "models.toml";
