@@ -73,6 +73,22 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// sha256 (lowercase hex) and length of everything `reader` yields, read in 1 MiB pieces:
+/// how a file on disk is re-hashed to check it.
+pub fn sha256_of_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut hasher = ContentHasher::sha256_only();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let d = hasher.finish();
+    Ok((d.sha256, d.len))
+}
+
 /// The git blob id of `data`: what the Hub calls `oid`/`blobId` for regular files.
 pub fn git_blob_sha1(data: &[u8]) -> String {
     let mut h = ContentHasher::with_git_blob(data.len() as u64);
@@ -267,6 +283,15 @@ mod tests {
         assert_eq!((hex, n), (sha256_hex(&data), data.len() as u64));
         assert_eq!(out, data);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn reader_digest_counts_and_hashes_everything() {
+        let data = vec![7u8; (1 << 20) + 3];
+        assert_eq!(
+            sha256_of_reader(&data[..]).unwrap(),
+            (sha256_hex(&data), data.len() as u64)
+        );
     }
 
     #[test]
