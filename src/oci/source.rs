@@ -22,6 +22,7 @@ use super::model::{Descriptor, Document, Index, Manifest};
 use super::reference::ImageRef;
 use super::registry::Registry;
 use super::{ANNOTATION_REF_NAME, Platform, oci_media_type};
+use crate::hash::sha256_of_reader;
 use crate::http_body::METADATA_LIMIT;
 
 /// Indexes nest one level in practice (a tag's index, then a manifest); a few more are allowed,
@@ -260,20 +261,10 @@ pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<Verifie
             actual: meta.len(),
         });
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(OciError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let actual = Digest::from_sha256_hex(&hex::encode(hasher.finalize())).map_err(|source| {
-        OciError::Digest {
-            what: what.to_owned(),
-            source,
-        }
+    let (hex, _) = sha256_of_reader(&mut file).map_err(OciError::io(path))?;
+    let actual = Digest::from_sha256_hex(&hex).map_err(|source| OciError::Digest {
+        what: what.to_owned(),
+        source,
     })?;
     if actual != desc.digest {
         return Err(OciError::Mismatch {
