@@ -1,6 +1,9 @@
 //! Every environment variable modelbake reads, in one table: its name, what it does and its
 //! default. `--help` prints this table, and a unit test fails when the source reads a variable
-//! that is not listed here, so the list and the code cannot drift apart.
+//! that is not listed here, so the list and the code cannot drift apart. The locations
+//! huggingface_hub derives from them (`HF_HOME`, `~/` expansion) are computed here too.
+
+use std::path::PathBuf;
 
 /// One environment variable.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +113,34 @@ pub const VARS: &[Var] = &[
         about: "the cargo that `plugin build` runs (default: cargo on PATH)",
     },
 ];
+
+/// Reads the process environment. Every reader takes a `&dyn Fn(&str) -> Option<String>`, so
+/// tests pass a fake environment and production passes this.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// `HF_HOME` as huggingface_hub computes it: `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`,
+/// else `~/.cache/huggingface`.
+pub fn hf_home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(h) = nonempty("HF_HOME") {
+        return Some(expand_home(&h, env));
+    }
+    if let Some(x) = nonempty("XDG_CACHE_HOME") {
+        return Some(expand_home(&x, env).join("huggingface"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface"))
+}
+
+/// `p` with a leading `~/` replaced by `$HOME/`, as huggingface_hub expands the paths in its
+/// variables (`HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN_PATH`, ...); anything else as written.
+pub fn expand_home(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match (p.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
 
 /// The `Environment:` section of `--help`.
 pub fn help_section() -> String {

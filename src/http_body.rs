@@ -70,7 +70,7 @@ pub async fn read_capped(
         let chunk = chunk.map_err(|e| BodyError::Transport {
             url: url.clone(),
             what,
-            detail: crate::hub::error_chain(&e),
+            detail: crate::redact::error_chain(&e),
         })?;
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(BodyError::TooLarge {

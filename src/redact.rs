@@ -1,4 +1,5 @@
-//! Keeping secrets written into URLs out of what modelbake prints. A user may put credentials in
+//! Keeping secrets written into URLs out of what modelbake prints, and error chains (whose
+//! causes carry URLs) on one safe line. A user may put credentials in
 //! an endpoint (`http://user:pass@host`); reqwest and url both echo the URL in their errors, so
 //! every URL that reaches a message, a log line or `--json` passes through here first.
 
@@ -34,6 +35,22 @@ pub fn text(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in `source()`), with
+/// credentials removed from any URL in it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    text(&out)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::env::process_env;
 use crate::hfcache::default_hub_cache;
-use crate::hub::config::process_env;
 use crate::manifest::{BakeOverrides, parse_hf_home, parse_owner};
 use crate::store::Store;
 

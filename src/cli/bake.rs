@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::{LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
-use crate::hub::config::process_env;
+use crate::env::process_env;
 use crate::manifest::{BakeOverrides, Compression};
 use crate::oci::reference::ImageRef;
 use crate::ui::{Ui, display_path, human_size};

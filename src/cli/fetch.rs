@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::StoreArgs;
 use super::{Cli, Failure, load_locked};
+use crate::env::process_env;
 use crate::fetch::{self, BlobJob, BlobOutcome, FetchOptions, FetchProgress, MirrorPlan};
-use crate::hub::config::process_env;
 use crate::hub::{HubClient, HubConfig};
 use crate::ui::{Ui, display_path, human_size};
 

@@ -380,7 +380,7 @@ async fn single(
                             label,
                             format!(
                                 "connection lost at byte {offset}: {}",
-                                crate::hub::error_chain(&e)
+                                crate::redact::error_chain(&e)
                             ),
                             None,
                         )
@@ -554,7 +554,7 @@ async fn fetch_chunk(
                             format!(
                                 "connection lost at byte {}: {}",
                                 start + buf.len() as u64,
-                                crate::hub::error_chain(&e)
+                                crate::redact::error_chain(&e)
                             ),
                             None,
                         )

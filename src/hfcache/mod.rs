@@ -8,7 +8,7 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 
-use crate::hub::config::{expand_home, hf_home};
+use crate::env::{expand_home, hf_home};
 use crate::lock::LockedRepo;
 use crate::repo::{RepoId, RepoKind};
 

@@ -3,7 +3,6 @@
 //! precedence so a machine set up for Python works unchanged.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use url::Url;
 
@@ -105,28 +104,6 @@ impl fmt::Debug for Token {
     }
 }
 
-/// `HF_HOME` as huggingface_hub computes it: `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`,
-/// else `~/.cache/huggingface`.
-pub fn hf_home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
-    if let Some(h) = nonempty("HF_HOME") {
-        return Some(expand_home(&h, env));
-    }
-    if let Some(x) = nonempty("XDG_CACHE_HOME") {
-        return Some(expand_home(&x, env).join("huggingface"));
-    }
-    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface"))
-}
-
-/// `p` with a leading `~/` replaced by `$HOME/`, as huggingface_hub expands the paths in its
-/// variables (`HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN_PATH`, ...); anything else as written.
-pub(crate) fn expand_home(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    match (p.strip_prefix("~/"), env("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
-    }
-}
-
 /// Finds the token: `HF_TOKEN`, then the legacy `HUGGING_FACE_HUB_TOKEN`, then the file named
 /// by `HF_TOKEN_PATH`, then `$HF_HOME/token`. Whitespace around the value is removed; an
 /// empty value counts as none.
@@ -148,10 +125,7 @@ pub fn discover_token(env: &dyn Fn(&str) -> Option<String>) -> Option<Token> {
     (!v.is_empty()).then(|| Token::new(v, path.display().to_string()))
 }
 
-/// Reads the process environment; the indirection lets tests pass a fake environment.
-pub fn process_env(key: &str) -> Option<String> {
-    std::env::var(key).ok()
-}
+pub use crate::env::{expand_home, hf_home, process_env};
 
 #[cfg(test)]
 mod tests {

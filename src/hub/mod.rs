@@ -170,7 +170,7 @@ impl HubClient {
         let what = format!(
             "listing the files of {} at {}",
             ctx.repo,
-            crate::lock::diff::short(commit)
+            crate::ui::short(commit)
         );
         let mut entries = Vec::new();
         let mut visited = HashSet::from([url.clone()]);
@@ -294,7 +294,7 @@ impl HubClient {
                             reason: format!(
                                 "connection lost while reading {}: {}",
                                 shown(&url),
-                                error_chain(&e)
+                                crate::redact::error_chain(&e)
                             ),
                             wait: None,
                         };
@@ -652,7 +652,7 @@ async fn error_body(mut resp: reqwest::Response, limit: usize) -> String {
 /// the client cannot send fail the same way every time, so they end at once, saying what is
 /// wrong.
 fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
-    let detail = error_chain(e);
+    let detail = crate::redact::error_chain(e);
     let permanent = |detail: String| {
         Attempt::Fail(HubError::Permanent {
             url: shown(url),
@@ -729,22 +729,6 @@ fn error_message(body: &str) -> Option<String> {
         _ => return None,
     };
     Some(text.chars().take(300).collect())
-}
-
-/// An error and its causes on one line (reqwest hides the useful part in `source()`), with
-/// credentials removed from any URL in it.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    crate::redact::text(&out)
 }
 
 #[cfg(test)]

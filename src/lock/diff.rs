@@ -269,10 +269,7 @@ pub fn removed_plugins<'a>(
         })
 }
 
-/// The first 12 characters of a commit or digest, as people quote them.
-pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
-}
+pub use crate::ui::short;
 
 #[cfg(test)]
 mod tests {

@@ -164,7 +164,7 @@ impl Registry {
             http,
             base: format!("{scheme}://{}", image.api_host()),
             host: image.registry.clone(),
-            basic: docker_credentials(&image.registry, &crate::hub::config::process_env),
+            basic: docker_credentials(&image.registry, &crate::env::process_env),
             tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -239,7 +239,7 @@ impl Registry {
             };
             let resp = req.send().await.map_err(|e| RegistryError::Http {
                 url: url.clone(),
-                detail: crate::hub::error_chain(&e),
+                detail: crate::redact::error_chain(&e),
             })?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return Ok(resp);
@@ -291,7 +291,7 @@ impl Registry {
                 }
                 let resp = req.send().await.map_err(|e| RegistryError::Http {
                     url: url.to_string(),
-                    detail: crate::hub::error_chain(&e),
+                    detail: crate::redact::error_chain(&e),
                 })?;
                 if resp.status() == StatusCode::UNAUTHORIZED
                     || resp.status() == StatusCode::FORBIDDEN
@@ -493,7 +493,7 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Http {
                 url: put.to_string(),
-                detail: crate::hub::error_chain(&e),
+                detail: crate::redact::error_chain(&e),
             })?;
         ok(resp, put.as_str()).await.map(|_| ())
     }

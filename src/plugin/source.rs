@@ -113,11 +113,12 @@ async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
         .build()
         .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
     let shown = crate::redact::url_str(url.as_str());
-    let resp = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| format!("cannot download {shown}: {}", crate::hub::error_chain(&e)))?;
+    let resp = client.get(url.clone()).send().await.map_err(|e| {
+        format!(
+            "cannot download {shown}: {}",
+            crate::redact::error_chain(&e)
+        )
+    })?;
     if !resp.status().is_success() {
         return Err(format!("cannot download {shown}: HTTP {}", resp.status()));
     }
