@@ -22,3 +22,6 @@ pub mod schema;
 pub mod serve;
 pub mod store;
 pub mod ui;
+
+#[cfg(test)]
+mod fuzz_support;
