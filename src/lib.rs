@@ -7,6 +7,7 @@
 pub mod bake;
 pub mod cli;
 pub mod fetch;
+pub mod fs_atomic;
 pub mod hash;
 pub mod hfcache;
 pub mod http_body;

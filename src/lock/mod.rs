@@ -279,7 +279,11 @@ impl Lockfile {
         if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
             return Ok(false);
         }
-        write_atomically(path, text.as_bytes())?;
+        crate::fs_atomic::write_atomic(
+            path,
+            text.as_bytes(),
+            crate::fs_atomic::Mode::KeepExisting,
+        )?;
         Ok(true)
     }
 }
@@ -288,30 +292,6 @@ impl Default for Lockfile {
     fn default() -> Self {
         Lockfile::new()
     }
-}
-
-/// Replaces `path` with `bytes` through a temp file in the same folder and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".models.lock.")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    let perm = std::fs::metadata(path).map(|m| m.permissions()).ok();
-    let file = tmp.persist(path).map_err(|e| e.error)?;
-    match perm {
-        Some(p) => file.set_permissions(p)?,
-        None => {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

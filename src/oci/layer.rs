@@ -284,12 +284,11 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
         path,
         reused: false,
     };
-    let meta_tmp = dir.join(format!(".{key}.json.tmp"));
-    fs::write(
-        &meta_tmp,
-        serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,
+    crate::fs_atomic::write_atomic(
+        &meta_path,
+        &serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,
+        crate::fs_atomic::Mode::Fixed(0o644),
     )?;
-    fs::rename(&meta_tmp, &meta_path)?;
     Ok(layer)
 }
 

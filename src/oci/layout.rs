@@ -3,7 +3,7 @@
 //! layout is [`super::source::LayoutSource`]'s job.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::ANNOTATION_REF_NAME;
 use super::digest::Digest;
@@ -11,6 +11,7 @@ use super::error::OciError;
 use super::image::Image;
 use super::model::{Annotations, Index, canonical_json};
 use super::source::{LayoutSource, blob_path};
+use crate::fs_atomic::{Mode, link_or_copy, write_atomic, write_if_different};
 use crate::http_body::METADATA_LIMIT;
 
 /// Where a blob to put in the layout comes from.
@@ -105,27 +106,15 @@ fn put_blob(dir: &Path, digest: &Digest, source: &BlobSource<'_>) -> Result<(), 
     if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
         return Ok(());
     }
-    let tmp = temp_name(&dest);
     match source {
-        BlobSource::File(p) => {
-            if fs::hard_link(p, &tmp).is_err() {
-                fs::copy(p, &tmp).map_err(OciError::io(*p))?;
-            }
-        }
-        BlobSource::Bytes(b) => fs::write(&tmp, b).map_err(OciError::io(&tmp))?,
+        BlobSource::File(p) => link_or_copy(p, &dest, true).map(|_| ()),
+        BlobSource::Bytes(b) => write_atomic(&dest, b, Mode::Fixed(0o644)),
     }
-    fs::rename(&tmp, &dest).map_err(OciError::io(&dest))
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    path.with_extension(format!("tmp-{:08x}", fastrand::u32(..)))
+    .map_err(OciError::io(&dest))
 }
 
 fn replace(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    if fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    let tmp = temp_name(path);
-    fs::write(&tmp, bytes).map_err(OciError::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(OciError::io(path))
+    write_if_different(path, bytes, Mode::Fixed(0o644))
+        .map(|_| ())
+        .map_err(OciError::io(path))
 }

@@ -19,6 +19,7 @@ use super::reference::ImageRef;
 use super::registry::{Payload, Registry};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST};
+use crate::fs_atomic::{Mode, link_or_copy, write_atomic};
 
 /// Where the base image's blobs are read from.
 pub enum BaseSource {
@@ -91,7 +92,7 @@ impl BaseSource {
         }
         let parent = dir.join("blobs/sha256");
         std::fs::create_dir_all(&parent).map_err(OciError::io(&parent))?;
-        let tmp = dest.with_extension(format!("tmp-{:08x}", fastrand::u32(..)));
+        let tmp = crate::fs_atomic::temp_sibling(&dest);
         let placed = match self {
             BaseSource::Layout(src) => link_verified(src, desc, &tmp),
             BaseSource::Registry(src) => download(src, desc, &tmp).await,
@@ -325,10 +326,7 @@ pub fn write_layer_files(dir: &Path, layers: &[BuiltLayer]) -> Result<(), OciErr
             layer_extension(&l.media_type)
         );
         let dest = dir.join(&name);
-        let _ = std::fs::remove_file(&dest);
-        if std::fs::hard_link(&l.path, &dest).is_err() {
-            std::fs::copy(&l.path, &dest).map_err(OciError::io(&dest))?;
-        }
+        link_or_copy(&l.path, &dest, true).map_err(OciError::io(&dest))?;
         index.push(LayerFileEntry {
             file: name,
             digest: &l.digest,
@@ -347,5 +345,5 @@ pub fn write_layer_files(dir: &Path, layers: &[BuiltLayer]) -> Result<(), OciErr
             what: path.display().to_string(),
             detail: e.to_string(),
         })?;
-    std::fs::write(&path, json).map_err(OciError::io(&path))
+    write_atomic(&path, &json, Mode::Fixed(0o644)).map_err(OciError::io(&path))
 }

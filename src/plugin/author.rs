@@ -148,7 +148,7 @@ pub fn build(
                 componentize(&bytes).with_context(|| format!("componentizing {file}"))?;
             let name = format!("{}.wasm", art.target.name.replace('-', "_"));
             let dest = out_dir.join(name);
-            crate::lock::write_atomically(&dest, &component)
+            crate::fs_atomic::write_atomic(&dest, &component, crate::fs_atomic::Mode::KeepExisting)
                 .with_context(|| format!("writing {}", dest.display()))?;
             built.push(BuiltPlugin {
                 package: pkg.name.to_string(),

@@ -82,7 +82,7 @@ impl CompileCache {
         if !trusted(&self.dir) {
             anyhow::bail!("the folder is not private to this user");
         }
-        crate::lock::write_atomically(path, &bytes)?;
+        crate::fs_atomic::write_atomic(path, &bytes, crate::fs_atomic::Mode::KeepExisting)?;
         Ok(())
     }
 }

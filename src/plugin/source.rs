@@ -67,8 +67,9 @@ pub async fn obtain(
     if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
         let dest = sources_dir(dir).join(format!("{sha256}.wasm"));
         if !dest.is_file() {
-            let _ = std::fs::create_dir_all(sources_dir(dir))
-                .and_then(|()| crate::lock::write_atomically(&dest, &bytes));
+            let _ = std::fs::create_dir_all(sources_dir(dir)).and_then(|()| {
+                crate::fs_atomic::write_atomic(&dest, &bytes, crate::fs_atomic::Mode::KeepExisting)
+            });
         }
     }
     Ok(PluginBytes { bytes, sha256 })

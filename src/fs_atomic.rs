@@ -1,0 +1,148 @@
+//! Putting files in place so that a reader never sees half of one: every file modelbake writes
+//! for others to read (the lock, exported cache files, OCI layouts, layer records, plugin
+//! downloads and compile caches) goes to a hidden temp name in the same folder, is synced, and
+//! is renamed over its final name. One permission policy (0644 unless the old file had its
+//! own) and one place that decides linking versus copying.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A unique hidden name beside `path` (same folder, so the rename is atomic); scanners and
+/// `store gc` recognise the `.tmp-` infix as modelbake's own leftovers.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.tmp-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ))
+}
+
+/// How a new file's permissions are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Always this mode (0644 for everything a loader reads).
+    Fixed(u32),
+    /// The replaced file's mode when there is one, else 0644 (the lock: a user's chmod stays).
+    KeepExisting,
+}
+
+/// Replaces `path` with `bytes`: temp file, fsync, rename. The temp file is removed on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
+    let perm = match mode {
+        Mode::Fixed(m) => m,
+        Mode::KeepExisting => fs::metadata(path).map_or(0o644, |m| m.permissions().mode()),
+    };
+    let tmp = temp_sibling(path);
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(perm))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// [`write_atomic`] unless `path` already holds exactly `bytes` (read-only caches and
+/// unchanged files are left alone). True when it wrote.
+pub fn write_if_different(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<bool> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    write_atomic(path, bytes, mode).map(|()| true)
+}
+
+/// How [`link_or_copy`] placed a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// A hard link to the source (same filesystem; no bytes copied).
+    Linked,
+    /// A copy (0644, synced).
+    Copied,
+}
+
+/// Places `src` at `dest` through a temp name and a rename: a hard link when `prefer_link` and
+/// the filesystem allows it, otherwise a copy. An existing `dest` is replaced.
+pub fn link_or_copy(src: &Path, dest: &Path, prefer_link: bool) -> io::Result<Placed> {
+    let tmp = temp_sibling(dest);
+    let placed = if prefer_link && fs::hard_link(src, &tmp).is_ok() {
+        Placed::Linked
+    } else {
+        let copied = (|| {
+            let mut from = fs::File::open(src)?;
+            let mut to = fs::File::create(&tmp)?;
+            io::copy(&mut from, &mut to)?;
+            to.set_permissions(fs::Permissions::from_mode(0o644))?;
+            to.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Placed::Copied
+    };
+    fs::rename(&tmp, dest).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    Ok(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn writes_replace_whole_files_and_keep_a_chosen_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("models.lock");
+        write_atomic(&p, b"one", Mode::KeepExisting).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, b"two", Mode::KeepExisting).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert!(!write_if_different(&p, b"two", Mode::Fixed(0o644)).unwrap());
+        assert!(write_if_different(&p, b"three", Mode::Fixed(0o644)).unwrap());
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
+        // No temp file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing-folder/file");
+        assert!(write_atomic(&p, b"x", Mode::Fixed(0o644)).is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn link_or_copy_links_when_it_can_and_copies_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"blob").unwrap();
+        let a = dir.path().join("a");
+        assert_eq!(link_or_copy(&src, &a, true).unwrap(), Placed::Linked);
+        assert_eq!(
+            fs::metadata(&a).unwrap().ino(),
+            fs::metadata(&src).unwrap().ino()
+        );
+        let b = dir.path().join("b");
+        assert_eq!(link_or_copy(&src, &b, false).unwrap(), Placed::Copied);
+        assert_ne!(
+            fs::metadata(&b).unwrap().ino(),
+            fs::metadata(&src).unwrap().ino()
+        );
+        assert_eq!(fs::read(&b).unwrap(), b"blob");
+    }
+}
