@@ -59,7 +59,13 @@ enum Edit {
 
 impl Edit {
     fn apply(&self, b: &mut Vec<u8>) {
-        let at = |i: &Index, b: &Vec<u8>| if b.is_empty() { 0 } else { i.index(b.len() + 1) };
+        let at = |i: &Index, b: &Vec<u8>| {
+            if b.is_empty() {
+                0
+            } else {
+                i.index(b.len() + 1)
+            }
+        };
         match self {
             Edit::Set(i, v) => {
                 if !b.is_empty() {
@@ -94,9 +100,36 @@ impl Edit {
 /// parsers (quotes, brackets, separators, NUL, invalid UTF-8, huge numbers, traversal).
 fn insertion(dict: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
     const NASTY: &[&str] = &[
-        "\"", "'", "\\", "\n", "\r\n", "\0", "[", "]", "{", "}", ",", ";", "=", ":", "#", "..",
-        "/", "%2e%2e", "%2F", "%00", "\u{1b}]0;x\u{7}", "\u{202e}", "é", "\u{fffd}",
-        "18446744073709551616", "-1", "1e400", "9223372036854775808", "null", "true",
+        "\"",
+        "'",
+        "\\",
+        "\n",
+        "\r\n",
+        "\0",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ";",
+        "=",
+        ":",
+        "#",
+        "..",
+        "/",
+        "%2e%2e",
+        "%2F",
+        "%00",
+        "\u{1b}]0;x\u{7}",
+        "\u{202e}",
+        "é",
+        "\u{fffd}",
+        "18446744073709551616",
+        "-1",
+        "1e400",
+        "9223372036854775808",
+        "null",
+        "true",
     ];
     prop_oneof![
         prop::sample::select(NASTY).prop_map(|s| s.as_bytes().to_vec()),
@@ -134,8 +167,7 @@ pub fn mutated_text(
     base: &str,
     dict: &'static [&'static str],
 ) -> impl Strategy<Value = String> + use<> {
-    mutated(base.as_bytes().to_vec(), dict)
-        .prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+    mutated(base.as_bytes().to_vec(), dict).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Lowercase hex of exactly `len` digits.

@@ -72,13 +72,8 @@ fn repo_path() -> impl Strategy<Value = String> {
 }
 
 fn locked_file(path: String) -> impl Strategy<Value = LockedFile> {
-    (
-        any::<u64>(),
-        hex(64),
-        hex(40),
-        prop::option::of(hex(40)),
-    )
-        .prop_map(move |(size, sha256, git, pointer)| LockedFile {
+    (any::<u64>(), hex(64), hex(40), prop::option::of(hex(40))).prop_map(
+        move |(size, sha256, git, pointer)| LockedFile {
             path: path.clone(),
             size,
             blob: if pointer.is_some() {
@@ -88,7 +83,8 @@ fn locked_file(path: String) -> impl Strategy<Value = LockedFile> {
             },
             sha256,
             pointer,
-        })
+        },
+    )
 }
 
 fn locked_repo() -> impl Strategy<Value = LockedRepo> {
@@ -102,12 +98,7 @@ fn locked_repo() -> impl Strategy<Value = LockedRepo> {
     ]
     .prop_map(|s| Revision::parse(&s));
     let paths = prop::collection::btree_set(repo_path(), 0..6);
-    let files = paths.prop_flat_map(|paths| {
-        paths
-            .into_iter()
-            .map(locked_file)
-            .collect::<Vec<_>>()
-    });
+    let files = paths.prop_flat_map(|paths| paths.into_iter().map(locked_file).collect::<Vec<_>>());
     let patterns = || prop::collection::vec(any_text(10), 0..3);
     (
         kind,
@@ -140,14 +131,13 @@ fn locked_repo() -> impl Strategy<Value = LockedRepo> {
 }
 
 fn lockfile() -> impl Strategy<Value = Lockfile> {
-    let plugins = prop::collection::btree_map(
-        any_text(12),
-        (any_text(20), hex(64), hex(64)),
-        0..3,
-    );
+    let plugins = prop::collection::btree_map(any_text(12), (any_text(20), hex(64), hex(64)), 0..3);
     (plugins, prop::collection::vec(locked_repo(), 0..4)).prop_map(|(plugins, repos)| {
         // One entry per (kind, id), as lock writes them.
-        let repos: BTreeMap<_, _> = repos.into_iter().map(|r| ((r.kind, r.id.clone()), r)).collect();
+        let repos: BTreeMap<_, _> = repos
+            .into_iter()
+            .map(|r| ((r.kind, r.id.clone()), r))
+            .collect();
         let mut lock = Lockfile::new();
         lock.plugins = plugins
             .into_iter()

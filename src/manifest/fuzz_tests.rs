@@ -99,7 +99,11 @@ fn check_error(text: &str, e: &SourceError) -> Result<(), TestCaseError> {
             lines
         );
         let on_line = text.split('\n').nth(line - 1).unwrap_or("");
-        prop_assert!(col <= on_line.chars().count() + 1, "column {} past the line end", col);
+        prop_assert!(
+            col <= on_line.chars().count() + 1,
+            "column {} past the line end",
+            col
+        );
     }
     Ok(())
 }
