@@ -11,6 +11,7 @@ pub mod fs_atomic;
 pub mod hash;
 pub mod hfcache;
 pub mod http_body;
+pub mod http_header;
 pub mod hub;
 pub mod lock;
 pub mod manifest;

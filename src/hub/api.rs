@@ -77,7 +77,7 @@ fn link_params(mut s: &str) -> (bool, &str) {
         };
         let value = value.trim_start();
         let (value, after) = match value.strip_prefix('"') {
-            Some(quoted) => unquote(quoted),
+            Some(quoted) => crate::http_header::unquote(quoted),
             None => {
                 let end = value.find([';', ',']).unwrap_or(value.len());
                 (value[..end].trim().to_owned(), &value[end..])
@@ -92,21 +92,6 @@ fn link_params(mut s: &str) -> (bool, &str) {
             is_next = true;
         }
     }
-}
-
-/// The content of a quoted-string whose opening `"` is already consumed (`\x` stands for `x`),
-/// and the text after its closing `"` (none: the rest of the header).
-fn unquote(s: &str) -> (String, &str) {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return (out, &s[i + 1..]),
-            '\\' => out.extend(chars.next().map(|(_, c)| c)),
-            c => out.push(c),
-        }
-    }
-    (out, "")
 }
 
 #[cfg(test)]
