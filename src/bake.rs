@@ -41,6 +41,17 @@ pub struct BakeOptions {
     pub jobs: usize,
 }
 
+/// The mtime of every baked entry: `SOURCE_DATE_EPOCH` (reproducible-builds.org), else 0.
+pub fn mtime_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, String> {
+    match env("SOURCE_DATE_EPOCH") {
+        Some(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        _ => Ok(0),
+    }
+}
+
 /// What a bake did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BakeReport {

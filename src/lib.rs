@@ -6,6 +6,7 @@
 
 pub mod bake;
 pub mod cli;
+pub mod env;
 pub mod fetch;
 pub mod fs_atomic;
 pub mod hash;

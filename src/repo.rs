@@ -230,16 +230,24 @@ impl fmt::Display for Revision {
     }
 }
 
+/// The longest file or folder name most filesystems accept (ext4, XFS, APFS: 255 bytes).
+pub const MAX_NAME_BYTES: usize = 255;
+/// The longest path Linux accepts (`PATH_MAX`); a snapshot path must fit below the cache.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// Checks that a path that came from the network is a plain relative path inside its repo:
-/// no empty, `.` or `..` segments, no leading `/`, no backslash and no NUL (DESIGN invariant 4).
+/// no empty, `.` or `..` segments, no leading `/`, no backslash, no control characters (they
+/// would reach the terminal), and names and length a filesystem can hold (DESIGN invariant 4).
+/// Messages show the path escaped.
 pub fn check_repo_path(path: &str) -> Result<(), String> {
+    let shown = || crate::ui::clean(path);
     if path.is_empty() {
         return Err("empty path".into());
     }
-    if path.contains('\\') || path.contains('\0') {
+    if path.contains('\\') || path.chars().any(char::is_control) {
         return Err(format!(
-            "path `{}` contains a backslash or NUL",
-            path.escape_debug()
+            "path `{}` contains a backslash or control characters",
+            shown()
         ));
     }
     if path
@@ -248,8 +256,44 @@ pub fn check_repo_path(path: &str) -> Result<(), String> {
     {
         return Err(format!(
             "path `{}` is absolute or has empty, `.` or `..` segments",
-            path.escape_debug()
+            shown()
         ));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path `{}` is {} bytes long; filesystems hold at most {MAX_PATH_BYTES}",
+            shown(),
+            path.len()
+        ));
+    }
+    if let Some(long) = path.split('/').find(|seg| seg.len() > MAX_NAME_BYTES) {
+        return Err(format!(
+            "path `{}` has a name of {} bytes; filesystems hold at most {MAX_NAME_BYTES}",
+            shown(),
+            long.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a set of file paths (each already passed [`check_repo_path`]) can be laid out
+/// on disk: no path listed twice, and no file that is also the folder of another file (`a`
+/// and `a/b`), which no filesystem (and no git tree) can hold.
+pub fn check_tree_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let paths: Vec<&str> = paths.into_iter().collect();
+    let mut files = std::collections::HashSet::with_capacity(paths.len());
+    for path in &paths {
+        if !files.insert(*path) {
+            return Err(format!("`{path}` is listed twice"));
+        }
+    }
+    for path in &paths {
+        let mut folders = path.match_indices('/').map(|(at, _)| &path[..at]);
+        if let Some(folder) = folders.find(|f| files.contains(f)) {
+            return Err(format!(
+                "`{folder}` is listed both as a file and as the folder of `{path}`; no filesystem can hold both"
+            ));
+        }
     }
     Ok(())
 }
@@ -321,8 +365,43 @@ mod tests {
             "a\\b",
             "a\0b",
             "a/",
+            "a\nb",
+            "x\u{1b}]0;title\u{7}",
+            "a\u{9b}2J",
         ] {
             assert!(check_repo_path(bad).is_err(), "{bad:?}");
         }
+        let e = check_repo_path("evil\u{1b}[2J.json").unwrap_err();
+        assert!(
+            e.contains("evil\\u{1b}[2J.json") && !e.contains('\u{1b}'),
+            "{e}"
+        );
+
+        let name = "n".repeat(MAX_NAME_BYTES);
+        assert!(check_repo_path(&format!("d/{name}")).is_ok());
+        let e = check_repo_path(&format!("d/{name}x")).unwrap_err();
+        assert!(e.contains("256 bytes") && e.contains("at most 255"), "{e}");
+        let deep = vec![name.as_str(); 16].join("/");
+        assert!(deep.len() <= MAX_PATH_BYTES && check_repo_path(&deep).is_ok());
+        let too_long = format!("{deep}/xy");
+        let e = check_repo_path(&too_long).unwrap_err();
+        assert!(
+            e.contains("4098 bytes") && e.contains("at most 4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn trees_must_fit_on_a_filesystem() {
+        assert!(check_tree_paths(["a", "a-b/c", "ab/c", "b/a", "b/c/d"]).is_ok());
+        let e = check_tree_paths(["a/b", "a-x", "a"]).unwrap_err();
+        assert!(
+            e.contains("`a` is listed both as a file and as the folder of `a/b`"),
+            "{e}"
+        );
+        let e = check_tree_paths(["x/y", "x/y/z/w"]).unwrap_err();
+        assert!(e.contains("`x/y`") && e.contains("`x/y/z/w`"), "{e}");
+        let e = check_tree_paths(["c", "c"]).unwrap_err();
+        assert!(e.contains("`c` is listed twice"), "{e}");
     }
 }

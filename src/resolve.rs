@@ -14,7 +14,7 @@ use crate::lock::diff::{RepoDrift, locked_change, manifest_drift, spec_drift};
 use crate::lock::{LockedFile, LockedPlugin, LockedRepo, Lockfile};
 use crate::manifest::{Manifest, PluginSource, RepoSpec, SourceError};
 use crate::plugin::{FileEntry, PluginConfig, PluginError, PluginKind, PluginSet, RepoRef};
-use crate::repo::{RepoId, RepoKind, check_repo_path};
+use crate::repo::{RepoId, RepoKind, check_repo_path, check_tree_paths};
 
 /// How `lock` should behave.
 #[derive(Debug, Clone, Default)]
@@ -530,6 +530,19 @@ fn known_sha256(old: Option<&Lockfile>) -> HashMap<(String, u64), String> {
         .collect()
 }
 
+/// Refuses a listing that cannot be locked and laid out on disk: unsafe or control-character
+/// names, names or paths too long for a filesystem, a path listed twice, a file that is also
+/// a folder. Checked over every listed file, selected or not: such a listing is not a git tree.
+fn check_listing(files: &[&TreeEntry]) -> Result<(), String> {
+    let hint = "the Hub's listing is not a valid repository; check the endpoint, and report it to the repo's owners if it is the real Hub";
+    for entry in files {
+        check_repo_path(&entry.path)
+            .map_err(|e| format!("the Hub listed an unusable file name: {e}; {hint}"))?;
+    }
+    check_tree_paths(files.iter().map(|e| e.path.as_str()))
+        .map_err(|e| format!("the Hub listed an impossible tree: {e}; {hint}"))
+}
+
 /// Resolves one repo: commit (no call for a pinned commit), full file listing, selection, and
 /// sha256 for every selected file.
 async fn resolve_repo(
@@ -552,20 +565,13 @@ async fn resolve_repo(
     };
     let entries = client.list_tree(spec.kind, &spec.id, &commit).await?;
 
-    let mut seen = HashSet::new();
-    let mut all_files = 0usize;
-    let mut selected: Vec<&TreeEntry> = Vec::new();
-    for entry in entries.iter().filter(|e| e.is_file()) {
-        check_repo_path(&entry.path)
-            .map_err(|e| bad(format!("the Hub listed an unsafe file name: {e}")))?;
-        if !seen.insert(entry.path.as_str()) {
-            return Err(bad(format!("the Hub listed `{}` twice", entry.path)));
-        }
-        all_files += 1;
-        if spec.selects(&entry.path) {
-            selected.push(entry);
-        }
-    }
+    let listed: Vec<&TreeEntry> = entries.iter().filter(|e| e.is_file()).collect();
+    check_listing(&listed).map_err(&bad)?;
+    let all_files = listed.len();
+    let selected: Vec<&TreeEntry> = listed
+        .into_iter()
+        .filter(|e| spec.selects(&e.path))
+        .collect();
 
     let (selected, dropped) = apply_policies(spec, &commit, selected, plugins)?;
     let files: Vec<LockedFile> = stream::iter(selected.into_iter().map(|entry| {
@@ -585,7 +591,7 @@ async fn resolve_repo(
                 });
             }
             if !is_lower_hex(&entry.oid, 40) {
-                return Err(bad(format!("`{}` has a malformed git oid `{}` in the listing", entry.path, entry.oid)));
+                return Err(bad(format!("`{}` has a malformed git oid `{}` in the listing", entry.path, crate::ui::clean(&entry.oid))));
             }
             let sha256 = match known.get(&(entry.oid.clone(), entry.size)) {
                 Some(sha) => sha.clone(),

@@ -3,13 +3,18 @@
 //! copy. It serves revision info, trees, paths-info and `resolve` with the Hub's headers and
 //! `Range`. Nothing in a request ever becomes a filesystem path: repo, revision and file are
 //! looked up in the locks, and bytes come from the store by the locked sha256.
+//!
+//! Connections are limited; idle ones cannot starve real requests: when every slot is taken,
+//! a new connection closes the one that has been idle longest (no request in progress for a
+//! moment), so a flood of idle connections costs clients a reconnect, not a 10 s wait.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream;
@@ -20,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::lock::{LockedFile, LockedRepo, Lockfile};
 use crate::repo::{RepoId, RepoKind, Revision, check_repo_path};
@@ -28,8 +33,11 @@ use crate::store::Store;
 
 type Body = BoxBody<Bytes, io::Error>;
 
-/// Connections served at once; more wait in the accept queue.
+/// Connections served at once; at the limit a new one takes the place of an idle one.
 const MAX_CONNECTIONS: usize = 256;
+/// How long a connection must have had no request in progress before a newcomer at the limit
+/// may close it (a client that just connected gets this long to send its request).
+const IDLE_GRACE: Duration = Duration::from_millis(250);
 /// Largest request body (paths-info).
 const MAX_BODY: usize = 1 << 20;
 /// Tree page size, as on the Hub.
@@ -72,24 +80,146 @@ impl Catalog {
 /// Serves `catalog` on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, catalog: Arc<Catalog>) -> io::Result<()> {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Connections::default());
     loop {
-        let permit = limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(io::Error::other)?;
-        let (stream, _) = listener.accept().await?;
-        let catalog = catalog.clone();
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, or a client gone before the accept: keep serving.
+            Err(e) => {
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = open.make_room(&limit).await?;
+        let (id, slot) = open.add();
+        let (catalog, open) = (catalog.clone(), open.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(catalog.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, catalog, &slot).await;
+            open.remove(id);
             drop(permit);
         });
+    }
+}
+
+/// One connection until it ends or is closed to make room for another.
+async fn serve_connection(stream: tokio::net::TcpStream, catalog: Arc<Catalog>, slot: &Arc<Slot>) {
+    let tracked = slot.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let busy = tracked.begin();
+        let catalog = catalog.clone();
+        async move {
+            let resp = handle(catalog, req).await?;
+            // The request counts as in progress until its body is sent (or dropped).
+            Ok::<_, Infallible>(resp.map(|body| {
+                body.map_err(move |e| {
+                    let _in_progress = &busy;
+                    e
+                })
+                .boxed()
+            }))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = slot.close.notified() => {}
+    }
+}
+
+/// The open connections, so that a newcomer at the limit can close the one idle longest.
+#[derive(Default)]
+struct Connections {
+    slots: Mutex<BTreeMap<u64, Arc<Slot>>>,
+    next: AtomicU64,
+}
+
+impl Connections {
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> (u64, Arc<Slot>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            state: Mutex::new((0, Instant::now())),
+            close: Notify::new(),
+        });
+        self.slots().insert(id, slot.clone());
+        (id, slot)
+    }
+
+    fn remove(&self, id: u64) {
+        self.slots().remove(&id);
+    }
+
+    /// A connection permit: at once when one is free, else by closing the connection idle
+    /// longest (past [`IDLE_GRACE`]), else as soon as one ends (all are busy).
+    async fn make_room(&self, limit: &Arc<Semaphore>) -> io::Result<OwnedSemaphorePermit> {
+        loop {
+            if let Ok(permit) = limit.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            self.close_longest_idle();
+            tokio::select! {
+                permit = limit.clone().acquire_owned() => return permit.map_err(io::Error::other),
+                _ = tokio::time::sleep(IDLE_GRACE) => {}
+            }
+        }
+    }
+
+    fn close_longest_idle(&self) {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let longest = slots
+            .iter()
+            .filter_map(|(id, s)| Some((s.idle_for(now)?, *id)))
+            .filter(|(idle, _)| *idle >= IDLE_GRACE)
+            .max();
+        if let Some((_, id)) = longest
+            && let Some(slot) = slots.remove(&id)
+        {
+            slot.close.notify_one();
+        }
+    }
+}
+
+/// One connection's state: requests in progress and since when there has been none.
+struct Slot {
+    state: Mutex<(usize, Instant)>,
+    close: Notify,
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a request in progress until the returned guard is dropped.
+    fn begin(self: &Arc<Self>) -> InProgress {
+        self.state().0 += 1;
+        InProgress(self.clone())
+    }
+
+    /// How long no request has been in progress; `None` while one is.
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        let (busy, since) = *self.state();
+        (busy == 0).then(|| now.saturating_duration_since(since))
+    }
+}
+
+/// A request in progress on a connection (see [`Slot::begin`]).
+struct InProgress(Arc<Slot>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = Instant::now();
     }
 }
 
@@ -524,11 +654,12 @@ async fn resolve(ctx: &Ctx<'_>, kind: RepoKind, segs: &[&str]) -> Reply {
 
 async fn serve_blob(ctx: &Ctx<'_>, f: &LockedFile, commit: &str) -> Reply {
     let path = ctx.catalog.store.blob_path(&f.sha256);
-    let meta = tokio::fs::metadata(&path)
+    let store = ctx.catalog.store.clone();
+    let (sha256, size) = (f.sha256.clone(), f.size);
+    let present = tokio::task::spawn_blocking(move || store.has(&sha256, size))
         .await
-        .ok()
-        .filter(|m| m.len() == f.size);
-    if meta.is_none() {
+        .unwrap_or(false);
+    if !present {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "BlobMissing",
@@ -585,7 +716,12 @@ fn file_body(path: std::path::PathBuf, start: u64, len: u64) -> Body {
             let mut f = match file {
                 Some(f) => f,
                 None => {
-                    let mut f = match tokio::fs::File::open(&path).await {
+                    let mut f = match tokio::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .await
+                    {
                         Ok(f) => f,
                         Err(e) => return Some((Err(e), (None, 0))),
                     };
@@ -640,4 +776,36 @@ fn parse_range(h: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
 /// True for loopback addresses, the only ones `serve` binds without `--allow-remote`.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newcomer_closes_the_longest_idle_connection_never_a_busy_one() {
+        let open = Connections::default();
+        let (old, old_slot) = open.add();
+        let (busy, busy_slot) = open.add();
+        let (_fresh, _) = open.add();
+        let long_ago = Instant::now() - 10 * IDLE_GRACE;
+        *old_slot.state() = (0, long_ago);
+        *busy_slot.state() = (0, long_ago - IDLE_GRACE);
+        let request = busy_slot.begin();
+
+        open.close_longest_idle();
+        assert!(
+            !open.slots().contains_key(&old),
+            "the longest idle one goes"
+        );
+        assert!(
+            open.slots().contains_key(&busy),
+            "a request in progress stays"
+        );
+        open.close_longest_idle();
+        assert_eq!(open.slots().len(), 2, "one inside its grace period stays");
+
+        drop(request);
+        assert!(busy_slot.idle_for(Instant::now()).is_some());
+    }
 }

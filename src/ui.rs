@@ -78,6 +78,26 @@ pub fn display_path(path: &Path) -> String {
         .to_string()
 }
 
+/// Makes a text that came from outside (a plugin, the Hub: file names, error messages) safe to
+/// print: control characters (newlines, escape sequences) are shown escaped, and it is cut to
+/// 1 KiB, so the text can neither forge log lines nor drive the terminal.
+pub fn clean(text: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Sizes in decimal units, as huggingface_hub prints them (`1.2 GB`).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
@@ -102,5 +122,12 @@ mod tests {
         assert_eq!(human_size(999), "999 B");
         assert_eq!(human_size(1_500), "1.5 kB");
         assert_eq!(human_size(2_300_000_000), "2.3 GB");
+    }
+
+    #[test]
+    fn outside_text_is_escaped_and_cut() {
+        assert_eq!(clean("ok\nFinished \u{1b}[2J"), "ok\\nFinished \\u{1b}[2J");
+        assert_eq!(clean("a\u{7}\u{9b}b"), "a\\u{7}\\u{9b}b");
+        assert!(clean(&"x".repeat(5000)).chars().count() <= 1025);
     }
 }

@@ -6,42 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::fetch::StoreArgs;
+use super::args::{LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
-use crate::manifest::{BakeSettings, Compression, parse_hf_home, parse_owner};
+use crate::hub::config::process_env;
+use crate::manifest::{BakeOverrides, Compression};
 use crate::oci::reference::ImageRef;
 use crate::ui::{Ui, display_path, human_size};
-
-/// How the cache is laid out in the image; shared by `bake` and `verify --oci/--layer`.
-#[derive(Debug, Args)]
-pub struct LayoutArgs {
-    /// HF_HOME inside the image [default: bake.hf_home, else /root/.cache/huggingface].
-    #[arg(long, value_name = "PATH", value_parser = parse_hf_home)]
-    pub hf_home: Option<String>,
-    /// uid:gid owning the baked files [default: bake.owner, else 0:0].
-    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
-    pub owner: Option<(u32, u32)>,
-    /// Platform of a multi-arch base, os/arch[/variant] [default: linux/amd64].
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-}
-
-impl LayoutArgs {
-    /// The manifest's `[bake]` settings with these flags applied.
-    pub fn apply(&self, mut s: BakeSettings) -> BakeSettings {
-        if let Some(h) = &self.hf_home {
-            s.hf_home = h.clone();
-        }
-        if let Some(o) = self.owner {
-            s.owner = o;
-        }
-        if let Some(p) = &self.platform {
-            s.platform = p.clone();
-        }
-        s
-    }
-}
 
 /// Arguments of `modelbake bake`.
 #[derive(Debug, Args)]
@@ -98,29 +69,15 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
     }
     let (manifest, lock) = load_locked(cli, ui)?;
     let store = args.store.open()?;
-    let mut settings = args.layout.apply(manifest.bake.clone());
-    if let Some(b) = &args.base {
-        settings.base = Some(b.clone());
-    }
-    if args.no_base {
-        settings.base = None;
-    }
-    if let Some(c) = args.compression {
-        settings.compression = c;
-    }
-    if let Some(m) = args.max_layer_size {
-        settings.max_layer_size = m.max(1);
-    }
-    if args.no_offline_env {
-        settings.offline_env = false;
-    }
-    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))?,
-        _ => 0,
-    };
+    let settings = manifest.bake.clone().with(&BakeOverrides {
+        base: args.base.clone(),
+        no_base: args.no_base,
+        compression: args.compression,
+        max_layer_size: args.max_layer_size,
+        no_offline_env: args.no_offline_env,
+        ..args.layout.overrides()
+    });
+    let mtime = crate::bake::mtime_from_env(&process_env).map_err(anyhow::Error::msg)?;
     let push = args
         .push
         .as_deref()

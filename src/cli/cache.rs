@@ -1,19 +1,15 @@
-//! `modelbake cache scan|prune`, `modelbake store gc` and `modelbake serve`: arguments and
-//! output.
+//! `modelbake cache scan|prune`: arguments and output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use super::fetch::{HubCacheArgs, StoreArgs};
-use super::{Cli, Failure};
-use crate::hfcache::prune::{Criteria, apply, parse_duration, parse_size, plan};
+use super::args::{HubCacheArgs, StoreArgs};
+use super::{Cli, Failure, left_alone, read_locks};
+use crate::hfcache::prune::{Criteria, apply, parse_duration, parse_size, plan, pruner_plan};
 use crate::hfcache::scan::scan;
-use crate::lock::Lockfile;
 use crate::manifest::Pattern;
-use crate::store::gc::gc;
 use crate::ui::{Ui, display_path, human_size};
 
 /// `modelbake cache …`.
@@ -35,15 +31,6 @@ pub enum CacheCommand {
     ///   modelbake cache prune --pattern 'model/acme/*' --older-than 30d --yes
     #[command(verbatim_doc_comment)]
     Prune(PruneArgs),
-}
-
-/// `modelbake store …`.
-#[derive(Debug, Subcommand)]
-pub enum StoreCommand {
-    /// Delete store blobs, partial downloads and cached layers that none of the --keep locks
-    /// needs (dry run unless --yes). Safe while `fetch` runs: a blob being downloaded or
-    /// published is never collected.
-    Gc(GcArgs),
 }
 
 /// Arguments of `cache scan`.
@@ -89,46 +76,6 @@ pub struct PruneArgs {
     /// Really delete (default: only show what would go).
     #[arg(long)]
     pub yes: bool,
-}
-
-/// Arguments of `store gc`.
-#[derive(Debug, Args)]
-pub struct GcArgs {
-    /// Keep every blob this lock references; repeatable (at least one).
-    #[arg(long, value_name = "FILE", required = true)]
-    pub keep: Vec<PathBuf>,
-    /// Really delete (default: only show what would go).
-    #[arg(long)]
-    pub yes: bool,
-    #[command(flatten)]
-    pub store: StoreArgs,
-}
-
-/// Arguments of `serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free one (printed on stdout as JSON).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: std::net::SocketAddr,
-    /// Serve the repos of this lock; repeatable [default: the project's models.lock].
-    #[arg(long, value_name = "FILE")]
-    pub lock: Vec<PathBuf>,
-    /// Allow listening on a non-loopback address (the mirror has no authentication).
-    #[arg(long)]
-    pub allow_remote: bool,
-    #[command(flatten)]
-    pub store: StoreArgs,
-}
-
-fn read_locks(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Lockfile)>> {
-    paths
-        .iter()
-        .map(|p| {
-            let lock = Lockfile::read_if_exists(p)?
-                .ok_or_else(|| anyhow::anyhow!("{}: no such lock file", p.display()))?;
-            Ok((p.clone(), lock))
-        })
-        .collect()
 }
 
 fn ago(now: u64, t: u64) -> String {
@@ -300,130 +247,10 @@ pub async fn run_prune(cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode,
             }
         ),
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
-/// reason for every revision it wants gone (already checked to be cached and unlocked).
-async fn pruner_plan(
-    manifest: &crate::manifest::Manifest,
-    name: &str,
-    scan: &crate::hfcache::scan::CacheScan,
-    now: u64,
-    dir: Option<PathBuf>,
-) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
-    use crate::hfcache::prune::{decided_by, pruner_input};
-    use crate::plugin::{PluginKind, PruneContext};
-    let mut pins = std::collections::BTreeMap::new();
-    match Lockfile::read_if_exists(&manifest.lock_path())?
-        .and_then(|lock| lock.plugin(name).cloned())
-    {
-        Some(p) => {
-            pins.insert(name.to_owned(), p);
-        }
-        None => tracing::warn!(
-            "plugin `{name}` is not pinned in {}: running it unpinned (run `modelbake lock` to pin it)",
-            crate::ui::display_path(&manifest.lock_path())
-        ),
-    }
-    let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
-    plugins
-        .load(
-            manifest,
-            &[name.to_owned()],
-            PluginKind::Pruner,
-            &pins,
-            dir.as_deref(),
-            false,
-        )
-        .await?;
-    let p = plugins
-        .get(name)
-        .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
-    let deletions = p.plugin.plan(
-        &p.config,
-        PruneContext {
-            now,
-            total_size: scan.size_on_disk,
-        },
-        &pruner_input(scan),
-    )?;
-    Ok(decided_by(name, deletions))
-}
-
-/// Runs `store gc`.
-pub async fn run_gc(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Failure> {
-    let store = args.store.open()?;
-    let locks: Vec<Lockfile> = read_locks(&args.keep)?
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect();
-    let apply = args.yes;
-    let s = store.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let mut report = gc(&s, &locks, apply)?;
-        let layers = crate::oci::layer::collect_cache(&s, &locks, apply).map_err(|e| {
-            anyhow::anyhow!("collecting the layer cache of {}: {e}", s.root().display())
-        })?;
-        report.freed += layers.freed;
-        report.layers = layers.blobs;
-        Ok::<_, anyhow::Error>(report)
-    })
-    .await??;
-    if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    ui.status(
-        if apply { "Collected" } else { "Would collect" },
-        format!(
-            "{} blob(s), {} partial download(s), {} cached layer(s): {} in {}{}{}",
-            report.blobs.len(),
-            report.partials.len(),
-            report.layers.len(),
-            human_size(report.freed),
-            display_path(store.root()),
-            if report.busy > 0 {
-                format!("; {} in use by another process, left alone", report.busy)
-            } else {
-                String::new()
-            },
-            if apply {
-                ""
-            } else {
-                " — run again with --yes to apply"
-            }
-        ),
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs `serve` until interrupted.
-pub async fn run_serve(cli: &Cli, args: &ServeArgs, ui: &Ui) -> Result<ExitCode, Failure> {
-    if !crate::serve::is_loopback(&args.addr) && !args.allow_remote {
-        return Err(anyhow::anyhow!("{} is not a loopback address: the mirror has no authentication; pass --allow-remote to serve a network", args.addr).into());
-    }
-    let locks: Vec<Lockfile> = if args.lock.is_empty() {
-        vec![super::load_locked(cli, ui)?.1]
-    } else {
-        read_locks(&args.lock)?
-            .into_iter()
-            .map(|(_, l)| l)
-            .collect()
-    };
-    let store = args.store.open()?;
-    let catalog = Arc::new(crate::serve::Catalog::new(&locks, store));
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.addr))?;
-    let addr = listener.local_addr()?;
-    println!(
-        "{}",
-        serde_json::json!({ "endpoint": format!("http://{addr}") })
-    );
-    ui.status("Serving", format!("{} repo(s) on http://{addr} (point HF_ENDPOINT or `modelbake fetch --endpoint` at it; Ctrl-C stops)", catalog.len()));
-    tokio::select! {
-        r = crate::serve::serve(listener, catalog) => r?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    Ok(ExitCode::SUCCESS)
+    left_alone(
+        ui,
+        &result.symlinked,
+        "the repo(s) holding ",
+        "replace each with a real folder (or delete the link), then prune again",
+    )
 }

@@ -29,7 +29,7 @@ pub struct LockArgs {
     #[arg(long)]
     pub offline: bool,
     #[command(flatten)]
-    pub store: super::fetch::StoreArgs,
+    pub store: super::args::StoreArgs,
     /// Repos resolved concurrently.
     #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,

@@ -1,10 +1,15 @@
 //! Argument parsing and output only; every decision lives in the library modules.
 
+mod args;
 mod bake;
 mod cache;
+mod export;
 mod fetch;
 mod lock;
 mod plugin;
+mod serve;
+mod store;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +23,7 @@ use crate::ui::Ui;
 /// CI can tell drift from breakage.
 pub const EXIT_OUT_OF_DATE: u8 = 3;
 
-const AFTER_HELP: &str = "\
+const FILES_HELP: &str = "\
 Files:
   models.toml   what the project needs: [[model]], [[dataset]], [[space]] entries with
                 `id`, optional `revision` (branch, tag, refs/pr/N or 40-hex commit) and
@@ -29,27 +34,23 @@ Files:
                 [mirror] use = [...] and `policy = [...]` put plugins to work.
   models.lock   written beside the manifest by `modelbake lock`; commit it.
 
-Environment:
-  HF_ENDPOINT                 Hub URL (default https://huggingface.co)
-  HF_TOKEN, HF_TOKEN_PATH     access token, else $HF_HOME/token; only ever sent to the
-                              endpoint's own host
-  MODELBAKE_HTTP_RETRIES      retries of transient HTTP failures (default 5)
-  MODELBAKE_HTTP_BACKOFF_MS   first retry delay, doubled each time (default 500)
-  MODELBAKE_CREDENTIAL_<NAME> a mirror credential, sent only to the origin that
-                              [mirror.credentials] binds NAME to; never to a plugin
-  MODELBAKE_PLUGIN_POOLING=0  plain instances instead of the pooling allocator (for
-                              hosts that limit address space)
-  MODELBAKE_LOG               log filter, e.g. `modelbake=debug`
-  NO_COLOR                    no colours
+";
 
-Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked).";
+const EXIT_HELP: &str =
+    "Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked).";
+
+/// The text after `--help`'s options: the files, every environment variable
+/// ([`crate::env::VARS`]) and the exit codes.
+fn after_help() -> String {
+    format!("{FILES_HELP}\n{}\n{EXIT_HELP}", crate::env::help_section())
+}
 
 /// Reproducible, verified, build-time Hugging Face model downloads.
 ///
 /// `models.toml` says what a project needs; `modelbake lock` pins every file of every repo
 /// (commit, path, size, sha256) in `models.lock`, which you commit and review like code.
 #[derive(Debug, Parser)]
-#[command(name = "modelbake", version, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "modelbake", version, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     /// Path to models.toml (or a Cargo.toml with [package.metadata.modelbake]); default: the
     /// nearest models.toml in this folder or a parent, then Cargo metadata.
@@ -111,7 +112,7 @@ pub enum Command {
     ///   modelbake export                     # into $HF_HUB_CACHE or $HF_HOME/hub
     ///   modelbake export --hub-cache ./hf/hub --copy
     #[command(verbatim_doc_comment)]
-    Export(fetch::ExportArgs),
+    Export(export::ExportArgs),
     /// Check a huggingface_hub cache, an OCI image or a layer against models.lock.
     ///
     /// A cache (default, or --hub-cache DIR): refs (exactly the commit, no newline), snapshot
@@ -120,7 +121,7 @@ pub enum Command {
     /// symlink target, ref, owner and mode; layer digests and DiffIDs; nothing missing.
     /// Exit 0 only when everything matches.
     #[command(verbatim_doc_comment)]
-    Verify(fetch::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Bake the locked models into deterministic OCI layers and an image; push without Docker.
     ///
     /// One layer per repo (split above --max-layer-size) holding its huggingface_hub cache
@@ -141,7 +142,7 @@ pub enum Command {
     Cache(cache::CacheCommand),
     /// Maintain the blob store.
     #[command(subcommand)]
-    Store(cache::StoreCommand),
+    Store(store::StoreCommand),
     /// Serve the locked repos from the store as a read-only Hub-compatible mirror.
     ///
     /// Revision info, trees, paths-info and resolve (with Range) for exactly the repos and
@@ -152,7 +153,7 @@ pub enum Command {
     ///   modelbake serve --addr 127.0.0.1:8080
     ///   HF_ENDPOINT=http://127.0.0.1:8080 python -c "from huggingface_hub import snapshot_download; snapshot_download('org/model')"
     #[command(verbatim_doc_comment)]
-    Serve(cache::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Write, build and inspect WebAssembly plugins (mirrors, policies, pruners).
     ///
     /// Plugins are wasm components declared in models.toml as [plugins.NAME] with a `path`
@@ -185,9 +186,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Lock(args) => lock::run(&cli, args, &ui).await,
-            Command::Fetch(args) => fetch::run_fetch(&cli, args, &ui).await,
-            Command::Export(args) => fetch::run_export(&cli, args, &ui).await,
-            Command::Verify(args) => fetch::run_verify(&cli, args, &ui).await,
+            Command::Fetch(args) => fetch::run(&cli, args, &ui).await,
+            Command::Export(args) => export::run(&cli, args, &ui).await,
+            Command::Verify(args) => verify::run(&cli, args, &ui).await,
             Command::Bake(args) => bake::run(&cli, args, &ui).await,
             Command::Cache(cache::CacheCommand::Scan(args)) => {
                 cache::run_scan(&cli, args, &ui).await
@@ -195,8 +196,8 @@ pub fn main() -> ExitCode {
             Command::Cache(cache::CacheCommand::Prune(args)) => {
                 cache::run_prune(&cli, args, &ui).await
             }
-            Command::Store(cache::StoreCommand::Gc(args)) => cache::run_gc(&cli, args, &ui).await,
-            Command::Serve(args) => cache::run_serve(&cli, args, &ui).await,
+            Command::Store(store::StoreCommand::Gc(args)) => store::run(&cli, args, &ui).await,
+            Command::Serve(args) => serve::run(&cli, args, &ui).await,
             Command::Plugin(cmd) => plugin::run(&cli, cmd, &ui).await,
         }
     });
@@ -277,6 +278,44 @@ fn load_locked(cli: &Cli, ui: &Ui) -> anyhow::Result<(Manifest, crate::lock::Loc
         }
     }
     Ok((manifest, lock))
+}
+
+/// Reads each lock file named on the command line (`--keep`, `--lock`…).
+fn read_locks(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, crate::lock::Lockfile)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let lock = crate::lock::Lockfile::read_if_exists(p)?
+                .ok_or_else(|| anyhow::anyhow!("{}: no such lock file", p.display()))?;
+            Ok((p.clone(), lock))
+        })
+        .collect()
+}
+
+/// How `store gc` and `cache prune` end after doing their work everywhere else: success when
+/// no symlinked folder was found, else an error (exit 1) listing each link and its target,
+/// since the command could not do all it was asked without deleting through them.
+fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<ExitCode, Failure> {
+    if links.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: Vec<String> = links
+        .iter()
+        .map(|p| match std::fs::read_link(p) {
+            Ok(t) => format!("  - {} (-> {})", crate::ui::display_path(p), t.display()),
+            Err(_) => format!("  - {}", crate::ui::display_path(p)),
+        })
+        .collect();
+    let error = anyhow::anyhow!(
+        "left alone {holding}{} symlinked folder(s) (modelbake never reads, writes or deletes through a symlinked folder):\n{}\n{todo}",
+        links.len(),
+        list.join("\n")
+    );
+    Err(if ui.json {
+        Failure::reported(error)
+    } else {
+        error.into()
+    })
 }
 
 /// What the user can do about `error`: the hint of the first error in its chain that has one.

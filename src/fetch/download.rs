@@ -98,6 +98,7 @@ async fn from_source(
     let src = Source {
         client,
         url: resolve,
+        may_restart: true,
     };
 
     let partial = {
@@ -131,6 +132,11 @@ async fn from_source(
     };
     if matches!(outcome, Err(Stop::NoRangeSupport)) {
         tracing::warn!("{label}: the server ignores Range requests; downloading it in one stream");
+        // This is the one restart from zero: a short answer after it is not restarted again.
+        let src = Source {
+            may_restart: false,
+            ..src
+        };
         outcome = match sink.tx.send(Msg::Reset).await {
             Ok(()) => single(run, &src, &ctx, &label, job.size, 0, &sink.tx).await,
             Err(_) => Err(Stop::SinkClosed),
@@ -172,6 +178,10 @@ async fn from_source(
 struct Source<'a> {
     client: &'a HubClient,
     url: &'a Url,
+    /// Whether a server that ignores `Range` may make the download start again from byte 0
+    /// (once per file: a server that also ends its answers early would otherwise be asked for
+    /// the rest forever).
+    may_restart: bool,
 }
 
 /// Counts retries and sleeps between them; progress resets the count, so a flaky connection
@@ -245,7 +255,10 @@ fn range_start(resp: &reqwest::Response) -> Option<u64> {
 }
 
 /// One stream from `from` to the end, re-requested from the current byte after every drop.
-/// Bytes are gathered into pooled buffers and handed to the sink as each one fills.
+/// Bytes are gathered into pooled buffers and handed to the sink as each one fills. Retries
+/// are counted per file and only bytes beyond the furthest point reached reset the count, so
+/// a server that keeps sending the same short answer is given up on; a server that ignores
+/// `Range` makes the download restart from byte 0 at most once.
 async fn single(
     run: &Run<'_>,
     src: &Source<'_>,
@@ -257,6 +270,8 @@ async fn single(
 ) -> Result<(), Stop> {
     let mut url = src.url.clone();
     let mut offset = from;
+    let mut furthest = from;
+    let mut may_restart = src.may_restart;
     let mut retrier = Retrier::new(src.client);
     let mut pending: Option<(u64, Buffer)> = None;
     while offset < size {
@@ -274,7 +289,20 @@ async fn single(
         // Later attempts go straight to where the redirects led (the CDN), not through the Hub.
         url = resp.url().clone();
         match resp.status() {
+            StatusCode::OK if offset > 0 && !may_restart => {
+                return Err(bad_answer(
+                    label,
+                    &url,
+                    format!(
+                        "asked for the bytes from {offset}, the server sent the file from byte 0 again: it ignores `Range` requests, and its full answer already ended early (at byte {furthest} of {size}); giving up instead of restarting without end — try again later, or use another source"
+                    ),
+                ));
+            }
             StatusCode::OK if offset > 0 => {
+                tracing::warn!(
+                    "{label}: the server ignores Range requests; downloading it again from the start"
+                );
+                may_restart = false;
                 pending = None;
                 tx.send(Msg::Reset).await.map_err(|_| Stop::SinkClosed)?;
                 offset = 0;
@@ -328,7 +356,11 @@ async fn single(
                     offset += n;
                     run.received.fetch_add(n, Ordering::Relaxed);
                     run.progress.advance(n);
-                    retrier.retries = 0;
+                    if offset > furthest {
+                        // New bytes: the connection works, so the retry count starts over.
+                        furthest = offset;
+                        retrier.retries = 0;
+                    }
                 }
                 Ok(None) => {
                     if offset < size {
@@ -346,7 +378,10 @@ async fn single(
                     retrier
                         .wait(
                             label,
-                            format!("connection lost at byte {offset}: {e}"),
+                            format!(
+                                "connection lost at byte {offset}: {}",
+                                crate::hub::error_chain(&e)
+                            ),
                             None,
                         )
                         .await?;
@@ -371,7 +406,7 @@ fn bad_answer(label: &str, url: &Url, detail: String) -> Stop {
     Stop::Failed(BlobError::Hub {
         label: label.to_owned(),
         source: HubError::InvalidResponse {
-            url: url.to_string(),
+            url: crate::hub::shown(url),
             detail,
         },
     })
@@ -431,6 +466,7 @@ async fn chunked(
                 &Source {
                     client: src.client,
                     url: &url,
+                    may_restart: false,
                 },
                 ctx,
                 label,
@@ -515,7 +551,11 @@ async fn fetch_chunk(
                     retrier
                         .wait(
                             label,
-                            format!("connection lost at byte {}: {e}", start + buf.len() as u64),
+                            format!(
+                                "connection lost at byte {}: {}",
+                                start + buf.len() as u64,
+                                crate::hub::error_chain(&e)
+                            ),
                             None,
                         )
                         .await?;

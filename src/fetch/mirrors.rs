@@ -48,6 +48,50 @@ pub fn credential_var(name: &str) -> String {
 }
 
 impl MirrorPlan {
+    /// The plan of a fetch: none when offline, when no mirror is configured or when nothing
+    /// is missing from the store; otherwise the `[mirror] use` plugins (pinned by the lock)
+    /// are loaded and asked about every file.
+    pub async fn for_fetch(
+        manifest: &crate::manifest::Manifest,
+        lock: &Lockfile,
+        store: &crate::store::Store,
+        offline: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        if offline || manifest.mirrors.is_empty() || store.missing(lock).is_empty() {
+            return Ok(MirrorPlan::default());
+        }
+        let mut pins = std::collections::BTreeMap::new();
+        for name in &manifest.mirrors {
+            let pin = lock.plugin(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
+                    crate::ui::display_path(&manifest.lock_path())
+                )
+            })?;
+            pins.insert(name.clone(), pin.clone());
+        }
+        let dir = store.plugin_dir();
+        let mut plugins = crate::plugin::PluginSet::new(Some(dir.clone()))?;
+        plugins
+            .load(
+                manifest,
+                &manifest.mirrors,
+                crate::plugin::PluginKind::Mirror,
+                &pins,
+                Some(&dir),
+                false,
+            )
+            .await?;
+        Ok(MirrorPlan::build(
+            lock,
+            &plugins,
+            &manifest.mirrors,
+            &manifest.credentials,
+            env,
+        )?)
+    }
+
     /// Asks the mirror plugins `order` (all loaded in `plugins`) about every file of `lock`.
     /// A candidate that names a credential keeps it only when its URL has the origin
     /// `bindings` gives that credential (`[mirror.credentials]`).

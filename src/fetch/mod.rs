@@ -59,6 +59,24 @@ impl Default for FetchOptions {
     }
 }
 
+impl FetchOptions {
+    /// The defaults with the tuning knobs for unusual networks applied:
+    /// `MODELBAKE_CHUNK_MIB` (at least 1), `MODELBAKE_CHUNK_THRESHOLD_MIB`, `MODELBAKE_MEMORY_MIB`.
+    pub fn tuned(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut o = FetchOptions::default();
+        if let Some(v) = crate::env::mib(env, "MODELBAKE_CHUNK_MIB") {
+            o.chunk_size = v.max(1 << 20);
+        }
+        if let Some(v) = crate::env::mib(env, "MODELBAKE_CHUNK_THRESHOLD_MIB") {
+            o.chunk_threshold = v;
+        }
+        if let Some(v) = crate::env::mib(env, "MODELBAKE_MEMORY_MIB") {
+            o.memory_budget = v;
+        }
+        o
+    }
+}
+
 /// One place a blob is used: a file of a locked repo.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileUse {

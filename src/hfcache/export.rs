@@ -4,6 +4,12 @@
 //! existing cache, and orders its writes so that readers never see a half-written snapshot:
 //! blobs, then the snapshot (built aside and renamed into place when new), then `trees/`, then
 //! `refs/` last.
+//!
+//! Nothing is written through a symlinked folder: a folder of the repo folder (the repo folder
+//! itself, `blobs`, `refs`, `snapshots`, the snapshot, a folder in it) that is a symlink is
+//! replaced by a real folder — the link is removed, what it pointed to is left as it was —
+//! which is also how `export` repairs what `verify` reports. The hub cache folder itself may
+//! be a symlink: that is where the user chose to put the cache.
 
 use std::fs;
 use std::io::{self, Write};
@@ -43,6 +49,8 @@ pub struct ExportReport {
     pub symlinks_written: usize,
     /// Refs created or changed.
     pub refs_written: usize,
+    /// Symlinks found where folders belong, replaced by real folders (their targets untouched).
+    pub replaced_links: Vec<PathBuf>,
 }
 
 /// Why an export failed.
@@ -110,8 +118,9 @@ fn export_repo(
     report: &mut ExportReport,
 ) -> Result<(), ExportError> {
     let root = hub_cache.join(repo_folder(repo.kind, &repo.id));
+    real_dir(&root, true, report)?;
     for sub in ["blobs", "snapshots", "refs"] {
-        create_dir(&root.join(sub))?;
+        real_dir(&root.join(sub), true, report)?;
     }
 
     // 1. Blobs.
@@ -136,6 +145,7 @@ fn export_repo(
 
     // 2. The snapshot.
     let snapshot = root.join("snapshots").join(&repo.commit);
+    real_dir(&snapshot, false, report)?;
     if !snapshot.exists() {
         let staging = root.join(format!(
             ".modelbake-staging-{}-{:08x}",
@@ -144,7 +154,7 @@ fn export_repo(
         ));
         create_dir(&staging)?;
         for f in &repo.files {
-            write_symlink(&staging.join(&f.path), &symlink_target(&f.path, &f.blob))?;
+            write_symlink(&staging, &f.path, &symlink_target(&f.path, &f.blob), report)?;
             report.symlinks_written += 1;
         }
         chmod_dirs(&staging)?;
@@ -163,9 +173,9 @@ fn export_repo(
     }
 
     // 3. trees/<commit>.json, only when the lock lists every file of the commit.
+    let trees = root.join("trees");
+    real_dir(&trees, repo.complete, report)?;
     if repo.complete {
-        let trees = root.join("trees");
-        create_dir(&trees)?;
         replace_if_different(
             &trees.join(format!("{}.json", repo.commit)),
             trees_json(repo).as_bytes(),
@@ -174,10 +184,8 @@ fn export_repo(
 
     // 4. The ref last: once it points at the commit, everything it leads to is in place.
     if repo.revision.as_str() != repo.commit {
-        let ref_path = root.join("refs").join(repo.revision.as_str());
-        if let Some(parent) = ref_path.parent() {
-            create_dir(parent)?;
-        }
+        let refs = root.join("refs");
+        let ref_path = real_parents(&refs, repo.revision.as_str(), report)?;
         if replace_if_different(&ref_path, repo.commit.as_bytes())? {
             report.refs_written += 1;
         }
@@ -194,10 +202,12 @@ fn merge_snapshot(
     for f in &repo.files {
         let link = snapshot.join(&f.path);
         let target = symlink_target(&f.path, &f.blob);
-        if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target)) {
+        if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target))
+            && !has_symlinked_parent(snapshot, &f.path)
+        {
             continue;
         }
-        write_symlink(&link, &target)?;
+        write_symlink(snapshot, &f.path, &target, report)?;
         report.symlinks_written += 1;
     }
     Ok(())
@@ -240,11 +250,16 @@ fn copy_file(src: &Path, dest: &Path) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Creates (or replaces) a symlink atomically: a temp link, then a rename over the path.
-fn write_symlink(link: &Path, target: &str) -> Result<(), ExportError> {
-    if let Some(parent) = link.parent() {
-        create_dir(parent)?;
-    }
+/// Creates (or replaces) the symlink `base/rel` atomically: a temp link, then a rename over
+/// the path; the folders between `base` and it are made real first.
+fn write_symlink(
+    base: &Path,
+    rel: &str,
+    target: &str,
+    report: &mut ExportReport,
+) -> Result<(), ExportError> {
+    let link = real_parents(base, rel, report)?;
+    let link = link.as_path();
     let tmp = temp_sibling(link);
     std::os::unix::fs::symlink(target, &tmp).map_err(io_err("creating the symlink", &tmp))?;
     fs::rename(&tmp, link).map_err(|e| {
@@ -294,6 +309,71 @@ fn create_dir(dir: &Path) -> Result<(), ExportError> {
     for d in missing {
         fs::set_permissions(&d, fs::Permissions::from_mode(0o755))
             .map_err(io_err("setting permissions of", &d))?;
+    }
+    Ok(())
+}
+
+/// `base/rel`, after making every folder between them real ([`real_dir`]), so that nothing
+/// written there lands elsewhere through a symlinked folder.
+fn real_parents(base: &Path, rel: &str, report: &mut ExportReport) -> Result<PathBuf, ExportError> {
+    let rel = Path::new(rel);
+    if let Some(parent) = rel.parent() {
+        let mut dir = base.to_owned();
+        for part in parent.components() {
+            dir.push(part);
+            real_dir(&dir, true, report)?;
+        }
+    }
+    Ok(base.join(rel))
+}
+
+/// True when a folder between `base` and `base/rel` is a symlink.
+fn has_symlinked_parent(base: &Path, rel: &str) -> bool {
+    let mut dir = base.to_owned();
+    Path::new(rel)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .any(|part| {
+            dir.push(part);
+            fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
+        })
+}
+
+/// Makes `dir` a real folder: a symlink there is removed (what it points to is left as it
+/// was), with a warning and a note in the report; a missing folder is created (0755) when
+/// `create`. A file where the folder belongs is an error that says to move it.
+fn real_dir(dir: &Path, create: bool, report: &mut ExportReport) -> Result<(), ExportError> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(dir).unwrap_or_default();
+            fs::remove_file(dir).map_err(io_err("removing the symlink", dir))?;
+            tracing::warn!(
+                "{} was a symlink to {}: replaced by a real folder (modelbake never writes through a symlinked folder; {} is left as it was)",
+                dir.display(),
+                target.display(),
+                target.display()
+            );
+            report.replaced_links.push(dir.to_owned());
+        }
+        Ok(_) => {
+            return Err(io_err("using the folder", dir)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "a file is where the cache needs a folder; move it away and export again",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("reading", dir)(e)),
+    }
+    if create {
+        match fs::create_dir(dir) {
+            Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("setting permissions of", dir))?,
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists && crate::store::is_real_dir(dir) => {}
+            Err(e) => return Err(io_err("creating", dir)(e)),
+        }
     }
     Ok(())
 }

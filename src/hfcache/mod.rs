@@ -54,6 +54,56 @@ pub(crate) fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// True when `path` is a symlink that resolves to a folder: what no walk of the cache enters
+/// and no write goes through (huggingface_hub itself never makes one).
+pub(crate) fn is_symlinked_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// The first symlinked folder of the repo folder `repo`: the repo folder itself, one of its
+/// top folders, a snapshot, or a folder inside a snapshot or `refs`. Scan leaves such a repo
+/// out (so prune never deletes through the link), and prune checks again before it deletes.
+pub(crate) fn symlinked_folder(repo: &Path) -> Option<PathBuf> {
+    if is_symlinked_dir(repo) {
+        return Some(repo.to_owned());
+    }
+    let top = ["blobs", "refs", "snapshots", "trees", ".no_exist"].map(|sub| repo.join(sub));
+    if let Some(link) = top.iter().find(|p| is_symlinked_dir(p)) {
+        return Some(link.clone());
+    }
+    ["refs", "snapshots"]
+        .iter()
+        .flat_map(|sub| files_under(&repo.join(sub)).unwrap_or_default())
+        .find(|p| is_symlinked_dir(p))
+}
+
+/// The folders inside a repo folder that `export` writes for `repo`, relative to it, parents
+/// before children: `blobs`, `refs` and the folders of a nested ref, `snapshots`, the snapshot
+/// and each folder in it that holds a locked file, and `trees`. `verify` reports any of them
+/// that is a symlink; `export` replaces it with a real folder.
+pub(crate) fn repo_folders(repo: &LockedRepo) -> std::collections::BTreeSet<PathBuf> {
+    let snapshot = Path::new("snapshots").join(&repo.commit);
+    let refs = Path::new("refs").join(repo.revision.as_str());
+    let nested = repo
+        .files
+        .iter()
+        .map(|f| snapshot.join(&f.path))
+        .chain(std::iter::once(refs))
+        .flat_map(|p| {
+            p.ancestors()
+                .skip(1)
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+        });
+    ["blobs", "trees"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(nested)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect()
+}
+
 /// The relative target of `snapshots/<commit>/<path>`: one `../` per folder level plus two,
 /// then `blobs/<blob>` — exactly what huggingface_hub's `os.path.relpath` produces.
 pub fn symlink_target(path: &str, blob: &str) -> String {

@@ -4,6 +4,9 @@
 //! ordered for readers: refs first, then the snapshot (renamed away, then deleted), then only
 //! the blobs that no remaining snapshot links to — so no ref or symlink is ever left dangling and
 //! kept repos keep loading while it runs.
+//!
+//! Nothing is deleted through a symlinked folder: the scan leaves out repos that hold one, and
+//! [`apply`] checks each repo folder again right before it deletes in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -268,6 +271,12 @@ pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
         let Some(removals) = by_repo.get(name.as_str()) else {
             continue;
         };
+        if let Some(link) = super::symlinked_folder(&repo.path) {
+            return Err(std::io::Error::other(format!(
+                "{} became a symlink to a folder since the scan; nothing was deleted through it: replace it with a real folder and prune again",
+                link.display()
+            )));
+        }
         if plan.whole_repos.contains(&name) {
             freed += repo.size_on_disk;
             let trash = trash_name(&scan.hub_cache, &repo.path);
@@ -303,7 +312,9 @@ pub fn apply(scan: &CacheScan, plan: &Plan) -> std::io::Result<u64> {
         let still_used = linked_blobs(&repo.path.join("snapshots"));
         for entry in fs::read_dir(repo.path.join("blobs"))?.filter_map(Result::ok) {
             let p = entry.path();
-            if !still_used.contains(&p) && !p.to_string_lossy().ends_with(".incomplete") {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir && !still_used.contains(&p) && !p.to_string_lossy().ends_with(".incomplete")
+            {
                 freed += entry.metadata().map_or(0, |m| m.len());
                 fs::remove_file(&p)?;
             }
@@ -386,6 +397,53 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         other => return Err(format!("`{s}`: unknown unit `{other}`")),
     };
     Ok((n * mult) as u64)
+}
+
+/// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
+/// reason for every revision it wants gone (already checked to be cached and unlocked).
+pub async fn pruner_plan(
+    manifest: &crate::manifest::Manifest,
+    name: &str,
+    scan: &CacheScan,
+    now: u64,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
+    use crate::plugin::{PluginKind, PruneContext};
+    let mut pins = std::collections::BTreeMap::new();
+    match crate::lock::Lockfile::read_if_exists(&manifest.lock_path())?
+        .and_then(|lock| lock.plugin(name).cloned())
+    {
+        Some(p) => {
+            pins.insert(name.to_owned(), p);
+        }
+        None => tracing::warn!(
+            "plugin `{name}` is not pinned in {}: running it unpinned (run `modelbake lock` to pin it)",
+            crate::ui::display_path(&manifest.lock_path())
+        ),
+    }
+    let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
+    plugins
+        .load(
+            manifest,
+            &[name.to_owned()],
+            PluginKind::Pruner,
+            &pins,
+            dir.as_deref(),
+            false,
+        )
+        .await?;
+    let p = plugins
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
+    let deletions = p.plugin.plan(
+        &p.config,
+        PruneContext {
+            now,
+            total_size: scan.size_on_disk,
+        },
+        &pruner_input(scan),
+    )?;
+    Ok(decided_by(name, deletions))
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Reads a huggingface_hub cache the way `scan_cache_dir()` does, with the same numbers (sizes
 //! count each blob once per repo, revisions count theirs once), the same warnings for corrupt
 //! repos (which are then left out), plus which revisions given locks still reference.
+//!
+//! Symlinked folders are never entered: a repo folder that is, or holds, a symlink to a folder
+//! (huggingface_hub never makes one) is left out with a warning and listed in
+//! [`CacheScan::symlinked`], so that prune, which works from a scan, never deletes through it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -88,6 +92,8 @@ pub struct CacheScan {
     pub warnings: Vec<String>,
     /// Leftover partial downloads (`*/blobs/*.incomplete`).
     pub incomplete: Vec<PathBuf>,
+    /// Symlinked folders found in repo folders; those repos are left out (see `warnings`).
+    pub symlinked: Vec<PathBuf>,
 }
 
 fn secs(t: std::io::Result<SystemTime>) -> u64 {
@@ -113,6 +119,7 @@ pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<
     let mut repos = Vec::new();
     let mut warnings = Vec::new();
     let mut incomplete = Vec::new();
+    let mut symlinked = Vec::new();
     let mut entries: Vec<PathBuf> = fs::read_dir(hub_cache)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -126,6 +133,14 @@ pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<
         if IGNORED.contains(&name.as_str())
             || (name == "blobs" && path.join(".huggingface-shared-blobs").exists())
         {
+            continue;
+        }
+        if let Some(link) = super::symlinked_folder(&path) {
+            warnings.push(format!(
+                "Repo left out: {} is a symlink to a folder; modelbake does not follow symlinked folders in the cache (replace it with a real folder, or run `modelbake export` for a locked repo)",
+                link.display()
+            ));
+            symlinked.push(link);
             continue;
         }
         if let Ok(blobs) = fs::read_dir(path.join("blobs")) {
@@ -158,6 +173,7 @@ pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<
         size_on_disk,
         warnings,
         incomplete,
+        symlinked,
     })
 }
 

@@ -71,6 +71,15 @@ pub enum Problem {
         /// Repo path.
         path: String,
     },
+    /// A folder of the repo (the repo folder, `blobs`, `refs`, `snapshots`, the snapshot or a
+    /// folder in it) is a symlink: huggingface_hub never makes one, and modelbake never
+    /// writes through one (`export` replaces it with a real folder).
+    SymlinkedFolder {
+        /// The symlink.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
     /// `trees/<commit>.json` differs from the lock's full listing, or exists although the lock
     /// holds a filtered list (offline `snapshot_download` would raise `IncompleteSnapshotError`).
     BadTrees {
@@ -103,6 +112,10 @@ impl std::fmt::Display for Problem {
                 actual,
             } => write!(f, "corrupt {path}: sha256 {actual}, expected {expected}"),
             Problem::Extra { path } => write!(f, "extra file {path} (not in the lock)"),
+            Problem::SymlinkedFolder { path, target } => write!(
+                f,
+                "{path} is a symlink to {target}, not a folder: modelbake never writes through it; `modelbake export` replaces it with a real folder (leaving {target} as it is)"
+            ),
             Problem::BadTrees { detail } => write!(f, "{detail}"),
         }
     }
@@ -164,6 +177,7 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
         }
     };
 
+    problems.extend(symlinked_folders(repo, &root));
     if repo.revision.as_str() != repo.commit {
         let ref_path = root.join("refs").join(repo.revision.as_str());
         match fs::read(&ref_path) {
@@ -290,6 +304,36 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
         }
     }
     report(problems, files)
+}
+
+/// The folders of `repo`'s export under `root` that are symlinks, outermost only (what lies
+/// below a symlink is reached through it and not reported again).
+fn symlinked_folders(repo: &LockedRepo, root: &Path) -> Vec<Problem> {
+    let problem = |path: &Path| {
+        fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| Problem::SymlinkedFolder {
+                path: path.display().to_string(),
+                target: fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default(),
+            })
+    };
+    if let Some(p) = problem(root) {
+        return vec![p];
+    }
+    let mut links: Vec<PathBuf> = Vec::new();
+    let mut out = Vec::new();
+    for rel in super::repo_folders(repo) {
+        if links.iter().any(|l| rel.starts_with(l)) {
+            continue;
+        }
+        if let Some(p) = problem(&root.join(&rel)) {
+            links.push(rel);
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A locked file expected at a path: (repo path, sha256, size).

@@ -19,17 +19,19 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Validates an endpoint: an absolute `http`/`https` URL without query or fragment.
+    /// Messages show it with any `user:password@` removed.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let base = raw.trim().trim_end_matches('/').to_owned();
+        let shown = crate::ui::clean(&crate::redact::url_str(raw));
         let url = Url::parse(&base).map_err(|e| {
-            format!("endpoint `{raw}` is not a URL ({e}); expected e.g. `https://huggingface.co`")
+            format!("endpoint `{shown}` is not a URL ({e}); expected e.g. `https://huggingface.co`")
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("endpoint `{raw}` must use http:// or https://"));
+            return Err(format!("endpoint `{shown}` must use http:// or https://"));
         }
         if url.query().is_some() || url.fragment().is_some() || url.host().is_none() {
             return Err(format!(
-                "endpoint `{raw}` must be a plain base URL (host and optional path, no query)"
+                "endpoint `{shown}` must be a plain base URL (host and optional path, no query)"
             ));
         }
         Ok(Endpoint { base, url })
@@ -50,7 +52,8 @@ impl Endpoint {
         }
     }
 
-    /// The base URL as a string, without trailing `/`.
+    /// The base URL as a string, without trailing `/`, credentials included: for requests,
+    /// never for messages (those use `Display`, which removes them).
     pub fn as_str(&self) -> &str {
         &self.base
     }
@@ -66,9 +69,10 @@ impl Endpoint {
     }
 }
 
+/// The endpoint as messages show it: any `user:password@` written into it is removed.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.base)
+        f.write_str(&crate::redact::url_str(&self.base))
     }
 }
 
@@ -187,6 +191,21 @@ mod tests {
         assert!(e.same_origin(&Url::parse("http://127.0.0.1:8080/other").unwrap()));
         assert!(!e.same_origin(&Url::parse("http://127.0.0.1:8081/prefix").unwrap()));
         assert!(!e.same_origin(&Url::parse("https://127.0.0.1:8080/prefix").unwrap()));
+    }
+
+    #[test]
+    fn endpoint_credentials_stay_out_of_messages() {
+        let e = Endpoint::parse("http://user:s3cret@127.0.0.1:8080/hf").unwrap();
+        assert_eq!(e.to_string(), "http://***@127.0.0.1:8080/hf");
+        assert!(
+            e.join("/api").unwrap().as_str().contains("s3cret"),
+            "requests keep them"
+        );
+        let err = Endpoint::parse("ftp://user:s3cret@host").unwrap_err();
+        assert!(
+            !err.contains("s3cret") && err.contains("ftp://***@host"),
+            "{err}"
+        );
     }
 
     #[test]

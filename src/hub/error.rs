@@ -112,6 +112,19 @@ pub enum HubError {
         /// The server's error message, if any.
         message: String,
     },
+    /// A failure that trying again cannot fix: a TLS handshake with a server that speaks plain
+    /// HTTP or has a bad certificate, an answer that is not HTTP, a redirect to a scheme other
+    /// than http(s).
+    #[error("{url}: {detail}")]
+    Permanent {
+        /// The URL asked (credentials removed).
+        url: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+    /// An answer too large to keep in memory (or a dropped connection while reading it).
+    #[error(transparent)]
+    Body(#[from] crate::http_body::BodyError),
     /// The server answered something we cannot use.
     #[error("{url}: unexpected answer from the Hub: {detail}")]
     InvalidResponse {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod retry;
 pub mod urls;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -22,12 +23,21 @@ pub use error::{HubError, RepoCtx};
 pub use retry::RetryPolicy;
 
 use crate::hash::{ContentHasher, Digests};
+use crate::http_body::{METADATA_LIMIT, read_capped};
 use crate::repo::{RepoId, RepoKind, is_commit_hash};
+use crate::ui::clean;
 
 /// How many redirects one request may follow (huggingface_hub allows 20; real chains are 1–2).
 const MAX_REDIRECTS: usize = 10;
-/// Guard against a server that paginates forever.
-const MAX_TREE_PAGES: usize = 100_000;
+/// Guard against a server that paginates forever: 2 000 pages are 2 million files at the
+/// Hub's 1 000 per page, twice the entry cap below (the Hub recommends under 100 000 files per
+/// repo), so only a misbehaving server ever reaches it.
+const MAX_TREE_PAGES: usize = 2_000;
+/// Guard against pages stuffed with tiny entries: a listing longer than this is refused
+/// before it fills the memory (each entry costs a few hundred bytes).
+const MAX_TREE_ENTRIES: usize = 1_000_000;
+/// How much of an error answer is read for its message; the rest is never downloaded.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
 
 /// Everything needed to talk to one Hub endpoint.
 #[derive(Debug, Clone)]
@@ -134,18 +144,21 @@ impl HubClient {
         let url = self.url(&urls::revision_info(kind, id, revision))?;
         let what = format!("resolving `{revision}` of {}", ctx.repo);
         let (info, _): (api::RevisionInfo, _) = self
-            .with_retries(&what, || self.get_json(&url, &ctx))
+            .with_retries(&what, || self.get_json(&url, &ctx, "revision info"))
             .await?;
         match info.sha {
             Some(sha) if is_commit_hash(&sha) => Ok(sha),
             other => Err(HubError::InvalidResponse {
-                url: url.to_string(),
-                detail: format!("`sha` is {other:?}, expected a 40-hex commit"),
+                url: shown(&url),
+                detail: clean(&format!("`sha` is {other:?}, expected a 40-hex commit")),
             }),
         }
     }
 
-    /// Lists every entry of the repo at `commit`, recursively, following `Link` pagination.
+    /// Lists every entry of the repo at `commit`, recursively, following `Link` pagination
+    /// within a budget: at most [`MAX_TREE_PAGES`] pages and [`MAX_TREE_ENTRIES`] entries, no
+    /// page read twice, and no page on another origin than the endpoint (where the token may
+    /// not go, and which the Hub never points to).
     pub async fn list_tree(
         &self,
         kind: RepoKind,
@@ -160,29 +173,83 @@ impl HubClient {
             crate::lock::diff::short(commit)
         );
         let mut entries = Vec::new();
+        let mut visited = HashSet::from([url.clone()]);
         for _ in 0..MAX_TREE_PAGES {
             let (page, headers): (Vec<TreeEntry>, HeaderMap) = self
-                .with_retries(&what, || self.get_json(&url, &ctx))
+                .with_retries(&what, || self.get_json(&url, &ctx, "a tree page"))
                 .await?;
             entries.extend(page);
+            if entries.len() > MAX_TREE_ENTRIES {
+                return Err(self.endless_listing(
+                    &url,
+                    format!("it lists more than {MAX_TREE_ENTRIES} entries"),
+                ));
+            }
             let next = headers
                 .get("link")
                 .and_then(|v| v.to_str().ok())
                 .and_then(api::next_link);
-            match next {
-                Some(next) => {
-                    url = url.join(&next).map_err(|e| HubError::InvalidResponse {
-                        url: url.to_string(),
-                        detail: format!("bad `Link` next URL `{next}`: {e}"),
-                    })?;
-                }
-                None => return Ok(entries),
-            }
+            let Some(next) = next else {
+                return Ok(entries);
+            };
+            url = self.next_page(&url, &next, &mut visited)?;
         }
-        Err(HubError::InvalidResponse {
-            url: url.to_string(),
-            detail: "the tree listing never ends".into(),
-        })
+        Err(self.endless_listing(
+            &url,
+            format!(
+                "it has more than {MAX_TREE_PAGES} pages (10 million files at the Hub's 1 000 per page)"
+            ),
+        ))
+    }
+
+    /// The page a `Link: rel="next"` points to, refused when it leaves the endpoint's origin
+    /// or comes back to a page already read.
+    fn next_page(
+        &self,
+        current: &Url,
+        next: &str,
+        visited: &mut HashSet<Url>,
+    ) -> Result<Url, HubError> {
+        let invalid = |detail: String| HubError::InvalidResponse {
+            url: shown(current),
+            detail,
+        };
+        let url = current.join(next).map_err(|e| {
+            invalid(format!(
+                "bad `Link` next URL `{}`: {e}",
+                clean(&crate::redact::text(next))
+            ))
+        })?;
+        if !self.config.endpoint.same_origin(&url) {
+            return Err(invalid(format!(
+                "the `Link` header points the next page to {}, another origin than the endpoint {}; \
+                 refusing to follow it (the Hub paginates on its own host, and the token must not \
+                 leave it)",
+                shown(&url),
+                self.config.endpoint
+            )));
+        }
+        if !visited.insert(url.clone()) {
+            return Err(self.endless_listing(
+                current,
+                format!(
+                    "its `Link` header points back to {}, a page already read",
+                    shown(&url)
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The error for a tree listing that would never end.
+    fn endless_listing(&self, url: &Url, why: String) -> HubError {
+        HubError::InvalidResponse {
+            url: shown(url),
+            detail: format!(
+                "the tree listing never ends: {why}; the server is misbehaving (check the endpoint {})",
+                self.config.endpoint
+            ),
+        }
     }
 
     /// Downloads `path` at `commit` and hashes it while streaming (sha256 and git blob sha1,
@@ -205,13 +272,30 @@ impl HubClient {
                 Attempt::Fail(e) => return Attempt::Fail(e),
             };
             let mut hasher = ContentHasher::with_git_blob(size);
+            let mut received = 0u64;
             loop {
                 match resp.chunk().await {
-                    Ok(Some(chunk)) => hasher.update(&chunk),
+                    Ok(Some(chunk)) => {
+                        received += chunk.len() as u64;
+                        if received > size {
+                            // Longer than listed: wrong whatever follows, so stop reading.
+                            return Attempt::Fail(HubError::InvalidResponse {
+                                url: shown(&url),
+                                detail: format!(
+                                    "`{path}` is longer than the {size} bytes the listing gives; the server may be serving another commit"
+                                ),
+                            });
+                        }
+                        hasher.update(&chunk);
+                    }
                     Ok(None) => return Attempt::Done(hasher.finish()),
                     Err(e) => {
                         return Attempt::Retry {
-                            reason: format!("connection lost while reading {url}: {e}"),
+                            reason: format!(
+                                "connection lost while reading {}: {}",
+                                shown(&url),
+                                error_chain(&e)
+                            ),
                             wait: None,
                         };
                     }
@@ -261,15 +345,10 @@ impl HubClient {
         let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
             let req = self.with_token(self.http.head(url.clone()), &url);
-            debug!(url = %url, "HEAD");
+            debug!(url = %shown(&url), "HEAD");
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) => {
-                    return Attempt::Retry {
-                        reason: format!("{url}: {}", error_chain(&e)),
-                        wait: None,
-                    };
-                }
+                Err(e) => return send_failure(&url, &e),
             };
             if resp.status().is_success() {
                 return Attempt::Done(url);
@@ -287,7 +366,7 @@ impl HubClient {
             url = next;
         }
         Attempt::Fail(HubError::InvalidResponse {
-            url: start.to_string(),
+            url: shown(start),
             detail: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
@@ -328,8 +407,9 @@ impl HubClient {
     fn url(&self, path_and_query: &str) -> Result<Url, HubError> {
         self.config.endpoint.join(path_and_query).map_err(|e| {
             HubError::Config(format!(
-                "cannot build a URL from {}{path_and_query}: {e}",
-                self.config.endpoint
+                "cannot build a URL from {}{}: {e}",
+                self.config.endpoint,
+                clean(path_and_query)
             ))
         })
     }
@@ -363,33 +443,37 @@ impl HubClient {
         }
     }
 
-    /// One GET with JSON decoding of the answer.
+    /// One GET with JSON decoding of the answer, which is read into memory only up to
+    /// [`METADATA_LIMIT`] (`what` names it in the error): an endless or oversized answer ends
+    /// with an error naming the URL and the limit, and is not retried.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
         ctx: &RequestCtx,
+        what: &'static str,
     ) -> Attempt<(T, HeaderMap)> {
         let resp = match self.get(url, ctx).await {
             Attempt::Done(r) => r,
             Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
             Attempt::Fail(e) => return Attempt::Fail(e),
         };
-        let final_url = resp.url().to_string();
+        let final_url = shown(resp.url());
         let headers = resp.headers().clone();
-        let body = match resp.bytes().await {
+        let body = match read_capped(resp, METADATA_LIMIT, what).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(e) if e.is_transient() => {
                 return Attempt::Retry {
-                    reason: format!("connection lost while reading {final_url}: {e}"),
+                    reason: e.to_string(),
                     wait: None,
                 };
             }
+            Err(e) => return Attempt::Fail(HubError::Body(e)),
         };
         match serde_json::from_slice(&body) {
             Ok(v) => Attempt::Done((v, headers)),
             Err(e) => Attempt::Fail(HubError::InvalidResponse {
                 url: final_url,
-                detail: format!("invalid JSON: {e}"),
+                detail: clean(&format!("invalid JSON: {e}")),
             }),
         }
     }
@@ -412,15 +496,10 @@ impl HubClient {
             if let Some(range) = range {
                 req = req.header(reqwest::header::RANGE, range);
             }
-            debug!(url = %url, "GET");
+            debug!(url = %shown(&url), "GET");
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) => {
-                    return Attempt::Retry {
-                        reason: format!("{url}: {}", error_chain(&e)),
-                        wait: None,
-                    };
-                }
+                Err(e) => return send_failure(&url, &e),
             };
             let status = resp.status();
             if status.is_redirection() {
@@ -436,7 +515,7 @@ impl HubClient {
             return self.classify_error(resp, ctx).await;
         }
         Attempt::Fail(HubError::InvalidResponse {
-            url: start.to_string(),
+            url: shown(start),
             detail: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
@@ -444,7 +523,7 @@ impl HubClient {
     /// Turns an error response into a retry or a typed, actionable error.
     async fn classify_error<T>(&self, resp: reqwest::Response, ctx: &RequestCtx) -> Attempt<T> {
         let status = resp.status().as_u16();
-        let url = resp.url().to_string();
+        let url = shown(resp.url());
         let headers = resp.headers().clone();
         if retry::is_retryable_status(status) {
             let wait = retry::server_wait(&headers);
@@ -467,7 +546,7 @@ impl HubClient {
         };
         let code = header("x-error-code");
         let x_message = header("x-error-message");
-        let body = resp.text().await.unwrap_or_default();
+        let body = error_body(resp, ERROR_BODY_LIMIT).await;
         let token = self.config.token.as_ref();
         let repo = ctx.repo.clone();
         let endpoint = self.config.endpoint.to_string();
@@ -505,7 +584,7 @@ impl HubClient {
                 authenticated: false,
             },
             _ => {
-                let mut message = error_message(&body).unwrap_or(x_message);
+                let mut message = clean(&error_message(&body).unwrap_or(x_message));
                 if status == 404 && code.is_empty() {
                     let hint = format!(
                         "no X-Error-Code header: is {endpoint} a Hugging Face Hub endpoint?"
@@ -527,18 +606,109 @@ impl HubClient {
     }
 }
 
-/// Where a redirect points, resolved against the current URL.
+/// Where a redirect points, resolved against the current URL. Only http and https targets
+/// are followed; any other scheme is an error that no retry can fix.
 fn redirect_target(url: &Url, resp: &reqwest::Response) -> Result<Url, HubError> {
     let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
         return Err(HubError::InvalidResponse {
-            url: url.to_string(),
+            url: shown(url),
             detail: format!("HTTP {} without a Location header", resp.status()),
         });
     };
-    url.join(location).map_err(|e| HubError::InvalidResponse {
-        url: url.to_string(),
-        detail: format!("bad redirect target `{location}`: {e}"),
-    })
+    let next = url.join(location).map_err(|e| HubError::InvalidResponse {
+        url: shown(url),
+        detail: format!(
+            "bad redirect target `{}`: {e}",
+            clean(&crate::redact::text(location))
+        ),
+    })?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(HubError::Permanent {
+            url: shown(url),
+            detail: format!(
+                "the server redirects to {}, an unsupported `{}:` URL; modelbake follows only http and https redirects (check the endpoint)",
+                shown(&next),
+                next.scheme()
+            ),
+        });
+    }
+    Ok(next)
+}
+
+/// The first `limit` bytes of an error answer, as text: plenty for any message, and an endless
+/// or huge error body costs no more than that (the rest is never read).
+async fn error_body(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a request that got no answer means. Most transport failures (refused, reset, timed
+/// out) are worth a retry; a TLS handshake that fails, an answer that is not HTTP, or a URL
+/// the client cannot send fail the same way every time, so they end at once, saying what is
+/// wrong.
+fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
+    let detail = error_chain(e);
+    let permanent = |detail: String| {
+        Attempt::Fail(HubError::Permanent {
+            url: shown(url),
+            detail,
+        })
+    };
+    if e.is_builder() {
+        return permanent(format!("cannot send this request: {detail}"));
+    }
+    let mut causes = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |c| {
+        c.source()
+    });
+    let tls = causes.clone().any(is_tls_error);
+    if url.scheme() == "https" && e.is_connect() && tls {
+        if detail.contains("InvalidContentType") {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(443);
+            return permanent(format!(
+                "the server answered the TLS handshake in plain HTTP: it speaks plain HTTP, not https; use http://{host}:{port} if that is intended ({detail})"
+            ));
+        }
+        return permanent(format!(
+            "the TLS handshake failed: {detail}; check the endpoint and that the server's certificate is valid for this host"
+        ));
+    }
+    if causes.any(|c| {
+        c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    }) {
+        let hint = if url.scheme() == "http" {
+            " (if it speaks TLS, use https://)"
+        } else {
+            ""
+        };
+        return permanent(format!("the server's answer is not HTTP{hint}: {detail}"));
+    }
+    Attempt::Retry {
+        reason: format!("{}: {detail}", shown(url)),
+        wait: None,
+    }
+}
+
+/// True when `e` is (or wraps, through nested `io::Error`s, whose `source()` skips a level)
+/// the `InvalidData` error the TLS layer reports for a failed handshake.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = e.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::InvalidData
+        || io.get_ref().is_some_and(|inner| is_tls_error(inner))
+}
+
+/// A URL as messages and logs show it: without any `user:password@`.
+pub(crate) fn shown(url: &Url) -> String {
+    crate::redact::url_str(url.as_str())
 }
 
 /// The Hub's error text from a JSON body: `{"error": "..."}`, `{"error": [...]}` or
@@ -562,7 +732,8 @@ fn error_message(body: &str) -> Option<String> {
     Some(text.chars().take(300).collect())
 }
 
-/// An error and its causes on one line (reqwest hides the useful part in `source()`).
+/// An error and its causes on one line (reqwest hides the useful part in `source()`), with
+/// credentials removed from any URL in it.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -574,7 +745,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = s.source();
     }
-    out
+    crate::redact::text(&out)
 }
 
 #[cfg(test)]

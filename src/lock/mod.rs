@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{is_lower_hex, set_digest};
 use crate::manifest::SourceError;
-use crate::repo::{RepoId, RepoKind, Revision, check_repo_path, is_commit_hash};
+use crate::repo::{RepoId, RepoKind, Revision, check_repo_path, check_tree_paths, is_commit_hash};
 
 /// The lock format version this build reads and writes.
 pub const LOCK_VERSION: u32 = 1;
@@ -162,6 +162,8 @@ impl LockedRepo {
                 ));
             }
         }
+        check_tree_paths(self.files.iter().map(|f| f.path.as_str()))
+            .map_err(|e| format!("{label}: {e}"))?;
         if self.digest != self.compute_digest() {
             return Err(format!(
                 "{label}: digest does not match the files (was the lock edited by hand?)"

@@ -154,6 +154,58 @@ impl Default for BakeSettings {
     }
 }
 
+/// Command-line choices that override `[bake]` (each `None`/`false` keeps the manifest's).
+#[derive(Debug, Clone, Default)]
+pub struct BakeOverrides {
+    /// `--hf-home`.
+    pub hf_home: Option<String>,
+    /// `--owner`.
+    pub owner: Option<(u32, u32)>,
+    /// `--platform`.
+    pub platform: Option<String>,
+    /// `--base`.
+    pub base: Option<String>,
+    /// `--no-base`: build on nothing even if `[bake] base` names an image.
+    pub no_base: bool,
+    /// `--compression`.
+    pub compression: Option<Compression>,
+    /// `--max-layer-size` (at least 1).
+    pub max_layer_size: Option<u64>,
+    /// `--no-offline-env`.
+    pub no_offline_env: bool,
+}
+
+impl BakeSettings {
+    /// These settings with `o` applied: the one place flags and `[bake]` are merged.
+    pub fn with(mut self, o: &BakeOverrides) -> Self {
+        if let Some(h) = &o.hf_home {
+            self.hf_home = h.clone();
+        }
+        if let Some(owner) = o.owner {
+            self.owner = owner;
+        }
+        if let Some(p) = &o.platform {
+            self.platform = p.clone();
+        }
+        if let Some(b) = &o.base {
+            self.base = Some(b.clone());
+        }
+        if o.no_base {
+            self.base = None;
+        }
+        if let Some(c) = o.compression {
+            self.compression = c;
+        }
+        if let Some(m) = o.max_layer_size {
+            self.max_layer_size = m.max(1);
+        }
+        if o.no_offline_env {
+            self.offline_env = false;
+        }
+        self
+    }
+}
+
 /// Checks an in-image `HF_HOME`: absolute, no `.`/`..`/empty segments, no trailing `/`.
 pub fn parse_hf_home(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');

@@ -361,6 +361,25 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
     Ok(report)
 }
 
+/// `store gc` as a whole: the store's blobs and partial downloads
+/// ([`crate::store::gc::gc`]), then this layer cache's records and blobs.
+pub fn collect_store(
+    store: &Store,
+    keep: &[Lockfile],
+    apply: bool,
+) -> anyhow::Result<crate::store::gc::GcReport> {
+    let mut report = crate::store::gc::gc(store, keep, apply)?;
+    let layers = collect_cache(store, keep, apply).map_err(|e| {
+        anyhow::anyhow!(
+            "collecting the layer cache of {}: {e}",
+            store.root().display()
+        )
+    })?;
+    report.freed += layers.freed;
+    report.layers = layers.blobs;
+    Ok(report)
+}
+
 /// Streams the tar into `tmp`; returns (diff_id hex, digest hex, blob size).
 fn write_layer(
     store: &Store,

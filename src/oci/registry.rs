@@ -180,6 +180,19 @@ impl Registry {
         }
     }
 
+    /// The `Authorization` earned for `scope`, only for a URL on this registry's own origin: an
+    /// upload `Location` on another host (object storage, a CDN) never receives it.
+    fn auth_for(&self, url: &str, scope: &str) -> Option<String> {
+        let same_origin = match (Url::parse(url), Url::parse(&self.base)) {
+            (Ok(a), Ok(b)) => a.origin() == b.origin(),
+            _ => false,
+        };
+        if !same_origin {
+            return None;
+        }
+        self.tokens.lock().ok().and_then(|t| t.get(scope).cloned())
+    }
+
     /// Sends a request, answering one authentication challenge if the registry makes one.
     async fn send(
         &self,
@@ -195,8 +208,7 @@ impl Registry {
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
-            let auth = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned());
-            if let Some(a) = auth {
+            if let Some(a) = self.auth_for(&url, scope) {
                 req = req.header(AUTHORIZATION, a);
             }
             req = match payload {
@@ -470,7 +482,7 @@ impl Registry {
             .put(put.clone())
             .header(CONTENT_LENGTH, size)
             .header(CONTENT_TYPE, "application/octet-stream");
-        if let Some(a) = self.tokens.lock().ok().and_then(|t| t.get(&scope).cloned()) {
+        if let Some(a) = self.auth_for(put.as_str(), &scope) {
             req = req.header(AUTHORIZATION, a);
         }
         let resp = req
@@ -558,6 +570,29 @@ mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_go_only_to_the_registry_origin() {
+        let image = ImageRef::parse("127.0.0.1:5000/models/app").unwrap();
+        let r = Registry::new(&image, true).unwrap();
+        r.tokens
+            .lock()
+            .unwrap()
+            .insert("s".into(), "Bearer secret".into());
+        assert_eq!(
+            r.auth_for("http://127.0.0.1:5000/v2/models/app/blobs/uploads/1", "s")
+                .as_deref(),
+            Some("Bearer secret")
+        );
+        for elsewhere in [
+            "http://127.0.0.2:5000/v2/models/app/blobs/uploads/1",
+            "http://127.0.0.1:5001/upload",
+            "https://127.0.0.1:5000/v2/",
+            "not a url",
+        ] {
+            assert_eq!(r.auth_for(elsewhere, "s"), None, "{elsewhere}");
+        }
+    }
 
     #[test]
     fn challenges() {

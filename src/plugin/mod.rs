@@ -19,10 +19,11 @@ use std::path::PathBuf;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
+use crate::ui::clean;
 pub use bindings::{ConfigValue, ErrorCode, FileEntry, Level, RepoRef, WitRepoKind};
 use bindings::{GuestError, mirror as mw, policy as pw, pruner as rw};
 pub use config::PluginConfig;
-pub use outputs::{Candidate, Selection, clean};
+pub use outputs::{Candidate, Selection};
 pub use rw::exports::modelbake::plugin::pruner::{
     CachedFile, CachedRepo, CachedRevision, Deletion, PruneContext,
 };

@@ -8,6 +8,7 @@ use url::Url;
 
 use super::bindings::mirror::exports::modelbake::plugin::mirror::Candidate as WitCandidate;
 use super::{CachedRepo, Deletion, FailureKind, FileEntry, PluginError};
+use crate::ui::clean;
 
 /// A download location a mirror plugin proposed and the host accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,26 +26,6 @@ pub struct Selection {
     pub keep: Vec<String>,
     /// `(path, reason)` for every other input path, sorted by path.
     pub dropped: Vec<(String, String)>,
-}
-
-/// Makes a plugin-supplied text safe to print: control characters (newlines, escape
-/// sequences) are shown escaped, and it is cut to 1 KiB, so a plugin cannot forge log lines
-/// or drive the terminal.
-pub fn clean(text: &str) -> String {
-    const MAX: usize = 1024;
-    let mut out = String::new();
-    for c in text.chars() {
-        if out.len() >= MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Accepts only what can safely be downloaded from: an absolute `http://` or `https://` URL
@@ -213,12 +194,6 @@ pub(super) fn check_deletions(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_text_cannot_forge_lines_or_flood() {
-        assert_eq!(clean("ok\nFinished \u{1b}[2J"), "ok\\nFinished \\u{1b}[2J");
-        assert!(clean(&"x".repeat(5000)).chars().count() <= 1025);
-    }
 
     #[test]
     fn candidate_urls_must_be_plain_http() {

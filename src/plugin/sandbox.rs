@@ -144,7 +144,7 @@ impl host::Host for HostState {
             return;
         }
         self.log_bytes += message.len();
-        let message = super::outputs::clean(&message);
+        let message = crate::ui::clean(&message);
         let message = if self.log_bytes >= LOG_LIMIT {
             format!(
                 "{}… (log truncated: plugins may log {LOG_LIMIT} bytes per call)",

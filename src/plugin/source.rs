@@ -105,7 +105,7 @@ async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
         } else if ok {
             attempt.follow()
         } else {
-            let to = attempt.url().to_string();
+            let to = crate::redact::url_str(attempt.url().as_str());
             attempt.error(format!(
                 "refusing a redirect to {to}: plugins are only downloaded over https"
             ))
@@ -116,26 +116,16 @@ async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
         .timeout(std::time::Duration::from_secs(120))
         .build()
         .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
-    let mut resp = client
+    let shown = crate::redact::url_str(url.as_str());
+    let resp = client
         .get(url.clone())
         .send()
         .await
-        .map_err(|e| format!("cannot download {url}: {}", crate::hub::error_chain(&e)))?;
+        .map_err(|e| format!("cannot download {shown}: {}", crate::hub::error_chain(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("cannot download {url}: HTTP {}", resp.status()));
+        return Err(format!("cannot download {shown}: HTTP {}", resp.status()));
     }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    crate::http_body::read_capped(resp, MAX_PLUGIN_BYTES, "a plugin")
         .await
-        .map_err(|e| format!("download of {url} failed: {}", crate::hub::error_chain(&e)))?
-    {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
-            return Err(format!(
-                "{url} is larger than {MAX_PLUGIN_BYTES} bytes; that is not a plugin"
-            ));
-        }
-    }
-    Ok(bytes)
+        .map_err(|e| e.to_string())
 }

@@ -1,6 +1,7 @@
 //! Garbage collection of the store: blobs and partial downloads that none of the given locks
-//! needs (the layer cache collects its own records, in `oci::layer::collect_cache`). A blob is removed only while holding its claim, so a blob that a
-//! concurrent `fetch` is downloading or publishing is never collected.
+//! needs (the layer cache collects its own records, in `oci::layer::collect_cache`). A blob is
+//! removed only while holding its claim, so a blob that a concurrent `fetch` is downloading or
+//! publishing is never collected.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -8,10 +9,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::partial::partial_of;
 use super::{Store, StoreError, io_err};
 use crate::lock::Lockfile;
 
-/// What a collection found (and, when applied, removed).
+/// What a collection found (and, when applied, removed). Only entries the store made are
+/// candidates: `blobs/sha256/<aa>/<sha256>` regular files in their own shard, and
+/// `tmp/<sha256>.<writer>.part` regular files; anything else is left alone, and a symlinked
+/// shard folder is never entered (it is listed in `skipped`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
     /// Unreferenced blobs: (sha256, size).
@@ -25,6 +30,8 @@ pub struct GcReport {
     pub freed: u64,
     /// Candidates left alone because another process holds them right now.
     pub busy: usize,
+    /// Folders of the store left alone because they are symlinks (never walked).
+    pub skipped: Vec<PathBuf>,
     /// Whether anything was removed (false for a dry run).
     pub applied: bool,
 }
@@ -41,19 +48,44 @@ pub fn gc(store: &Store, keep: &[Lockfile], apply: bool) -> Result<GcReport, Sto
         applied: apply,
         ..Default::default()
     };
+    collect_blobs(store, &wanted, apply, &mut report)?;
+    collect_partials(store, &wanted, apply, &mut report)?;
+    Ok(report)
+}
+
+/// Unreferenced published blobs, shard by shard; symlinked shards are skipped.
+fn collect_blobs(
+    store: &Store,
+    wanted: &BTreeSet<&str>,
+    apply: bool,
+    report: &mut GcReport,
+) -> Result<(), StoreError> {
     let blobs_dir = store.root().join("blobs/sha256");
     for shard in fs::read_dir(&blobs_dir)
         .map_err(io_err("listing", &blobs_dir))?
         .filter_map(Result::ok)
     {
+        let name = shard.file_name().to_string_lossy().into_owned();
+        match shard.file_type() {
+            Ok(t) if t.is_symlink() => {
+                report.skipped.push(shard.path());
+                continue;
+            }
+            Ok(t) if t.is_dir() && crate::hash::is_lower_hex(&name, 2) => {}
+            _ => continue,
+        }
         for entry in fs::read_dir(shard.path())
             .map_err(io_err("listing", &shard.path()))?
             .filter_map(Result::ok)
         {
             let sha = entry.file_name().to_string_lossy().into_owned();
-            if wanted.contains(sha.as_str()) || !crate::hash::is_lower_hex(&sha, 64) {
+            let recognised = crate::hash::is_lower_hex(&sha, 64)
+                && sha.starts_with(&name)
+                && entry.file_type().is_ok_and(|t| t.is_file());
+            if !recognised || wanted.contains(sha.as_str()) {
                 continue;
             }
+            // DirEntry::metadata does not follow symlinks.
             let size = entry.metadata().map_or(0, |m| m.len());
             if apply {
                 // Held while removing: a fetch of this blob waits, then downloads it again.
@@ -67,29 +99,38 @@ pub fn gc(store: &Store, keep: &[Lockfile], apply: bool) -> Result<GcReport, Sto
             report.blobs.push((sha, size));
         }
     }
+    Ok(())
+}
+
+/// Partial downloads of unreferenced blobs (regular files under the names the store gives
+/// them; nothing else in `tmp/` is touched).
+fn collect_partials(
+    store: &Store,
+    wanted: &BTreeSet<&str>,
+    apply: bool,
+    report: &mut GcReport,
+) -> Result<(), StoreError> {
     let tmp = store.tmp_dir();
     for entry in fs::read_dir(&tmp)
         .map_err(io_err("listing", &tmp))?
         .filter_map(Result::ok)
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let sha = name.split('.').next().unwrap_or("").to_owned();
-        if wanted.contains(sha.as_str()) && crate::hash::is_lower_hex(&sha, 64) {
-            continue; // resumable download of a blob still needed
+        let Some(sha) = partial_of(&name) else {
+            continue;
+        };
+        if wanted.contains(sha) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue; // a resumable download of a blob still needed, or not ours
         }
         if apply {
-            if crate::hash::is_lower_hex(&sha, 64) {
-                let Some(_claim) = store.try_lock(&sha)? else {
-                    report.busy += 1;
-                    continue;
-                };
-                let _ = fs::remove_file(entry.path());
-            } else {
-                let _ = fs::remove_file(entry.path());
-            }
+            let Some(_claim) = store.try_lock(sha)? else {
+                report.busy += 1;
+                continue;
+            };
+            let _ = fs::remove_file(entry.path());
         }
         report.freed += entry.metadata().map_or(0, |m| m.len());
         report.partials.push(entry.path());
     }
-    Ok(report)
+    Ok(())
 }

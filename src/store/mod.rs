@@ -10,12 +10,18 @@
 //! Where `flock` is a no-op (some NFS/Lustre setups), nothing breaks: every writer has its own
 //! uniquely named temp file, a leftover partial is taken over by an atomic rename (only one
 //! process wins it), and every blob is verified before the rename that publishes it.
+//!
+//! Nothing inside the store is ever reached through a symlink: its folders must be real
+//! folders (a symlinked one is refused, naming it), blobs and partials must be regular files,
+//! and files are opened with `O_NOFOLLOW`. The store root itself may be a symlink: that is
+//! where the user chose to put it.
 
 pub mod gc;
 mod partial;
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use partial::Partial;
@@ -44,6 +50,19 @@ pub enum StoreError {
         expected: String,
         /// What the bytes hashed to.
         actual: String,
+    },
+    /// A folder inside the store is a symlink; the store never reads, writes or deletes
+    /// through one, so a link planted there cannot make it touch files elsewhere.
+    #[error(
+        "{} is a symlink{}: modelbake never follows symlinked folders inside its store; replace it with a real folder (moving what it holds into it), or point MODELBAKE_STORE / --store at the other disk instead",
+        .path.display(),
+        .target.as_ref().map(|t| format!(" (to {})", t.display())).unwrap_or_default()
+    )]
+    SymlinkedFolder {
+        /// The symlink.
+        path: PathBuf,
+        /// Where it points, when readable.
+        target: Option<PathBuf>,
     },
     /// The content had another length than the lock says.
     #[error(
@@ -120,11 +139,12 @@ impl Store {
         nonempty("HOME").map(|h| PathBuf::from(h).join(".cache/modelbake/store"))
     }
 
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`. Its folders (`blobs`, `blobs/sha256`,
+    /// `tmp`, `locks`) must be real folders: a symlinked one is refused, naming it.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for sub in ["blobs/sha256", "tmp", "locks"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(io_err("creating the store folder", &dir))?;
+        fs::create_dir_all(root).map_err(io_err("creating the store folder", root))?;
+        for sub in ["blobs", "blobs/sha256", "tmp", "locks"] {
+            real_dir(&root.join(sub))?;
         }
         Ok(Store {
             root: root.to_owned(),
@@ -158,10 +178,13 @@ impl Store {
         self.root.join("blobs/sha256").join(shard).join(sha256)
     }
 
-    /// True when the blob is published with the expected size. Published blobs were verified
+    /// True when the blob is published with the expected size: a regular file in a real shard
+    /// folder (a symlink there is never taken for a blob). Published blobs were verified
     /// before publication; `verify` re-hashes exports when proof is needed.
     pub fn has(&self, sha256: &str, size: u64) -> bool {
-        fs::metadata(self.blob_path(sha256)).is_ok_and(|m| m.is_file() && m.len() == size)
+        let path = self.blob_path(sha256);
+        path.parent().is_some_and(is_real_dir)
+            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
     /// The files of `lock` whose blobs are not published yet, as `model `x` file `y``: what
@@ -186,6 +209,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("opening the lock file", &path))
     }
@@ -221,6 +245,43 @@ impl Store {
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+}
+
+/// True when `path` is a folder itself, not a symlink to one (`symlink_metadata` does not
+/// follow the last component).
+pub(crate) fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Creates `dir` when missing and checks that it is a real folder; a symlink there is refused
+/// with [`StoreError::SymlinkedFolder`].
+pub(crate) fn real_dir(dir: &Path) -> Result<(), StoreError> {
+    let meta = match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_err("creating the store folder", dir)(e));
+                }
+                _ => {}
+            }
+            fs::symlink_metadata(dir)
+        }
+        other => other,
+    }
+    .map_err(io_err("reading", dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(StoreError::SymlinkedFolder {
+            path: dir.to_owned(),
+            target: fs::read_link(dir).ok(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(io_err("using the store folder", dir)(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "a file is where a folder should be; move it away",
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -317,6 +378,44 @@ mod tests {
                 }
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn symlinked_store_folders_are_refused_and_symlinks_are_never_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("tmp")).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::SymlinkedFolder { .. }), "{err}");
+        assert!(
+            err.to_string().contains("replace it with a real folder"),
+            "{err}"
+        );
+
+        fs::remove_file(dir.path().join("tmp")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"a file elsewhere";
+        let sha = sha256_hex(data);
+        fs::write(elsewhere.path().join("f"), data).unwrap();
+        let blob = store.blob_path(&sha);
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("f"), &blob).unwrap();
+        assert!(!store.has(&sha, data.len() as u64));
+    }
+
+    #[test]
+    fn partial_names() {
+        let sha = "a".repeat(64);
+        assert_eq!(
+            partial::partial_of(&format!("{sha}.12-00000000000000ff.part")),
+            Some(sha.as_str())
+        );
+        assert_eq!(partial::partial_of(&format!("{sha}.part")), None);
+        assert_eq!(partial::partial_of("notes.txt"), None);
+        assert_eq!(
+            partial::partial_of(&format!("{}.1.part", "A".repeat(64))),
+            None
         );
     }
 

@@ -4,10 +4,10 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::{Store, StoreError, io_err};
+use super::{Store, StoreError, io_err, real_dir};
 use crate::hash::ContentHasher;
 
 /// Start disk writeback every this many bytes, so the final fsync has little left to do.
@@ -35,13 +35,14 @@ impl Partial {
             std::process::id(),
             fastrand::u64(..)
         ));
+        // Only regular files are taken over: a symlink planted under a partial's name would
+        // otherwise be opened, and truncated, wherever it points.
         let mut leftovers: Vec<(u64, PathBuf)> = fs::read_dir(&tmp)
             .map_err(io_err("listing", &tmp))?
             .filter_map(Result::ok)
             .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.starts_with(&format!("{sha256}.")) && name.ends_with(".part")
+                e.file_type().is_ok_and(|t| t.is_file())
+                    && partial_of(&e.file_name().to_string_lossy()) == Some(sha256)
             })
             .map(|e| (e.metadata().map(|m| m.len()).unwrap_or(0), e.path()))
             .collect();
@@ -63,6 +64,7 @@ impl Partial {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&ours)
             .map_err(io_err("creating", &ours))?;
         let mut partial = Partial {
@@ -206,13 +208,20 @@ impl Partial {
             .map_err(io_err("setting permissions of", &path))?;
         drop(file);
         let shard = blob_path.parent().map(PathBuf::from).unwrap_or_default();
-        fs::create_dir_all(&shard).map_err(io_err("creating", &shard))?;
+        real_dir(&shard)?;
         fs::rename(&path, &blob_path).map_err(io_err("publishing", &blob_path))?;
         if durable && let Ok(dir) = File::open(&shard) {
             let _ = dir.sync_all();
         }
         Ok(blob_path)
     }
+}
+
+/// The sha256 whose partial download a `tmp/` entry named `name` is
+/// (`<sha256>.<writer>.part`), or `None` for a name the store did not make.
+pub(crate) fn partial_of(name: &str) -> Option<&str> {
+    let (sha256, rest) = name.split_once('.')?;
+    (crate::hash::is_lower_hex(sha256, 64) && rest.ends_with(".part")).then_some(sha256)
 }
 
 /// Asks the kernel to start writing a range back now (Linux `sync_file_range`), so dirty pages

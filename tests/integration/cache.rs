@@ -133,7 +133,7 @@ fn scan_matches_huggingface_hub_scan_cache_dir() {
 }
 
 /// A cache with acme/tiny at v1.0 (kept by `keep`) and at main plus acme/data (in `other`).
-fn two_lock_cache(hub: &HubEmulator) -> (Fetched, Project) {
+pub(crate) fn two_lock_cache(hub: &HubEmulator) -> (Fetched, Project) {
     let keep = Fetched::new(hub, "[[model]]\nid = \"acme/tiny\"\nrevision = \"v1.0\"\n");
     keep.fetch(hub, &[]).ok();
     keep.export(&[]).ok();
@@ -453,13 +453,13 @@ fn gc_racing_a_fetch_loses_nothing() {
 }
 
 /// `modelbake serve` on a free port; stops when dropped.
-struct Serving {
+pub(crate) struct Serving {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Serving {
-    fn start(f: &Fetched) -> Self {
+    pub(crate) fn start(f: &Fetched) -> Self {
         let mut child = f
             .cmd()
             .args(["serve", "--addr", "127.0.0.1:0", "--lock"])
@@ -554,7 +554,7 @@ print(json.dumps(out))
 }
 
 /// Sends one raw request line (no client-side path normalisation) and returns status and body.
-fn raw(endpoint: &str, request: &str) -> (u16, String) {
+pub(crate) fn raw(endpoint: &str, request: &str) -> (u16, String) {
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -1,7 +1,7 @@
 //! Helpers for the hostile-input tests: run the binary with its own peak memory and wall time
-//! measured (wait4 on that one child, so other tests' processes never count), a bounded wait
-//! that kills a command that hangs, and a before/after snapshot of a folder tree to prove a
-//! command changed nothing outside the folders it owns.
+//! measured (that one child's VmHWM, so neither this test process nor other tests' processes
+//! ever count), a bounded wait that kills a command that hangs, and a before/after snapshot of
+//! a folder tree to prove a command changed nothing outside the folders it owns.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -69,6 +69,8 @@ impl Measured {
 pub fn run_measured(cmd: &mut Command, limit: Duration) -> Measured {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    // Reaped below with wait4 (which also gives the exit status without std's bookkeeping).
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
@@ -78,14 +80,20 @@ pub fn run_measured(cmd: &mut Command, limit: Duration) -> Measured {
     let pid = child.id() as libc::pid_t;
     let start = Instant::now();
     let mut killed = false;
-    let (status, usage) = loop {
+    // Not wait4's ru_maxrss: Linux folds the parent's memory at exec time into it (the child
+    // starts as a vfork of this test process), so a large test process would be blamed on the
+    // child. VmHWM is the high-water mark of the child's own address space since exec; it is
+    // sampled until the child exits (missing at most the last few milliseconds).
+    let mut peak_rss = 0;
+    let status = loop {
+        peak_rss = peak_rss.max(vm_hwm(pid).unwrap_or(0));
         let mut status = 0;
         // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: pid is our own child, status and usage point to live locals.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
-            break (status, usage);
+            break status;
         }
         assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
         if !killed && start.elapsed() > limit {
@@ -93,7 +101,7 @@ pub fn run_measured(cmd: &mut Command, limit: Duration) -> Measured {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             killed = true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     };
     let wall = start.elapsed();
     let code = if libc::WIFEXITED(status) {
@@ -107,11 +115,23 @@ pub fn run_measured(cmd: &mut Command, limit: Duration) -> Measured {
         code,
         stdout: read(&out_path),
         stderr: read(&err_path),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss: (usage.ru_maxrss as u64) * 1024,
+        peak_rss,
         wall,
         killed,
     }
+}
+
+/// The peak resident memory of process `pid` since its last exec (`VmHWM`), in bytes.
+fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line["VmHWM:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// One entry of a tree snapshot: its kind, size, mode, mtime, inode and (for symlinks) target.

@@ -10,6 +10,8 @@ mod emulator;
 mod fetch;
 mod fidelity;
 mod golden;
+mod hostile_fs;
+mod hostile_hub;
 mod hostile_oci;
 mod hostile_support;
 mod hub_client;

@@ -27,6 +27,26 @@ pub enum FaultAction {
     Truncate(u64),
     /// Answer normally but with every body byte changed (same length).
     WrongBytes,
+    /// Answer with this status and a body that never ends, announcing `content_length` (a
+    /// hostile server announcing 10^15 bytes) or nothing (chunked).
+    EndlessBody {
+        /// HTTP status.
+        status: u16,
+        /// The `Content-Length` to announce.
+        content_length: Option<u64>,
+    },
+    /// Answer as if no `Range` had been asked for (200, from byte 0), as a CDN that ignores
+    /// ranges does; with `Some(n)`, the answer also ends cleanly after `n` bytes.
+    IgnoreRange(Option<u64>),
+    /// Answer normally, with this header set (replacing the normal one): a forged `Link`.
+    Header(String, String),
+    /// Answer with an empty page and a `Link` to the next cursor, so a listing never ends.
+    EndlessPages,
+    /// Answer with a 302 to this location.
+    Redirect(String),
+    /// Answer with this status and `{"error": message}` as the body only (the message may
+    /// hold characters no header can carry).
+    ErrorBody(u16, String),
 }
 
 /// A rule: which requests, how many times, what happens.

@@ -145,9 +145,41 @@ pub(crate) async fn handle(
             }
             return Ok(finish(r, method == Method::HEAD, None));
         }
+        Some(FaultAction::EndlessBody {
+            status,
+            content_length,
+        }) => return Ok(endless(status, content_length)),
+        Some(FaultAction::EndlessPages) => {
+            let cursor: u64 = query
+                .as_deref()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let next = format!(
+                "http://{host_header}{path}?recursive=true&expand=false&cursor={}",
+                cursor + 1
+            );
+            let r = Reply::json(json!([])).header("link", format!("<{next}>; rel=\"next\""));
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
+        Some(FaultAction::Redirect(location)) => {
+            let r = Reply::new(StatusCode::FOUND).header("location", location);
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
+        Some(FaultAction::ErrorBody(status, message)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let r = Reply::new(status)
+                .header("content-type", "application/json")
+                .bytes(serde_json::to_vec(&json!({ "error": message })).unwrap_or_default());
+            return Ok(finish(r, method == Method::HEAD, None));
+        }
         Some(other) => body_fault = Some(other),
         None => {}
     }
+    let range = match body_fault {
+        Some(FaultAction::IgnoreRange(_)) => None,
+        _ => range,
+    };
 
     let body = if method == Method::POST {
         req.into_body()
@@ -171,7 +203,45 @@ pub(crate) async fn handle(
         Host::Hub => route_hub(&ctx, &path),
         Host::Cdn => route_cdn(&ctx, &path),
     };
+    let reply = match &body_fault {
+        Some(fault) => alter(reply, fault),
+        None => reply,
+    };
     Ok(finish(reply, method == Method::HEAD, body_fault))
+}
+
+/// Applies the faults that change a normal answer's headers or length.
+fn alter(mut reply: Reply, fault: &FaultAction) -> Reply {
+    match fault {
+        FaultAction::IgnoreRange(Some(n)) => {
+            if let ReplyBody::Content { len, .. } = &mut reply.body {
+                *len = (*len).min(*n);
+            }
+            reply
+        }
+        FaultAction::Header(name, value) => {
+            reply.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            reply.header(name, value.clone())
+        }
+        _ => reply,
+    }
+}
+
+/// A 200 (or `status`) whose body never ends: 64 KiB blocks of JSON-looking filler.
+fn endless(status: u16, content_length: Option<u64>) -> Response<Body> {
+    let block = Bytes::from(b"[{\"type\":\"file\"},".repeat(4096));
+    let body = BodyExt::boxed(StreamBody::new(stream::repeat_with(move || {
+        Ok(Frame::data(block.clone()))
+    })));
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header("content-type", "application/json");
+    if let Some(len) = content_length {
+        builder = builder.header("content-length", len.to_string());
+    }
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 struct Ctx<'a> {

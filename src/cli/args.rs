@@ -1,0 +1,89 @@
+//! Flags shared by several commands: where the store is, where the huggingface_hub cache is,
+//! and how the cache is laid out in an image.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::hfcache::default_hub_cache;
+use crate::hub::config::process_env;
+use crate::manifest::{BakeOverrides, parse_hf_home, parse_owner};
+use crate::store::Store;
+
+/// Where the store is, shared by the commands that use it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The blob store; default $MODELBAKE_STORE, else ~/.cache/modelbake/store. Shared by all
+    /// projects of a user: each blob is stored once.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store's `plugins/` folder (compiled and downloaded plugins), if a store location is
+    /// known; commands that only need plugins do not create the store.
+    pub(crate) fn plugin_dir(&self) -> Option<PathBuf> {
+        self.store
+            .clone()
+            .or_else(|| Store::default_root(&process_env))
+            .map(|root| Store::plugin_dir_of(&root))
+    }
+
+    pub(crate) fn open(&self) -> anyhow::Result<Store> {
+        let root = match &self.store {
+            Some(p) => p.clone(),
+            None => Store::default_root(&process_env).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot place the store: set MODELBAKE_STORE or HOME, or pass --store DIR"
+                )
+            })?,
+        };
+        let durable = crate::env::flag(&process_env, "MODELBAKE_FSYNC");
+        Ok(Store::open(&root)?.with_durability(durable))
+    }
+}
+
+/// The huggingface_hub cache folder option of `export` and `verify`.
+#[derive(Debug, Args)]
+pub struct HubCacheArgs {
+    /// The huggingface_hub cache (the folder holding models--*); default as huggingface_hub:
+    /// $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+    #[arg(long, value_name = "DIR")]
+    pub hub_cache: Option<PathBuf>,
+}
+
+impl HubCacheArgs {
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
+        match &self.hub_cache {
+            Some(p) => Ok(p.clone()),
+            None => default_hub_cache(&process_env)
+                .ok_or_else(|| anyhow::anyhow!("cannot find the huggingface_hub cache: set HF_HUB_CACHE or HF_HOME, or pass --hub-cache DIR")),
+        }
+    }
+}
+
+/// How the cache is laid out in the image; shared by `bake` and `verify --oci/--layer`.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// HF_HOME inside the image [default: bake.hf_home, else /root/.cache/huggingface].
+    #[arg(long, value_name = "PATH", value_parser = parse_hf_home)]
+    pub hf_home: Option<String>,
+    /// uid:gid owning the baked files [default: bake.owner, else 0:0].
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub owner: Option<(u32, u32)>,
+    /// Platform of a multi-arch base, os/arch[/variant] [default: linux/amd64].
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+impl LayoutArgs {
+    /// These flags as overrides of `[bake]`.
+    pub fn overrides(&self) -> BakeOverrides {
+        BakeOverrides {
+            hf_home: self.hf_home.clone(),
+            owner: self.owner,
+            platform: self.platform.clone(),
+            ..Default::default()
+        }
+    }
+}
