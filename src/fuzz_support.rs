@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 /// Cases per property in the default (test-suite) run.
 pub const DEFAULT_CASES: u32 = 256;
@@ -29,6 +29,19 @@ pub fn config(cost: u32) -> Config {
         // Shrinking is what makes a finding readable; bound it so a failure reports promptly.
         max_shrink_iters: 4096,
         ..Config::default()
+    }
+}
+
+/// Runs `test` on values of `strategy` with [`config`]`(cost)`, panicking with the minimal
+/// failing input: for properties that share an expensive set-up (a store, a runtime) across
+/// cases, which the `proptest!` macro would rebuild for every case.
+pub fn check<S: Strategy>(
+    cost: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    if let Err(e) = TestRunner::new(config(cost)).run(&strategy, test) {
+        panic!("{e}");
     }
 }
 
