@@ -221,7 +221,8 @@ fn corrupt(lock: &mut Lockfile, c: Corruption, i: prop::sample::Index) -> bool {
 }
 
 proptest! {
-    #![proptest_config(config(1))]
+    // Generated locks are large and serialised twice a case: half the cases.
+    #![proptest_config(config(2))]
 
     /// Any text: no panic; an error renders; whatever is accepted is stable.
     #[test]
