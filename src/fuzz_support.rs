@@ -26,6 +26,9 @@ pub fn config(cost: u32) -> Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
+        // Properties that skip inapplicable inputs (`prop_assume!`) may skip a share of them
+        // however long the run.
+        max_global_rejects: cases,
         // Shrinking is what makes a finding readable; bound it so a failure reports promptly.
         max_shrink_iters: 4096,
         ..Config::default()

@@ -10,7 +10,7 @@ use super::api::{RevisionInfo, TreeEntry, next_link};
 use super::error_message;
 use crate::fuzz_support::{config, json_value, mutated};
 use crate::hash::is_lower_hex;
-use crate::repo::{check_repo_path, is_commit_hash};
+use crate::repo::{check_repo_path, check_tree_paths, is_commit_hash};
 
 /// Keys and values of Hub answers, so generated JSON often has the right shape.
 const KEYS: &[&str] = &[
@@ -89,6 +89,8 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
         for entry in &page {
             check_listed(entry)?;
         }
+        let files = page.iter().filter(|e| e.is_file()).map(|e| e.path.as_str());
+        let _ = check_tree_paths(files);
     }
     if let Ok(info) = serde_json::from_slice::<RevisionInfo>(bytes)
         && let Some(sha) = info.sha.filter(|s| is_commit_hash(s))
