@@ -1,5 +1,8 @@
 //! Content digests modelbake records and checks: sha256 of every file, the git blob sha1 that
-//! names regular (non-LFS) files on the Hub and in the cache, and the per-repo set digest.
+//! names regular (non-LFS) files on the Hub and in the cache, and the per-repo set digest; and
+//! the reader and writer adapters that hash a stream as it passes.
+
+use std::io::{self, Read, Write};
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -70,6 +73,22 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// sha256 (lowercase hex) and length of everything `reader` yields, read in 1 MiB pieces:
+/// how a file on disk is re-hashed to check it.
+pub fn sha256_of_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut hasher = ContentHasher::sha256_only();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let d = hasher.finish();
+    Ok((d.sha256, d.len))
+}
+
 /// The git blob id of `data`: what the Hub calls `oid`/`blobId` for regular files.
 pub fn git_blob_sha1(data: &[u8]) -> String {
     let mut h = ContentHasher::with_git_blob(data.len() as u64);
@@ -94,6 +113,120 @@ pub fn set_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
 /// True for lowercase hex of exactly `len` characters.
 pub fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A reader that hashes (sha256) and counts what is read through it, for checks that hash a
+/// stream while something else consumes it (a layer blob while its tar is decoded).
+pub struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// (sha256 hex of what was read, bytes read, inner reader).
+    pub fn finish(self) -> (String, u64, R) {
+        (hex::encode(self.hasher.finalize()), self.count, self.inner)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes (sha256) and counts what goes through it, hashing on a helper thread
+/// so that hashing overlaps with reading, compressing and writing (the layer writer hashes
+/// gigabytes through it twice: the tar and the compressed blob).
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    batch: Vec<u8>,
+    count: u64,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<String>>,
+}
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (back_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut batch in rx {
+                hasher.update(&batch);
+                batch.clear();
+                let _ = back_tx.send(batch);
+            }
+            hex::encode(hasher.finalize())
+        });
+        HashingWriter {
+            inner,
+            batch: Vec::with_capacity(HASH_BATCH),
+            count: 0,
+            tx: Some(tx),
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    fn ship(&mut self) {
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(full);
+        }
+    }
+
+    /// (sha256 hex, bytes, inner writer).
+    pub fn finish(mut self) -> (String, u64, W) {
+        if !self.batch.is_empty() {
+            self.ship();
+        }
+        drop(self.tx.take());
+        let hex = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        (hex, self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write_all(buf)?;
+        self.batch.extend_from_slice(buf);
+        self.count += buf.len() as u64;
+        if self.batch.len() >= HASH_BATCH {
+            self.ship();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +259,39 @@ mod tests {
             Some(git_blob_sha1(b"hello world").as_str())
         );
         assert_eq!(d.len, 11);
+    }
+
+    #[test]
+    fn hashing_writer_matches_a_plain_sha256() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        for chunk in data.chunks(777_777) {
+            w.write_all(chunk).unwrap();
+        }
+        let (hex, n, inner) = w.finish();
+        assert_eq!((hex, n), (sha256_hex(&data), data.len() as u64));
+        assert_eq!(inner, data);
+    }
+
+    #[test]
+    fn hashing_reader_matches_a_plain_sha256() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let mut r = HashingReader::new(&data[..]);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        let (hex, n, rest) = r.finish();
+        assert_eq!((hex, n), (sha256_hex(&data), data.len() as u64));
+        assert_eq!(out, data);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn reader_digest_counts_and_hashes_everything() {
+        let data = vec![7u8; (1 << 20) + 3];
+        assert_eq!(
+            sha256_of_reader(&data[..]).unwrap(),
+            (sha256_hex(&data), data.len() as u64)
+        );
     }
 
     #[test]

@@ -3,28 +3,33 @@
 //! The data flows one way: `models.toml` (intent, [`manifest`]) is resolved against the Hub
 //! ([`hub`]) by [`resolve`] into `models.lock` ([`lock`]), which every later step reads alone.
 //! The command-line front end lives in [`cli`] and holds no logic of its own.
+//!
+//! Only what the binary, the integration tests and the benchmarks use is public; every other
+//! module is crate-private, so its items can change without a semver promise.
 
-pub mod bake;
+#![warn(missing_docs)]
+
+pub(crate) mod bake;
 pub mod cli;
-pub mod env;
-pub mod fetch;
-pub mod fs_atomic;
+pub(crate) mod env;
+pub(crate) mod fetch;
+pub(crate) mod fs_atomic;
 pub mod hash;
-pub mod hfcache;
-pub mod http_body;
-pub mod http_header;
+pub(crate) mod hfcache;
+pub(crate) mod http_body;
+pub(crate) mod http_header;
 pub mod hub;
-pub mod lock;
-pub mod manifest;
-pub mod oci;
+pub(crate) mod lock;
+pub(crate) mod manifest;
+pub(crate) mod oci;
 pub mod plugin;
-pub mod redact;
+pub(crate) mod redact;
 pub mod repo;
-pub mod resolve;
+pub(crate) mod resolve;
 pub mod schema;
-pub mod serve;
-pub mod store;
-pub mod ui;
+pub(crate) mod serve;
+pub(crate) mod store;
+pub(crate) mod ui;
 
 #[cfg(test)]
 mod fuzz_support;

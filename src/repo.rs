@@ -49,6 +49,23 @@ impl RepoKind {
             RepoKind::Space => "spaces/",
         }
     }
+
+    /// The kind a plural segment names (`models`, `datasets`, `spaces`): the Hub API's path
+    /// segment and the prefix of cache folder names, the inverse of [`RepoKind::api_segment`].
+    /// `None` for anything else (including `kernels`, which caches hold but locks do not know).
+    pub fn from_segment(segment: &str) -> Option<Self> {
+        [RepoKind::Dataset, RepoKind::Model, RepoKind::Space]
+            .into_iter()
+            .find(|k| k.api_segment() == segment)
+    }
+
+    /// The kind a singular name names (`model`, `dataset`, `space`), the inverse of
+    /// [`RepoKind::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [RepoKind::Dataset, RepoKind::Model, RepoKind::Space]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
 }
 
 impl fmt::Display for RepoKind {
@@ -144,6 +161,49 @@ impl fmt::Display for RepoId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A repository's identity: its kind and its id. What locks, the mirror and the layer cache
+/// index repos by, and the one place that builds the two ways modelbake names a repo: the
+/// message label (`model `acme/tiny``, its `Display`) and the kind-qualified id
+/// (`model/acme/tiny`, [`RepoKey::qualified`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RepoKey {
+    /// Model, dataset or space.
+    pub kind: RepoKind,
+    /// The repo id.
+    pub id: RepoId,
+}
+
+impl RepoKey {
+    /// The key of the `kind` repo `id`.
+    pub fn new(kind: RepoKind, id: RepoId) -> Self {
+        RepoKey { kind, id }
+    }
+
+    /// `model `acme/tiny``: how messages name a repo (the same as `Display`).
+    pub fn label(&self) -> String {
+        self.to_string()
+    }
+
+    /// `model/acme/tiny`: the kind-qualified id that layer-cache records, prune plans and
+    /// pattern matching use (see [`qualified_name`]).
+    pub fn qualified(&self) -> String {
+        qualified_name(self.kind.as_str(), self.id.as_str())
+    }
+}
+
+/// `model `acme/tiny``.
+impl fmt::Display for RepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}`", self.kind, self.id)
+    }
+}
+
+/// `<kind>/<id>`, the form of [`RepoKey::qualified`], for repos known only as text: a cache
+/// folder may hold kinds no lock knows (`kernel`) and ids that were never validated.
+pub fn qualified_name(kind: &str, id: &str) -> String {
+    format!("{kind}/{id}")
 }
 
 /// A revision as a person wrote it: a branch, a tag, `refs/pr/N` or a full 40-hex commit.
@@ -334,6 +394,26 @@ mod tests {
         }
         let long = format!("org/{}", "a".repeat(97));
         assert!(RepoId::parse(&long).unwrap_err().contains("at most 96"));
+    }
+
+    #[test]
+    fn kinds_parse_from_their_names_and_segments() {
+        for kind in [RepoKind::Dataset, RepoKind::Model, RepoKind::Space] {
+            assert_eq!(RepoKind::from_segment(kind.api_segment()), Some(kind));
+            assert_eq!(RepoKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(RepoKind::from_segment("kernels"), None);
+        assert_eq!(RepoKind::from_segment("model"), None);
+        assert_eq!(RepoKind::from_name("models"), None);
+    }
+
+    #[test]
+    fn key_display_forms() {
+        let key = RepoKey::new(RepoKind::Model, RepoId::parse("acme/tiny").unwrap());
+        assert_eq!(key.label(), "model `acme/tiny`");
+        assert_eq!(key.to_string(), "model `acme/tiny`");
+        assert_eq!(key.qualified(), "model/acme/tiny");
+        assert_eq!(qualified_name("kernel", "a/b"), "kernel/a/b");
     }
 
     #[test]

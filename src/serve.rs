@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::lock::{LockedFile, LockedRepo, Lockfile};
-use crate::repo::{RepoId, RepoKind, Revision, check_repo_path};
+use crate::repo::{RepoId, RepoKey, RepoKind, Revision, check_repo_path};
 use crate::store::Store;
 
 type Body = BoxBody<Bytes, io::Error>;
@@ -51,7 +51,7 @@ const QUOTE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// What the server serves: the locked repos, by kind and id.
 pub struct Catalog {
-    repos: BTreeMap<(RepoKind, String), LockedRepo>,
+    repos: BTreeMap<RepoKey, LockedRepo>,
     store: Store,
 }
 
@@ -61,7 +61,7 @@ impl Catalog {
         let repos = locks
             .iter()
             .flat_map(|l| &l.repos)
-            .map(|r| ((r.kind, r.id.to_string()), r.clone()))
+            .map(|r| (r.key(), r.clone()))
             .collect();
         Catalog { repos, store }
     }
@@ -69,11 +69,6 @@ impl Catalog {
     /// Number of repos served.
     pub fn len(&self) -> usize {
         self.repos.len()
-    }
-
-    /// True when nothing is served.
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty()
     }
 }
 
@@ -366,7 +361,7 @@ impl Ctx<'_> {
         for used in [2usize, 1] {
             if segs.len() >= used
                 && let Ok(id) = repo_id(&segs[..used])
-                && let Some(r) = self.catalog.repos.get(&(kind, id.to_string()))
+                && let Some(r) = self.catalog.repos.get(&RepoKey::new(kind, id))
             {
                 return Ok((r, used));
             }
@@ -418,36 +413,22 @@ async fn route(ctx: &Ctx<'_>, path: &str) -> Reply {
         ));
     }
     match segs.as_slice() {
-        ["api", kind, rest @ ..] if kind_of(kind).is_some() => {
-            api(ctx, kind_of(kind).unwrap_or(RepoKind::Model), rest)
+        ["api", kind, rest @ ..] if let Some(kind) = RepoKind::from_segment(kind) => {
+            api(ctx, kind, rest)
         }
         ["api", ..] => Err(error(
             StatusCode::NOT_FOUND,
             "EntryNotFound",
             "no such API route",
         )),
-        [prefix, rest @ ..] if *prefix == "datasets" || *prefix == "spaces" => {
-            resolve(
-                ctx,
-                if *prefix == "datasets" {
-                    RepoKind::Dataset
-                } else {
-                    RepoKind::Space
-                },
-                rest,
-            )
-            .await
+        // Models have no URL prefix: `/models/...` is a model repo named `models/...`.
+        [prefix, rest @ ..]
+            if let Some(kind) = RepoKind::from_segment(prefix)
+                && kind != RepoKind::Model =>
+        {
+            resolve(ctx, kind, rest).await
         }
         _ => resolve(ctx, RepoKind::Model, &segs).await,
-    }
-}
-
-fn kind_of(s: &str) -> Option<RepoKind> {
-    match s {
-        "models" => Some(RepoKind::Model),
-        "datasets" => Some(RepoKind::Dataset),
-        "spaces" => Some(RepoKind::Space),
-        _ => None,
     }
 }
 

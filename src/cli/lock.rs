@@ -8,7 +8,7 @@ use clap::Args;
 use super::{Cli, EXIT_OUT_OF_DATE, Failure, load_manifest};
 use crate::hub::{HubClient, HubConfig};
 use crate::lock::diff::short;
-use crate::resolve::{self, LockError, LockEvent, LockOptions, RepoAction};
+use crate::resolve::{self, LockEvent, LockMode, LockOptions, RepoAction, Verdict};
 use crate::ui::{Ui, display_path, human_size};
 
 /// Arguments of `modelbake lock`.
@@ -42,7 +42,11 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
     let client = HubClient::new(HubConfig::from_env(args.endpoint.as_deref())?)?;
     let opts = LockOptions {
         update: args.update.clone(),
-        locked: args.locked,
+        mode: if args.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Write
+        },
         offline: args.offline,
         jobs: usize::from(args.jobs),
         plugin_dir: args.store.plugin_dir(),
@@ -82,9 +86,7 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
     spinner.finish_and_clear();
     let report = match result {
         Ok(r) => r,
-        Err(e @ (LockError::OutOfDate { .. } | LockError::Missing(_))) => {
-            return Err(Failure::with_code(e, EXIT_OUT_OF_DATE));
-        }
+        Err(e) if e.is_stale() => return Err(Failure::with_code(e, EXIT_OUT_OF_DATE)),
         Err(e) => return Err(e.into()),
     };
 
@@ -107,12 +109,10 @@ pub async fn run(cli: &Cli, args: &LockArgs, ui: &Ui) -> Result<ExitCode, Failur
         .filter(|r| r.action != RepoAction::Kept)
         .count();
     let lock_name = display_path(&report.lockfile);
-    let verdict = if args.locked {
-        format!("{lock_name} is up to date")
-    } else if report.written {
-        format!("{lock_name} written")
-    } else {
-        format!("{lock_name} unchanged")
+    let verdict = match report.verdict {
+        Verdict::UpToDate => format!("{lock_name} is up to date"),
+        Verdict::Written => format!("{lock_name} written"),
+        Verdict::Unchanged => format!("{lock_name} unchanged"),
     };
     ui.status(
         "Finished",

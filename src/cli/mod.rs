@@ -65,6 +65,7 @@ pub struct Cli {
     /// More detail on stderr (-v: progress details, -vv: every HTTP request).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }

@@ -12,7 +12,7 @@ use super::buffers::Buffer;
 use super::sink::{Msg, Sink};
 use super::{BlobError, BlobJob, Run};
 use crate::hub::{Attempt, HubClient, HubError, RequestCtx};
-use crate::store::{BlobLock, StoreError};
+use crate::store::{BlobClaim, StoreError};
 
 /// Why a download stopped.
 enum Stop {
@@ -26,7 +26,7 @@ enum Stop {
 
 /// Downloads `job` into the store and publishes it: from each mirror source in turn (a
 /// failure or wrong bytes are reported and the next source is tried), then from the Hub.
-pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Result<(), BlobError> {
+pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Result<(), BlobError> {
     let use_ = &job.uses[0];
     let label = use_.label();
     let hub_err = |source: HubError| BlobError::Hub {
@@ -36,7 +36,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
     // Bytes of this blob already shown as progress, so a source resuming another's partial
     // does not count them again.
     let mut counted = 0u64;
-    for m in run.opts.mirrors.for_file(use_.kind, &use_.id, &use_.path) {
+    for m in run.opts.mirrors.for_file(&use_.repo, &use_.path) {
         let attempt = match run.client.for_mirror(&m.url, m.token.clone()) {
             Ok(client) => from_source(run, job, claim, &client, &m.url, &mut counted).await,
             Err(e) => Err(hub_err(e)),
@@ -62,7 +62,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
     }
     let resolve = run
         .client
-        .resolve_url(use_.kind, &use_.id, &use_.commit, &use_.path)
+        .resolve_url(use_.repo.kind, &use_.repo.id, &use_.commit, &use_.path)
         .map_err(hub_err)?;
     match from_source(run, job, claim, run.client, &resolve, &mut counted).await {
         // A resumed partial may hold bytes from a source that lied (a mirror, an older run): the
@@ -83,7 +83,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobLock) -> Resu
 async fn from_source(
     run: &Run<'_>,
     job: &BlobJob,
-    claim: &BlobLock,
+    claim: &BlobClaim,
     client: &HubClient,
     resolve: &Url,
     counted: &mut u64,
@@ -94,7 +94,7 @@ async fn from_source(
         label: label.clone(),
         source,
     };
-    let ctx = client.file_ctx(use_.kind, &use_.id, &use_.commit, &use_.path);
+    let ctx = client.file_ctx(use_.repo.kind, &use_.repo.id, &use_.commit, &use_.path);
     let src = Source {
         client,
         url: resolve,

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use super::{BlobError, BlobJob, Run};
 use crate::hfcache::repo_folder;
-use crate::store::BlobLock;
+use crate::store::BlobClaim;
 
 /// Tries every reuse cache and every file that uses the blob; true when one was imported.
 pub(super) async fn from_caches(
     run: &Run<'_>,
     job: &BlobJob,
-    claim: &BlobLock,
+    claim: &BlobClaim,
 ) -> Result<bool, BlobError> {
     let candidates: Vec<PathBuf> = run
         .opts
@@ -22,7 +22,7 @@ pub(super) async fn from_caches(
         .flat_map(|cache| {
             job.uses.iter().map(move |u| {
                 cache
-                    .join(repo_folder(u.kind, &u.id))
+                    .join(repo_folder(u.repo.kind, &u.repo.id))
                     .join("blobs")
                     .join(&u.blob)
             })
@@ -76,7 +76,7 @@ pub(super) async fn from_caches(
 }
 
 /// The default huggingface_hub cache plus any `--reuse` folders, existing ones only.
-pub fn reuse_dirs(extra: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+pub fn reuse_caches(extra: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = extra.to_vec();
     if let Some(default) = crate::hfcache::default_hub_cache(env) {
         dirs.push(default);

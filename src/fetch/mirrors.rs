@@ -10,7 +10,7 @@ use url::Url;
 use crate::hub::Token;
 use crate::lock::Lockfile;
 use crate::plugin::{ErrorCode, FileEntry, PluginError, PluginSet, RepoRef};
-use crate::repo::{RepoId, RepoKind};
+use crate::repo::RepoKey;
 
 /// One mirror location for a file.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct MirrorSource {
 /// Mirror sources per locked file, in the order they are tried.
 #[derive(Debug, Clone, Default)]
 pub struct MirrorPlan {
-    by_file: HashMap<(RepoKind, RepoId, String), Vec<MirrorSource>>,
+    by_file: HashMap<(RepoKey, String), Vec<MirrorSource>>,
     /// Candidates refused before any download (bad URL, missing credential), in words.
     pub rejected: Vec<String>,
 }
@@ -168,7 +168,7 @@ impl MirrorPlan {
                             }
                         };
                         plan.by_file
-                            .entry((repo.kind, repo.id.clone(), file.path.clone()))
+                            .entry((repo.key(), file.path.clone()))
                             .or_default()
                             .push(MirrorSource {
                                 plugin: name.clone(),
@@ -183,9 +183,9 @@ impl MirrorPlan {
     }
 
     /// The mirror sources of one file, best first (empty: only the Hub).
-    pub fn for_file(&self, kind: RepoKind, id: &RepoId, path: &str) -> &[MirrorSource] {
+    pub fn for_file(&self, repo: &RepoKey, path: &str) -> &[MirrorSource] {
         self.by_file
-            .get(&(kind, id.clone(), path.to_owned()))
+            .get(&(repo.clone(), path.to_owned()))
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }

@@ -6,7 +6,7 @@
 mod buffers;
 mod download;
 mod import;
-pub use import::reuse_dirs as reuse_caches;
+pub use import::reuse_caches;
 pub mod mirrors;
 pub use mirrors::MirrorPlan;
 mod sink;
@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::hub::{HubClient, HubError};
 use crate::lock::Lockfile;
-use crate::repo::{RepoId, RepoKind};
+use crate::repo::RepoKey;
 use crate::store::{Store, StoreError};
 
 /// Tuning and mode of a fetch.
@@ -80,10 +80,9 @@ impl FetchOptions {
 /// One place a blob is used: a file of a locked repo.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileUse {
-    /// Model, dataset or space.
-    pub kind: RepoKind,
-    /// The repo id.
-    pub id: RepoId,
+    /// The repo (serialised as its `kind` and `id`).
+    #[serde(flatten)]
+    pub repo: RepoKey,
     /// The locked commit.
     pub commit: String,
     /// The file's path in the repo.
@@ -95,7 +94,7 @@ pub struct FileUse {
 impl FileUse {
     /// `model `acme/tiny` file `config.json``, for messages.
     pub fn label(&self) -> String {
-        format!("{} `{}` file `{}`", self.kind, self.id, self.path)
+        format!("{} file `{}`", self.repo, self.path)
     }
 }
 
@@ -116,8 +115,7 @@ pub fn plan(lock: &Lockfile) -> Vec<BlobJob> {
     for repo in &lock.repos {
         for f in &repo.files {
             let use_ = FileUse {
-                kind: repo.kind,
-                id: repo.id.clone(),
+                repo: repo.key(),
                 commit: repo.commit.clone(),
                 path: f.path.clone(),
                 blob: f.blob.clone(),
@@ -254,10 +252,6 @@ pub trait FetchProgress: Send + Sync {
     fn blob_done(&self, _job: &BlobJob, _outcome: BlobOutcome) {}
 }
 
-/// A progress sink that shows nothing.
-pub struct NoProgress;
-impl FetchProgress for NoProgress {}
-
 /// Shared state of one fetch run.
 struct Run<'a> {
     store: &'a Store,
@@ -365,12 +359,12 @@ impl Run<'_> {
             label: label.clone(),
             source,
         };
-        let claim = match self.store.try_lock(&job.sha256).map_err(store_err)? {
+        let claim = match self.store.try_claim(&job.sha256).map_err(store_err)? {
             Some(claim) => claim,
             None => {
                 let store = self.store.clone();
                 let sha = job.sha256.clone();
-                let claim = tokio::task::spawn_blocking(move || store.lock(&sha))
+                let claim = tokio::task::spawn_blocking(move || store.claim(&sha))
                     .await
                     .map_err(|e| BlobError::Other {
                         label: label.clone(),

@@ -12,13 +12,14 @@
 //! be a symlink: that is where the user chose to put the cache.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{repo_folder, symlink_target, trees_json};
+use crate::fs_atomic::{Mode, Placed, link_or_copy, temp_sibling, write_if_different};
 use crate::lock::{LockedRepo, Lockfile};
 use crate::store::Store;
 
@@ -136,10 +137,11 @@ fn export_repo(
             report.kept += 1;
             continue;
         }
-        if place_blob(&src, &dest, mode)? {
-            report.linked += 1;
-        } else {
-            report.copied += 1;
+        match link_or_copy(&src, &dest, mode == LinkMode::Hardlink)
+            .map_err(io_err("placing the blob", &dest))?
+        {
+            Placed::Linked => report.linked += 1,
+            Placed::Copied => report.copied += 1,
         }
     }
 
@@ -222,34 +224,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Hard-links (or copies) `src` to `dest` through a temp name and a rename. Returns true for
-/// a link, false for a copy.
-fn place_blob(src: &Path, dest: &Path, mode: LinkMode) -> Result<bool, ExportError> {
-    let tmp = temp_sibling(dest);
-    let linked = mode == LinkMode::Hardlink && fs::hard_link(src, &tmp).is_ok();
-    if !linked {
-        copy_file(src, &tmp)?;
-    }
-    fs::rename(&tmp, dest).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err("placing the blob", dest)(e)
-    })?;
-    Ok(linked)
-}
-
-fn copy_file(src: &Path, dest: &Path) -> Result<(), ExportError> {
-    let mut from = fs::File::open(src).map_err(io_err("reading", src))?;
-    let mut to = fs::File::create(dest).map_err(io_err("creating", dest))?;
-    io::copy(&mut from, &mut to).map_err(|e| {
-        let _ = fs::remove_file(dest);
-        io_err("copying to", dest)(e)
-    })?;
-    to.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_err("setting permissions of", dest))?;
-    to.sync_all().map_err(io_err("syncing", dest))?;
-    Ok(())
-}
-
 /// Creates (or replaces) the symlink `base/rel` atomically: a temp link, then a rename over
 /// the path; the folders between `base` and it are made real first.
 fn write_symlink(
@@ -268,29 +242,10 @@ fn write_symlink(
     })
 }
 
-/// Writes `bytes` to `path` (temp file + rename, mode 0644) unless it already holds exactly
-/// them, so read-only caches and unchanged refs are left alone. Returns true when written.
+/// Writes `bytes` to `path` (temp file, fsync, rename, mode 0644) unless it already holds
+/// exactly them, so read-only caches and unchanged refs are left alone. True when written.
 fn replace_if_different(path: &Path, bytes: &[u8]) -> Result<bool, ExportError> {
-    if fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(false);
-    }
-    let tmp = temp_sibling(path);
-    let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    f.write_all(bytes).map_err(io_err("writing", &tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_err("setting permissions of", &tmp))?;
-    f.sync_all().map_err(io_err("syncing", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("replacing", path))?;
-    Ok(true)
-}
-
-/// A unique name next to `path` (same folder, so a rename is atomic), hidden from scanners.
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.modelbake-{:016x}.tmp", fastrand::u64(..)))
+    write_if_different(path, bytes, Mode::Fixed(0o644)).map_err(io_err("replacing", path))
 }
 
 /// `create_dir_all` with the folders it creates set to 0755 whatever the umask, so any uid can

@@ -8,7 +8,7 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 
-use crate::hub::config::hf_home;
+use crate::hub::config::{expand_home, hf_home};
 use crate::lock::LockedRepo;
 use crate::repo::{RepoId, RepoKind};
 
@@ -22,17 +22,10 @@ pub fn repo_folder(kind: RepoKind, id: &RepoId) -> String {
 pub fn default_hub_cache(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     for var in ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"] {
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-            return Some(expand_tilde(&v, env));
+            return Some(expand_home(&v, env));
         }
     }
     hf_home(env).map(|h| h.join("hub"))
-}
-
-fn expand_tilde(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    match (p.strip_prefix("~/"), env("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
-    }
 }
 
 /// Every non-directory entry under `dir`, recursively (symlinks are entries, not followed),

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::scan::{CacheScan, CachedRepo};
 use crate::manifest::Pattern;
 use crate::plugin;
-use crate::repo::RepoKind;
+use crate::repo::{RepoKind, qualified_name};
 
 /// What to remove.
 #[derive(Debug, Clone, Default)]
@@ -65,8 +65,9 @@ pub struct Plan {
     pub size_after: u64,
 }
 
+/// `model/acme/tiny`: how plans, patterns and pruner plugins name a cached repo.
 fn label(r: &CachedRepo) -> String {
-    format!("{}/{}", r.kind, r.id)
+    qualified_name(&r.kind, &r.id)
 }
 
 /// Decides what goes.
@@ -251,7 +252,10 @@ pub fn decided_by(
         .into_iter()
         .map(|d| {
             (
-                (format!("{}/{}", RepoKind::from(d.kind), d.id), d.commit),
+                (
+                    qualified_name(RepoKind::from(d.kind).as_str(), &d.id),
+                    d.commit,
+                ),
                 format!("plugin `{plugin}`: {}", d.reason),
             )
         })

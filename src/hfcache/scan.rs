@@ -177,25 +177,19 @@ pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<
     })
 }
 
+/// The scan kind (`model`, ..., `kernel`) of a cache folder prefix (`models`, ...,
+/// `kernels`): a Hub kind, or the kernels huggingface_hub also caches.
 fn kind_of(prefix: &str) -> Option<&'static str> {
-    match prefix {
-        "models" => Some("model"),
-        "datasets" => Some("dataset"),
-        "spaces" => Some("space"),
-        "kernels" => Some("kernel"),
-        _ => None,
+    match RepoKind::from_segment(prefix) {
+        Some(kind) => Some(kind.as_str()),
+        None => (prefix == "kernels").then_some("kernel"),
     }
 }
 
-/// The lock's kind name for a scan kind, to match lock entries (`None` for kinds locks and
+/// The lock's kind for a scan kind, to match lock entries (`None` for kinds locks and
 /// plugins do not know, such as kernels).
 pub(crate) fn lock_kind(kind: &str) -> Option<RepoKind> {
-    match kind {
-        "model" => Some(RepoKind::Model),
-        "dataset" => Some(RepoKind::Dataset),
-        "space" => Some(RepoKind::Space),
-        _ => None,
-    }
+    RepoKind::from_name(kind)
 }
 
 fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<CachedRepo, String> {

@@ -4,14 +4,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, stream};
 use serde::Serialize;
 
 use super::{repo_folder, symlink_target, trees_json};
-use crate::hash::ContentHasher;
+use crate::hash::sha256_of_reader;
 use crate::lock::{LockedRepo, Lockfile};
 use crate::repo::{RepoId, RepoKind};
 
@@ -342,16 +341,6 @@ type Expected = (String, String, u64);
 type Hashed = Result<(String, u64), String>;
 
 fn hash_file(path: &Path) -> Hashed {
-    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut hasher = ContentHasher::sha256_only();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let d = hasher.finish();
-    Ok((d.sha256, d.len))
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    sha256_of_reader(file).map_err(|e| e.to_string())
 }

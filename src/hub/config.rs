@@ -118,7 +118,9 @@ pub fn hf_home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface"))
 }
 
-fn expand_home(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+/// `p` with a leading `~/` replaced by `$HOME/`, as huggingface_hub expands the paths in its
+/// variables (`HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN_PATH`, ...); anything else as written.
+pub(crate) fn expand_home(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     match (p.strip_prefix("~/"), env("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

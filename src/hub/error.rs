@@ -2,22 +2,20 @@
 
 use std::time::Duration;
 
-use crate::repo::{RepoId, RepoKind};
+use crate::repo::RepoKey;
 
 /// The repo a request was about, carried into errors so messages name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoCtx {
-    /// Model, dataset or space.
-    pub kind: RepoKind,
-    /// The repo id.
-    pub id: RepoId,
+    /// Which repo (messages name it as `model `acme/tiny``).
+    pub key: RepoKey,
     /// The repo's web page on the endpoint (where access to gated repos is requested).
     pub page: String,
 }
 
 impl std::fmt::Display for RepoCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} `{}`", self.kind, self.id)
+        self.key.fmt(f)
     }
 }
 
@@ -73,7 +71,7 @@ pub enum HubError {
         revision: String,
     },
     /// The file does not exist at that revision.
-    #[error("file `{path}` was not found in {repo} at `{revision}`: it may have been renamed or deleted; run `modelbake lock --update {}` to re-list the repo", .repo.id)]
+    #[error("file `{path}` was not found in {repo} at `{revision}`: it may have been renamed or deleted; run `modelbake lock --update {}` to re-list the repo", .repo.key.id)]
     EntryNotFound {
         /// Which repo.
         repo: RepoCtx,

@@ -24,7 +24,7 @@ pub use retry::RetryPolicy;
 
 use crate::hash::{ContentHasher, Digests};
 use crate::http_body::{METADATA_LIMIT, read_capped};
-use crate::repo::{RepoId, RepoKind, is_commit_hash};
+use crate::repo::{RepoId, RepoKey, RepoKind, is_commit_hash};
 use crate::ui::clean;
 
 /// How many redirects one request may follow (huggingface_hub allows 20; real chains are 1–2).
@@ -308,8 +308,7 @@ impl HubClient {
     fn ctx(&self, kind: RepoKind, id: &RepoId, revision: &str, path: Option<&str>) -> RequestCtx {
         RequestCtx {
             repo: RepoCtx {
-                kind,
-                id: id.clone(),
+                key: RepoKey::new(kind, id.clone()),
                 page: format!("{}{}", self.config.endpoint, urls::page(kind, id)),
             },
             revision: revision.to_owned(),

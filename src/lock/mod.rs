@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{is_lower_hex, set_digest};
 use crate::manifest::SourceError;
-use crate::repo::{RepoId, RepoKind, Revision, check_repo_path, check_tree_paths, is_commit_hash};
+use crate::repo::{
+    RepoId, RepoKey, RepoKind, Revision, check_repo_path, check_tree_paths, is_commit_hash,
+};
 
 /// The lock format version this build reads and writes.
 pub const LOCK_VERSION: u32 = 1;
@@ -126,9 +128,14 @@ impl LockedRepo {
         self.digest = self.compute_digest();
     }
 
-    /// `model acme/tiny`, for messages.
+    /// The repo's kind and id.
+    pub fn key(&self) -> RepoKey {
+        RepoKey::new(self.kind, self.id.clone())
+    }
+
+    /// `model `acme/tiny``, for messages.
     pub fn label(&self) -> String {
-        format!("{} `{}`", self.kind, self.id)
+        self.key().label()
     }
 
     /// Checks what the type system cannot: hex formats, safe sorted unique paths, the digest.

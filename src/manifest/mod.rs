@@ -14,10 +14,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::repo::{RepoId, RepoKind, Revision};
+use crate::repo::{RepoId, RepoKey, RepoKind, Revision};
 pub use diagnostic::SourceError;
 pub use pattern::Pattern;
-pub use plugins::{PluginDoc, PluginSource, PluginSpec, is_loopback as plugins_is_loopback};
+pub use plugins::{PluginDoc, PluginSource, PluginSpec, is_https_or_loopback_http};
 
 /// The file name modelbake looks for before falling back to Cargo metadata.
 pub const MANIFEST_FILE: &str = "models.toml";
@@ -420,7 +420,7 @@ impl Manifest {
         let mirrors = names(Some(doc.mirror.use_))?.unwrap_or_default();
         let credentials = plugins::credentials(path, text, doc.mirror.credentials)?;
         let mut repos = Vec::new();
-        let mut seen: Vec<(RepoKind, RepoId)> = Vec::new();
+        let mut seen: Vec<RepoKey> = Vec::new();
         let kinds = [
             (RepoKind::Model, doc.model),
             (RepoKind::Dataset, doc.dataset),
@@ -430,18 +430,19 @@ impl Manifest {
             for entry in entries {
                 let span = entry.id.span();
                 let id = entry.id.into_inner();
-                if seen.contains(&(kind, id.clone())) {
+                let key = RepoKey::new(kind, id.clone());
+                if seen.contains(&key) {
                     return Err(SourceError::at(
                         path,
                         text,
                         Some(span),
                         format!(
-                            "{kind} `{id}` is listed twice; keep one entry per repo (use a full \
-                             commit or another revision in that single entry)"
+                            "{key} is listed twice; keep one entry per repo (use a full commit or \
+                             another revision in that single entry)"
                         ),
                     ));
                 }
-                seen.push((kind, id.clone()));
+                seen.push(key);
                 repos.push(RepoSpec {
                     kind,
                     id,

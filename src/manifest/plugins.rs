@@ -68,8 +68,15 @@ pub struct PluginSpec {
     pub config: toml::Table,
 }
 
-/// True when `host` is a loopback host, where plain http is acceptable (tests, local mirrors).
-pub fn is_loopback(url: &Url) -> bool {
+/// The one rule for URLs that code is downloaded from or a credential is bound to (plugin
+/// URLs, redirects of plugin downloads, `[mirror.credentials]` origins): `https://`, or plain
+/// `http://` to a loopback host (tests, local mirrors).
+pub fn is_https_or_loopback_http(url: &Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url))
+}
+
+/// True when `url`'s host is a loopback host, where plain http is acceptable.
+fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -118,8 +125,7 @@ pub(super) fn specs(
                 let url = Url::parse(u.get_ref()).map_err(|e| {
                     SourceError::at(path, text, Some(u.span()), format!("not a URL: {e}"))
                 })?;
-                let ok = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
-                if !ok {
+                if !is_https_or_loopback_http(&url) {
                     return Err(SourceError::at(
                         path,
                         text,
@@ -203,8 +209,7 @@ pub(super) fn credentials(
         let at = |m: String| SourceError::at(path, text, Some(value.span()), m);
         let url = Url::parse(value.get_ref())
             .map_err(|e| at(format!("credential `{name}`: not a URL ({e})")))?;
-        let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
-        if !secure || url.host().is_none() {
+        if !is_https_or_loopback_http(&url) || url.host().is_none() {
             return Err(at(format!(
                 "credential `{name}` may only be bound to an https:// origin (http:// only for localhost)"
             )));

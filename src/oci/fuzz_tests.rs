@@ -13,11 +13,13 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 
+use super::digest::Digest;
 use super::layer::{EntryKind, plan_repo};
+use super::model::Document;
 use super::model::canonical_json;
 use super::tar::{Stamp, TarWriter};
 use super::verify::verify_layer;
-use super::{Digest, Document, MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
+use super::{MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
 use crate::fuzz_support::{config, hex, json_value, mutated};
 use crate::hash::{git_blob_sha1, sha256_hex};
 use crate::lock::{LockedFile, LockedRepo, Lockfile};

@@ -32,8 +32,6 @@ pub struct Image {
     pub manifest: Vec<u8>,
     /// Manifest descriptor.
     pub manifest_desc: Descriptor,
-    /// All layer descriptors, base first.
-    pub layers: Vec<Descriptor>,
 }
 
 /// Environment variables the image gets.
@@ -137,7 +135,7 @@ pub fn build(
         schema_version: 2,
         media_type: Some(MEDIA_MANIFEST.to_owned()),
         config: config_desc.clone(),
-        layers: all_layers.clone(),
+        layers: all_layers,
         annotations: None,
         extra: Default::default(),
     };
@@ -152,6 +150,5 @@ pub fn build(
         config_desc,
         manifest: manifest_bytes,
         manifest_desc,
-        layers: all_layers,
     })
 }

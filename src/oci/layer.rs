@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::digest::Digest;
 use super::tar::{Stamp, TarWriter};
 use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
+use crate::hash::{HashingWriter, sha256_hex};
 use crate::hfcache::{repo_folder, symlink_target, trees_json};
 use crate::lock::Lockfile;
 use crate::lock::{LockedFile, LockedRepo};
@@ -141,7 +142,7 @@ pub fn plan_repo(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
                 }
             }
             LayerPlan {
-                repo: format!("{}/{}", repo.kind, repo.id),
+                repo: repo.key().qualified(),
                 commit: repo.commit.clone(),
                 part: (i + 1, count),
                 entries: entries
@@ -169,15 +170,6 @@ impl LayerFormat {
             Compression::None => MEDIA_LAYER_TAR,
             Compression::Gzip => MEDIA_LAYER_GZIP,
             Compression::Zstd => MEDIA_LAYER_ZSTD,
-        }
-    }
-
-    /// File name extension of such a layer.
-    pub fn extension(&self) -> &'static str {
-        match self.compression {
-            Compression::None => "tar",
-            Compression::Gzip => "tar.gz",
-            Compression::Zstd => "tar.zst",
         }
     }
 }
@@ -221,7 +213,7 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
         let kind = match &e.kind {
             EntryKind::Dir => "dir".to_owned(),
             EntryKind::Blob { sha256, size } => format!("blob {sha256} {size}"),
-            EntryKind::Inline(bytes) => format!("inline {}", hex::encode(Sha256::digest(bytes))),
+            EntryKind::Inline(bytes) => format!("inline {}", sha256_hex(bytes)),
             EntryKind::Symlink(t) => format!("link {t}"),
         };
         h.update(format!("{}\0{kind}\n", e.path).as_bytes());
@@ -231,8 +223,8 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
 
 /// Builds (or takes from the cache) the layer for `plan`.
 pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
-    let dir = store.root().join("layers");
-    let blobs = dir.join("blobs/sha256");
+    let dir = store.layout().layers();
+    let blobs = store.layout().layer_blobs();
     fs::create_dir_all(&blobs)?;
     let key = cache_key(plan, format);
     let meta_path = dir.join(format!("{key}.json"));
@@ -315,8 +307,8 @@ pub struct LayerGc {
 /// read as typed [`BuiltLayer`]s, so a record this code cannot parse is never acted on and a
 /// hostile digest never names a path; symlinks in the cache are never followed.
 pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Result<LayerGc> {
-    let dir = store.root().join("layers");
-    let blobs = dir.join("blobs/sha256");
+    let dir = store.layout().layers();
+    let blobs = store.layout().layer_blobs();
     let mut report = LayerGc::default();
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(&dir) || !real_dir(&blobs) {
@@ -325,7 +317,7 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
     let wanted: std::collections::BTreeSet<(String, &str)> = keep
         .iter()
         .flat_map(|l| &l.repos)
-        .map(|r| (format!("{}/{}", r.kind, r.id), r.commit.as_str()))
+        .map(|r| (r.key().qualified(), r.commit.as_str()))
         .collect();
     let mut kept = std::collections::BTreeSet::new();
     let mut drop = Vec::new();
@@ -388,7 +380,7 @@ fn write_layer(
     tmp: &Path,
 ) -> io::Result<(String, String, u64)> {
     let file = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
-    let blob_writer = Hashing::new(file);
+    let blob_writer = HashingWriter::new(file);
     match format.compression {
         Compression::None => {
             let out = write_entries(store, plan, format.stamp, blob_writer)?;
@@ -401,7 +393,7 @@ fn write_layer(
                 .mtime(0)
                 .operating_system(255)
                 .write(blob_writer, flate2::Compression::new(1));
-            let tar_hash = write_entries(store, plan, format.stamp, Hashing::new(gz))?;
+            let tar_hash = write_entries(store, plan, format.stamp, HashingWriter::new(gz))?;
             let (diff_id, _, gz) = tar_hash.finish();
             let (digest, size, mut file) = gz.finish()?.finish();
             file.flush()?;
@@ -411,7 +403,7 @@ fn write_layer(
             let mut z = zstd::stream::write::Encoder::new(blob_writer, 3)?;
             z.include_checksum(true)?;
             z.multithread(zstd_workers())?;
-            let tar_hash = write_entries(store, plan, format.stamp, Hashing::new(z))?;
+            let tar_hash = write_entries(store, plan, format.stamp, HashingWriter::new(z))?;
             let (diff_id, _, z) = tar_hash.finish();
             let (digest, size, mut file) = z.finish()?.finish();
             file.flush()?;
@@ -451,104 +443,9 @@ fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W
     tar.finish()
 }
 
-/// A writer that hashes (sha256) and counts what goes through it, hashing on a helper thread
-/// so that hashing overlaps with reading, compressing and writing.
-pub struct Hashing<W: Write> {
-    inner: W,
-    batch: Vec<u8>,
-    count: u64,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<String>>,
-}
-
-/// Bytes handed to the hashing thread at a time.
-const HASH_BATCH: usize = 1 << 20;
-
-impl<W: Write> Hashing<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (back_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
-        let thread = std::thread::spawn(move || {
-            let mut hasher = Sha256::new();
-            for mut batch in rx {
-                hasher.update(&batch);
-                batch.clear();
-                let _ = back_tx.send(batch);
-            }
-            hex::encode(hasher.finalize())
-        });
-        Hashing {
-            inner,
-            batch: Vec::with_capacity(HASH_BATCH),
-            count: 0,
-            tx: Some(tx),
-            spare,
-            thread: Some(thread),
-        }
-    }
-
-    fn ship(&mut self) {
-        let next = self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(HASH_BATCH));
-        let full = std::mem::replace(&mut self.batch, next);
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(full);
-        }
-    }
-
-    /// (sha256 hex, bytes, inner writer).
-    pub fn finish(mut self) -> (String, u64, W) {
-        if !self.batch.is_empty() {
-            self.ship();
-        }
-        drop(self.tx.take());
-        let hex = self
-            .thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        (hex, self.count, self.inner)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write_all(buf)?;
-        self.batch.extend_from_slice(buf);
-        self.count += buf.len() as u64;
-        if self.batch.len() >= HASH_BATCH {
-            self.ship();
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashing_writer_matches_a_plain_sha256() {
-        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
-        let mut w = Hashing::new(Vec::new());
-        for chunk in data.chunks(777_777) {
-            w.write_all(chunk).unwrap();
-        }
-        let (hex, n, inner) = w.finish();
-        assert_eq!(
-            (hex, n),
-            (hex::encode(Sha256::digest(&data)), data.len() as u64)
-        );
-        assert_eq!(inner, data);
-    }
 
     #[test]
     fn zstd_output_does_not_depend_on_the_number_of_workers() {

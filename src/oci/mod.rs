@@ -21,9 +21,8 @@ pub mod verify;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use digest::{Digest, DigestError};
 pub use error::OciError;
-pub use model::{Descriptor, Document, Index, Manifest, PlatformSpec};
+use model::PlatformSpec;
 
 /// Uncompressed OCI layer.
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";

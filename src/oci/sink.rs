@@ -72,7 +72,7 @@ impl BaseSource {
     /// Puts base layer `desc` into the layout at `dir`, checked against its digest: a layout
     /// blob is hashed and then hard-linked (the link must be the very file that was hashed),
     /// a registry blob is downloaded and hashed as it arrives.
-    pub async fn into_layout(&self, desc: &Descriptor, dir: &Path) -> Result<(), OciError> {
+    pub async fn put_in_layout(&self, desc: &Descriptor, dir: &Path) -> Result<(), OciError> {
         let dest = blob_path(dir, &desc.digest);
         if let BaseSource::Layout(src) = self
             && same_file(&src.dir, dir)
@@ -109,7 +109,7 @@ impl BaseSource {
     /// Makes base layer `desc` present in `repo` on `target`: skipped when there, mounted when
     /// the base lives on the same registry, otherwise streamed (registry base) or uploaded
     /// (layout base) with its digest checked on the way.
-    pub async fn into_registry(
+    pub async fn put_in_registry(
         &self,
         desc: &Descriptor,
         target: &Registry,
@@ -211,7 +211,7 @@ pub async fn write_layout(
 ) -> Result<(), OciError> {
     if let Some((source, base_layers)) = base {
         for l in base_layers {
-            source.into_layout(l, dir).await?;
+            source.put_in_layout(l, dir).await?;
         }
     }
     let files: Vec<(Digest, PathBuf)> = layers
@@ -247,7 +247,7 @@ pub async fn push(
     let mut report = PushReport::default();
     if let Some((source, base_layers)) = base {
         for l in base_layers {
-            report.count(source.into_registry(l, registry, repo).await?);
+            report.count(source.put_in_registry(l, registry, repo).await?);
         }
     }
     for l in layers {

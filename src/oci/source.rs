@@ -22,6 +22,7 @@ use super::model::{Descriptor, Document, Index, Manifest};
 use super::reference::ImageRef;
 use super::registry::Registry;
 use super::{ANNOTATION_REF_NAME, Platform, oci_media_type};
+use crate::hash::sha256_of_reader;
 use crate::http_body::METADATA_LIMIT;
 
 /// Indexes nest one level in practice (a tag's index, then a manifest); a few more are allowed,
@@ -37,9 +38,9 @@ pub trait ImageSource {
     /// How the image is named in messages (`oci:DIR:TAG`, `registry/repo:tag`).
     fn label(&self) -> String;
 
-    /// The document the reference points at: its bytes, the media type declared for it, and
-    /// its descriptor when the source knows it (then the bytes were checked against it).
-    async fn root(&self) -> Result<(Vec<u8>, Option<String>, Option<Descriptor>), OciError>;
+    /// The document the reference points at: its bytes (checked against its descriptor when
+    /// the source knows one) and the media type declared for it.
+    async fn root(&self) -> Result<(Vec<u8>, Option<String>), OciError>;
 
     /// A document or small blob by descriptor, at most `limit` bytes, checked against the
     /// descriptor's digest and size.
@@ -49,15 +50,6 @@ pub trait ImageSource {
         limit: u64,
         what: &str,
     ) -> Result<Vec<u8>, OciError>;
-}
-
-/// One platform's manifest, as read.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The manifest's descriptor (computed from its bytes when the source gave none).
-    pub desc: Descriptor,
-    /// The manifest.
-    pub manifest: Manifest,
 }
 
 /// Checks `bytes` against `desc`: size first, then the sha256.
@@ -81,29 +73,13 @@ pub fn check_bytes(desc: &Descriptor, bytes: &[u8], what: &str) -> Result<(), Oc
 }
 
 /// Follows indexes from the source's root to the manifest for `platform`.
-pub async fn resolve<S: ImageSource>(src: &S, platform: &Platform) -> Result<Resolved, OciError> {
+pub async fn resolve<S: ImageSource>(src: &S, platform: &Platform) -> Result<Manifest, OciError> {
     let label = src.label();
-    let (mut bytes, mut declared, mut desc) = src.root().await?;
+    let (mut bytes, mut declared) = src.root().await?;
     for _ in 0..=MAX_INDEX_DEPTH {
         let what = format!("the manifest of {label}");
         match Document::parse(&bytes, declared.as_deref(), &what)? {
-            Document::Manifest(manifest) => {
-                let desc = desc.unwrap_or_else(|| {
-                    Descriptor::new(
-                        manifest
-                            .media_type
-                            .as_deref()
-                            .or(declared.as_deref())
-                            .unwrap_or(super::MEDIA_MANIFEST),
-                        Digest::of(&bytes),
-                        bytes.len() as u64,
-                    )
-                });
-                return Ok(Resolved {
-                    desc,
-                    manifest: *manifest,
-                });
-            }
+            Document::Manifest(manifest) => return Ok(*manifest),
             Document::Index(index) => {
                 let chosen = choose_platform(&index, platform, &label)?.clone();
                 bytes = src
@@ -113,8 +89,7 @@ pub async fn resolve<S: ImageSource>(src: &S, platform: &Platform) -> Result<Res
                         &format!("the {platform} manifest of {label}"),
                     )
                     .await?;
-                declared = Some(chosen.media_type.clone());
-                desc = Some(chosen);
+                declared = Some(chosen.media_type);
             }
         }
     }
@@ -150,11 +125,9 @@ fn choose_platform<'a>(
         })
 }
 
-/// An image read from a source: its manifest, config and layers (media types in OCI terms).
+/// An image read from a source: its config and layers (media types in OCI terms).
 #[derive(Debug, Clone)]
 pub struct SourceImage {
-    /// The manifest as read.
-    pub resolved: Resolved,
     /// The config JSON (unknown fields kept).
     pub config: Value,
     /// The layers, media types mapped to OCI names.
@@ -166,18 +139,17 @@ pub async fn read_image<S: ImageSource>(
     src: &S,
     platform: &Platform,
 ) -> Result<SourceImage, OciError> {
-    let resolved = resolve(src, platform).await?;
+    let manifest = resolve(src, platform).await?;
     let label = src.label();
     let config_what = format!("the config of {label}");
     let bytes = src
-        .small_blob(&resolved.manifest.config, CONFIG_LIMIT, &config_what)
+        .small_blob(&manifest.config, CONFIG_LIMIT, &config_what)
         .await?;
     let config = serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
         what: config_what,
         detail: format!("not JSON: {e}"),
     })?;
-    let layers = resolved
-        .manifest
+    let layers = manifest
         .layers
         .iter()
         .map(|l| {
@@ -186,11 +158,7 @@ pub async fn read_image<S: ImageSource>(
             d
         })
         .collect();
-    Ok(SourceImage {
-        resolved,
-        config,
-        layers,
-    })
+    Ok(SourceImage { config, layers })
 }
 
 /// An OCI image layout on disk, at a tag (or its only image).
@@ -293,20 +261,10 @@ pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<Verifie
             actual: meta.len(),
         });
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(OciError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let actual = Digest::from_sha256_hex(&hex::encode(hasher.finalize())).map_err(|source| {
-        OciError::Digest {
-            what: what.to_owned(),
-            source,
-        }
+    let (hex, _) = sha256_of_reader(&mut file).map_err(OciError::io(path))?;
+    let actual = Digest::from_sha256_hex(&hex).map_err(|source| OciError::Digest {
+        what: what.to_owned(),
+        source,
     })?;
     if actual != desc.digest {
         return Err(OciError::Mismatch {
@@ -347,7 +305,7 @@ impl ImageSource for LayoutSource {
         }
     }
 
-    async fn root(&self) -> Result<(Vec<u8>, Option<String>, Option<Descriptor>), OciError> {
+    async fn root(&self) -> Result<(Vec<u8>, Option<String>), OciError> {
         let index = self.index()?;
         let tags = || {
             index
@@ -378,7 +336,7 @@ impl ImageSource for LayoutSource {
                 &format!("the manifest of {}", self.label()),
             )
             .await?;
-        Ok((bytes, Some(entry.media_type.clone()), Some(entry)))
+        Ok((bytes, Some(entry.media_type)))
     }
 
     async fn small_blob(
@@ -406,7 +364,7 @@ impl ImageSource for RegistrySource {
         self.image.to_string()
     }
 
-    async fn root(&self) -> Result<(Vec<u8>, Option<String>, Option<Descriptor>), OciError> {
+    async fn root(&self) -> Result<(Vec<u8>, Option<String>), OciError> {
         let reference = self.image.reference();
         let (bytes, media) = self
             .registry
@@ -425,7 +383,7 @@ impl ImageSource for RegistrySource {
             );
             check_bytes(&desc, &bytes, &format!("the manifest of {}", self.image))?;
         }
-        Ok((bytes, media, None))
+        Ok((bytes, media))
     }
 
     async fn small_blob(

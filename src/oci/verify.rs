@@ -8,13 +8,13 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::error::OciError;
 use super::layer::{EntryKind, plan_repo};
 use super::source::{self, LayoutSource, blob_path};
 use super::{ANNOTATION_REPO, Platform};
+use crate::hash::HashingReader;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
 
@@ -224,21 +224,7 @@ fn expected(lock: &Lockfile, settings: &BakeSettings) -> BTreeMap<String, (Strin
     out
 }
 
-/// A reader that hashes what passes through it.
-struct HashRead<R: Read> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-type Raw = io::Chain<io::Cursor<Vec<u8>>, HashRead<BufReader<File>>>;
+type Raw = io::Chain<io::Cursor<Vec<u8>>, HashingReader<BufReader<File>>>;
 
 /// A layer's tar stream, decompressed as its magic bytes say, with the raw reader recoverable.
 enum Decoded {
@@ -275,10 +261,7 @@ fn check_layer(
     settings: &BakeSettings,
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
-    let mut file = HashRead {
-        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
-        hasher: Sha256::new(),
-    };
+    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
@@ -287,10 +270,7 @@ fn check_layer(
         [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
         _ => Decoded::Plain(blob),
     };
-    let tar_hash = HashRead {
-        inner: decoded,
-        hasher: Sha256::new(),
-    };
+    let tar_hash = HashingReader::new(decoded);
     let mut archive = tar::Archive::new(tar_hash);
     let (owner_uid, owner_gid) = settings.owner;
     let mut problems = Vec::new();
@@ -342,9 +322,9 @@ fn check_layer(
                 }
             }
             EntryKind::Blob { sha256, size } => {
-                let mut h = Sha256::new();
-                let n = io::copy(&mut entry, &mut HashSink(&mut h))?;
-                let actual = hex::encode(h.finalize());
+                let mut hashed = HashingReader::new(&mut entry);
+                io::copy(&mut hashed, &mut io::sink())?;
+                let (actual, n, _) = hashed.finish();
                 if !kind.is_file() || n != *size || &actual != sha256 {
                     problems.push(Problem::Corrupt {
                         path: shown,
@@ -370,10 +350,10 @@ fn check_layer(
     // Drain what the tar reader left (end-of-archive padding), then any trailing raw bytes.
     let mut tar_hash = archive.into_inner();
     io::copy(&mut tar_hash, &mut io::sink())?;
-    let diff_id = hex::encode(tar_hash.hasher.finalize());
-    let mut raw = tar_hash.inner.into_raw();
+    let (diff_id, _, decoded) = tar_hash.finish();
+    let mut raw = decoded.into_raw();
     io::copy(&mut raw, &mut io::sink())?;
-    let blob_hex = hex::encode(raw.into_inner().1.hasher.finalize());
+    let (blob_hex, _, _) = raw.into_inner().1.finish();
     let report = LayerReport {
         layer: name,
         repos: repos.into_iter().collect(),
@@ -381,17 +361,6 @@ fn check_layer(
         problems,
     };
     Ok((report, blob_hex, diff_id, seen))
-}
-
-struct HashSink<'a>(&'a mut Sha256);
-impl io::Write for HashSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Checks one layer file (`verify --layer`): every entry it holds must match the lock.

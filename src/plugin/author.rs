@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 
 use super::PluginKind;
 
@@ -153,7 +152,7 @@ pub fn build(
             built.push(BuiltPlugin {
                 package: pkg.name.to_string(),
                 path: dest,
-                sha256: hex::encode(Sha256::digest(&component)),
+                sha256: crate::hash::sha256_hex(&component),
                 size: component.len() as u64,
             });
         }

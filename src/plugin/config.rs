@@ -3,8 +3,6 @@
 //! and arrays of tables travel as canonical JSON text), plus a digest recorded in the lock so
 //! a configuration change is visible in review and re-locks what it affects.
 
-use sha2::{Digest, Sha256};
-
 use super::ConfigValue;
 
 /// A flattened configuration and its digest.
@@ -22,7 +20,7 @@ impl PluginConfig {
         values.sort_by(|a, b| a.0.cmp(&b.0));
         let canonical = serde_json::to_string(&serde_json::to_value(table).unwrap_or_default())
             .unwrap_or_default();
-        let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
+        let digest = crate::hash::sha256_hex(canonical.as_bytes());
         PluginConfig { values, digest }
     }
 

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::{FailureKind, PluginError};
 use crate::manifest::{PluginSource, PluginSpec};
 
@@ -53,7 +51,7 @@ pub async fn obtain(
             }
         }
     };
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sha256 = crate::hash::sha256_hex(&bytes);
     if let Some(want) = &spec.sha256
         && *want != sha256
     {
@@ -98,11 +96,9 @@ fn sources_dir(store_plugins: &Path) -> PathBuf {
 async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
     // Redirects may not leave https (plain http only between loopback hosts).
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let ok = attempt.url().scheme() == "https"
-            || crate::manifest::plugins_is_loopback(attempt.url());
         if attempt.previous().len() > 10 {
             attempt.error("too many redirects")
-        } else if ok {
+        } else if crate::manifest::is_https_or_loopback_http(attempt.url()) {
             attempt.follow()
         } else {
             let to = crate::redact::url_str(attempt.url().as_str());

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::partial::partial_of;
-use super::{Store, StoreError, io_err};
+use super::{Store, StoreError, StoreLayout, io_err};
 use crate::lock::Lockfile;
 
 /// What a collection found (and, when applied, removed). Only entries the store made are
@@ -60,7 +59,7 @@ fn collect_blobs(
     apply: bool,
     report: &mut GcReport,
 ) -> Result<(), StoreError> {
-    let blobs_dir = store.root().join("blobs/sha256");
+    let blobs_dir = store.layout().blobs();
     for shard in fs::read_dir(&blobs_dir)
         .map_err(io_err("listing", &blobs_dir))?
         .filter_map(Result::ok)
@@ -89,7 +88,7 @@ fn collect_blobs(
             let size = entry.metadata().map_or(0, |m| m.len());
             if apply {
                 // Held while removing: a fetch of this blob waits, then downloads it again.
-                let Some(_claim) = store.try_lock(&sha)? else {
+                let Some(_claim) = store.try_claim(&sha)? else {
                     report.busy += 1;
                     continue;
                 };
@@ -110,20 +109,20 @@ fn collect_partials(
     apply: bool,
     report: &mut GcReport,
 ) -> Result<(), StoreError> {
-    let tmp = store.tmp_dir();
+    let tmp = store.layout().tmp();
     for entry in fs::read_dir(&tmp)
         .map_err(io_err("listing", &tmp))?
         .filter_map(Result::ok)
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(sha) = partial_of(&name) else {
+        let Some(sha) = StoreLayout::partial_of(&name) else {
             continue;
         };
         if wanted.contains(sha) || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue; // a resumable download of a blob still needed, or not ours
         }
         if apply {
-            let Some(_claim) = store.try_lock(sha)? else {
+            let Some(_claim) = store.try_claim(sha)? else {
                 report.busy += 1;
                 continue;
             };

@@ -1,11 +1,13 @@
 //! The content-addressed blob store shared by every project on a machine: one copy of each
 //! file, keyed by sha256, never visible before its hash was checked.
 //!
-//! Layout under the store root:
+//! Layout under the store root (every path is named by [`StoreLayout`]):
 //! - `blobs/sha256/<aa>/<sha256>`: published blobs, read-only (0444);
 //! - `tmp/<sha256>.<unique>.part`: downloads in progress, always a contiguous prefix of the
 //!   content, so an interrupted download resumes from its length;
-//! - `locks/<sha256>.lock`: per-blob `flock` files, so concurrent processes download a blob once.
+//! - `locks/<sha256>.lock`: per-blob claim files (a `flock` on each), so concurrent processes
+//!   download a blob once;
+//! - `layers/` and `plugins/`: the layer cache and the plugin folder, kept by their owners.
 //!
 //! Where `flock` is a no-op (some NFS/Lustre setups), nothing breaks: every writer has its own
 //! uniquely named temp file, a leftover partial is taken over by an atomic rename (only one
@@ -17,6 +19,7 @@
 //! where the user chose to put it.
 
 pub mod gc;
+mod layout;
 mod partial;
 
 use std::fs::{self, File};
@@ -24,6 +27,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+pub use layout::StoreLayout;
 pub use partial::Partial;
 
 use crate::hash::is_lower_hex;
@@ -103,27 +107,27 @@ pub(crate) fn io_err<'a>(
 /// An open store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    layout: StoreLayout,
     durable: bool,
 }
 
-/// An exclusive claim on one blob (a `flock` on its lock file), released when the last clone
-/// is dropped. Clones let the claim travel into blocking tasks.
+/// An exclusive claim on one blob (a `flock` on its claim file, `locks/<sha256>.lock`),
+/// released when the last clone is dropped. Clones let the claim travel into blocking tasks.
 #[derive(Debug, Clone)]
-pub struct BlobLock {
+pub struct BlobClaim {
     _file: std::sync::Arc<File>,
 }
 
 impl Store {
-    /// The `plugins/` folder of the store at `root`: compiled plugins and downloaded plugin
-    /// files, both keyed by sha256.
+    /// The `plugins/` folder of the store at `root` (see [`StoreLayout::plugins`]), for callers
+    /// that have a root but no open store.
     pub fn plugin_dir_of(root: &Path) -> PathBuf {
-        root.join("plugins")
+        StoreLayout::new(root).plugins()
     }
 
     /// This store's `plugins/` folder.
     pub fn plugin_dir(&self) -> PathBuf {
-        Store::plugin_dir_of(self.root())
+        self.layout.plugins()
     }
 
     /// The store location: `MODELBAKE_STORE`, else `$XDG_CACHE_HOME/modelbake/store`, else
@@ -143,11 +147,12 @@ impl Store {
     /// `tmp`, `locks`) must be real folders: a symlinked one is refused, naming it.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(root).map_err(io_err("creating the store folder", root))?;
-        for sub in ["blobs", "blobs/sha256", "tmp", "locks"] {
-            real_dir(&root.join(sub))?;
+        let layout = StoreLayout::new(root);
+        for dir in layout.required_dirs() {
+            real_dir(&dir)?;
         }
         Ok(Store {
-            root: root.to_owned(),
+            layout,
             durable: true,
         })
     }
@@ -169,13 +174,17 @@ impl Store {
 
     /// The store root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    /// The paths of this store's folders and entries.
+    pub fn layout(&self) -> &StoreLayout {
+        &self.layout
     }
 
     /// Where the blob with this sha256 lives once published.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        let shard = sha256.get(..2).unwrap_or("xx");
-        self.root.join("blobs/sha256").join(shard).join(sha256)
+        self.layout.blob(sha256)
     }
 
     /// True when the blob is published with the expected size: a regular file in a real shard
@@ -198,13 +207,9 @@ impl Store {
             .collect()
     }
 
-    fn lock_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("locks").join(format!("{sha256}.lock"))
-    }
-
-    fn open_lock_file(&self, sha256: &str) -> Result<File, StoreError> {
+    fn open_claim_file(&self, sha256: &str) -> Result<File, StoreError> {
         debug_assert!(is_lower_hex(sha256, 64));
-        let path = self.lock_path(sha256);
+        let path = self.layout.claim(sha256);
         File::options()
             .create(true)
             .truncate(false)
@@ -215,35 +220,38 @@ impl Store {
     }
 
     /// Claims the blob, waiting while another process holds it.
-    pub fn lock(&self, sha256: &str) -> Result<BlobLock, StoreError> {
-        let file = self.open_lock_file(sha256)?;
+    pub fn claim(&self, sha256: &str) -> Result<BlobClaim, StoreError> {
+        let file = self.open_claim_file(sha256)?;
         file.lock()
-            .map_err(io_err("locking", &self.lock_path(sha256)))?;
-        Ok(BlobLock {
+            .map_err(io_err("locking", &self.layout.claim(sha256)))?;
+        Ok(BlobClaim {
             _file: std::sync::Arc::new(file),
         })
     }
 
     /// Claims the blob if nobody else holds it.
-    pub fn try_lock(&self, sha256: &str) -> Result<Option<BlobLock>, StoreError> {
-        let file = self.open_lock_file(sha256)?;
+    pub fn try_claim(&self, sha256: &str) -> Result<Option<BlobClaim>, StoreError> {
+        let file = self.open_claim_file(sha256)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(BlobLock {
+            Ok(()) => Ok(Some(BlobClaim {
                 _file: std::sync::Arc::new(file),
             })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &self.lock_path(sha256))(e)),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(io_err("locking", &self.layout.claim(sha256))(e))
+            }
         }
     }
 
     /// Starts or resumes writing the blob `sha256` of `size` bytes: takes over the largest
     /// partial left by an earlier run (hashing what it already holds), else starts empty.
-    pub fn begin(&self, sha256: &str, size: u64, _claim: &BlobLock) -> Result<Partial, StoreError> {
+    pub fn begin(
+        &self,
+        sha256: &str,
+        size: u64,
+        _claim: &BlobClaim,
+    ) -> Result<Partial, StoreError> {
         Partial::begin(self, sha256, size)
-    }
-
-    fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
     }
 }
 
@@ -319,7 +327,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let data = b"hello store";
         let sha = sha256_hex(data);
-        let claim = store.lock(&sha).unwrap();
+        let claim = store.claim(&sha).unwrap();
 
         let mut p = store.begin(&sha, data.len() as u64, &claim).unwrap();
         p.append(b"hello STORE").unwrap();
@@ -350,7 +358,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let data = b"0123456789abcdef";
         let sha = sha256_hex(data);
-        let claim = store.lock(&sha).unwrap();
+        let claim = store.claim(&sha).unwrap();
         let mut p = store.begin(&sha, 16, &claim).unwrap();
         p.append(&data[..6]).unwrap();
         p.suspend().unwrap(); // as if the process died here
@@ -366,7 +374,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let sha = sha256_hex(b"ab");
-        let claim = store.lock(&sha).unwrap();
+        let claim = store.claim(&sha).unwrap();
         let mut p = store.begin(&sha, 2, &claim).unwrap();
         let err = p.append(b"abc").unwrap_err();
         assert!(
@@ -408,29 +416,29 @@ mod tests {
     fn partial_names() {
         let sha = "a".repeat(64);
         assert_eq!(
-            partial::partial_of(&format!("{sha}.12-00000000000000ff.part")),
+            StoreLayout::partial_of(&format!("{sha}.12-00000000000000ff.part")),
             Some(sha.as_str())
         );
-        assert_eq!(partial::partial_of(&format!("{sha}.part")), None);
-        assert_eq!(partial::partial_of("notes.txt"), None);
+        assert_eq!(StoreLayout::partial_of(&format!("{sha}.part")), None);
+        assert_eq!(StoreLayout::partial_of("notes.txt"), None);
         assert_eq!(
-            partial::partial_of(&format!("{}.1.part", "A".repeat(64))),
+            StoreLayout::partial_of(&format!("{}.1.part", "A".repeat(64))),
             None
         );
     }
 
     #[test]
-    fn lock_is_exclusive_across_handles() {
+    fn claim_is_exclusive_across_handles() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let sha = sha256_hex(b"x");
-        let held = store.try_lock(&sha).unwrap();
+        let held = store.try_claim(&sha).unwrap();
         assert!(held.is_some());
         assert!(
-            store.try_lock(&sha).unwrap().is_none(),
+            store.try_claim(&sha).unwrap().is_none(),
             "a second claim must wait"
         );
         drop(held);
-        assert!(store.try_lock(&sha).unwrap().is_some());
+        assert!(store.try_claim(&sha).unwrap().is_some());
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::{Store, StoreError, io_err, real_dir};
+use super::{Store, StoreError, StoreLayout, io_err, real_dir};
 use crate::hash::ContentHasher;
 
 /// Start disk writeback every this many bytes, so the final fsync has little left to do.
@@ -29,12 +29,8 @@ pub struct Partial {
 
 impl Partial {
     pub(super) fn begin(store: &Store, sha256: &str, size: u64) -> Result<Self, StoreError> {
-        let tmp = store.tmp_dir();
-        let ours = tmp.join(format!(
-            "{sha256}.{}-{:016x}.part",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let tmp = store.layout().tmp();
+        let ours = store.layout().new_partial(sha256);
         // Only regular files are taken over: a symlink planted under a partial's name would
         // otherwise be opened, and truncated, wherever it points.
         let mut leftovers: Vec<(u64, PathBuf)> = fs::read_dir(&tmp)
@@ -42,7 +38,7 @@ impl Partial {
             .filter_map(Result::ok)
             .filter(|e| {
                 e.file_type().is_ok_and(|t| t.is_file())
-                    && partial_of(&e.file_name().to_string_lossy()) == Some(sha256)
+                    && StoreLayout::partial_of(&e.file_name().to_string_lossy()) == Some(sha256)
             })
             .map(|e| (e.metadata().map(|m| m.len()).unwrap_or(0), e.path()))
             .collect();
@@ -112,16 +108,6 @@ impl Partial {
     /// Bytes held so far: where a download resumes.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    /// True when nothing has been written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The blob's expected size.
-    pub fn size(&self) -> u64 {
-        self.size
     }
 
     /// Appends the next bytes of the content.
@@ -215,13 +201,6 @@ impl Partial {
         }
         Ok(blob_path)
     }
-}
-
-/// The sha256 whose partial download a `tmp/` entry named `name` is
-/// (`<sha256>.<writer>.part`), or `None` for a name the store did not make.
-pub(crate) fn partial_of(name: &str) -> Option<&str> {
-    let (sha256, rest) = name.split_once('.')?;
-    (crate::hash::is_lower_hex(sha256, 64) && rest.ends_with(".part")).then_some(sha256)
 }
 
 /// Asks the kernel to start writing a range back now (Linux `sync_file_range`), so dirty pages
