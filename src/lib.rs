@@ -17,6 +17,7 @@ pub(crate) mod fs_atomic;
 pub mod hash;
 pub(crate) mod hfcache;
 pub(crate) mod http_body;
+pub(crate) mod http_header;
 pub mod hub;
 pub(crate) mod lock;
 pub(crate) mod manifest;
@@ -29,3 +30,6 @@ pub mod schema;
 pub(crate) mod serve;
 pub(crate) mod store;
 pub(crate) mod ui;
+
+#[cfg(test)]
+mod fuzz_support;

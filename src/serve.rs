@@ -244,7 +244,7 @@ impl Refusal {
         let mut b = Response::builder()
             .status(self.status)
             .header("x-error-code", self.code)
-            .header("x-error-message", self.message.as_str())
+            .header("x-error-message", crate::ui::clean(&self.message))
             .header("content-type", "application/json")
             .header("content-length", body.len());
         for (k, v) in &self.headers {
@@ -578,7 +578,9 @@ fn tree(ctx: &Ctx<'_>, repo: &LockedRepo, commit: &str, rev: &str, sub: &str) ->
         .map(|e| e.1.clone())
         .collect();
     let mut resp = json_response(Value::Array(page));
-    if start + PAGE < entries.len() {
+    // A client's cursor may be any number: saturate rather than overflow.
+    let end = start.saturating_add(PAGE);
+    if end < entries.len() {
         let q: Vec<&str> = ctx
             .query
             .split('&')
@@ -595,7 +597,7 @@ fn tree(ctx: &Ctx<'_>, repo: &LockedRepo, commit: &str, rev: &str, sub: &str) ->
             repo.kind.api_segment(),
             repo.id,
             q.iter().map(|kv| format!("{kv}&")).collect::<String>(),
-            start + PAGE
+            end
         );
         if let Ok(v) = format!("<{next}>; rel=\"next\"").parse() {
             resp.headers_mut().insert("link", v);
@@ -758,6 +760,9 @@ fn parse_range(h: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -43,19 +43,55 @@ impl TreeEntry {
     }
 }
 
-/// The `rel="next"` target of a GitHub-style `Link` header, if any.
+/// The `rel="next"` target of a `Link` header (RFC 8288), if any. Targets may hold `,` and
+/// `;`, quoted parameters may hold `,`, and `rel` may list several types in any case: a naive
+/// split on `,` would silently end the listing early.
 pub fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.trim().split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        params
-            .split(';')
-            .any(|p| {
-                let p = p.trim().replace(' ', "");
-                p == "rel=\"next\"" || p == "rel=next"
-            })
-            .then(|| target.to_owned())
-    })
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let (target, after) = rest[open + 1..].split_once('>')?;
+        let (is_next, next) = link_params(after);
+        if is_next {
+            return Some(target.to_owned());
+        }
+        rest = next;
+    }
+    None
+}
+
+/// Reads the `; name=value` parameters after a link target up to the `,` that ends the
+/// link-value (not one inside quotes); returns whether `rel` names `next`, and what follows.
+fn link_params(mut s: &str) -> (bool, &str) {
+    let mut is_next = false;
+    loop {
+        s = s.trim_start();
+        let Some(param) = s.strip_prefix(';') else {
+            let end = s.find(',').map_or(s.len(), |i| i + 1);
+            return (is_next, &s[end..]);
+        };
+        let name_end = param.find(['=', ';', ',']).unwrap_or(param.len());
+        let name = param[..name_end].trim();
+        s = &param[name_end..];
+        let Some(value) = s.strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let (value, after) = match value.strip_prefix('"') {
+            Some(quoted) => crate::http_header::unquote(quoted),
+            None => {
+                let end = value.find([';', ',']).unwrap_or(value.len());
+                (value[..end].trim().to_owned(), &value[end..])
+            }
+        };
+        s = after;
+        if name.eq_ignore_ascii_case("rel")
+            && value
+                .split_ascii_whitespace()
+                .any(|r| r.eq_ignore_ascii_case("next"))
+        {
+            is_next = true;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +111,27 @@ mod tests {
         );
         assert_eq!(next_link("<https://h/p1>; rel=\"prev\""), None);
         assert_eq!(next_link(""), None);
+    }
+
+    /// Found by fuzzing: each of these used to give no `next` link, so `lock` took the first
+    /// page for the whole listing.
+    #[test]
+    fn link_targets_and_parameters_with_commas_case_and_several_rels() {
+        for (header, want) in [
+            ("<http://./,>; rel=next", "http://./,"),
+            ("<http://h/p?c=a;b>; rel=\"next\"", "http://h/p?c=a;b"),
+            ("<http://0/>; title=\",\"; rel=next", "http://0/"),
+            ("<http://h/1>; rel=NEXT", "http://h/1"),
+            ("<http://h/2>; rel=\"last next\"", "http://h/2"),
+            (
+                "<http://h/0>; rel=prev; title=\"a\\\"<b>, c\", <http://h/3>; rel=next",
+                "http://h/3",
+            ),
+        ] {
+            assert_eq!(next_link(header).as_deref(), Some(want), "{header}");
+        }
+        assert_eq!(next_link("<http://h/1>; rel=\"nextpage\""), None);
+        assert_eq!(next_link("<http://h/1>; title=\"rel=next\""), None);
     }
 
     #[test]

@@ -732,6 +732,9 @@ fn error_message(body: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

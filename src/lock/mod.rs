@@ -304,6 +304,9 @@ impl Default for Lockfile {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::hash::{git_blob_sha1, sha256_hex};

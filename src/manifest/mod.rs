@@ -513,6 +513,9 @@ fn read(path: &Path) -> Result<String, SourceError> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -18,6 +18,9 @@ pub mod source;
 pub mod tar;
 pub mod verify;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::OciError;
 use model::PlatformSpec;
 

@@ -135,14 +135,12 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
         };
         let after = after.trim_start();
         let (v, remaining) = if let Some(q) = after.strip_prefix('"') {
-            match q.split_once('"') {
-                Some((v, r)) => (v, r),
-                None => (q, ""),
-            }
+            crate::http_header::unquote(q)
         } else {
-            after.split_once(',').unwrap_or((after, ""))
+            let (v, r) = after.split_once(',').unwrap_or((after, ""));
+            (v.trim().to_owned(), r)
         };
-        params.insert(k.trim().to_ascii_lowercase(), v.to_owned());
+        params.insert(k.trim().to_ascii_lowercase(), v);
         rest = remaining.trim_start_matches([',', ' ']);
     }
     (scheme.to_ascii_lowercase(), params)
@@ -567,6 +565,9 @@ fn tokio_util_stream(
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -606,6 +607,18 @@ mod tests {
             (s.as_str(), p["realm"].as_str()),
             ("basic", "Registry Realm")
         );
+    }
+
+    /// Found by fuzzing: an escaped quote cut the value (and turned its tail into a bogus
+    /// parameter), and a token value kept the space before the next comma.
+    #[test]
+    fn challenge_values_are_unescaped_and_trimmed() {
+        let (_, p) = parse_challenge(r#"Bearer realm="\\",scope="a\"b,c", service=svc , error=x"#);
+        assert_eq!(p["realm"], "\\");
+        assert_eq!(p["scope"], "a\"b,c");
+        assert_eq!(p["service"], "svc");
+        assert_eq!(p["error"], "x");
+        assert_eq!(p.len(), 4, "{p:?}");
     }
 
     #[test]
