@@ -18,6 +18,7 @@ pub mod hash;
 pub(crate) mod hfcache;
 pub(crate) mod http_body;
 pub mod hub;
+pub(crate) mod loaders;
 pub(crate) mod lock;
 pub(crate) mod manifest;
 pub(crate) mod oci;
