@@ -15,6 +15,8 @@ use super::error::OciError;
 use super::layer::{EntryKind, plan_repo};
 use super::source::{self, LayoutSource, blob_path};
 use super::{ANNOTATION_REPO, Platform};
+use crate::hfcache::repo_folder;
+use crate::loaders;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
 
@@ -116,6 +118,22 @@ pub enum Problem {
         /// `NAME=value`.
         expected: String,
     },
+    /// A loader whose cache, as the image's `Env` resolves it, lacks locked snapshots.
+    LoaderCache {
+        /// The library (`huggingface_hub`, `transformers 4.x`, `sentence-transformers`).
+        loader: String,
+        /// The variable that decides where it looks.
+        variable: String,
+        /// Where it looks.
+        points_to: String,
+        /// The locked snapshots (`kind/id@commit`) that are not there.
+        missing: Vec<String>,
+    },
+    /// The image's `Env` does not switch huggingface_hub offline though the bake should have.
+    Offline {
+        /// `HF_HUB_OFFLINE` and `TRANSFORMERS_OFFLINE` as the image sets them.
+        found: String,
+    },
     /// A layer file with no file of any locked repo.
     NoLockedFiles,
 }
@@ -169,6 +187,21 @@ impl std::fmt::Display for Problem {
                 write!(f, "{repo}: {path} is missing from the image")
             }
             Problem::Env { expected } => write!(f, "the image environment lacks {expected}"),
+            Problem::LoaderCache {
+                loader,
+                variable,
+                points_to,
+                missing,
+            } => write!(
+                f,
+                "{loader} looks in {} (from {variable}), which lacks {}",
+                escaped(points_to),
+                missing.join(", ")
+            ),
+            Problem::Offline { found } => write!(
+                f,
+                "the image environment does not switch huggingface_hub offline ({found}); expected HF_HUB_OFFLINE=1"
+            ),
             Problem::NoLockedFiles => f.write_str("the layer holds no file of any locked repo"),
         }
     }
@@ -415,9 +448,73 @@ pub fn verify_layer(
     })
 }
 
+/// What the image's loaders would not find: for each loader, the locked snapshots missing from
+/// the cache its `Env` sends it to (only our layers count), and the offline switch when the
+/// bake sets it.
+fn loader_problems(
+    config: &serde_json::Value,
+    lock: &Lockfile,
+    settings: &BakeSettings,
+    seen: &BTreeSet<String>,
+) -> Vec<Problem> {
+    let vars: Vec<String> = config["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let user = config["config"]["User"].as_str().unwrap_or_default();
+    let env = loaders::image_env(&vars, loaders::default_home(user));
+    let mut problems = Vec::new();
+    for r in loaders::resolve_all(&env) {
+        let root = r.cache.trim_end_matches('/');
+        let missing: Vec<String> = lock
+            .repos
+            .iter()
+            .filter(|repo| {
+                let snapshot = format!(
+                    "{}/{}/snapshots/{}",
+                    root.trim_start_matches('/'),
+                    repo_folder(repo.kind, &repo.id),
+                    repo.commit
+                );
+                !root.starts_with('/') || !seen.contains(&snapshot)
+            })
+            .map(|repo| format!("{}/{}@{}", repo.kind, repo.id, repo.commit))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(Problem::LoaderCache {
+                loader: r.loader.to_string(),
+                variable: r.variable.to_owned(),
+                points_to: r.cache,
+                missing,
+            });
+        }
+    }
+    if settings.offline_env && !loaders::offline(&env) {
+        let shown = |k: &str| {
+            format!(
+                "{k}={}",
+                env(k).as_deref().map_or("(unset)".into(), escaped)
+            )
+        };
+        problems.push(Problem::Offline {
+            found: format!(
+                "{}, {}",
+                shown("HF_HUB_OFFLINE"),
+                shown("TRANSFORMERS_OFFLINE")
+            ),
+        });
+    }
+    problems
+}
+
 /// Checks an image in an OCI layout (`verify --oci`): the manifest and config against their
 /// digests, every base layer against its digest, our layers' digests, DiffIDs and every entry,
-/// nothing locked missing, and the config environment.
+/// nothing locked missing, and the config environment: `HF_HOME`, every loader's cache as the
+/// `Env` resolves it (crate::loaders) and the offline switch.
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
@@ -502,6 +599,7 @@ pub fn verify_layout(
     if !env.contains(&want_env.as_str()) {
         problems.push(Problem::Env { expected: want_env });
     }
+    problems.extend(loader_problems(&image.config, lock, settings, &seen_all));
     let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
     Ok(OciReport {
         ok,
