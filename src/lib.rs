@@ -11,6 +11,7 @@
 
 pub(crate) mod bake;
 pub mod cli;
+pub(crate) mod doctor;
 pub(crate) mod env;
 pub(crate) mod fetch;
 pub(crate) mod fs_atomic;

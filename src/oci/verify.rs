@@ -300,6 +300,94 @@ impl Read for Decoded {
     }
 }
 
+/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed.
+fn decode(path: &Path) -> io::Result<Decoded> {
+    let mut file = HashRead {
+        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
+        hasher: Sha256::new(),
+    };
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
+        _ => Decoded::Plain(blob),
+    })
+}
+
+/// One entry of a layer, as `doctor` reads an image's tree.
+#[derive(Debug, Clone)]
+pub struct TarEntry {
+    /// Path without a leading `/` or trailing `/`.
+    pub path: String,
+    /// Directory, symlink (its target) or anything else.
+    pub kind: TarKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// The content, for the entries `keep` asked for.
+    pub content: Option<Vec<u8>>,
+}
+
+/// What a [`TarEntry`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarKind {
+    /// A directory.
+    Dir,
+    /// A symbolic link and its target.
+    Symlink(String),
+    /// A file (or any other entry).
+    File,
+}
+
+/// Every entry of a layer blob (plain, gzip or zstd), with the content of those whose path
+/// `keep` accepts (at most 64 KiB each).
+pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
+    let mut archive = tar::Archive::new(decode(path)?);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let path = raw
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_owned();
+        let header = entry.header();
+        let (mode, uid, gid) = (header.mode()? & 0o7777, header.uid()?, header.gid()?);
+        let kind = match header.entry_type() {
+            t if t.is_dir() => TarKind::Dir,
+            t if t.is_symlink() => TarKind::Symlink(
+                entry
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => TarKind::File,
+        };
+        let content = if kind == TarKind::File && keep(&path) {
+            let mut got = Vec::new();
+            (&mut entry).take(64 * 1024).read_to_end(&mut got)?;
+            Some(got)
+        } else {
+            None
+        };
+        out.push(TarEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            content,
+        });
+    }
+    Ok(out)
+}
+
 /// Checks one layer blob; returns its report, (blob sha256, diff_id) and the paths seen.
 fn check_layer(
     path: &Path,
@@ -308,20 +396,8 @@ fn check_layer(
     settings: &BakeSettings,
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
-    let mut file = HashRead {
-        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
-        hasher: Sha256::new(),
-    };
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic)?;
-    let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
-    let decoded = match magic {
-        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
-        _ => Decoded::Plain(blob),
-    };
     let tar_hash = HashRead {
-        inner: decoded,
+        inner: decode(path)?,
         hasher: Sha256::new(),
     };
     let mut archive = tar::Archive::new(tar_hash);
