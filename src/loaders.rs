@@ -21,14 +21,16 @@ pub const REDIRECTS: &[&str] = &[
 
 /// A library that loads models from the huggingface_hub cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Loader {
     /// huggingface_hub itself (`snapshot_download`, `hf_hub_download`), and through it
     /// diffusers, transformers 5 and every other library that passes no `cache_dir`.
+    #[serde(rename = "huggingface_hub")]
     HuggingfaceHub,
     /// transformers 4.x, which reads its own legacy variables first.
+    #[serde(rename = "transformers 4.x")]
     Transformers4,
     /// sentence-transformers 3 and later.
+    #[serde(rename = "sentence-transformers")]
     SentenceTransformers,
 }
 

@@ -419,3 +419,116 @@ fn verify_oci_fails_when_the_env_points_loaders_elsewhere() {
         .arg(&out))
     .ok();
 }
+
+/// `modelbake doctor --json`, with none of the loader variables of the test's own machine.
+fn doctor(f: &Fetched, args: &[&str], env: &[(&str, &Path)]) -> (Run, Value) {
+    let mut cmd = f.cmd();
+    cmd.args(["doctor", "--json"]).args(args);
+    for var in REDIRECTS
+        .iter()
+        .chain(&["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+    {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let r = run(&mut cmd);
+    let v = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    (r, v)
+}
+
+fn states(report: &Value, loader: &str) -> Vec<String> {
+    let row = report["loaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["loader"] == loader)
+        .unwrap_or_else(|| panic!("{loader}: {report}"));
+    row["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn doctor_reports_an_image_as_verify_does() {
+    let hub = emulator();
+    let f = Fetched::new(&hub, TINY);
+    f.fetch(&hub, &[]).ok();
+    let work = tempfile::tempdir().unwrap();
+    let (env, user, _) = BASES[2];
+    let (_, _, _, out) = bake_on(&f, work.path(), env, user);
+    let spec = format!("{}:t", out.display());
+    let (r, report) = doctor(&f, &["--oci", &spec], &[]);
+    r.ok();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["offline"], true);
+    assert!(
+        report["user"].as_str().unwrap().contains("uid 65534"),
+        "{report}"
+    );
+    for loader in [
+        "huggingface_hub",
+        "transformers 4.x",
+        "sentence-transformers",
+    ] {
+        assert_eq!(states(&report, loader), ["present"], "{loader}");
+    }
+    // The table names each loader and where it looks.
+    let table = run(f.cmd().args(["doctor", "--oci", &spec]));
+    table.ok();
+    assert!(table.stdout.contains("LOADER"), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("/root/.cache/huggingface/hub (from SENTENCE_TRANSFORMERS_HOME)"),
+        "{}",
+        table.stdout
+    );
+
+    let mut config = layout_config(&out);
+    let mut env = env_of(&config);
+    env.insert(0, "HUGGINGFACE_HUB_CACHE=/data".to_owned());
+    config["config"]["Env"] = json!(env);
+    replace_layout_config(&out, &config);
+    let (r, report) = doctor(&f, &["--oci", &spec], &[]);
+    r.expect_code(1);
+    assert_eq!(report["ok"], false);
+    assert_eq!(states(&report, "huggingface_hub"), ["missing"]);
+    assert_eq!(states(&report, "sentence-transformers"), ["present"]);
+}
+
+#[test]
+fn doctor_on_this_machine_finds_present_and_stale_repos() {
+    let hub = emulator();
+    let f = Fetched::new(&hub, TINY);
+    f.fetch(&hub, &[]).ok();
+    f.export(&[]).ok();
+    let cache = f.hub_cache();
+    let (r, report) = doctor(&f, &[], &[("HF_HUB_CACHE", &cache)]);
+    r.ok();
+    assert_eq!(states(&report, "transformers 4.x"), ["present"]);
+    assert_eq!(report["offline"], false);
+    fs::write(
+        cache.join("models--acme--tiny/refs/main"),
+        "0000000000000000000000000000000000000000",
+    )
+    .unwrap();
+    let (r, report) = doctor(&f, &[], &[("HF_HUB_CACHE", &cache)]);
+    r.expect_code(1);
+    assert_eq!(states(&report, "huggingface_hub"), ["stale"]);
+    let other = tempfile::tempdir().unwrap();
+    let (r, report) = doctor(
+        &f,
+        &[],
+        &[
+            ("HF_HUB_CACHE", &cache),
+            ("TRANSFORMERS_CACHE", other.path()),
+        ],
+    );
+    r.expect_code(1);
+    assert_eq!(states(&report, "transformers 4.x"), ["missing"]);
+}
