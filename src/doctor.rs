@@ -363,7 +363,8 @@ pub fn diagnose_layout(
         .or_else(|| loaders::default_home(&user_field).map(str::to_owned));
     let env = loaders::image_env(&vars, home.as_deref());
     let user = match &resolved {
-        Some((uid, gid, _)) => format!("uid {uid}, gid {gid} (User `{user_field}`)"),
+        Some((uid, gid, _)) if user_field.is_empty() => format!("uid {uid}, gid {gid} (no User)"),
+        Some((uid, gid, _)) => format!("uid {uid}, gid {gid} (User {user_field})"),
         None => format!("User `{user_field}`, unknown to the image's /etc/passwd"),
     };
     let tree = Image {
