@@ -282,9 +282,73 @@ fn a_plain_base_keeps_its_env_and_gets_no_warning() {
     );
 }
 
-/// Python with exactly the image's Env (absolute paths moved under the unpacked rootfs, `HOME`
-/// set), as the image's user: huggingface_hub's own cache path, `snapshot_download` offline, and
-/// every cache variable left in the Env holding the snapshot.
+/// One base baked and unpacked with umoci.
+struct Unpacked {
+    work: tempfile::TempDir,
+    rootfs: PathBuf,
+    image_env: Vec<String>,
+    user: &'static str,
+}
+
+fn unpack(f: &Fetched, umoci: &Path, env: &[&str], user: &'static str) -> Unpacked {
+    let work = tempfile::tempdir().unwrap();
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, _, image_env, out) = bake_on(f, work.path(), env, user);
+    let bundle = work.path().join("bundle");
+    sh(Command::new(umoci)
+        .args(["unpack", "--image", &format!("{}:t", out.display())])
+        .arg(&bundle));
+    fs::set_permissions(&bundle, fs::Permissions::from_mode(0o755)).unwrap();
+    Unpacked {
+        rootfs: bundle.join("rootfs"),
+        work,
+        image_env,
+        user,
+    }
+}
+
+impl Unpacked {
+    /// `py -c script args…` as the image's user with exactly the image's Env, absolute paths
+    /// moved under the rootfs, `HOME` a fresh folder.
+    fn python(&self, py: &Path, script: &str, args: &[&str]) -> Value {
+        let home = self.work.path().join("home");
+        fs::create_dir_all(&home).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o777)).unwrap();
+        let (uid, gid) = match self.user.split_once(':') {
+            Some((u, g)) if !u.is_empty() => (u, g),
+            _ => ("0", "0"),
+        };
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups")
+            .arg(py)
+            .args(["-c", script])
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("HF_ENDPOINT", "http://127.0.0.1:9");
+        for entry in &self.image_env {
+            let (k, v) = entry.split_once('=').unwrap();
+            if k == "PATH" || k == "HOME" {
+                continue;
+            }
+            let v = match v.strip_prefix('/') {
+                Some(rest) => self.rootfs.join(rest).display().to_string(),
+                None => v.to_owned(),
+            };
+            cmd.env(k, v);
+        }
+        serde_json::from_str(&sh(&mut cmd)).unwrap()
+    }
+
+    fn hub_cache(&self) -> PathBuf {
+        self.rootfs.join(&HUB_CACHE[1..])
+    }
+}
+
+/// Python with exactly the image's Env, as the image's user: huggingface_hub's own cache path,
+/// `snapshot_download` offline, and every cache variable left in the Env holding the snapshot.
 #[test]
 fn python_finds_the_snapshot_where_the_image_env_points_it() {
     let Some(umoci) = tool("umoci") else { return };
@@ -293,20 +357,7 @@ fn python_finds_the_snapshot_where_the_image_env_points_it() {
     let f = Fetched::new(&hub, TINY);
     f.fetch(&hub, &[]).ok();
     let commit = hub.commit_of(Kind::Model, "acme/tiny", "main").unwrap();
-    for (env, user, _) in BASES {
-        let work = tempfile::tempdir().unwrap();
-        fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let (_, _, image_env, out) = bake_on(&f, work.path(), env, user);
-        let bundle = work.path().join("bundle");
-        sh(Command::new(&umoci)
-            .args(["unpack", "--image", &format!("{}:t", out.display())])
-            .arg(&bundle));
-        fs::set_permissions(&bundle, fs::Permissions::from_mode(0o755)).unwrap();
-        let rootfs = bundle.join("rootfs");
-        let home = work.path().join("home");
-        fs::create_dir_all(&home).unwrap();
-        fs::set_permissions(&home, fs::Permissions::from_mode(0o777)).unwrap();
-        let script = r#"
+    let script = r#"
 import json, os, sys
 from huggingface_hub import constants, snapshot_download
 commit = sys.argv[1]
@@ -317,33 +368,13 @@ for var in sys.argv[2:]:
         others[var] = os.path.isdir(os.path.join(os.environ[var], "models--acme--tiny", "snapshots", commit))
 print(json.dumps({"cache": constants.HF_HUB_CACHE, "offline": constants.HF_HUB_OFFLINE, "root": root, "others": others}))
 "#;
-        let (uid, gid) = match user.split_once(':') {
-            Some((u, g)) if !u.is_empty() => (u.to_owned(), g.to_owned()),
-            _ => ("0".to_owned(), "0".to_owned()),
-        };
-        let mut cmd = Command::new("setpriv");
-        cmd.arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg("--clear-groups")
-            .arg(&py)
-            .args(["-c", script, &commit])
-            .args(REDIRECTS)
-            .env_clear()
-            .env("HOME", &home)
-            .env("HF_ENDPOINT", "http://127.0.0.1:9");
-        for entry in &image_env {
-            let (k, v) = entry.split_once('=').unwrap();
-            if k == "PATH" || k == "HOME" {
-                continue;
-            }
-            let v = match v.strip_prefix('/') {
-                Some(rest) => rootfs.join(rest).display().to_string(),
-                None => v.to_owned(),
-            };
-            cmd.env(k, v);
-        }
-        let got: Value = serde_json::from_str(&sh(&mut cmd)).unwrap();
-        let cache = rootfs.join(&HUB_CACHE[1..]);
+    for (env, user, _) in BASES {
+        let u = unpack(&f, &umoci, env, user);
+        let args: Vec<&str> = std::iter::once(commit.as_str())
+            .chain(REDIRECTS.iter().copied())
+            .collect();
+        let got = u.python(&py, script, &args);
+        let cache = u.hub_cache();
         assert_eq!(got["cache"], json!(cache.display().to_string()), "{env:?}");
         assert_eq!(got["offline"], json!(true));
         assert_eq!(
@@ -355,10 +386,84 @@ print(json.dumps({"cache": constants.HF_HUB_CACHE, "offline": constants.HF_HUB_O
                     .to_string()
             )
         );
-        let others = got["others"].as_object().unwrap();
-        for (var, found) in others {
+        for (var, found) in got["others"].as_object().unwrap() {
             assert_eq!(found, &json!(true), "{var} in {env:?}");
         }
+    }
+}
+
+/// A venv with transformers 4.x (`transformers<5`, which brings huggingface_hub 0.x), made in
+/// target/pyenv-tf4 when missing; skipped loudly (a failure under CI) without PyPI.
+fn python_transformers4() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv-tf4");
+    let py = venv.join("bin/python");
+    let ok = |py: &PathBuf| {
+        Command::new(py)
+            .args(["-c", "import transformers, sys; sys.exit(0 if transformers.__version__.startswith('4.') else 1)"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&py) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "transformers<5",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made || !ok(&py) {
+            let msg = "transformers 4.x is not available: `pip install 'transformers<5'` into target/pyenv-tf4 failed";
+            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+                panic!("{msg}");
+            }
+            eprintln!("\n!!! SKIPPED: {msg}\n");
+            return None;
+        }
+    }
+    Some(py)
+}
+
+/// transformers 4.x, reading `TRANSFORMERS_CACHE` and its older names first, resolves to the
+/// baked cache and loads a file from it offline, as the image's user.
+#[test]
+fn transformers_4_resolves_its_cache_to_the_baked_one() {
+    let Some(umoci) = tool("umoci") else { return };
+    let Some(py) = python_transformers4() else {
+        return;
+    };
+    let hub = emulator();
+    let f = Fetched::new(&hub, TINY);
+    f.fetch(&hub, &[]).ok();
+    let script = r#"
+import json
+from transformers.utils import hub
+path = hub.cached_file("acme/tiny", "config.json", local_files_only=True)
+print(json.dumps({"cache": hub.TRANSFORMERS_CACHE, "path": path}))
+"#;
+    let extra: &[&str] = &[
+        "PATH=/usr/bin:/bin",
+        "PYTORCH_TRANSFORMERS_CACHE=/p",
+        "PYTORCH_PRETRAINED_BERT_CACHE=/b",
+    ];
+    for (env, user) in [(BASES[1].0, BASES[1].1), (extra, "65534:65534")] {
+        let u = unpack(&f, &umoci, env, user);
+        let got = u.python(&py, script, &[]);
+        let cache = u.hub_cache().display().to_string();
+        assert_eq!(got["cache"], json!(cache), "{env:?}");
+        assert!(
+            got["path"].as_str().unwrap().starts_with(&cache),
+            "{got} {env:?}"
+        );
     }
 }
 
