@@ -119,6 +119,7 @@ fn check_repo(tree: &dyn Tree, cache: &str, repo: &LockedRepo) -> RepoState {
         }
     }
     let snapshot = format!("{root}/snapshots/{}", repo.commit);
+    // Presence: the snapshot folder, each locked path in it and each blob.
     let mut paths = vec![snapshot.clone()];
     for f in &repo.files {
         paths.push(format!("{snapshot}/{}", f.path));
@@ -127,12 +128,16 @@ fn check_repo(tree: &dyn Tree, cache: &str, repo: &LockedRepo) -> RepoState {
     if let Some(path) = paths.iter().find(|p| !tree.exists(p)) {
         return RepoState::Missing { path: path.clone() };
     }
-    let blobs = paths.iter().skip(2).step_by(2);
-    match std::iter::once(&snapshot)
+    // Read access: the snapshot folder and every blob (the snapshot links resolve to them).
+    let blobs = repo
+        .files
+        .iter()
+        .map(|f| format!("{root}/blobs/{}", f.blob));
+    match std::iter::once(snapshot)
         .chain(blobs)
         .find(|p| !tree.readable(p))
     {
-        Some(path) => RepoState::Unreadable { path: path.clone() },
+        Some(path) => RepoState::Unreadable { path },
         None => RepoState::Present,
     }
 }
@@ -231,9 +236,10 @@ impl Image {
         let Some((uid, gid)) = self.user else {
             return false;
         };
-        let shift = if uid == 0 {
+        if uid == 0 {
             return true;
-        } else if e.uid == uid {
+        }
+        let shift = if e.uid == uid {
             6
         } else if e.gid == gid {
             3
