@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 
+use crate::loaders::Correction;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
 use crate::oci::image::{self, Base};
@@ -81,6 +82,8 @@ pub struct BakeReport {
     pub mounted: usize,
     /// Base blobs streamed from another registry.
     pub copied: usize,
+    /// Base-image cache variables pointed at the baked cache (each one a warning).
+    pub env_corrected: Vec<Correction>,
 }
 
 /// Runs a bake. `on_layer` is told about each layer as it is ready.
@@ -147,6 +150,7 @@ pub async fn bake(
         config_digest: img.config_desc.digest.to_string(),
         manifest_digest: img.manifest_desc.digest.to_string(),
         layers: layers.clone(),
+        env_corrected: img.corrected.clone(),
         ..Default::default()
     };
     let base_blobs = base

@@ -45,6 +45,30 @@ pub const VARS: &[Var] = &[
         about: "older name of HF_HUB_CACHE",
     },
     Var {
+        name: "TRANSFORMERS_CACHE",
+        about: "transformers 4.x cache, above its older PYTORCH_TRANSFORMERS_CACHE and PYTORCH_PRETRAINED_BERT_CACHE (doctor)",
+    },
+    Var {
+        name: "PYTORCH_TRANSFORMERS_CACHE",
+        about: "older name of TRANSFORMERS_CACHE (doctor)",
+    },
+    Var {
+        name: "PYTORCH_PRETRAINED_BERT_CACHE",
+        about: "oldest name of TRANSFORMERS_CACHE (doctor)",
+    },
+    Var {
+        name: "SENTENCE_TRANSFORMERS_HOME",
+        about: "sentence-transformers cache (doctor; default the huggingface_hub cache)",
+    },
+    Var {
+        name: "HF_HUB_OFFLINE",
+        about: "huggingface_hub offline switch; bake sets it in images (doctor reports it)",
+    },
+    Var {
+        name: "TRANSFORMERS_OFFLINE",
+        about: "offline switch read when HF_HUB_OFFLINE is unset or empty (doctor)",
+    },
+    Var {
         name: "MODELBAKE_STORE",
         about: "the blob store (default $XDG_CACHE_HOME/modelbake/store, ~/.cache/modelbake/store)",
     },
@@ -212,8 +236,7 @@ mod tests {
                     let name = &c[1];
                     let known = listed.contains(&name)
                         || (name.starts_with("MODELBAKE_CREDENTIAL_")
-                            && listed.contains(&"MODELBAKE_CREDENTIAL_<NAME>"))
-                        || name == "HF_HUB_OFFLINE"; // written into images, never read
+                            && listed.contains(&"MODELBAKE_CREDENTIAL_<NAME>"));
                     if !known {
                         missing.push(format!("{name} ({})", path.display()));
                     }

@@ -11,6 +11,7 @@
 
 pub(crate) mod bake;
 pub mod cli;
+pub(crate) mod doctor;
 pub(crate) mod env;
 pub(crate) mod fetch;
 pub(crate) mod fs_atomic;
@@ -19,6 +20,7 @@ pub(crate) mod hfcache;
 pub(crate) mod http_body;
 pub(crate) mod http_header;
 pub mod hub;
+pub(crate) mod loaders;
 pub(crate) mod lock;
 pub(crate) mod manifest;
 pub(crate) mod oci;

@@ -108,6 +108,9 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         );
     };
     let report = bake(&lock, &store, &opts, &on_layer).await?;
+    for c in &report.env_corrected {
+        eprintln!("warning: {c}");
+    }
     if ui.json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = true.into();

@@ -3,6 +3,7 @@
 mod args;
 mod bake;
 mod cache;
+mod doctor;
 mod export;
 mod fetch;
 mod lock;
@@ -123,6 +124,20 @@ pub enum Command {
     /// Exit 0 only when everything matches.
     #[command(verbatim_doc_comment)]
     Verify(verify::VerifyArgs),
+    /// Where will my model be loaded from? Each loader's cache, and whether every locked model
+    /// would load offline from it.
+    ///
+    /// For huggingface_hub, transformers 4.x and sentence-transformers: the cache their
+    /// variables resolve to, and per locked repo present / missing / stale (its ref names
+    /// another commit) / unreadable by the image's User (or the current user); plus the
+    /// offline switches. Exit 0 only when every locked model is present and readable for
+    /// every loader.
+    ///
+    /// Examples:
+    ///   modelbake doctor                         # this machine, its environment
+    ///   modelbake doctor --oci out/image:latest  # an image's Env and User
+    #[command(verbatim_doc_comment)]
+    Doctor(doctor::DoctorArgs),
     /// Bake the locked models into deterministic OCI layers and an image; push without Docker.
     ///
     /// One layer per repo (split above --max-layer-size) holding its huggingface_hub cache
@@ -191,6 +206,7 @@ pub fn main() -> ExitCode {
             Command::Export(args) => export::run(&cli, args, &ui).await,
             Command::Verify(args) => verify::run(&cli, args, &ui).await,
             Command::Bake(args) => bake::run(&cli, args, &ui).await,
+            Command::Doctor(args) => doctor::run(&cli, args, &ui).await,
             Command::Cache(cache::CacheCommand::Scan(args)) => {
                 cache::run_scan(&cli, args, &ui).await
             }

@@ -9,6 +9,7 @@ use clap::Args;
 use super::args::{HubCacheArgs, LayoutArgs};
 use super::{Cli, Failure, load_locked};
 use crate::hfcache::verify::verify;
+use crate::manifest::BakeOverrides;
 use crate::ui::{Ui, display_path};
 
 /// Arguments of `modelbake verify`.
@@ -22,6 +23,9 @@ pub struct VerifyArgs {
     /// Tag of the image in --oci.
     #[arg(long, default_value = "latest", requires = "oci")]
     pub tag: String,
+    /// The image was baked with --no-offline-env: do not require HF_HUB_OFFLINE=1 in --oci.
+    #[arg(long, requires = "oci")]
+    pub no_offline_env: bool,
     /// Check one layer tarball (plain, gzip or zstd) instead of a cache.
     #[arg(long, value_name = "FILE", conflicts_with = "hub_cache")]
     pub layer: Option<PathBuf>,
@@ -33,7 +37,10 @@ pub struct VerifyArgs {
 pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let (manifest, lock) = load_locked(cli, ui)?;
     if args.oci.is_some() || args.layer.is_some() {
-        let settings = manifest.bake.clone().with(&args.layout.overrides());
+        let settings = manifest.bake.clone().with(&BakeOverrides {
+            no_offline_env: args.no_offline_env,
+            ..args.layout.overrides()
+        });
         let (what, report) = match (&args.oci, &args.layer) {
             (Some(dir), _) => {
                 let (dir2, tag) = (dir.clone(), args.tag.clone());

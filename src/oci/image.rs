@@ -11,6 +11,7 @@ use super::model::{Annotations, Descriptor, Manifest, canonical_json};
 use super::{
     ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_MANIFEST, Platform,
 };
+use crate::loaders::{self, Correction};
 
 /// What the image is built on.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Image {
     pub manifest: Vec<u8>,
     /// Manifest descriptor.
     pub manifest_desc: Descriptor,
+    /// Base-image cache variables pointed at the baked cache, one per variable.
+    pub corrected: Vec<Correction>,
 }
 
 /// Environment variables the image gets.
@@ -93,7 +96,9 @@ pub fn build(
     if !config["config"].is_object() {
         config["config"] = json!({});
     }
-    // Environment: ours replace same-named entries of the base, appended in a fixed order.
+    // Environment: the base's cache variables that would send a loader away from the baked
+    // cache are pointed at it in place; ours replace same-named entries of the base, appended
+    // in a fixed order.
     let mut vars: Vec<String> = config["config"]["Env"]
         .as_array()
         .map(|a| {
@@ -102,6 +107,12 @@ pub fn build(
                 .collect()
         })
         .unwrap_or_default();
+    let corrected = match env.iter().find(|(k, _)| k == "HF_HOME") {
+        Some((_, home)) => {
+            loaders::correct(&mut vars, &format!("{}/hub", home.trim_end_matches('/')))
+        }
+        None => Vec::new(),
+    };
     vars.retain(|v| {
         !env.iter()
             .any(|(k, _)| v.split_once('=').map(|(name, _)| name) == Some(k.as_str()))
@@ -150,5 +161,6 @@ pub fn build(
         config_desc,
         manifest: manifest_bytes,
         manifest_desc,
+        corrected,
     })
 }

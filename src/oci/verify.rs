@@ -15,6 +15,8 @@ use super::layer::{EntryKind, plan_repo};
 use super::source::{self, LayoutSource, blob_path};
 use super::{ANNOTATION_REPO, Platform};
 use crate::hash::HashingReader;
+use crate::hfcache::repo_folder;
+use crate::loaders;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
 
@@ -116,6 +118,22 @@ pub enum Problem {
         /// `NAME=value`.
         expected: String,
     },
+    /// A loader whose cache, as the image's `Env` resolves it, lacks locked snapshots.
+    LoaderCache {
+        /// The library (`huggingface_hub`, `transformers 4.x`, `sentence-transformers`).
+        loader: String,
+        /// The variable that decides where it looks.
+        variable: String,
+        /// Where it looks.
+        points_to: String,
+        /// The locked snapshots (`kind/id@commit`) that are not there.
+        missing: Vec<String>,
+    },
+    /// The image's `Env` does not switch huggingface_hub offline though the bake should have.
+    Offline {
+        /// `HF_HUB_OFFLINE` and `TRANSFORMERS_OFFLINE` as the image sets them.
+        found: String,
+    },
     /// A layer file with no file of any locked repo.
     NoLockedFiles,
 }
@@ -169,6 +187,21 @@ impl std::fmt::Display for Problem {
                 write!(f, "{repo}: {path} is missing from the image")
             }
             Problem::Env { expected } => write!(f, "the image environment lacks {expected}"),
+            Problem::LoaderCache {
+                loader,
+                variable,
+                points_to,
+                missing,
+            } => write!(
+                f,
+                "{loader} looks in {} (from {variable}), which lacks {}",
+                escaped(points_to),
+                missing.join(", ")
+            ),
+            Problem::Offline { found } => write!(
+                f,
+                "the image environment does not switch huggingface_hub offline ({found}); expected HF_HUB_OFFLINE=1"
+            ),
             Problem::NoLockedFiles => f.write_str("the layer holds no file of any locked repo"),
         }
     }
@@ -253,6 +286,91 @@ impl Read for Decoded {
     }
 }
 
+/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed.
+fn decode(path: &Path) -> io::Result<Decoded> {
+    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
+        _ => Decoded::Plain(blob),
+    })
+}
+
+/// One entry of a layer, as `doctor` reads an image's tree.
+#[derive(Debug, Clone)]
+pub struct TarEntry {
+    /// Path without a leading `/` or trailing `/`.
+    pub path: String,
+    /// Directory, symlink (its target) or anything else.
+    pub kind: TarKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// The content, for the entries `keep` asked for.
+    pub content: Option<Vec<u8>>,
+}
+
+/// What a [`TarEntry`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarKind {
+    /// A directory.
+    Dir,
+    /// A symbolic link and its target.
+    Symlink(String),
+    /// A file (or any other entry).
+    File,
+}
+
+/// Every entry of a layer blob (plain, gzip or zstd), with the content of those whose path
+/// `keep` accepts (at most 64 KiB each).
+pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
+    let mut archive = tar::Archive::new(decode(path)?);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let path = raw
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_owned();
+        let header = entry.header();
+        let (mode, uid, gid) = (header.mode()? & 0o7777, header.uid()?, header.gid()?);
+        let kind = match header.entry_type() {
+            t if t.is_dir() => TarKind::Dir,
+            t if t.is_symlink() => TarKind::Symlink(
+                entry
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => TarKind::File,
+        };
+        let content = if kind == TarKind::File && keep(&path) {
+            let mut got = Vec::new();
+            (&mut entry).take(64 * 1024).read_to_end(&mut got)?;
+            Some(got)
+        } else {
+            None
+        };
+        out.push(TarEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            content,
+        });
+    }
+    Ok(out)
+}
+
 /// Checks one layer blob; returns its report, (blob sha256, diff_id) and the paths seen.
 fn check_layer(
     path: &Path,
@@ -261,16 +379,7 @@ fn check_layer(
     settings: &BakeSettings,
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
-    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic)?;
-    let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
-    let decoded = match magic {
-        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
-        _ => Decoded::Plain(blob),
-    };
-    let tar_hash = HashingReader::new(decoded);
+    let tar_hash = HashingReader::new(decode(path)?);
     let mut archive = tar::Archive::new(tar_hash);
     let (owner_uid, owner_gid) = settings.owner;
     let mut problems = Vec::new();
@@ -384,9 +493,73 @@ pub fn verify_layer(
     })
 }
 
+/// What the image's loaders would not find: for each loader, the locked snapshots missing from
+/// the cache its `Env` sends it to (only our layers count), and the offline switch when the
+/// bake sets it.
+fn loader_problems(
+    config: &serde_json::Value,
+    lock: &Lockfile,
+    settings: &BakeSettings,
+    seen: &BTreeSet<String>,
+) -> Vec<Problem> {
+    let vars: Vec<String> = config["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let user = config["config"]["User"].as_str().unwrap_or_default();
+    let env = loaders::image_env(&vars, loaders::default_home(user));
+    let mut problems = Vec::new();
+    for r in loaders::resolve_all(&env) {
+        let root = r.cache.trim_end_matches('/');
+        let missing: Vec<String> = lock
+            .repos
+            .iter()
+            .filter(|repo| {
+                let snapshot = format!(
+                    "{}/{}/snapshots/{}",
+                    root.trim_start_matches('/'),
+                    repo_folder(repo.kind, &repo.id),
+                    repo.commit
+                );
+                !root.starts_with('/') || !seen.contains(&snapshot)
+            })
+            .map(|repo| format!("{}/{}@{}", repo.kind, repo.id, repo.commit))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(Problem::LoaderCache {
+                loader: r.loader.to_string(),
+                variable: r.variable.to_owned(),
+                points_to: r.cache,
+                missing,
+            });
+        }
+    }
+    if settings.offline_env && !loaders::offline(&env) {
+        let shown = |k: &str| {
+            format!(
+                "{k}={}",
+                env(k).as_deref().map_or("(unset)".into(), escaped)
+            )
+        };
+        problems.push(Problem::Offline {
+            found: format!(
+                "{}, {}",
+                shown("HF_HUB_OFFLINE"),
+                shown("TRANSFORMERS_OFFLINE")
+            ),
+        });
+    }
+    problems
+}
+
 /// Checks an image in an OCI layout (`verify --oci`): the manifest and config against their
 /// digests, every base layer against its digest, our layers' digests, DiffIDs and every entry,
-/// nothing locked missing, and the config environment.
+/// nothing locked missing, and the config environment: `HF_HOME`, every loader's cache as the
+/// `Env` resolves it (crate::loaders) and the offline switch.
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
@@ -471,6 +644,7 @@ pub fn verify_layout(
     if !env.contains(&want_env.as_str()) {
         problems.push(Problem::Env { expected: want_env });
     }
+    problems.extend(loader_problems(&image.config, lock, settings, &seen_all));
     let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
     Ok(OciReport {
         ok,
