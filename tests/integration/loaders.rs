@@ -392,11 +392,12 @@ print(json.dumps({"cache": constants.HF_HUB_CACHE, "offline": constants.HF_HUB_O
     }
 }
 
-/// A venv with transformers 4.x (`transformers<5`, which brings huggingface_hub 0.x), made in
-/// target/pyenv-tf4 when missing; skipped loudly (a failure under CI) without PyPI.
+/// The venv with transformers 4.x (`scripts/requirements-tf4.txt`, which brings
+/// huggingface_hub 0.x), created by `scripts/setup-python` when missing; skipped loudly (a
+/// failure under CI) when that fails.
 fn python_transformers4() -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv-tf4");
-    let py = venv.join("bin/python");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let py = root.join("target/pyenv-tf4/bin/python");
     let ok = |py: &PathBuf| {
         Command::new(py)
             .args(["-c", "import transformers, sys; sys.exit(0 if transformers.__version__.startswith('4.') else 1)"])
@@ -405,24 +406,9 @@ fn python_transformers4() -> Option<PathBuf> {
             .is_ok_and(|s| s.success())
     };
     if !ok(&py) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "transformers<5",
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !made || !ok(&py) {
-            let msg = "transformers 4.x is not available: `pip install 'transformers<5'` into target/pyenv-tf4 failed";
+        let setup = Command::new(root.join("scripts/setup-python")).status();
+        if !setup.is_ok_and(|s| s.success()) || !ok(&py) {
+            let msg = "transformers 4.x is not available: scripts/setup-python failed to create target/pyenv-tf4 (needs python3 and PyPI access)";
             if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
                 panic!("{msg}");
             }
