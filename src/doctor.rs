@@ -355,14 +355,7 @@ pub fn diagnose_layout(
         .unwrap_or_default()
         .to_owned();
     let resolved = image_user(&user_field, &users);
-    let vars: Vec<String> = image.config["config"]["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let vars: Vec<String> = crate::oci::model::string_list(&image.config["config"]["Env"]);
     let home = resolved
         .as_ref()
         .and_then(|(_, _, h)| h.clone())

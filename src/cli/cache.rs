@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::args::{HubCacheArgs, StoreArgs};
 use super::{Cli, Failure, left_alone, read_locks};
-use crate::hfcache::prune::{Criteria, apply, parse_duration, parse_size, plan, pruner_plan};
+use crate::hfcache::prune::{Criteria, PruneRequest, parse_duration, parse_size, prune};
 use crate::hfcache::scan::scan;
 use crate::manifest::Pattern;
 use crate::ui::{Ui, display_path, human_size};
@@ -172,48 +172,40 @@ pub async fn run_prune(cli: &Cli, args: &PruneArgs, ui: &Ui) -> Result<ExitCode,
         return Err(anyhow::anyhow!("say what to remove: --keep-locked FILE, --pattern GLOB, --older-than AGE, --max-size SIZE and/or --policy PLUGIN").into());
     }
     let cache = args.hub_cache.resolve()?;
-    let mut locks = read_locks(&args.keep_locked)?;
     let manifest = match &args.policy {
         Some(_) => Some(super::load_manifest(cli)?),
         None => None,
     };
-    if let Some(m) = &manifest {
-        let extra = if args.lock.is_empty() {
-            Some(m.lock_path())
+    // With --policy, the project's own lock protects its revisions unless --lock names others.
+    let protect = match &manifest {
+        Some(m) if args.lock.is_empty() => read_locks(
+            &Some(m.lock_path())
                 .filter(|p| p.is_file())
                 .into_iter()
-                .collect()
-        } else {
-            args.lock.clone()
-        };
-        locks.extend(read_locks(&extra)?);
-    }
-    let result = scan(&cache, &locks).map_err(|e| anyhow::anyhow!("{}: {e}", cache.display()))?;
-    let now = args.now.unwrap_or_else(now);
-    let decided = match (&args.policy, &manifest) {
-        (Some(name), Some(m)) => {
-            pruner_plan(m, name, &result, now, args.store.plugin_dir()).await?
-        }
-        _ => Default::default(),
+                .collect::<Vec<_>>(),
+        )?,
+        Some(_) => read_locks(&args.lock)?,
+        None => Vec::new(),
     };
-    let criteria = Criteria {
-        patterns: args.pattern.clone(),
-        keep_locked: !args.keep_locked.is_empty(),
-        protect_locked: args.policy.is_some(),
-        decided,
-        older_than: args.older_than,
-        max_size: args.max_size,
-        now,
-    };
-    let p = plan(&result, &criteria);
-    let freed = if args.yes && !p.removals.is_empty() {
-        let (r, p2) = (result.clone(), p.clone());
-        tokio::task::spawn_blocking(move || apply(&r, &p2))
-            .await?
-            .map_err(|e| anyhow::anyhow!("pruning {}: {e}", cache.display()))?
-    } else {
-        0
-    };
+    let outcome = prune(PruneRequest {
+        cache: &cache,
+        keep_locked: read_locks(&args.keep_locked)?,
+        protect,
+        criteria: Criteria {
+            patterns: args.pattern.clone(),
+            keep_locked: false,
+            protect_locked: false,
+            decided: Default::default(),
+            older_than: args.older_than,
+            max_size: args.max_size,
+            now: args.now.unwrap_or_else(now),
+        },
+        policy: manifest.as_ref().zip(args.policy.as_deref()),
+        plugin_dir: args.store.plugin_dir(),
+        apply: args.yes,
+    })
+    .await?;
+    let (result, p, freed) = (outcome.scan, outcome.plan, outcome.freed);
     if ui.json {
         let mut v = serde_json::to_value(&p)?;
         v["applied"] = args.yes.into();

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use sha2::{Digest, Sha256};
 
 use super::{Cli, Failure};
 use crate::plugin::PluginHost;
@@ -180,7 +179,7 @@ pub async fn run(_cli: &Cli, cmd: &PluginCommand, ui: &Ui) -> Result<ExitCode, F
         PluginCommand::Check(args) => {
             let bytes = std::fs::read(&args.file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", display_path(&args.file)))?;
-            let sha256 = hex::encode(Sha256::digest(&bytes));
+            let sha256 = crate::hash::sha256_hex(&bytes);
             let name = args
                 .file
                 .file_stem()

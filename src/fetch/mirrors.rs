@@ -61,15 +61,11 @@ impl MirrorPlan {
         if offline || manifest.mirrors.is_empty() || store.missing(lock).is_empty() {
             return Ok(MirrorPlan::default());
         }
-        let mut pins = std::collections::BTreeMap::new();
-        for name in &manifest.mirrors {
-            let pin = lock.plugin(name).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
-                    crate::ui::display_path(&manifest.lock_path())
-                )
-            })?;
-            pins.insert(name.clone(), pin.clone());
+        if let Some(name) = manifest.mirrors.iter().find(|n| lock.plugin(n).is_none()) {
+            anyhow::bail!(
+                "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
+                crate::ui::display_path(&manifest.lock_path())
+            );
         }
         let dir = store.plugin_dir();
         let mut plugins = crate::plugin::PluginSet::new(Some(dir.clone()))?;
@@ -78,7 +74,7 @@ impl MirrorPlan {
                 manifest,
                 &manifest.mirrors,
                 crate::plugin::PluginKind::Mirror,
-                &pins,
+                &lock.plugins,
                 Some(&dir),
                 false,
             )

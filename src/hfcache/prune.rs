@@ -403,6 +403,59 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// What `cache prune` is asked to do, with its inputs already read.
+pub struct PruneRequest<'a> {
+    /// The huggingface_hub cache.
+    pub cache: &'a Path,
+    /// `--keep-locked` locks: everything they do not reference goes.
+    pub keep_locked: Vec<(PathBuf, crate::lock::Lockfile)>,
+    /// Locks whose revisions a pruner plugin may never remove (with `--policy`).
+    pub protect: Vec<(PathBuf, crate::lock::Lockfile)>,
+    /// Criteria from the flags (`decided`, `keep_locked`, `protect_locked` are filled in here).
+    pub criteria: Criteria,
+    /// `--policy NAME` with the manifest declaring it.
+    pub policy: Option<(&'a crate::manifest::Manifest, &'a str)>,
+    /// The store's `plugins/` folder, for compiled plugins.
+    pub plugin_dir: Option<PathBuf>,
+    /// Really delete.
+    pub apply: bool,
+}
+
+/// What `cache prune` found and did.
+pub struct PruneOutcome {
+    /// The cache as scanned.
+    pub scan: CacheScan,
+    /// What goes (or would go).
+    pub plan: Plan,
+    /// Bytes actually freed (0 for a dry run).
+    pub freed: u64,
+}
+
+/// `cache prune` as one call: scan with every lock, ask the pruner plugin if any, plan, and
+/// apply when asked.
+pub async fn prune(req: PruneRequest<'_>) -> anyhow::Result<PruneOutcome> {
+    let mut criteria = req.criteria;
+    criteria.keep_locked = !req.keep_locked.is_empty();
+    criteria.protect_locked = req.policy.is_some();
+    let mut locks = req.keep_locked;
+    locks.extend(req.protect);
+    let scan = super::scan::scan(req.cache, &locks)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", req.cache.display()))?;
+    if let Some((manifest, name)) = req.policy {
+        criteria.decided = pruner_plan(manifest, name, &scan, criteria.now, req.plugin_dir).await?;
+    }
+    let plan = plan(&scan, &criteria);
+    let freed = if req.apply && !plan.removals.is_empty() {
+        let (s, p) = (scan.clone(), plan.clone());
+        tokio::task::spawn_blocking(move || apply(&s, &p))
+            .await?
+            .map_err(|e| anyhow::anyhow!("pruning {}: {e}", req.cache.display()))?
+    } else {
+        0
+    };
+    Ok(PruneOutcome { scan, plan, freed })
+}
+
 /// Asks the pruner plugin `name` for its plan over `scan`; returns `(kind/id, commit)` →
 /// reason for every revision it wants gone (already checked to be cached and unlocked).
 pub async fn pruner_plan(
@@ -413,17 +466,14 @@ pub async fn pruner_plan(
     dir: Option<PathBuf>,
 ) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
     use crate::plugin::{PluginKind, PruneContext};
-    let mut pins = std::collections::BTreeMap::new();
-    match crate::lock::Lockfile::read_if_exists(&manifest.lock_path())?
-        .and_then(|lock| lock.plugin(name).cloned())
-    {
-        Some(p) => {
-            pins.insert(name.to_owned(), p);
-        }
-        None => tracing::warn!(
+    let pins = crate::lock::Lockfile::read_if_exists(&manifest.lock_path())?
+        .map(|lock| lock.plugins)
+        .unwrap_or_default();
+    if !pins.iter().any(|p| p.name == name) {
+        tracing::warn!(
             "plugin `{name}` is not pinned in {}: running it unpinned (run `modelbake lock` to pin it)",
             crate::ui::display_path(&manifest.lock_path())
-        ),
+        );
     }
     let mut plugins = crate::plugin::PluginSet::new(dir.clone())?;
     plugins

@@ -99,14 +99,7 @@ pub fn build(
     // Environment: the base's cache variables that would send a loader away from the baked
     // cache are pointed at it in place; ours replace same-named entries of the base, appended
     // in a fixed order.
-    let mut vars: Vec<String> = config["config"]["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut vars: Vec<String> = super::model::string_list(&config["config"]["Env"]);
     let corrected = match env.iter().find(|(k, _)| k == "HF_HOME") {
         Some((_, home)) => {
             loaders::correct(&mut vars, &format!("{}/hub", home.trim_end_matches('/')))

@@ -149,6 +149,18 @@ impl Document {
     }
 }
 
+/// The strings of a JSON array (an image config's `Env`, `Cmd`…); anything else gives none.
+/// Configs are kept as JSON values so that a base's unknown fields pass through untouched.
+pub fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The JSON bytes of `value` with every object's keys sorted and no whitespace: the form all
 /// documents modelbake writes take, so equal content always has equal digests.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, OciError> {

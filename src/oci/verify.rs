@@ -502,14 +502,7 @@ fn loader_problems(
     settings: &BakeSettings,
     seen: &BTreeSet<String>,
 ) -> Vec<Problem> {
-    let vars: Vec<String> = config["config"]["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let vars: Vec<String> = super::model::string_list(&config["config"]["Env"]);
     let user = config["config"]["User"].as_str().unwrap_or_default();
     let env = loaders::image_env(&vars, loaders::default_home(user));
     let mut problems = Vec::new();
@@ -577,14 +570,7 @@ pub fn verify_layout(
     // A layout source does no network I/O: its futures complete on first poll.
     let image = futures::executor::block_on(source::read_image(&src, &platform))?;
     let want = expected(lock, settings);
-    let diff_ids: Vec<String> = image.config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let diff_ids = super::model::string_list(&image.config["rootfs"]["diff_ids"]);
     let mut problems = Vec::new();
     if diff_ids.len() != image.layers.len() {
         problems.push(Problem::DiffIdCount {
@@ -636,12 +622,9 @@ pub fn verify_layout(
             });
         }
     }
-    let env: Vec<&str> = image.config["config"]["Env"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
+    let env = super::model::string_list(&image.config["config"]["Env"]);
     let want_env = format!("HF_HOME={}", settings.hf_home);
-    if !env.contains(&want_env.as_str()) {
+    if !env.contains(&want_env) {
         problems.push(Problem::Env { expected: want_env });
     }
     problems.extend(loader_problems(&image.config, lock, settings, &seen_all));

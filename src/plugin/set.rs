@@ -54,8 +54,9 @@ impl PluginSet {
         Ok(bytes)
     }
 
-    /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the lock's entries
-    /// by name: a plugin's bytes must have the pinned sha256 and its configuration the pinned
+    /// Loads `names` (declared in `manifest`) as `kind` plugins. `pins` are the lock's
+    /// `[[plugin]]` entries, looked up by name here (the one place pins are matched to
+    /// plugins): a plugin's bytes must have the pinned sha256 and its configuration the pinned
     /// digest, else the command stops and asks for `modelbake lock`; `store_plugins` keeps
     /// downloads.
     pub async fn load(
@@ -63,7 +64,7 @@ impl PluginSet {
         manifest: &Manifest,
         names: &[String],
         kind: PluginKind,
-        pins: &BTreeMap<String, crate::lock::LockedPlugin>,
+        pins: &[crate::lock::LockedPlugin],
         store_plugins: Option<&std::path::Path>,
         offline: bool,
     ) -> Result<(), PluginError> {
@@ -79,7 +80,7 @@ impl PluginSet {
                     "is not declared in the manifest's [plugins] tables",
                 )
             })?;
-            let pin = pins.get(name);
+            let pin = pins.iter().find(|p| &p.name == name);
             let config = PluginConfig::from_table(&spec.config);
             if let Some(pin) = pin
                 && pin.config != config.digest()

@@ -3,7 +3,7 @@
 //! of the repos to resolve, and every mirror plugin so that a wrong kind or a bad
 //! configuration fails at lock time rather than in the middle of a CI fetch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::plan::{LockPlan, Step};
 use super::{LockError, LockMode, LockOptions};
@@ -90,8 +90,6 @@ pub(crate) async fn load(
         .flatten()
         .collect();
     let policies: Vec<String> = policies.into_iter().collect();
-    let pinned: BTreeMap<String, LockedPlugin> =
-        pins.iter().map(|p| (p.name.clone(), p.clone())).collect();
     for (names, kind) in [
         (&policies, PluginKind::Policy),
         (&manifest.mirrors, PluginKind::Mirror),
@@ -101,7 +99,7 @@ pub(crate) async fn load(
                 manifest,
                 names,
                 kind,
-                &pinned,
+                pins,
                 opts.plugin_dir.as_deref(),
                 opts.offline,
             )

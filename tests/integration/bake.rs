@@ -17,34 +17,6 @@ use crate::support::*;
 
 const TWO_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n";
 
-/// A tool from Debian's packages, or `None` after a loud message (a failure under CI).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let msg = format!("`{name}` is not installed (scripts/test installs it with apt)");
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-            panic!("{msg}");
-        }
-        eprintln!("\n!!! SKIPPED: {msg}\n");
-    }
-    found
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Layer digests and the manifest digest of a bake's JSON report.
 fn digests(report: &str) -> (Vec<(String, String)>, String) {
     let v: serde_json::Value =

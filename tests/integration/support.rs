@@ -193,6 +193,35 @@ pub fn locked_files(repo: &toml::Value) -> Vec<(String, toml::Value)> {
         .unwrap_or_default()
 }
 
+/// A tool from Debian's packages, or `None` after a loud message (a failure under CI).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!("`{name}` is not installed (scripts/test installs it with apt)");
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!("{msg}");
+        }
+        eprintln!("\n!!! SKIPPED: {msg}\n");
+    }
+    found
+}
+
+/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The venv's Python with huggingface_hub 2.x (and transformers), creating it with
 /// `scripts/setup-python` when missing. Without it the test fails under CI and says loudly
 /// why it skipped otherwise.
