@@ -90,6 +90,19 @@ impl Scene {
     }
 }
 
+/// `bake --base oci:<scene base>:base --oci <scene out>`, measured.
+fn bake_on_base(f: &Fetched, scene: &Scene) -> Measured {
+    bake_measured(
+        f,
+        &[
+            "--base",
+            &format!("oci:{}:base", scene.base().display()),
+            "--oci",
+            scene.out().to_str().unwrap(),
+        ],
+    )
+}
+
 fn bake_measured(f: &Fetched, args: &[&str]) -> Measured {
     run_measured(
         f.cmd().args(["bake", "--compression", "none"]).args(args),
@@ -112,15 +125,7 @@ fn a_digest_that_is_a_path_never_becomes_one() {
         )
     });
     let before = snapshot(scene.root.path());
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
     assert!(r.stderr.contains("is not a digest"), "{}", r.stderr);
     // Nothing anywhere: not in the victim's folder, not beside the base, no output layout.
@@ -141,15 +146,7 @@ fn a_digest_that_is_a_path_in_index_json_is_refused() {
     );
     std::fs::write(scene.base().join("index.json"), hostile).unwrap();
     let before = snapshot(scene.root.path());
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
     assert!(r.stderr.contains("is not a digest"), "{}", r.stderr);
     assert_unchanged("the scratch folder", &before, &snapshot(scene.root.path()));
@@ -164,15 +161,7 @@ fn other_digest_algorithms_are_refused_by_name() {
         let d = m[start..].find("sha256:").unwrap() + start;
         format!("{}sha512:{}{}", &m[..d], "ab".repeat(64), &m[d + 71..])
     });
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
     assert!(r.stderr.contains("sha256 digests only"), "{}", r.stderr);
 }
@@ -186,15 +175,7 @@ fn a_base_blob_with_other_bytes_is_refused_and_verify_catches_it() {
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[0] ^= 1; // same size, other bytes
     std::fs::write(&blob, &bytes).unwrap();
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
     assert!(r.stderr.contains("not to its digest"), "{}", r.stderr);
     assert!(
@@ -238,15 +219,7 @@ fn a_base_blob_that_is_a_symlink_is_refused() {
     std::fs::remove_file(&blob).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &blob).unwrap();
     let victim_before = snapshot(&scene.victim());
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
     assert!(r.stderr.contains("not a symlink"), "{}", r.stderr);
     assert!(
@@ -433,15 +406,7 @@ fn a_well_formed_layout_base_still_bakes_and_verifies() {
     let (_hub, f) = fetched();
     let scene = Scene::new();
     let layer = base_layout(&scene.base(), |m| m);
-    let r = bake_measured(
-        &f,
-        &[
-            "--base",
-            &format!("oci:{}:base", scene.base().display()),
-            "--oci",
-            scene.out().to_str().unwrap(),
-        ],
-    );
+    let r = bake_on_base(&f, &scene);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(scene.out().join("blobs/sha256").join(&layer[7..]).is_file());
     run(f.cmd().args(["verify", "--oci"]).arg(scene.out())).ok();

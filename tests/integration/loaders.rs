@@ -366,30 +366,13 @@ print(json.dumps({"cache": constants.HF_HUB_CACHE, "offline": constants.HF_HUB_O
 }
 
 /// The venv with transformers 4.x (`scripts/requirements-tf4.txt`, which brings
-/// huggingface_hub 0.x), created by `scripts/setup-python` when missing; skipped loudly (a
-/// failure under CI) when that fails.
+/// huggingface_hub 0.x).
 fn python_transformers4() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join("target/pyenv-tf4/bin/python");
-    let ok = |py: &PathBuf| {
-        Command::new(py)
-            .args(["-c", "import transformers, sys; sys.exit(0 if transformers.__version__.startswith('4.') else 1)"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&py) {
-        let setup = Command::new(root.join("scripts/setup-python")).status();
-        if !setup.is_ok_and(|s| s.success()) || !ok(&py) {
-            let msg = "transformers 4.x is not available: scripts/setup-python failed to create target/pyenv-tf4 (needs python3 and PyPI access)";
-            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-                panic!("{msg}");
-            }
-            eprintln!("\n!!! SKIPPED: {msg}\n");
-            return None;
-        }
-    }
-    Some(py)
+    venv_python(
+        "pyenv-tf4",
+        "import transformers, sys; sys.exit(0 if transformers.__version__.startswith('4.') else 1)",
+        "transformers 4.x",
+    )
 }
 
 /// transformers 4.x, reading `TRANSFORMERS_CACHE` and its older names first, resolves to the

@@ -222,15 +222,16 @@ pub fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The venv's Python with huggingface_hub 2.x (and transformers), creating it with
-/// `scripts/setup-python` when missing. Without it the test fails under CI and says loudly
-/// why it skipped otherwise.
-pub fn python() -> Option<PathBuf> {
+/// The Python of the venv `target/<venv>` (made by `scripts/setup-python`, which runs when the
+/// venv is missing or `check` — a Python snippet exiting 0 when the right packages are there —
+/// fails). Without it the test fails under CI naming `what`, and says loudly why it skipped
+/// otherwise.
+pub fn venv_python(venv: &str, check: &str, what: &str) -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join("target/pyenv/bin/python");
+    let py = root.join("target").join(venv).join("bin/python");
     let ok = |py: &PathBuf| {
         Command::new(py)
-            .args(["-c", "import huggingface_hub as h, transformers, sys; sys.exit(0 if h.__version__.startswith('2.') else 1)"])
+            .args(["-c", check])
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -238,7 +239,9 @@ pub fn python() -> Option<PathBuf> {
     if !ok(&py) {
         let setup = Command::new(root.join("scripts/setup-python")).status();
         if !setup.is_ok_and(|s| s.success()) || !ok(&py) {
-            let msg = "Python huggingface_hub 2.x / transformers are not available: scripts/setup-python failed (needs python3 and PyPI access)";
+            let msg = format!(
+                "{what} is not available: scripts/setup-python failed to create target/{venv} (needs python3 and PyPI access)"
+            );
             if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
                 panic!("{msg}");
             }
@@ -247,6 +250,15 @@ pub fn python() -> Option<PathBuf> {
         }
     }
     Some(py)
+}
+
+/// The venv's Python with huggingface_hub 2.x (and transformers 5).
+pub fn python() -> Option<PathBuf> {
+    venv_python(
+        "pyenv",
+        "import huggingface_hub as h, transformers, sys; sys.exit(0 if h.__version__.startswith('2.') else 1)",
+        "Python huggingface_hub 2.x / transformers",
+    )
 }
 
 /// A project locked against `hub`, with its own store and hub cache folders.
