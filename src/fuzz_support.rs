@@ -186,6 +186,23 @@ pub fn mutated_text(
     mutated(base.as_bytes().to_vec(), dict).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// The lock entry of a file with these bytes, as the Hub would list it: an LFS file is named
+/// by its sha256 and has a pointer, a regular file by its git blob sha1.
+pub fn locked_file(path: &str, bytes: &[u8], lfs: bool) -> crate::lock::LockedFile {
+    use crate::hash::{git_blob_sha1, sha256_hex};
+    crate::lock::LockedFile {
+        path: path.to_owned(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+        blob: if lfs {
+            sha256_hex(bytes)
+        } else {
+            git_blob_sha1(bytes)
+        },
+        pointer: lfs.then(|| "2".repeat(40)),
+    }
+}
+
 /// Lowercase hex of exactly `len` digits.
 pub fn hex(len: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(b"0123456789abcdef".to_vec()), len)

@@ -20,9 +20,9 @@ use super::model::canonical_json;
 use super::tar::{Stamp, TarWriter};
 use super::verify::verify_layer;
 use super::{MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
-use crate::fuzz_support::{config, hex, json_value, mutated};
-use crate::hash::{git_blob_sha1, sha256_hex};
-use crate::lock::{LockedFile, LockedRepo, Lockfile};
+use crate::fuzz_support::{config, hex, json_value, locked_file, mutated};
+use crate::hash::sha256_hex;
+use crate::lock::{LockedRepo, Lockfile};
 use crate::manifest::BakeSettings;
 use crate::repo::{RepoId, RepoKind, Revision};
 
@@ -206,17 +206,7 @@ fn layer_lock() -> (Lockfile, Vec<(String, Vec<u8>)>) {
     ];
     let files = contents
         .iter()
-        .map(|(path, bytes, lfs)| LockedFile {
-            path: (*path).to_owned(),
-            size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-            blob: if *lfs {
-                sha256_hex(bytes)
-            } else {
-                git_blob_sha1(bytes)
-            },
-            pointer: lfs.then(|| "2".repeat(40)),
-        })
+        .map(|(path, bytes, lfs)| locked_file(path, bytes, *lfs))
         .collect();
     let mut repo = LockedRepo {
         kind: RepoKind::Model,

@@ -12,9 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{check, config, hex};
-use crate::hash::{git_blob_sha1, sha256_hex};
-use crate::lock::LockedFile;
+use crate::fuzz_support::{check, config, hex, locked_file};
+use crate::hash::sha256_hex;
 
 /// The locked files (path, content, stored with LFS).
 const FILES: &[(&str, &[u8], bool)] = &[
@@ -48,17 +47,7 @@ fn mirror() -> Mirror {
     ] {
         let files = FILES
             .iter()
-            .map(|(path, bytes, lfs)| LockedFile {
-                path: (*path).to_owned(),
-                size: bytes.len() as u64,
-                sha256: sha256_hex(bytes),
-                blob: if *lfs {
-                    sha256_hex(bytes)
-                } else {
-                    git_blob_sha1(bytes)
-                },
-                pointer: lfs.then(|| "2".repeat(40)),
-            })
+            .map(|(path, bytes, lfs)| locked_file(path, bytes, *lfs))
             .collect();
         let mut repo = LockedRepo {
             kind,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hub_emulator::Kind;
 
 use crate::cache::{Serving, raw, two_lock_cache};
-use crate::hostile_support::{assert_unchanged, run_measured, snapshot};
+use crate::hostile_support::{Measured, assert_unchanged, run_measured, snapshot};
 use crate::support::*;
 use modelbake::hash::sha256_hex;
 
@@ -46,6 +46,16 @@ fn unreferenced_blob(store: &Path) -> PathBuf {
     path
 }
 
+/// `store gc --yes --keep <the project's lock>`, measured.
+fn gc_yes(f: &Fetched) -> Measured {
+    run_measured(
+        f.cmd()
+            .args(["store", "gc", "--yes", "--keep"])
+            .arg(f.project.lock_path()),
+        LIMIT,
+    )
+}
+
 #[test]
 fn gc_never_follows_a_symlinked_shard_or_tmp_folder() {
     let hub = emulator();
@@ -64,12 +74,7 @@ fn gc_never_follows_a_symlinked_shard_or_tmp_folder() {
     symlink(outside.path(), store.join("blobs/sha256").join(&shard)).unwrap();
     let before = snapshot(outside.path());
 
-    let r = run_measured(
-        f.cmd()
-            .args(["store", "gc", "--yes", "--keep"])
-            .arg(f.project.lock_path()),
-        LIMIT,
-    );
+    let r = gc_yes(&f);
     r.assert_clean_failure(LIMIT);
     assert!(
         r.stderr.contains(&format!("blobs/sha256/{shard}")) && r.stderr.contains("symlink"),
@@ -101,12 +106,7 @@ fn gc_never_follows_a_symlinked_shard_or_tmp_folder() {
     fs::remove_dir(store.join("tmp")).unwrap();
     symlink(outside.path(), store.join("tmp")).unwrap();
     let before = snapshot(outside.path());
-    let r = run_measured(
-        f.cmd()
-            .args(["store", "gc", "--yes", "--keep"])
-            .arg(f.project.lock_path()),
-        LIMIT,
-    );
+    let r = gc_yes(&f);
     r.assert_clean_failure(LIMIT);
     assert!(
         r.stderr.contains("tmp is a symlink") && r.stderr.contains("real folder"),

@@ -60,6 +60,13 @@ fn base_layout(dir: &Path, tweak: impl Fn(String) -> String) -> String {
     layer_digest
 }
 
+/// `text` with the first digest after `after` replaced by `with` (a hostile value).
+fn replace_digest(text: &str, after: &str, with: &str) -> String {
+    let start = text.find(after).unwrap();
+    let d = text[start..].find("sha256:").unwrap() + start;
+    format!("{}{with}{}", &text[..d], &text[d + 71..])
+}
+
 /// A scratch area: `victim/` outside every folder modelbake owns, `base/`, `out/`.
 struct Scene {
     root: tempfile::TempDir,
@@ -116,12 +123,10 @@ fn a_digest_that_is_a_path_never_becomes_one() {
     let scene = Scene::new();
     // The layer "digest" climbs out of the base layout to the victim's file.
     base_layout(&scene.base(), |m| {
-        let start = m.find(r#""layers":[{"#).unwrap();
-        let d = m[start..].find("sha256:").unwrap() + start;
-        format!(
-            "{}sha256:../../../../../victim/x/layer.tar{}",
-            &m[..d],
-            &m[d + 71..]
+        replace_digest(
+            &m,
+            r#""layers":[{"#,
+            "sha256:../../../../../victim/x/layer.tar",
         )
     });
     let before = snapshot(scene.root.path());
@@ -138,12 +143,7 @@ fn a_digest_that_is_a_path_in_index_json_is_refused() {
     let scene = Scene::new();
     base_layout(&scene.base(), |m| m);
     let index = std::fs::read_to_string(scene.base().join("index.json")).unwrap();
-    let d = index.find("sha256:").unwrap();
-    let hostile = format!(
-        "{}sha256:../../../../victim/x/layer.tar{}",
-        &index[..d],
-        &index[d + 71..]
-    );
+    let hostile = replace_digest(&index, "", "sha256:../../../../victim/x/layer.tar");
     std::fs::write(scene.base().join("index.json"), hostile).unwrap();
     let before = snapshot(scene.root.path());
     let r = bake_on_base(&f, &scene);
@@ -157,9 +157,7 @@ fn other_digest_algorithms_are_refused_by_name() {
     let (_hub, f) = fetched();
     let scene = Scene::new();
     base_layout(&scene.base(), |m| {
-        let start = m.find(r#""layers":[{"#).unwrap();
-        let d = m[start..].find("sha256:").unwrap() + start;
-        format!("{}sha512:{}{}", &m[..d], "ab".repeat(64), &m[d + 71..])
+        replace_digest(&m, r#""layers":[{"#, &format!("sha512:{}", "ab".repeat(64)))
     });
     let r = bake_on_base(&f, &scene);
     r.assert_clean_failure(LIMIT);
