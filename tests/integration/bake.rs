@@ -5,14 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use hub_emulator::{FileSpec, HubEmulator, Kind};
 
+use crate::oci_support::*;
 use crate::support::*;
 
 const TWO_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n";
@@ -320,113 +319,6 @@ fn tree_state(root: &Path) -> BTreeMap<String, (u64, u32, i64)> {
     out
 }
 
-/// A Distribution registry on 127.0.0.1, logging every request to a file.
-struct Registry {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(bin: &Path) -> Self {
-        Registry::start_with(bin, None)
-    }
-
-    /// A registry; with `htpasswd` (file contents) it demands basic authentication.
-    fn start_with(bin: &Path, htpasswd: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        if let Some(users) = htpasswd {
-            let file = dir.path().join("htpasswd");
-            fs::write(&file, users).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                file.display()
-            ));
-        }
-        fs::write(&config, yaml).unwrap();
-        let log = dir.path().join("registry.log");
-        let child = Command::new(bin)
-            .args(["serve", config.to_str().unwrap()])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not start: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// The request lines ("METHOD URI") logged so far.
-    fn requests(&self) -> Vec<String> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split('"').nth(1))
-            .filter(|r| r.starts_with(['G', 'H', 'P', 'D']))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A tiny runnable base image: busybox as /bin/sh, made with umoci.
-fn busybox_base(umoci: &Path, dir: &Path) -> PathBuf {
-    let layout = dir.join("base");
-    let bundle = dir.join("base-bundle");
-    sh(Command::new(umoci).args(["init", "--layout"]).arg(&layout));
-    sh(Command::new(umoci).args(["new", "--image", &format!("{}:latest", layout.display())]));
-    sh(Command::new(umoci)
-        .args(["unpack", "--image", &format!("{}:latest", layout.display())])
-        .arg(&bundle));
-    let bin = bundle.join("rootfs/bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "sha256sum", "cat"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    sh(Command::new(umoci)
-        .args(["repack", "--image", &format!("{}:latest", layout.display())])
-        .arg(&bundle));
-    sh(Command::new(umoci).args([
-        "config",
-        "--image",
-        &format!("{}:latest", layout.display()),
-        "--config.cmd",
-        "/bin/sh",
-    ]));
-    layout
-}
-
 #[test]
 fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
     let (Some(registry_bin), Some(skopeo), Some(umoci)) =
@@ -547,34 +439,9 @@ fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
         "/root/.cache/huggingface/hub/models--acme--tiny/snapshots/{}/config.json",
         hub.commit_of(Kind::Model, "acme/tiny", "main").unwrap()
     );
-    let out = sh(Command::new(&podman)
-        .args([
-            "--root",
-            storage.path().join("root").to_str().unwrap(),
-            "--runroot",
-            storage.path().join("run").to_str().unwrap(),
-        ])
-        .args([
-            "--runtime",
-            "/usr/bin/runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-            "--storage-driver",
-            "vfs",
-        ])
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--tls-verify=false",
-        ])
+    let out = sh(Podman::new(&podman, storage.path())
+        .run()
+        .arg("--tls-verify=false")
         .arg(format!("{reg}/models/app:v2"))
         .args(["/bin/sha256sum", &snapshot_file])
         .stdin(Stdio::null()));

@@ -18,6 +18,7 @@ mod hub_client;
 mod loaders;
 mod lock;
 mod lock_faults;
+mod oci_support;
 mod plugins;
 mod schema;
 mod support;

@@ -1,0 +1,185 @@
+//! Shared helpers for tests that use real OCI consumers: a Distribution registry on 127.0.0.1
+//! (plain, basic auth, or any extra configuration such as token auth or TLS), a tiny busybox
+//! base image made with umoci, and podman with the options this sandbox needs.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A Distribution registry on 127.0.0.1, logging every request to a file.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start(bin: &Path) -> Self {
+        Registry::start_with(bin, None)
+    }
+
+    /// A registry; with `htpasswd` (file contents) it demands basic authentication.
+    pub fn start_with(bin: &Path, htpasswd: Option<&str>) -> Self {
+        Registry::start_configured(bin, |dir| {
+            htpasswd.map_or_else(String::new, |users| {
+                let file = dir.join("htpasswd");
+                fs::write(&file, users).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    file.display()
+                )
+            })
+        })
+    }
+
+    /// A registry whose configuration ends with the YAML `extra` returns (given the registry's
+    /// private folder, for certificates, htpasswd or token files): `auth:`, `http.tls`, ….
+    /// Sections under `http:` are written indented by the caller (`  tls:` …) since `http:` is
+    /// the last top-level key before `extra`.
+    pub fn start_configured(bin: &Path, extra: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        yaml.push_str(&extra(dir.path()));
+        fs::write(&config, yaml).unwrap();
+        let log = dir.path().join("registry.log");
+        let child = Command::new(bin)
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Listening on TCP (plain or TLS) is enough: every test then speaks to it.
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The request lines ("METHOD URI") logged so far.
+    pub fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter(|r| r.starts_with(['G', 'H', 'P', 'D']))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny runnable base image: busybox as /bin/sh, made with umoci.
+pub fn busybox_base(umoci: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("base");
+    let bundle = dir.join("base-bundle");
+    sh(Command::new(umoci).args(["init", "--layout"]).arg(&layout));
+    sh(Command::new(umoci).args(["new", "--image", &format!("{}:latest", layout.display())]));
+    sh(Command::new(umoci)
+        .args(["unpack", "--image", &format!("{}:latest", layout.display())])
+        .arg(&bundle));
+    let bin = bundle.join("rootfs/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in ["sh", "sha256sum", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    sh(Command::new(umoci)
+        .args(["repack", "--image", &format!("{}:latest", layout.display())])
+        .arg(&bundle));
+    sh(Command::new(umoci).args([
+        "config",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        "--config.cmd",
+        "/bin/sh",
+    ]));
+    layout
+}
+
+/// podman with its own storage under a test folder and the options runc needs here
+/// (cgroupfs, file events, vfs storage); `run()` adds `--rm --network none` and the rlimits.
+pub struct Podman {
+    bin: PathBuf,
+    storage: PathBuf,
+}
+
+impl Podman {
+    /// podman `bin` keeping its images and containers under `storage`.
+    pub fn new(bin: &Path, storage: &Path) -> Self {
+        Podman {
+            bin: bin.to_owned(),
+            storage: storage.to_owned(),
+        }
+    }
+
+    /// `podman` with the storage and runtime options, ready for a subcommand.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root")
+            .arg(self.storage.join("root"))
+            .arg("--runroot")
+            .arg(self.storage.join("run"))
+            .args([
+                "--runtime",
+                "/usr/bin/runc",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--storage-driver",
+                "vfs",
+            ])
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// `podman run --rm --network none` with the rlimits runc needs; add options, the image
+    /// and the command.
+    pub fn run(&self) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+        c
+    }
+}
