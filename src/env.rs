@@ -114,7 +114,15 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "REGISTRY_AUTH_FILE",
-        about: "a containers auth.json (podman, skopeo) holding registry credentials",
+        about: "the containers auth.json (podman, skopeo) to read registry credentials from, and `login` writes; when set, the only file read",
+    },
+    Var {
+        name: "XDG_RUNTIME_DIR",
+        about: "holds containers/auth.json, the first registry credentials file (podman's)",
+    },
+    Var {
+        name: "XDG_CONFIG_HOME",
+        about: "holds containers/auth.json, the next registry credentials file (default ~/.config)",
     },
     Var {
         name: "XDG_CACHE_HOME",

@@ -7,6 +7,7 @@ mod doctor;
 mod export;
 mod fetch;
 mod lock;
+mod login;
 mod plugin;
 mod serve;
 mod store;
@@ -179,6 +180,22 @@ pub enum Command {
     /// and `modelbake cache prune --policy NAME`.
     #[command(subcommand, verbatim_doc_comment)]
     Plugin(plugin::PluginCommand),
+    /// Check registry credentials and store them for modelbake, podman, skopeo and buildah.
+    ///
+    /// Checks them the way `docker login` does (GET /v2/, answering its Basic or Bearer
+    /// challenge), then writes them to the containers auth file (mode 0600, other entries
+    /// kept): $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, else
+    /// ~/.config/containers/auth.json. The password comes only from stdin. Pushes and base
+    /// pulls also read credential helpers and ~/.docker/config.json
+    /// (see docs/registry-credentials.md).
+    ///
+    /// Examples:
+    ///   printf %s "$CI_REGISTRY_PASSWORD" | modelbake login "$CI_REGISTRY" -u "$CI_REGISTRY_USER" --password-stdin
+    ///   echo "$GITHUB_TOKEN" | modelbake login ghcr.io -u "$GITHUB_ACTOR" --password-stdin
+    #[command(verbatim_doc_comment)]
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from the containers auth file `login` writes.
+    Logout(login::LogoutArgs),
 }
 
 /// Entry point of the binary.
@@ -216,6 +233,8 @@ pub fn main() -> ExitCode {
             Command::Store(store::StoreCommand::Gc(args)) => store::run(&cli, args, &ui).await,
             Command::Serve(args) => serve::run(&cli, args, &ui).await,
             Command::Plugin(cmd) => plugin::run(&cli, cmd, &ui).await,
+            Command::Login(args) => login::run_login(&cli, args, &ui).await,
+            Command::Logout(args) => login::run_logout(&cli, args, &ui).await,
         }
     });
     match result {
@@ -338,10 +357,14 @@ fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<E
 /// What the user can do about `error`: the hint of the first error in its chain that has one.
 /// Hints are data on the error types, not sentences glued into messages.
 fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
-    error
-        .chain()
-        .find_map(|e| e.downcast_ref::<crate::oci::OciError>())
-        .and_then(crate::oci::OciError::hint)
+    error.chain().find_map(|e| {
+        if let Some(e) = e.downcast_ref::<crate::oci::OciError>() {
+            e.hint()
+        } else {
+            e.downcast_ref::<crate::oci::registry::RegistryError>()
+                .and_then(crate::oci::registry::RegistryError::hint)
+        }
+    })
 }
 
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {

@@ -114,7 +114,8 @@ impl OciError {
                 Some("check that the reference points at a container image")
             }
             OciError::Body(_) => Some("check that the reference points at a container image"),
-            OciError::Io { .. } | OciError::Registry(_) => None,
+            OciError::Registry(r) => r.hint(),
+            OciError::Io { .. } => None,
         }
     }
 

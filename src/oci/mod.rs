@@ -1,10 +1,12 @@
 //! OCI images of locked models. The model: validated digests ([`digest`]) and typed
 //! descriptors, manifests and indexes ([`model`]). Where images are read from: OCI layouts and
-//! registries behind one [`source::ImageSource`] ([`source`], [`registry`]). What we make:
+//! registries behind one [`source::ImageSource`] ([`source`], [`registry`], with
+//! [`credentials`] found where docker and podman keep them). What we make:
 //! deterministic layers ([`layer`], [`tar`]) and the config and manifest on an optional base
 //! ([`image`]). Where it goes: [`sink`] writes one built image to an OCI layout ([`layout`]), a
 //! registry or plain layer files. [`verify`] checks layers and images against the lock.
 
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod image;

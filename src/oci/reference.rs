@@ -87,21 +87,22 @@ impl ImageRef {
         })
     }
 
-    /// The host the registry API is served on (`registry-1.docker.io` for Docker Hub).
-    pub fn api_host(&self) -> &str {
-        if self.registry == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            &self.registry
-        }
-    }
-
     /// The digest if pinned, else the tag: what to ask the manifest endpoint for.
     pub fn reference(&self) -> &str {
         self.digest
             .as_deref()
             .or(self.tag.as_deref())
             .unwrap_or("latest")
+    }
+}
+
+/// The host a registry's API is served on: `registry-1.docker.io` for `docker.io`, else the
+/// registry itself.
+pub fn api_host_of(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
     }
 }
 
@@ -133,7 +134,7 @@ mod tests {
                 Some("2.7.0-cuda12.6-cudnn9-runtime")
             )
         );
-        assert_eq!(r.api_host(), "registry-1.docker.io");
+        assert_eq!(api_host_of(&r.registry), "registry-1.docker.io");
         let r = ImageRef::parse("busybox").unwrap();
         assert_eq!(
             (r.repository.as_str(), r.tag.as_deref()),

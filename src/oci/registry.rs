@@ -1,17 +1,18 @@
 //! A client for the OCI distribution API: manifests, blob existence, cross-repository mounts,
 //! monolithic uploads and streamed copies between registries. Authentication as Docker and
-//! skopeo do it: credentials from the Docker config file (`auths`, basic), then the registry's
-//! challenge decides (bearer token from its realm, or basic).
+//! skopeo do it: credentials from [`super::credentials`] (looked up at the first challenge),
+//! then the registry's challenge decides (bearer token from its realm, fetched with basic
+//! credentials or exchanged for an identity token; or basic).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use base64::Engine;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::credentials::{Credential, CredentialError};
 use super::digest::Digest;
 use super::reference::ImageRef;
 use super::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
@@ -35,12 +36,27 @@ pub enum RegistryError {
     },
     /// The registry wants credentials we do not have.
     #[error(
-        "{registry} asks for credentials: log in with `docker login {registry}` (modelbake reads ~/.docker/config.json or $DOCKER_CONFIG) or `skopeo login` with REGISTRY_AUTH_FILE"
+        "{registry} asks for credentials: log in with `modelbake login {registry}`, `docker login {registry}` or `podman login {registry}` (modelbake reads their files; see docs/registry-credentials.md)"
     )]
     NeedsLogin {
         /// The registry.
         registry: String,
     },
+    /// The registry (or its token service) refused the credentials we sent.
+    #[error(
+        "{registry} refused {credential}: wrong username or password, an expired token, or no access to this repository; log in again with `modelbake login {registry}` (credentials from {from})"
+    )]
+    Refused {
+        /// The registry.
+        registry: String,
+        /// What was sent (`user `alice``, `an identity token`; never the secret).
+        credential: String,
+        /// Where the credentials came from.
+        from: String,
+    },
+    /// Credentials could not be read (a failing helper, a broken auth file).
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     /// An answer larger than its limit.
     #[error(transparent)]
     Body(#[from] BodyError),
@@ -52,6 +68,19 @@ pub enum RegistryError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl RegistryError {
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            RegistryError::Credentials(e) => Some(e.hint()),
+            RegistryError::Refused { .. } => Some(
+                "check the user and password (or token) and its rights on the repository; `modelbake login REGISTRY -u USER --password-stdin` checks and stores new ones",
+            ),
+            _ => None,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -71,57 +100,10 @@ pub struct Registry {
     http: reqwest::Client,
     base: String,
     host: String,
-    basic: Option<String>,
+    /// Credentials and where they came from, looked up at the first challenge (so a registry
+    /// that never asks never runs a helper).
+    credential: tokio::sync::OnceCell<Option<super::credentials::Found>>,
     tokens: Mutex<HashMap<String, String>>,
-}
-
-/// Credentials for `registry` from `$DOCKER_CONFIG/config.json`, `~/.docker/config.json` or
-/// `$REGISTRY_AUTH_FILE`, as a ready `Basic` header value.
-pub fn docker_credentials(registry: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let mut files = Vec::new();
-    if let Some(f) = env("REGISTRY_AUTH_FILE") {
-        files.push(PathBuf::from(f));
-    }
-    match (env("DOCKER_CONFIG"), env("HOME")) {
-        (Some(d), _) => files.push(PathBuf::from(d).join("config.json")),
-        (None, Some(h)) => files.push(PathBuf::from(h).join(".docker/config.json")),
-        _ => {}
-    }
-    let keys: Vec<String> = if registry == "docker.io" {
-        vec![
-            "https://index.docker.io/v1/".into(),
-            "docker.io".into(),
-            "index.docker.io".into(),
-            "registry-1.docker.io".into(),
-        ]
-    } else {
-        vec![
-            registry.to_owned(),
-            format!("https://{registry}"),
-            format!("http://{registry}"),
-        ]
-    };
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        for k in &keys {
-            let entry = &v["auths"][k];
-            if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
-                return Some(format!("Basic {auth}"));
-            }
-            if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
-                return Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-                ));
-            }
-        }
-    }
-    None
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
@@ -149,22 +131,87 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
 impl Registry {
     /// A client for the registry of `image`; plain `http` only with `insecure`.
     pub fn new(image: &ImageRef, insecure: bool) -> Result<Self> {
+        Registry::for_registry(&image.registry, insecure)
+    }
+
+    /// A client for `registry` (`host[:port]`, `docker.io` for Docker Hub), with the user's
+    /// stored credentials; plain `http` only with `insecure`.
+    pub fn for_registry(registry: &str, insecure: bool) -> Result<Self> {
+        let api_host = super::reference::api_host_of(registry);
         let http = reqwest::Client::builder()
             .user_agent(concat!("modelbake/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(15))
             .build()
             .map_err(|e| RegistryError::Http {
-                url: image.api_host().into(),
+                url: api_host.into(),
                 detail: e.to_string(),
             })?;
         let scheme = if insecure { "http" } else { "https" };
         Ok(Registry {
             http,
-            base: format!("{scheme}://{}", image.api_host()),
-            host: image.registry.clone(),
-            basic: docker_credentials(&image.registry, &crate::env::process_env),
+            base: format!("{scheme}://{api_host}"),
+            host: registry.to_owned(),
+            credential: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This client with `credential` instead of the stored ones (`login` checks new ones).
+    pub fn with_credential(self, credential: Credential, from: &str) -> Self {
+        Registry {
+            credential: tokio::sync::OnceCell::new_with(Some(Some(super::credentials::Found {
+                credential,
+                from: from.to_owned(),
+            }))),
+            ..self
+        }
+    }
+
+    /// The credentials for this registry, looked up once (helpers run off the async threads).
+    async fn credential(&self) -> Result<Option<&super::credentials::Found>> {
+        let host = self.host.clone();
+        let found = self
+            .credential
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    super::credentials::lookup(&host, &crate::env::process_env)
+                })
+                .await
+                .map_err(|e| RegistryError::Http {
+                    url: String::new(),
+                    detail: format!("the credential lookup stopped: {e}"),
+                })?
+                .map_err(RegistryError::from)
+            })
+            .await?;
+        Ok(found.as_ref())
+    }
+
+    /// Checks the credentials the way `docker login` does: `GET /v2/`, answering its Basic or
+    /// Bearer challenge. `Refused` when the registry does not accept them.
+    pub async fn check_login(&self) -> Result<()> {
+        let resp = self
+            .send(Method::GET, "/v2/", "", &[], &Payload::Empty)
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            return Err(self.refused().await);
+        }
+        ok(resp, &self.url("/v2/")).await.map(|_| ())
+    }
+
+    /// `Refused` naming the credentials that were sent, or `NeedsLogin` when there were none.
+    async fn refused(&self) -> RegistryError {
+        match self.credential().await {
+            Ok(Some(found)) => RegistryError::Refused {
+                registry: self.host.clone(),
+                credential: found.credential.to_string(),
+                from: found.from.clone(),
+            },
+            Ok(None) => RegistryError::NeedsLogin {
+                registry: self.host.clone(),
+            },
+            Err(e) => e,
+        }
     }
 
     /// The registry as written in references.
@@ -261,10 +308,12 @@ impl Registry {
     /// The `Authorization` value that answers `challenge` for `scope`.
     async fn answer(&self, challenge: &str, scope: &str) -> Result<String> {
         let (scheme, params) = parse_challenge(challenge);
+        let credential = self.credential().await?.map(|f| &f.credential);
         match scheme.as_str() {
-            "basic" => self.basic.clone().ok_or_else(|| RegistryError::NeedsLogin {
-                registry: self.host.clone(),
-            }),
+            "basic" => match credential.and_then(Credential::basic_header) {
+                Some(h) => Ok(h),
+                None => Err(self.refused_or_needs(credential).await),
+            },
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| RegistryError::Http {
                     url: self.base.clone(),
@@ -274,19 +323,44 @@ impl Registry {
                     url: realm.clone(),
                     detail: e.to_string(),
                 })?;
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(s) = params.get("service") {
-                        q.append_pair("service", s);
+                let scopes = scope.split(' ').filter(|s| !s.is_empty());
+                let service = params.get("service");
+                let req = match credential {
+                    // OAuth2: the identity (refresh) token is exchanged at the realm.
+                    Some(Credential::IdentityToken(token)) => {
+                        let mut form = url::form_urlencoded::Serializer::new(String::new());
+                        form.append_pair("grant_type", "refresh_token")
+                            .append_pair("refresh_token", token.expose())
+                            .append_pair("client_id", "modelbake");
+                        if let Some(s) = service {
+                            form.append_pair("service", s);
+                        }
+                        let scopes: Vec<&str> = scopes.collect();
+                        if !scopes.is_empty() {
+                            form.append_pair("scope", &scopes.join(" "));
+                        }
+                        self.http
+                            .post(url.clone())
+                            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                            .body(form.finish())
                     }
-                    for s in scope.split(' ').filter(|s| !s.is_empty()) {
-                        q.append_pair("scope", s);
+                    basic => {
+                        {
+                            let mut q = url.query_pairs_mut();
+                            if let Some(s) = service {
+                                q.append_pair("service", s);
+                            }
+                            for s in scopes {
+                                q.append_pair("scope", s);
+                            }
+                        }
+                        let req = self.http.get(url.clone());
+                        match basic.and_then(Credential::basic_header) {
+                            Some(h) => req.header(AUTHORIZATION, h),
+                            None => req,
+                        }
                     }
-                }
-                let mut req = self.http.get(url.clone());
-                if let Some(b) = &self.basic {
-                    req = req.header(AUTHORIZATION, b);
-                }
+                };
                 let resp = req.send().await.map_err(|e| RegistryError::Http {
                     url: url.to_string(),
                     detail: crate::redact::error_chain(&e),
@@ -294,10 +368,9 @@ impl Registry {
                 if resp.status() == StatusCode::UNAUTHORIZED
                     || resp.status() == StatusCode::FORBIDDEN
                 {
-                    return Err(RegistryError::NeedsLogin {
-                        registry: self.host.clone(),
-                    });
+                    return Err(self.refused_or_needs(credential).await);
                 }
+                let resp = ok(resp, url.as_str()).await?;
                 let body = read_capped(resp, TOKEN_LIMIT, "a token answer").await?;
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
@@ -313,9 +386,17 @@ impl Registry {
                     })?;
                 Ok(format!("Bearer {token}"))
             }
-            _ => Err(RegistryError::NeedsLogin {
+            _ => Err(self.refused_or_needs(credential).await),
+        }
+    }
+
+    /// `Refused` when credentials were sent, else `NeedsLogin`.
+    async fn refused_or_needs(&self, sent: Option<&Credential>) -> RegistryError {
+        match sent {
+            Some(_) => self.refused().await,
+            None => RegistryError::NeedsLogin {
                 registry: self.host.clone(),
-            }),
+            },
         }
     }
 
@@ -619,26 +700,5 @@ mod tests {
         assert_eq!(p["service"], "svc");
         assert_eq!(p["error"], "x");
         assert_eq!(p.len(), 4, "{p:?}");
-    }
-
-    #[test]
-    fn credentials_from_docker_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = base64::engine::general_purpose::STANDARD.encode("u:p");
-        std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{auth}"}},"https://index.docker.io/v1/":{{"username":"a","password":"b"}}}}}}"#)).unwrap();
-        let d = dir.path().to_str().unwrap().to_owned();
-        let env = move |k: &str| (k == "DOCKER_CONFIG").then(|| d.clone());
-        assert_eq!(
-            docker_credentials("127.0.0.1:5000", &env),
-            Some(format!("Basic {auth}"))
-        );
-        assert_eq!(
-            docker_credentials("docker.io", &env),
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode("a:b")
-            ))
-        );
-        assert_eq!(docker_credentials("other:1", &env), None);
     }
 }

@@ -1,0 +1,405 @@
+//! The auth files: where they are, what is in them (`auths`, `credHelpers`, `credsStore`, the
+//! same JSON for Docker's `config.json` and the containers `auth.json`), and the one change
+//! modelbake makes to them (`login` adds an `auths` entry, `logout` removes it).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::{Credential, CredentialError, Secret, normalize_registry};
+use crate::fs_atomic::{Mode, write_atomic};
+
+/// The most an auth file may weigh.
+const FILE_LIMIT: u64 = 4 << 20;
+
+/// The files searched for credentials, in order: `$REGISTRY_AUTH_FILE` alone when set (as
+/// podman and skopeo do); else `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json`, then Docker's
+/// `${DOCKER_CONFIG:-~/.docker}/config.json`.
+pub fn auth_files(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(f) = set("REGISTRY_AUTH_FILE") {
+        return vec![f];
+    }
+    let home = set("HOME");
+    let mut files = Vec::new();
+    if let Some(run) = set("XDG_RUNTIME_DIR") {
+        files.push(run.join("containers/auth.json"));
+    }
+    if let Some(cfg) = set("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+        files.push(cfg.join("containers/auth.json"));
+    }
+    if let Some(d) = set("DOCKER_CONFIG").or_else(|| home.as_ref().map(|h| h.join(".docker"))) {
+        files.push(d.join("config.json"));
+    }
+    files
+}
+
+/// The file `login` writes and `logout` edits, as podman does: `$REGISTRY_AUTH_FILE`, else
+/// `$XDG_RUNTIME_DIR/containers/auth.json` when that folder exists, else
+/// `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json`.
+pub fn login_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(f) = set("REGISTRY_AUTH_FILE") {
+        return Some(f);
+    }
+    if let Some(run) = set("XDG_RUNTIME_DIR").filter(|r| r.is_dir()) {
+        return Some(run.join("containers/auth.json"));
+    }
+    set("XDG_CONFIG_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".config")))
+        .map(|c| c.join("containers/auth.json"))
+}
+
+/// One parsed auth file.
+#[derive(Debug, Default)]
+pub struct AuthConfig {
+    json: Map<String, Value>,
+}
+
+impl AuthConfig {
+    /// The file at `path`; `None` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>, CredentialError> {
+        let bad = |detail: String| CredentialError::File {
+            path: path.to_owned(),
+            detail,
+        };
+        let bytes = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bad(e.to_string())),
+            Ok(m) if m.len() > FILE_LIMIT => {
+                return Err(bad(format!("larger than {FILE_LIMIT} bytes")));
+            }
+            Ok(_) => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Some(AuthConfig::default()));
+        }
+        // serde_json's messages give a position, never the text around it.
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(json)) => Ok(Some(AuthConfig { json })),
+            Ok(_) => Err(bad("not a JSON object".into())),
+            Err(e) => Err(bad(format!("not valid JSON: {e}"))),
+        }
+    }
+
+    /// The helper `credHelpers` names for `registry`.
+    pub fn helper_for(&self, registry: &str) -> Option<&str> {
+        let want = normalize_registry(registry);
+        self.json
+            .get("credHelpers")?
+            .as_object()?
+            .iter()
+            .find(|(k, _)| normalize_registry(k) == want)
+            .and_then(|(_, v)| v.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The default helper (`credsStore`).
+    pub fn creds_store(&self) -> Option<&str> {
+        self.json
+            .get("credsStore")?
+            .as_str()
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The `auths` entry for `registry` (keys compared as registries, so `https://host/v1/`
+    /// matches `host`): `identitytoken`, else `auth` (base64 `user:password`), else
+    /// `username` + `password`. An entry without any (what `credsStore` leaves) is none.
+    pub fn auth_for(
+        &self,
+        registry: &str,
+        path: &Path,
+    ) -> Result<Option<Credential>, CredentialError> {
+        let want = normalize_registry(registry);
+        let Some(auths) = self.json.get("auths").and_then(Value::as_object) else {
+            return Ok(None);
+        };
+        // An exact key first (a file may hold `host` and `https://host/`), then any alias.
+        let entry = auths.get(registry).or_else(|| {
+            auths
+                .iter()
+                .find(|(k, _)| normalize_registry(k) == want)
+                .map(|(_, v)| v)
+        });
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let field = |k: &str| {
+            entry
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(token) = field("identitytoken") {
+            return Ok(Some(Credential::IdentityToken(Secret::new(token))));
+        }
+        if let Some(auth) = field("auth") {
+            return decode_auth(auth)
+                .map(Some)
+                .ok_or_else(|| CredentialError::File {
+                    path: path.to_owned(),
+                    detail: format!("the `auth` of `{want}` is not base64 of user:password"),
+                });
+        }
+        Ok(match (field("username"), field("password")) {
+            (Some(u), Some(p)) => Some(Credential::Basic {
+                username: u.to_owned(),
+                password: Secret::new(p),
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// `base64(user:password)` as basic credentials.
+fn decode_auth(auth: &str) -> Option<Credential> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some(Credential::Basic {
+        username: u.to_owned(),
+        password: Secret::new(p),
+    })
+}
+
+/// Why `login`/`logout` could not change the file.
+fn edit_error(path: &Path, what: &str, e: impl std::fmt::Display) -> CredentialError {
+    CredentialError::File {
+        path: path.to_owned(),
+        detail: format!("cannot {what}: {e}"),
+    }
+}
+
+/// Reads `path` (or an empty object), lets `change` edit its `auths`, and writes it back
+/// atomically with mode 0600, keeping every other entry and key. Returns what `change` did.
+fn edit_auths<T>(
+    path: &Path,
+    change: impl FnOnce(&mut Map<String, Value>) -> T,
+) -> Result<T, CredentialError> {
+    let mut config = AuthConfig::read(path)?.unwrap_or_default();
+    let auths = config
+        .json
+        .entry("auths")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(auths) = auths else {
+        return Err(edit_error(path, "edit it", "`auths` is not an object"));
+    };
+    let out = change(auths);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|e| edit_error(path, "create its folder", e))?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(&Value::Object(config.json))
+        .map_err(|e| edit_error(path, "write it", e))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, Mode::Fixed(0o600)).map_err(|e| edit_error(path, "write it", e))?;
+    Ok(out)
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (credentials live there).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Stores basic credentials for `registry` in `path` (`auths[registry].auth`, as podman and
+/// docker write it), replacing any entry for the same registry under another alias.
+pub fn store_login(
+    path: &Path,
+    registry: &str,
+    username: &str,
+    password: &Secret,
+) -> Result<(), CredentialError> {
+    let key = normalize_registry(registry);
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{username}:{}", password.expose()));
+    edit_auths(path, |auths| {
+        auths.retain(|k, _| normalize_registry(k) != key);
+        auths.insert(key.clone(), serde_json::json!({ "auth": auth }));
+    })
+}
+
+/// Removes every `auths` entry for `registry` from `path`; true when there was one. A missing
+/// file is left missing.
+pub fn remove_login(path: &Path, registry: &str) -> Result<bool, CredentialError> {
+    let key = normalize_registry(registry);
+    let present = AuthConfig::read(path)?.is_some_and(|c| {
+        c.json
+            .get("auths")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.keys().any(|k| normalize_registry(k) == key))
+    });
+    if !present {
+        return Ok(false);
+    }
+    edit_auths(path, |auths| {
+        auths.retain(|k, _| normalize_registry(k) != key)
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn files_in_podman_order_and_the_override_alone() {
+        let env = env_of(&[
+            ("HOME", "/h".into()),
+            ("XDG_RUNTIME_DIR", "/run/user/7".into()),
+        ]);
+        assert_eq!(
+            auth_files(&env),
+            [
+                PathBuf::from("/run/user/7/containers/auth.json"),
+                PathBuf::from("/h/.config/containers/auth.json"),
+                PathBuf::from("/h/.docker/config.json"),
+            ]
+        );
+        let env = env_of(&[
+            ("HOME", "/h".into()),
+            ("DOCKER_CONFIG", "/d".into()),
+            ("XDG_CONFIG_HOME", "/c".into()),
+        ]);
+        assert_eq!(
+            auth_files(&env),
+            [
+                PathBuf::from("/c/containers/auth.json"),
+                PathBuf::from("/d/config.json")
+            ]
+        );
+        let env = env_of(&[
+            ("HOME", "/h".into()),
+            ("REGISTRY_AUTH_FILE", "/a.json".into()),
+        ]);
+        assert_eq!(auth_files(&env), [PathBuf::from("/a.json")]);
+        assert_eq!(login_file(&env), Some(PathBuf::from("/a.json")));
+        // A runtime dir that does not exist is not written to.
+        let env = env_of(&[
+            ("HOME", "/h".into()),
+            ("XDG_RUNTIME_DIR", "/nonexistent-run".into()),
+        ]);
+        assert_eq!(
+            login_file(&env),
+            Some(PathBuf::from("/h/.config/containers/auth.json"))
+        );
+    }
+
+    #[test]
+    fn entries_of_every_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p:with:colons");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{auth}"}},
+                "https://index.docker.io/v1/":{{"username":"a","password":"b"}},
+                "ghcr.io":{{"auth":"{auth}","identitytoken":"rt"}},
+                "store.example":{{}}, "bad.example":{{"auth":"!!"}}}},
+                "credHelpers":{{"https://gcr.io":"gcloud"}},"credsStore":"pass"}}"#
+            ),
+        )
+        .unwrap();
+        let c = AuthConfig::read(&path).unwrap().unwrap();
+        let basic = |u: &str, p: &str| {
+            Some(Credential::Basic {
+                username: u.into(),
+                password: Secret::new(p),
+            })
+        };
+        assert_eq!(
+            c.auth_for("127.0.0.1:5000", &path).unwrap(),
+            basic("u", "p:with:colons")
+        );
+        assert_eq!(c.auth_for("docker.io", &path).unwrap(), basic("a", "b"));
+        assert_eq!(
+            c.auth_for("ghcr.io", &path).unwrap(),
+            Some(Credential::IdentityToken(Secret::new("rt")))
+        );
+        assert_eq!(c.auth_for("store.example", &path).unwrap(), None);
+        assert_eq!(c.auth_for("other:1", &path).unwrap(), None);
+        let e = c.auth_for("bad.example", &path).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.example") && e.contains("config.json"),
+            "{e}"
+        );
+        assert_eq!(c.helper_for("gcr.io"), Some("gcloud"));
+        assert_eq!(c.helper_for("ghcr.io"), None);
+        assert_eq!(c.creds_store(), Some("pass"));
+
+        assert!(
+            AuthConfig::read(&dir.path().join("missing"))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(AuthConfig::read(&path).is_err());
+    }
+
+    #[test]
+    fn login_keeps_other_entries_and_writes_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/containers/auth.json");
+        store_login(&path, "other.example", "x", &Secret::new("y")).unwrap();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            raw.replacen('{', r#"{"credHelpers":{"gcr.io":"gcloud"},"#, 1),
+        )
+        .unwrap();
+        store_login(
+            &path,
+            "https://index.docker.io/v1/",
+            "alice",
+            &Secret::new("s3"),
+        )
+        .unwrap();
+        store_login(&path, "docker.io", "alice", &Secret::new("s4")).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let c = AuthConfig::read(&path).unwrap().unwrap();
+        assert_eq!(c.helper_for("gcr.io"), Some("gcloud"), "other keys kept");
+        assert!(c.auth_for("other.example", &path).unwrap().is_some());
+        assert_eq!(
+            c.auth_for("docker.io", &path).unwrap(),
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: Secret::new("s4")
+            })
+        );
+        assert_eq!(
+            c.json["auths"].as_object().unwrap().len(),
+            2,
+            "one key per registry"
+        );
+
+        assert!(remove_login(&path, "index.docker.io").unwrap());
+        assert!(!remove_login(&path, "docker.io").unwrap());
+        let c = AuthConfig::read(&path).unwrap().unwrap();
+        assert!(c.auth_for("docker.io", &path).unwrap().is_none());
+        assert!(c.auth_for("other.example", &path).unwrap().is_some());
+        assert!(!remove_login(&dir.path().join("none.json"), "x").unwrap());
+        assert!(!dir.path().join("none.json").exists());
+    }
+}
