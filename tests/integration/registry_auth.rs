@@ -1,0 +1,537 @@
+//! Registry credentials the way users keep them: credential helpers (`credHelpers`,
+//! `credsStore`), identity tokens exchanged at a token realm, the containers auth files, and
+//! `modelbake login`/`logout` interoperating with skopeo and podman. Every run's stdout and
+//! stderr (with `--json` and trace logging) is searched for the secrets.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+
+use crate::oci_support::{Podman, Registry, busybox_base};
+use crate::support::*;
+use crate::token_service::TokenService;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "pw-Qx7-never-printed";
+const REFRESH: &str = "rt-Zk9-never-printed";
+
+/// Every form in which a secret could leak.
+fn secrets() -> Vec<String> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    vec![
+        PASSWORD.into(),
+        REFRESH.into(),
+        b64(&format!("{USER}:{PASSWORD}")),
+        b64(PASSWORD),
+        b64(REFRESH),
+    ]
+}
+
+/// The run's output, after asserting no secret is in it.
+#[track_caller]
+fn clean(r: Run) -> Run {
+    for s in secrets() {
+        assert!(
+            !r.stdout.contains(&s) && !r.stderr.contains(&s),
+            "a secret was printed\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    r
+}
+
+/// A home of its own for one test: no credentials of the developer's, helpers in `bin/` on PATH.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        let h = Home {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir_all(h.bin()).unwrap();
+        h
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// `docker-credential-<name>`: logs each key it is asked for to `<name>.log`, then runs
+    /// `body` with the key in `$k`.
+    fn helper(&self, name: &str, body: &str) {
+        let p = self.bin().join(format!("docker-credential-{name}"));
+        let log = self.path(&format!("{name}.log"));
+        fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread k\necho \"$k\" >> '{}'\n{body}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The keys helper `name` was asked for.
+    fn asked(&self, name: &str) -> Vec<String> {
+        fs::read_to_string(self.path(&format!("{name}.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Writes Docker's config.json (under `docker/`).
+    fn docker_config(&self, json: &str) {
+        fs::create_dir_all(self.path(".docker")).unwrap();
+        fs::write(self.path(".docker/config.json"), json).unwrap();
+    }
+
+    /// `cmd` with this home: HOME here, no other credential locations, helpers on PATH, trace
+    /// logging (so log lines are searched for secrets too).
+    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        for var in [
+            "DOCKER_CONFIG",
+            "REGISTRY_AUTH_FILE",
+            "XDG_RUNTIME_DIR",
+            "XDG_CONFIG_HOME",
+        ] {
+            cmd.env_remove(var);
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("HOME", self.dir.path())
+            .env("PATH", format!("{}:{path}", self.bin().display()))
+            .env("MODELBAKE_LOG", "trace")
+    }
+}
+
+/// A fetched tiny project.
+fn project(hub: &hub_emulator::HubEmulator) -> Fetched {
+    let f = Fetched::new(hub, "[[model]]\nid = \"acme/tiny\"\n");
+    f.fetch(hub, &[]).ok();
+    f
+}
+
+/// `modelbake bake --json --insecure --push target [extra]` in `home`.
+fn push(f: &Fetched, home: &Home, target: &str, extra: &[&str]) -> Run {
+    clean(run(home
+        .env(&mut f.cmd())
+        .args(["bake", "--json", "--insecure"])
+        .args(extra)
+        .args(["--push", target])))
+}
+
+fn htpasswd_registry() -> Option<Registry> {
+    let (Some(bin), Some(htpasswd)) = (tool("docker-registry"), tool("htpasswd")) else {
+        return None;
+    };
+    let users = sh(Command::new(htpasswd).args(["-Bbn", USER, PASSWORD]));
+    Some(Registry::start_with(&bin, Some(&users)))
+}
+
+/// The helper body answering `username`/`secret` for `addr`, "not found" for any other key.
+fn answer_for(addr: &str, username: &str, secret: &str) -> String {
+    format!(
+        "if [ \"$k\" = '{addr}' ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"{username}\",\"Secret\":\"{secret}\"}}' \"$k\"; else echo 'credentials not found in native keychain'; exit 1; fi"
+    )
+}
+
+#[test]
+fn cred_helpers_and_the_creds_store_supply_basic_credentials() {
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let hub = emulator();
+    let f = project(&hub);
+    let home = Home::new();
+    home.helper("mbtest", &answer_for(&registry.addr, USER, PASSWORD));
+
+    // credHelpers names the helper for this registry (the key written as a URL, as some do).
+    home.docker_config(&format!(
+        r#"{{"auths":{{"{0}":{{}}}},"credHelpers":{{"https://{0}":"mbtest"}}}}"#,
+        registry.addr
+    ));
+    let target = format!("{}/private/app:v1", registry.addr);
+    let r = push(&f, &home, &target, &[]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["uploaded"], 2, "{}", r.stdout);
+    assert_eq!(home.asked("mbtest"), [registry.addr.clone()]);
+
+    // credsStore: the default helper for every registry.
+    fs::remove_file(home.path("mbtest.log")).unwrap();
+    home.docker_config(r#"{"credsStore":"mbtest"}"#);
+    push(&f, &home, &format!("{}/private/app:v2", registry.addr), &[]).ok();
+    assert_eq!(home.asked("mbtest"), [registry.addr.clone()]);
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|l| l.starts_with("PUT /v2/private/app/manifests/v2")),
+    );
+
+    // A helper with nothing for the registry falls through to `auths`.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    home.helper(
+        "empty",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    home.docker_config(&format!(
+        r#"{{"credsStore":"empty","auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        registry.addr
+    ));
+    push(&f, &home, &format!("{}/private/app:v3", registry.addr), &[]).ok();
+    assert_eq!(home.asked("empty").len(), 2, "the host, then https://host");
+
+    // Without credentials: the error says how to log in.
+    home.docker_config("{}");
+    let r = push(&f, &home, &format!("{}/private/app:v4", registry.addr), &[]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("modelbake login"), "{}", r.stderr);
+}
+
+#[test]
+fn a_failing_helper_is_named_with_the_registry() {
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let hub = emulator();
+    let f = project(&hub);
+    let home = Home::new();
+    home.helper("sealed", "echo 'the vault is sealed' >&2; exit 1");
+    home.docker_config(&format!(
+        r#"{{"credHelpers":{{"{}":"sealed"}}}}"#,
+        registry.addr
+    ));
+    let r = push(&f, &home, &format!("{}/private/app:v1", registry.addr), &[]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("docker-credential-sealed")
+            && r.stderr.contains(&registry.addr)
+            && r.stderr.contains("the vault is sealed")
+            && r.stderr.contains("hint:"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("docker-credential-sealed")
+    );
+    assert!(v["hint"].as_str().unwrap().contains("credHelpers"));
+
+    // A helper that is not installed is an error too, not a silent anonymous push.
+    home.docker_config(r#"{"credsStore":"not-installed"}"#);
+    let r = push(&f, &home, &format!("{}/private/app:v1", registry.addr), &[]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("docker-credential-not-installed") && r.stderr.contains("not on PATH"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A registry delegating to a token service where `alice` may push and `REFRESH` stands for
+/// her.
+fn token_registry() -> Option<(TokenService, Registry)> {
+    let (Some(bin), Some(_)) = (tool("docker-registry"), tool("openssl")) else {
+        return None;
+    };
+    let tokens = TokenService::builder()
+        .user(USER, PASSWORD, &["pull", "push"])
+        .refresh_token(REFRESH, USER)
+        .start();
+    let registry = Registry::start_configured(&bin, |_| tokens.registry_yaml());
+    Some((tokens, registry))
+}
+
+#[test]
+fn identity_tokens_are_exchanged_at_the_realm_for_pushes_and_base_pulls() {
+    let (Some((tokens, registry)), Some(umoci), Some(skopeo)) =
+        (token_registry(), tool("umoci"), tool("skopeo"))
+    else {
+        return;
+    };
+    let hub = emulator();
+    let f = project(&hub);
+    let home = Home::new();
+    // A base in the registry, which demands a token for pulls too.
+    let base = busybox_base(&umoci, home.dir.path());
+    sh(Command::new(&skopeo)
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg(format!("oci:{}:latest", base.display()))
+        .arg(format!("docker://{}/base/busybox:1", registry.addr)));
+
+    // A helper answering `Username: <token>`: the Secret is an identity token.
+    home.helper("idtok", &answer_for(&registry.addr, "<token>", REFRESH));
+    home.docker_config(&format!(
+        r#"{{"credHelpers":{{"{}":"idtok"}}}}"#,
+        registry.addr
+    ));
+    let before = tokens.requests().len();
+    let base_ref = format!("{}/base/busybox:1", registry.addr);
+    let r = push(
+        &f,
+        &home,
+        &format!("{}/models/app:v1", registry.addr),
+        &["--base", &base_ref],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["base_layers"], 1, "{}", r.stdout);
+    let asked = &tokens.requests()[before..];
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|t| t.method == "POST"
+            && t.grant == "refresh_token"
+            && t.user.as_deref() == Some(USER)
+            && t.status == 200),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|t| t.scopes.iter().any(|s| s.contains("base/busybox:pull"))),
+        "the base was pulled with a token: {asked:?}"
+    );
+
+    // `identitytoken` in a containers auth file named by REGISTRY_AUTH_FILE, alone.
+    let authfile = home.path("auth.json");
+    fs::write(
+        &authfile,
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"{REFRESH}"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let before = tokens.requests().len();
+    let r = clean(run(home
+        .env(&mut f.cmd())
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .args(["bake", "--json", "--insecure", "--base", &base_ref])
+        .args(["--push", &format!("{}/models/app:v2", registry.addr)])));
+    r.ok();
+    assert!(
+        tokens.requests()[before..]
+            .iter()
+            .all(|t| t.grant == "refresh_token" && t.status == 200),
+        "{:?}",
+        tokens.requests()
+    );
+
+    // A refresh token the service does not know: refused, said so, never printed.
+    fs::write(
+        &authfile,
+        r#"{"auths":{"X":{"identitytoken":"rt-unknown"}}}"#.replace('X', &registry.addr),
+    )
+    .unwrap();
+    let r = clean(run(home
+        .env(&mut f.cmd())
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .args(["bake", "--insecure"])
+        .args(["--push", &format!("{}/models/app:v3", registry.addr)])));
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("refused an identity token") && !r.stderr.contains("rt-unknown"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `printf PASSWORD | modelbake login REGISTRY -u USER --password-stdin [extra]`.
+fn login(home: &Home, registry: &str, password: &str, extra: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelbake"));
+    home.env(&mut cmd)
+        .args([
+            "login",
+            registry,
+            "-u",
+            USER,
+            "--password-stdin",
+            "--insecure",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    clean(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn login_writes_what_skopeo_and_podman_use_and_reads_what_skopeo_wrote() {
+    let (Some(registry), Some(skopeo), Some(umoci), Some(podman_bin)) = (
+        htpasswd_registry(),
+        tool("skopeo"),
+        tool("umoci"),
+        tool("podman"),
+    ) else {
+        return;
+    };
+    let hub = emulator();
+    let f = project(&hub);
+    let home = Home::new();
+    let authfile = home.path(".config/containers/auth.json");
+
+    // A wrong password: refused before anything is written.
+    let r = login(&home, &registry.addr, "wrong", &[]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("wrong username or password"),
+        "{}",
+        r.stderr
+    );
+    assert!(!authfile.exists());
+    // A password on the command line is refused without being echoed.
+    let r = clean(run(home
+        .env(&mut Command::new(env!("CARGO_BIN_EXE_modelbake")))
+        .args(["login", &registry.addr, "-u", USER, "-p", PASSWORD])));
+    r.expect_code(2);
+    assert!(r.stderr.contains("--password-stdin"), "{}", r.stderr);
+
+    // The default file (no XDG_RUNTIME_DIR): ~/.config/containers/auth.json, 0600, other
+    // entries kept.
+    fs::create_dir_all(authfile.parent().unwrap()).unwrap();
+    fs::write(&authfile, r#"{"auths":{"other.example":{"auth":"eDp5"}}}"#).unwrap();
+    let r = login(&home, &registry.addr, PASSWORD, &["--json"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["authfile"], authfile.to_str().unwrap());
+    assert_eq!(mode(&authfile), 0o600);
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&authfile).unwrap()).unwrap();
+    assert_eq!(written["auths"]["other.example"]["auth"], "eDp5");
+
+    // skopeo pushes a base with what modelbake wrote; modelbake pulls it as a base and pushes.
+    let base = busybox_base(&umoci, home.dir.path());
+    let base_ref = format!("{}/base/busybox:1", registry.addr);
+    sh(Command::new(&skopeo)
+        .args(["copy", "--dest-tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(format!("oci:{}:latest", base.display()))
+        .arg(format!("docker://{base_ref}")));
+    let r = push(
+        &f,
+        &home,
+        &format!("{}/models/app:v1", registry.addr),
+        &["--base", &base_ref],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["base_layers"], 1, "{}", r.stdout);
+
+    let storage = tempfile::tempdir().unwrap();
+    let podman = Podman::new(&podman_bin, storage.path());
+    // podman pulls and pushes with it too.
+    let pulled = sh(podman
+        .cmd()
+        .args(["pull", "-q", "--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(format!("docker://{base_ref}")));
+    let id = pulled.lines().last().unwrap_or_default().trim().to_owned();
+    sh(podman
+        .cmd()
+        .args(["push", "--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(&id)
+        .arg(format!("docker://{}/podman/pushed:1", registry.addr)));
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|l| l.starts_with("PUT /v2/podman/pushed/manifests/1"))
+    );
+
+    // logout removes the entry and keeps the others; pushes then need a login again.
+    let r = clean(run(home
+        .env(&mut Command::new(env!("CARGO_BIN_EXE_modelbake")))
+        .args(["logout", &registry.addr])));
+    r.ok();
+    let left: serde_json::Value = serde_json::from_slice(&fs::read(&authfile).unwrap()).unwrap();
+    assert_eq!(left["auths"].as_object().unwrap().len(), 1, "{left}");
+    assert_eq!(mode(&authfile), 0o600);
+    let r = push(&f, &home, &format!("{}/models/app:v2", registry.addr), &[]);
+    r.expect_code(1);
+
+    // modelbake pushes with what `skopeo login` wrote (REGISTRY_AUTH_FILE).
+    let skopeo_file = home.path("skopeo-auth.json");
+    let mut child = Command::new(&skopeo)
+        .args(["login", "--tls-verify=false", "--authfile"])
+        .arg(&skopeo_file)
+        .args(["-u", USER, "--password-stdin", &registry.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "skopeo login");
+    let r = clean(run(home
+        .env(&mut f.cmd())
+        .env("REGISTRY_AUTH_FILE", &skopeo_file)
+        .args(["bake", "--json", "--insecure"])
+        .args(["--push", &format!("{}/models/app:v3", registry.addr)])));
+    r.ok();
+}
+
+#[test]
+fn login_answers_a_bearer_challenge() {
+    let Some((tokens, registry)) = token_registry() else {
+        return;
+    };
+    let home = Home::new();
+    let authfile = home.path("auth.json");
+    let extra = ["--authfile", authfile.to_str().unwrap()];
+    let r = login(&home, &registry.addr, "wrong", &extra);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("wrong username or password"),
+        "{}",
+        r.stderr
+    );
+    assert!(!authfile.exists());
+    login(&home, &registry.addr, PASSWORD, &extra).ok();
+    assert_eq!(mode(&authfile), 0o600);
+    let last = tokens.requests().pop().unwrap();
+    assert_eq!(
+        (last.grant.as_str(), last.status),
+        ("basic", 200),
+        "{last:?}"
+    );
+}
