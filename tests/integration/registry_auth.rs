@@ -166,13 +166,13 @@ fn cred_helpers_and_the_creds_store_supply_basic_credentials() {
     r.ok();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["uploaded"], 2, "{}", r.stdout);
-    assert_eq!(home.asked("mbtest"), [registry.addr.clone()]);
+    assert_eq!(home.asked("mbtest"), [registry.addr.as_str()]);
 
     // credsStore: the default helper for every registry.
     fs::remove_file(home.path("mbtest.log")).unwrap();
     home.docker_config(r#"{"credsStore":"mbtest"}"#);
     push(&f, &home, &format!("{}/private/app:v2", registry.addr), &[]).ok();
-    assert_eq!(home.asked("mbtest"), [registry.addr.clone()]);
+    assert_eq!(home.asked("mbtest"), [registry.addr.as_str()]);
     assert!(
         registry
             .requests()

@@ -200,19 +200,17 @@ fn lookup_in(
     registry: &str,
 ) -> Result<Option<Found>, CredentialError> {
     let shown = path.display().to_string();
-    if let Some(name) = config.helper_for(registry) {
-        if let Some(c) = helper::get(name, registry)? {
+    let helpers = [
+        ("credHelpers", config.helper_for(registry)),
+        ("credsStore", config.creds_store()),
+    ];
+    for (key, name) in helpers {
+        if let Some(name) = name
+            && let Some(credential) = helper::get(name, registry)?
+        {
             return Ok(Some(Found {
-                credential: c,
-                from: format!("docker-credential-{name} (credHelpers in {shown})"),
-            }));
-        }
-    }
-    if let Some(name) = config.creds_store() {
-        if let Some(c) = helper::get(name, registry)? {
-            return Ok(Some(Found {
-                credential: c,
-                from: format!("docker-credential-{name} (credsStore in {shown})"),
+                credential,
+                from: format!("docker-credential-{name} ({key} in {shown})"),
             }));
         }
     }
