@@ -1,5 +1,6 @@
 //! One deterministic layer per locked repo (several when a repo is larger than
-//! `max_layer_size`): the repo's huggingface_hub cache subtree under `HF_HOME`, with every
+//! `max_layer_size`): the repo's huggingface_hub cache subtree under `HF_HOME` (the `hf-cache`
+//! layout) or its files as plain files under `models_dir` (the `files` layout), with every
 //! parent directory, streamed from the store straight into the (optionally compressed) tar.
 //! Built layers are kept in the store under a key derived from everything that determines their
 //! bytes, so a rebake of an unchanged lock reuses them.
@@ -19,7 +20,7 @@ use crate::hash::{HashingWriter, sha256_hex};
 use crate::hfcache::{repo_folder, symlink_target, trees_json};
 use crate::lock::Lockfile;
 use crate::lock::{LockedFile, LockedRepo};
-use crate::manifest::{BakeSettings, Compression};
+use crate::manifest::{BakeSettings, Compression, ImageLayout};
 use crate::store::Store;
 
 /// What an entry of a layer is.
@@ -38,6 +39,9 @@ pub enum EntryKind {
     Inline(Vec<u8>),
     /// A relative symlink.
     Symlink(String),
+    /// A hard link (0644) to an earlier entry of the same layer (path without a leading `/`):
+    /// the `files` layout's second and later paths with the same content.
+    HardLink(String),
 }
 
 /// One tar entry: path inside the image (no leading `/`) and what it is.
@@ -71,27 +75,117 @@ pub fn repo_root(repo: &LockedRepo, settings: &BakeSettings) -> String {
     )
 }
 
-/// Splits a repo into layers: unique blobs packed greedily (in blob-name order) into parts of
-/// at most `max_layer_size` bytes; the last part also holds refs, snapshot symlinks and trees.
+/// Splits a repo into layers in the settings' layout (see [`plan_hf_cache`], [`plan_files`]).
 pub fn plan_repo(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
+    match settings.layout {
+        ImageLayout::HfCache => plan_hf_cache(repo, settings),
+        ImageLayout::Files => plan_files(repo, settings),
+    }
+}
+
+/// The `files` layout's folder of a repo inside the image, without a leading `/`:
+/// `<models_dir>/<id>` for models (`<models_dir>/<name>` for ids without an org),
+/// `<models_dir>/datasets/<id>` and `<models_dir>/spaces/<id>` as on the Hub's web paths (no
+/// user or org can be called `datasets` or `spaces` there, so these never meet a model), and
+/// `<models_dir>` itself with `flat`.
+pub fn files_root(repo: &LockedRepo, settings: &BakeSettings) -> String {
+    let dir = settings.models_dir.trim_start_matches('/');
+    if settings.flat {
+        return dir.to_owned();
+    }
+    format!("{dir}/{}{}", repo.kind.url_prefix(), repo.id)
+}
+
+/// Refuses settings the lock cannot be laid out with: `flat` without the `files` layout or
+/// with other than one repo, and two repos whose `files` folders would overlap.
+pub fn check_layout(lock: &Lockfile, settings: &BakeSettings) -> Result<(), String> {
+    if settings.flat && settings.layout != ImageLayout::Files {
+        return Err("--flat only applies to --layout files".into());
+    }
+    if settings.flat && lock.repos.len() != 1 {
+        return Err(format!(
+            "--flat puts one repo's files directly in {} but the lock has {} repos: bake them \
+             without --flat (each under {}/<org>/<name>/) or lock one repo per manifest",
+            settings.models_dir,
+            lock.repos.len(),
+            settings.models_dir
+        ));
+    }
+    if settings.layout == ImageLayout::Files {
+        let roots: Vec<(String, String)> = lock
+            .repos
+            .iter()
+            .map(|r| (files_root(r, settings), r.key().to_string()))
+            .collect();
+        for (a, name_a) in &roots {
+            for (b, name_b) in &roots {
+                if name_a != name_b && (a == b || b.starts_with(&format!("{a}/"))) {
+                    return Err(format!(
+                        "{name_a} and {name_b} would share the folder /{a} in the files layout: \
+                         bake them into separate images"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Packs sized items greedily, in the given order, into parts of at most `max` bytes (an item
+/// larger than `max` gets a part of its own); there is always at least one part.
+fn pack<T>(items: impl IntoIterator<Item = (u64, T)>, max: u64) -> Vec<Vec<T>> {
+    let mut parts: Vec<Vec<T>> = vec![Vec::new()];
+    let mut used = 0u64;
+    for (size, item) in items {
+        let last = parts.last().is_some_and(|p| !p.is_empty());
+        if last && used + size > max {
+            parts.push(Vec::new());
+            used = 0;
+        }
+        if let Some(p) = parts.last_mut() {
+            p.push(item);
+        }
+        used += size;
+    }
+    parts
+}
+
+/// Part `i` of `count` of `repo`: `entries` with every parent directory up to the image root
+/// added, sorted by path (so parents come first).
+fn finish_plan(
+    repo: &LockedRepo,
+    (i, count): (usize, usize),
+    mut entries: BTreeMap<String, EntryKind>,
+) -> LayerPlan {
+    let paths: Vec<String> = entries.keys().cloned().collect();
+    for p in paths {
+        let mut cur = p.as_str();
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            entries.entry(parent.to_owned()).or_insert(EntryKind::Dir);
+            cur = parent;
+        }
+    }
+    LayerPlan {
+        repo: repo.key().qualified(),
+        commit: repo.commit.clone(),
+        part: (i + 1, count),
+        entries: entries
+            .into_iter()
+            .map(|(path, kind)| Entry { path, kind })
+            .collect(),
+    }
+}
+
+/// The huggingface_hub cache layout: unique blobs packed greedily (in blob-name order) into
+/// parts of at most `max_layer_size` bytes; the last part also holds refs, snapshot symlinks
+/// and trees.
+pub fn plan_hf_cache(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
     let root = repo_root(repo, settings);
     let mut blobs: BTreeMap<&str, &LockedFile> = BTreeMap::new();
     for f in &repo.files {
         blobs.entry(f.blob.as_str()).or_insert(f);
     }
-    let mut parts: Vec<Vec<&LockedFile>> = vec![Vec::new()];
-    let mut used = 0u64;
-    for f in blobs.values() {
-        let last = parts.last().is_some_and(|p| !p.is_empty());
-        if last && used + f.size > settings.max_layer_size {
-            parts.push(Vec::new());
-            used = 0;
-        }
-        if let Some(p) = parts.last_mut() {
-            p.push(f);
-        }
-        used += f.size;
-    }
+    let parts = pack(blobs.values().map(|f| (f.size, *f)), settings.max_layer_size);
     let count = parts.len();
     parts
         .into_iter()
@@ -132,24 +226,56 @@ pub fn plan_repo(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
                     entries.insert(format!("{root}/{sub}"), EntryKind::Dir);
                 }
             }
-            // Every parent directory, up to the image root.
-            let paths: Vec<String> = entries.keys().cloned().collect();
-            for p in paths {
-                let mut cur = p.as_str();
-                while let Some((parent, _)) = cur.rsplit_once('/') {
-                    entries.entry(parent.to_owned()).or_insert(EntryKind::Dir);
-                    cur = parent;
+            finish_plan(repo, (i, count), entries)
+        })
+        .collect()
+}
+
+/// The `files` layout: the snapshot as regular files under [`files_root`]. Files with the same
+/// content form one group (the first path holds the bytes, the others are hard links to it, in
+/// the same layer); groups are packed greedily, in the order of their first path, into parts
+/// of at most `max_layer_size` bytes. The last part also holds the repo folder itself.
+pub fn plan_files(repo: &LockedRepo, settings: &BakeSettings) -> Vec<LayerPlan> {
+    let root = files_root(repo, settings);
+    let mut groups: BTreeMap<&str, Vec<&LockedFile>> = BTreeMap::new();
+    for f in &repo.files {
+        groups.entry(f.sha256.as_str()).or_default().push(f);
+    }
+    let mut groups: Vec<Vec<&LockedFile>> = groups.into_values().collect();
+    for g in &mut groups {
+        g.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    groups.sort_by(|a, b| a[0].path.cmp(&b[0].path));
+    let parts = pack(
+        groups.into_iter().map(|g| (g[0].size, g)),
+        settings.max_layer_size,
+    );
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, groups)| {
+            let mut entries: BTreeMap<String, EntryKind> = BTreeMap::new();
+            for group in groups {
+                let first = format!("{root}/{}", group[0].path);
+                for f in &group[1..] {
+                    entries.insert(
+                        format!("{root}/{}", f.path),
+                        EntryKind::HardLink(first.clone()),
+                    );
                 }
+                entries.insert(
+                    first,
+                    EntryKind::Blob {
+                        sha256: group[0].sha256.clone(),
+                        size: group[0].size,
+                    },
+                );
             }
-            LayerPlan {
-                repo: repo.key().qualified(),
-                commit: repo.commit.clone(),
-                part: (i + 1, count),
-                entries: entries
-                    .into_iter()
-                    .map(|(path, kind)| Entry { path, kind })
-                    .collect(),
+            if i + 1 == count {
+                entries.insert(root.clone(), EntryKind::Dir);
             }
+            finish_plan(repo, (i, count), entries)
         })
         .collect()
 }
@@ -161,6 +287,8 @@ pub struct LayerFormat {
     pub stamp: Stamp,
     /// Compression.
     pub compression: Compression,
+    /// The layout the entries follow (only enters the cache key; the plan holds the entries).
+    pub layout: ImageLayout,
 }
 
 impl LayerFormat {
@@ -199,7 +327,9 @@ pub struct BuiltLayer {
     pub reused: bool,
 }
 
-/// The cache key: sha256 of everything that decides the layer's bytes.
+/// The cache key: sha256 of everything that decides the layer's bytes. The `files` layout adds
+/// its name to the key, so the two layouts never share a cache entry (and the keys of
+/// `hf-cache` layers stay what they were).
 pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
     let mut h = Sha256::new();
     h.update(
@@ -209,12 +339,16 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
         )
         .as_bytes(),
     );
+    if format.layout == ImageLayout::Files {
+        h.update(b"layout files\n");
+    }
     for e in &plan.entries {
         let kind = match &e.kind {
             EntryKind::Dir => "dir".to_owned(),
             EntryKind::Blob { sha256, size } => format!("blob {sha256} {size}"),
             EntryKind::Inline(bytes) => format!("inline {}", sha256_hex(bytes)),
             EntryKind::Symlink(t) => format!("link {t}"),
+            EntryKind::HardLink(t) => format!("hardlink {t}"),
         };
         h.update(format!("{}\0{kind}\n", e.path).as_bytes());
     }
@@ -427,6 +561,7 @@ fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W
         match &e.kind {
             EntryKind::Dir => tar.dir(&e.path, stamp)?,
             EntryKind::Symlink(target) => tar.symlink(&e.path, target, stamp)?,
+            EntryKind::HardLink(target) => tar.hardlink(&e.path, target, stamp)?,
             EntryKind::Inline(bytes) => tar.file_bytes(&e.path, bytes, stamp)?,
             EntryKind::Blob { sha256, size } => {
                 let path = store.blob_path(sha256);
