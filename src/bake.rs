@@ -236,8 +236,7 @@ pub async fn bake(
                 .await?
             }
             Built::Index(index) => {
-                sink::push_index(target, &registry, &opts.tag, index, &layers, &base_blobs)
-                    .await?
+                sink::push_index(target, &registry, &opts.tag, index, &layers, &base_blobs).await?
             }
         };
         report.pushed = Some(pushed.pushed);

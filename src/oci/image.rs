@@ -10,8 +10,8 @@ use super::error::OciError;
 use super::layer::BuiltLayer;
 use super::model::{Annotations, Descriptor, Index, Manifest, canonical_json};
 use super::{
-    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_INDEX,
-    MEDIA_MANIFEST, Platform,
+    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST,
+    Platform,
 };
 use crate::loaders::{self, Correction};
 use crate::manifest::{BakeSettings, ImageLayout};

@@ -216,7 +216,10 @@ pub async fn write_layout(
 ) -> Result<(), OciError> {
     put_bases(dir, &[base]).await?;
     let (out, tag, image) = (dir.to_owned(), tag.to_owned(), image.clone());
-    with_layer_blobs(layers, move |blobs| layout::write(&out, &tag, &image, blobs)).await
+    with_layer_blobs(layers, move |blobs| {
+        layout::write(&out, &tag, &image, blobs)
+    })
+    .await
 }
 
 /// `--oci DIR` for several platforms: every platform's base layers (checked), our layers once,
@@ -314,11 +317,18 @@ pub async fn push(
     );
     let digest = image.manifest_desc.digest.as_str();
     let tag = match name {
-        PushAs::Tag(default_tag) => Some(target.tag.clone().unwrap_or_else(|| default_tag.to_owned())),
+        PushAs::Tag(default_tag) => {
+            Some(target.tag.clone().unwrap_or_else(|| default_tag.to_owned()))
+        }
         PushAs::Digest => None,
     };
     registry
-        .put_manifest(repo, tag.as_deref().unwrap_or(digest), &image.manifest, MEDIA_MANIFEST)
+        .put_manifest(
+            repo,
+            tag.as_deref().unwrap_or(digest),
+            &image.manifest,
+            MEDIA_MANIFEST,
+        )
         .await?;
     report.pushed = match tag {
         Some(tag) => format!("{}/{}:{tag}@{digest}", target.registry, repo),

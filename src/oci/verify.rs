@@ -247,7 +247,10 @@ impl std::fmt::Display for Problem {
                 path,
                 found,
                 expected,
-            } => write!(f, "{path}: expected a hard link to {expected}, found {found}"),
+            } => write!(
+                f,
+                "{path}: expected a hard link to {expected}, found {found}"
+            ),
             Problem::PlatformMissing {
                 platform,
                 available,
@@ -652,12 +655,11 @@ pub fn verify_layout(
         what: "the layout options".into(),
         detail,
     })?;
-    let platforms = Platform::parse_list(&settings.platform).map_err(|detail| {
-        OciError::Invalid {
+    let platforms =
+        Platform::parse_list(&settings.platform).map_err(|detail| OciError::Invalid {
             what: "--platform".into(),
             detail,
-        }
-    })?;
+        })?;
     let src = LayoutSource {
         dir: dir.to_owned(),
         tag: Some(tag.to_owned()),
@@ -674,7 +676,11 @@ pub fn verify_layout(
         checked: BTreeMap::new(),
     };
     let mut problems = Vec::new();
-    match Document::parse(&bytes, declared.as_deref(), &format!("the manifest of {label}"))? {
+    match Document::parse(
+        &bytes,
+        declared.as_deref(),
+        &format!("the manifest of {label}"),
+    )? {
         Document::Manifest(manifest) => {
             if platforms.len() > 1 {
                 problems.push(Problem::NotAnIndex {
