@@ -171,7 +171,10 @@ fn podman_mounts_the_files_layout_as_an_image_volume_readable_by_a_non_root_uid(
         "models:v1",
     );
     let listing = in_volume(&podman, "1010:1010", "models:v1", HASH_ALL);
-    assert!(!listing.contains("LINK"), "symlinks in the volume: {listing}");
+    assert!(
+        !listing.contains("LINK"),
+        "symlinks in the volume: {listing}"
+    );
     assert_eq!(
         parse_sums(&listing),
         expected_files(&f, "/mnt/models", false),
@@ -248,11 +251,20 @@ fn transformers_loads_the_files_layout_unpacked_by_umoci() {
         .arg(&bundle));
     let model = bundle.join("rootfs/models/acme/tiny-bert");
     for (path, sha) in expected_files(&f, "", false) {
-        let p = bundle.join("rootfs/models").join(path.trim_start_matches('/'));
+        let p = bundle
+            .join("rootfs/models")
+            .join(path.trim_start_matches('/'));
         let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        assert!(m.file_type().is_file(), "{}: not a regular file", p.display());
+        assert!(
+            m.file_type().is_file(),
+            "{}: not a regular file",
+            p.display()
+        );
         use sha2::Digest;
-        assert_eq!(hex::encode(sha2::Sha256::digest(fs::read(&p).unwrap())), sha);
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(fs::read(&p).unwrap())),
+            sha
+        );
     }
     let script = r#"
 import json, sys
@@ -314,9 +326,11 @@ fn huggingface_hub_loads_a_mounted_models_only_hf_cache_image() {
         "models-hf:v1",
     );
     let mnt = PathBuf::from(
-        sh(podman.cmd().args(["image", "mount", "localhost/models-hf:v1"]))
-            .trim()
-            .to_owned(),
+        sh(podman
+            .cmd()
+            .args(["image", "mount", "localhost/models-hf:v1"]))
+        .trim()
+        .to_owned(),
     );
     let script = r#"
 import hashlib, json, os
@@ -367,7 +381,9 @@ fn layer_digests(manifest: &Value) -> Vec<String> {
 /// How many times the registry received the bytes of `digest` (upload PUTs naming it).
 fn uploads_of(log: &[String], digest: &str) -> usize {
     log.iter()
-        .filter(|l| l.starts_with("PUT") && l.contains("/blobs/uploads/") && l.contains(&digest[7..]))
+        .filter(|l| {
+            l.starts_with("PUT") && l.contains("/blobs/uploads/") && l.contains(&digest[7..])
+        })
         .count()
 }
 
@@ -455,8 +471,8 @@ fn a_two_platform_index_keeps_every_digest_through_a_registry_with_layers_upload
         &format!("docker://{reg}/models/vol:v1"),
         &format!("oci:{}:v1", back.display()),
     ]));
-    let back_index: Value = serde_json::from_slice(&fs::read(back.join("index.json")).unwrap())
-        .unwrap();
+    let back_index: Value =
+        serde_json::from_slice(&fs::read(back.join("index.json")).unwrap()).unwrap();
     assert_eq!(back_index["manifests"][0]["digest"], index_digest.as_str());
     assert_eq!(
         fs::read(back.join("blobs/sha256").join(&index_digest[7..])).unwrap(),
@@ -567,7 +583,11 @@ fn base_layout(dir: &Path, single: bool) -> BTreeMap<&'static str, String> {
             r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{d}","size":{size}}}"#
         )
     };
-    let root = root.replacen('{', r#"{"annotations":{"org.opencontainers.image.ref.name":"base"},"#, 1);
+    let root = root.replacen(
+        '{',
+        r#"{"annotations":{"org.opencontainers.image.ref.name":"base"},"#,
+        1,
+    );
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     fs::write(
         dir.join("index.json"),
@@ -614,7 +634,10 @@ fn a_multi_platform_bake_takes_each_platforms_base_manifest() {
         assert_eq!(layer_digests(&manifest), want, "{arch}");
         let config = blob_json(&out, p["config_digest"].as_str().unwrap());
         assert_eq!(config["architecture"], arch);
-        assert_eq!(config["config"]["Env"][0], "PATH=/bin", "the base's env is kept");
+        assert_eq!(
+            config["config"]["Env"][0], "PATH=/bin",
+            "the base's env is kept"
+        );
     }
     verify(
         &f,
@@ -727,12 +750,16 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
     let work = tempfile::tempdir().unwrap();
     const CONFIG: &str = "models/acme/tiny-bert/config.json";
     const TOKENIZER: &str = "models/acme/tiny-bert/tokenizer.json";
-    type Edit = Box<dyn Fn(&mut Vec<(tar::Header, Vec<u8>)>)>;
+    type Entries = Vec<(tar::Header, Vec<u8>)>;
+    type Edit = Box<dyn Fn(&mut Entries)>;
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "symlink",
-            Box::new(|entries| {
-                let (h, content) = entries.iter_mut().find(|(h, _)| path_of(h) == CONFIG).unwrap();
+            Box::new(|entries: &mut Entries| {
+                let (h, content) = entries
+                    .iter_mut()
+                    .find(|(h, _)| path_of(h) == CONFIG)
+                    .unwrap();
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_link_name("tokenizer.json").unwrap();
                 h.set_size(0);
@@ -743,8 +770,11 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         ),
         (
             "wrong byte",
-            Box::new(|entries| {
-                let (_, content) = entries.iter_mut().find(|(h, _)| path_of(h) == CONFIG).unwrap();
+            Box::new(|entries: &mut Entries| {
+                let (_, content) = entries
+                    .iter_mut()
+                    .find(|(h, _)| path_of(h) == CONFIG)
+                    .unwrap();
                 content[3] ^= 1;
             }),
             "corrupt",
@@ -752,14 +782,19 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         ),
         (
             "missing",
-            Box::new(|entries| entries.retain(|(h, _)| path_of(h) != TOKENIZER)),
+            Box::new(|entries: &mut Entries| entries.retain(|(h, _)| path_of(h) != TOKENIZER)),
             "missing",
             "tokenizer.json is missing",
         ),
         (
             "extra",
-            Box::new(|entries| {
-                let mut h = entries.iter().find(|(h, _)| path_of(h) == CONFIG).unwrap().0.clone();
+            Box::new(|entries: &mut Entries| {
+                let mut h = entries
+                    .iter()
+                    .find(|(h, _)| path_of(h) == CONFIG)
+                    .unwrap()
+                    .0
+                    .clone();
                 h.set_path("models/acme/tiny-bert/extra.txt").unwrap();
                 h.set_size(6);
                 entries.push((h, b"extra\n".to_vec()));
@@ -772,7 +807,13 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         let out = work.path().join(name.replace(' ', "-"));
         let v = bake(
             &f,
-            &["--layout", "files", "--no-base", "--oci", out.to_str().unwrap()],
+            &[
+                "--layout",
+                "files",
+                "--no-base",
+                "--oci",
+                out.to_str().unwrap(),
+            ],
         );
         let args = ["--oci", out.to_str().unwrap(), "--layout", "files"];
         verify(&f, &args).ok();
@@ -786,7 +827,11 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         r.expect_code(1);
         let report: Value = serde_json::from_str(&r.stdout).unwrap();
         let tags = problem_tags(&report);
-        assert!(tags.contains(&tag.to_owned()), "{name}: {tags:?}\n{}", r.stdout);
+        assert!(
+            tags.contains(&tag.to_owned()),
+            "{name}: {tags:?}\n{}",
+            r.stdout
+        );
         assert!(r.stderr.contains(message), "{name}: {}", r.stderr);
     }
 }
