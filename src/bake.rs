@@ -198,12 +198,12 @@ pub async fn bake(
         let index = image::build_index(images)?;
         report.manifest_digest = index.index_desc.digest.to_string();
         report.index_digest = Some(index.index_desc.digest.to_string());
-        Built::Index(index)
+        Built::Index(Box::new(index))
     } else {
         let (_, img) = images.remove(0);
         report.config_digest = img.config_desc.digest.to_string();
         report.manifest_digest = img.manifest_desc.digest.to_string();
-        Built::Single(img)
+        Built::Single(Box::new(img))
     };
 
     if let Some(dir) = &opts.layers_dir {
@@ -250,8 +250,8 @@ pub async fn bake(
 
 /// One image or, for several platforms, an index over one image per platform.
 enum Built {
-    Single(Image),
-    Index(IndexImage),
+    Single(Box<Image>),
+    Index(Box<IndexImage>),
 }
 
 /// Reads the base image's manifest and config (never its layers), from a layout or a registry.

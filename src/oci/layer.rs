@@ -643,8 +643,11 @@ mod tests {
         )
     }
 
-    /// (path, type, mode, link target, content) of every entry of a tar.
-    fn read_tar(bytes: &[u8]) -> Vec<(String, u8, u32, Option<String>, Vec<u8>)> {
+    /// (path, type, mode, link target, content) of an entry of a tar.
+    type Row = (String, u8, u32, Option<String>, Vec<u8>);
+
+    /// Every entry of a tar.
+    fn read_tar(bytes: &[u8]) -> Vec<Row> {
         let mut a = ::tar::Archive::new(bytes);
         a.entries()
             .unwrap()

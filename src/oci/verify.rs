@@ -758,10 +758,13 @@ struct Checker<'a> {
     settings: &'a BakeSettings,
     /// Reports of our layers, each once, in the order first met.
     layers: Vec<LayerReport>,
-    /// Per layer digest: (blob digest as hashed, DiffID as hashed, paths seen), or the base
-    /// layer's error.
-    checked: BTreeMap<Digest, Result<(Digest, String, BTreeSet<String>), String>>,
+    /// Per layer digest: the verdict on it.
+    checked: BTreeMap<Digest, Verdict>,
 }
+
+/// A layer's verdict: (its DiffID as hashed, the paths it holds) for ours, an empty one for a
+/// base layer that matched its digest, or what is wrong with a base layer.
+type Verdict = Result<(String, BTreeSet<String>), String>;
 
 impl Checker<'_> {
     /// The problems of one image manifest (its layers' own problems go to `self.layers`).
@@ -795,7 +798,7 @@ impl Checker<'_> {
                 } else {
                     self.src
                         .verified_blob(desc)
-                        .map(|_| (desc.digest.clone(), String::new(), BTreeSet::new()))
+                        .map(|_| (String::new(), BTreeSet::new()))
                         .map_err(|e| e.to_string())
                 };
                 self.checked.insert(desc.digest.clone(), verdict);
@@ -806,7 +809,7 @@ impl Checker<'_> {
                     detail: detail.clone(),
                 }),
                 Ok(_) if !ours => {}
-                Ok((_, diff_id, seen)) => {
+                Ok((diff_id, seen)) => {
                     if diff_ids.get(i) != Some(diff_id) {
                         problems.push(Problem::DiffId {
                             layer: desc.digest.to_string(),
@@ -845,7 +848,7 @@ impl Checker<'_> {
     fn our_layer(
         &mut self,
         desc: &super::model::Descriptor,
-    ) -> Result<(Digest, String, BTreeSet<String>), OciError> {
+    ) -> Result<(String, BTreeSet<String>), OciError> {
         let path = blob_path(&self.src.dir, &desc.digest);
         let (mut report, blob_hex, diff_id, seen) =
             check_layer(&path, desc.digest.to_string(), &self.want, self.settings)
@@ -861,6 +864,6 @@ impl Checker<'_> {
             });
         }
         self.layers.push(report);
-        Ok((blob, format!("sha256:{diff_id}"), seen))
+        Ok((format!("sha256:{diff_id}"), seen))
     }
 }
