@@ -834,4 +834,28 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         );
         assert!(r.stderr.contains(message), "{name}: {}", r.stderr);
     }
+
+    // --layers writes the same files-layout layer, and `verify --layer` checks it as such.
+    let dir = work.path().join("layers");
+    let v = bake(
+        &f,
+        &["--layout", "files", "--layers", dir.to_str().unwrap()],
+    );
+    let listed: Value =
+        serde_json::from_slice(&fs::read(dir.join("layers.json")).unwrap()).unwrap();
+    let file = dir.join(listed["layers"][0]["file"].as_str().unwrap());
+    assert_eq!(listed["layers"][0]["digest"], v["layers"][0]["digest"]);
+    let paths: Vec<String> = read_layer(&file).iter().map(|(h, _)| path_of(h)).collect();
+    assert!(paths.contains(&CONFIG.to_owned()), "{paths:?}");
+    verify(
+        &f,
+        &["--layer", file.to_str().unwrap(), "--layout", "files"],
+    )
+    .ok();
+    let r = verify(&f, &["--layer", file.to_str().unwrap()]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains("unlocked"),
+        "checked as the cache layout it is not"
+    );
 }
