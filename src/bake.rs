@@ -11,11 +11,11 @@ use serde::Serialize;
 use crate::loaders::Correction;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
-use crate::oci::image::{self, Base};
+use crate::oci::image::{self, Base, Image, IndexImage};
 use crate::oci::layer::{self, BuiltLayer, LayerFormat};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::Registry;
-use crate::oci::sink::{self, BaseSource};
+use crate::oci::sink::{self, BaseSource, PushAs};
 use crate::oci::source::{self, LayoutSource, RegistrySource};
 use crate::oci::tar::Stamp;
 use crate::oci::{OciError, Platform};
@@ -24,7 +24,7 @@ use crate::store::Store;
 /// What to bake and where to put it.
 #[derive(Debug, Clone)]
 pub struct BakeOptions {
-    /// Layout, owner, compression, base, platform, split size.
+    /// Layout, owner, compression, base, platform(s), split size.
     pub settings: BakeSettings,
     /// mtime of every entry (`SOURCE_DATE_EPOCH`, else 0).
     pub mtime: u64,
@@ -64,10 +64,16 @@ pub struct BakeReport {
     pub built: usize,
     /// Layers inherited from the base.
     pub base_layers: usize,
-    /// The image config digest.
+    /// The image config digest (single platform only).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub config_digest: String,
-    /// The image manifest digest.
+    /// The digest the tag points at: the image manifest, or the index for several platforms.
     pub manifest_digest: String,
+    /// The image index digest, when several platforms were baked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    /// What was written for each platform.
+    pub platforms: Vec<PlatformReport>,
     /// Where the OCI layout went.
     pub oci: Option<PathBuf>,
     /// Where the layer files went.
@@ -84,6 +90,19 @@ pub struct BakeReport {
     pub copied: usize,
     /// Base-image cache variables pointed at the baked cache (each one a warning).
     pub env_corrected: Vec<Correction>,
+}
+
+/// What a bake wrote for one platform.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlatformReport {
+    /// `linux/amd64`…
+    pub platform: String,
+    /// The platform's image manifest digest.
+    pub manifest_digest: String,
+    /// The platform's image config digest.
+    pub config_digest: String,
+    /// Layers inherited from the platform's base.
+    pub base_layers: usize,
 }
 
 /// Runs a bake. `on_layer` is told about each layer as it is ready.
@@ -107,7 +126,8 @@ pub async fn bake(
                 .join("\n  - ")
         );
     }
-    let platform = Platform::parse(&opts.settings.platform).map_err(anyhow::Error::msg)?;
+    layer::check_layout(lock, &opts.settings).map_err(anyhow::Error::msg)?;
+    let platforms = Platform::parse_list(&opts.settings.platform).map_err(anyhow::Error::msg)?;
     let format = LayerFormat {
         stamp: Stamp {
             uid: opts.settings.owner.0,
@@ -115,6 +135,7 @@ pub async fn bake(
             mtime: opts.mtime,
         },
         compression: opts.settings.compression,
+        layout: opts.settings.layout,
     };
     let plans: Vec<_> = lock
         .repos
@@ -137,37 +158,87 @@ pub async fn bake(
     .try_collect()
     .await?;
 
-    let base = match &opts.settings.base {
-        None => None,
-        Some(reference) => Some(load_base(reference, &platform, opts.insecure).await?),
-    };
-    let env = image::image_env(&opts.settings.hf_home, opts.settings.offline_env);
-    let img = image::build(base.as_ref().map(|(b, _)| b), &platform, &layers, &env)?;
+    let multi = platforms.len() > 1;
+    let mut bases = Vec::new();
+    for platform in &platforms {
+        bases.push(match &opts.settings.base {
+            None => None,
+            Some(reference) => Some(load_base(reference, platform, opts.insecure, multi).await?),
+        });
+    }
+    let env = image::env_for(&opts.settings);
+    let mut images = Vec::new();
+    for (platform, base) in platforms.iter().zip(&bases) {
+        let img = image::build(base.as_ref().map(|(b, _)| b), platform, &layers, &env)?;
+        images.push((platform.clone(), img));
+    }
     let mut report = BakeReport {
         reused: layers.iter().filter(|l| l.reused).count(),
         built: layers.iter().filter(|l| !l.reused).count(),
-        base_layers: base.as_ref().map_or(0, |(b, _)| b.layers.len()),
-        config_digest: img.config_desc.digest.to_string(),
-        manifest_digest: img.manifest_desc.digest.to_string(),
+        base_layers: bases[0].as_ref().map_or(0, |(b, _)| b.layers.len()),
         layers: layers.clone(),
-        env_corrected: img.corrected.clone(),
+        env_corrected: images[0].1.corrected.clone(),
+        platforms: images
+            .iter()
+            .zip(&bases)
+            .map(|((p, img), base)| PlatformReport {
+                platform: p.to_string(),
+                manifest_digest: img.manifest_desc.digest.to_string(),
+                config_digest: img.config_desc.digest.to_string(),
+                base_layers: base.as_ref().map_or(0, |(b, _)| b.layers.len()),
+            })
+            .collect(),
         ..Default::default()
     };
-    let base_blobs = base
-        .as_ref()
-        .map(|(b, source)| (source, b.layers.as_slice()));
+    let base_blobs: Vec<sink::BaseBlobs<'_>> = bases
+        .iter()
+        .map(|b| b.as_ref().map(|(b, source)| (source, b.layers.as_slice())))
+        .collect();
+    let built = if multi {
+        let index = image::build_index(images)?;
+        report.manifest_digest = index.index_desc.digest.to_string();
+        report.index_digest = Some(index.index_desc.digest.to_string());
+        Built::Index(Box::new(index))
+    } else {
+        let (_, img) = images.remove(0);
+        report.config_digest = img.config_desc.digest.to_string();
+        report.manifest_digest = img.manifest_desc.digest.to_string();
+        Built::Single(Box::new(img))
+    };
 
     if let Some(dir) = &opts.layers_dir {
         sink::write_layer_files(dir, &layers)?;
         report.layers_dir = Some(dir.clone());
     }
     if let Some(dir) = &opts.oci_dir {
-        sink::write_layout(dir, &opts.tag, &img, &layers, base_blobs).await?;
+        match &built {
+            Built::Single(img) => {
+                sink::write_layout(dir, &opts.tag, img, &layers, base_blobs[0]).await?
+            }
+            Built::Index(index) => {
+                sink::write_index_layout(dir, &opts.tag, index, &layers, &base_blobs).await?
+            }
+        }
         report.oci = Some(dir.clone());
     }
     if let Some(target) = &opts.push {
         let registry = Registry::new(target, opts.insecure)?;
-        let pushed = sink::push(target, &registry, &opts.tag, &img, &layers, base_blobs).await?;
+        let pushed = match &built {
+            Built::Single(img) => {
+                sink::push(
+                    target,
+                    &registry,
+                    PushAs::Tag(&opts.tag),
+                    img,
+                    &layers,
+                    base_blobs[0],
+                )
+                .await?
+            }
+            Built::Index(index) => {
+                sink::push_index(target, &registry, &opts.tag, index, &layers, &base_blobs).await?
+            }
+        };
         report.pushed = Some(pushed.pushed);
         report.uploaded = pushed.uploaded;
         report.skipped = pushed.skipped;
@@ -177,11 +248,20 @@ pub async fn bake(
     Ok(report)
 }
 
+/// One image or, for several platforms, an index over one image per platform.
+enum Built {
+    Single(Box<Image>),
+    Index(Box<IndexImage>),
+}
+
 /// Reads the base image's manifest and config (never its layers), from a layout or a registry.
+/// With `strict` (a multi-platform bake), a base whose config names another os/architecture
+/// than `platform` (a single-platform base) is refused instead of being used for every platform.
 async fn load_base(
     reference: &str,
     platform: &Platform,
     insecure: bool,
+    strict: bool,
 ) -> Result<(Base, BaseSource), OciError> {
     let (image, source) = if let Some(rest) = reference.strip_prefix("oci:") {
         let src = LayoutSource::parse(rest);
@@ -200,6 +280,19 @@ async fn load_base(
         let image = source::read_image(&src, platform).await?;
         (image, BaseSource::Registry(Box::new(src)))
     };
+    let (os, arch) = (
+        image.config["os"].as_str().unwrap_or_default(),
+        image.config["architecture"].as_str().unwrap_or_default(),
+    );
+    if strict && (os != platform.os || arch != platform.architecture) {
+        return Err(OciError::Invalid {
+            what: format!("the base `{reference}`"),
+            detail: format!(
+                "its {platform} image is built for {os}/{arch}: a multi-platform bake needs a \
+                 base that is an index with a manifest per platform (or bake one platform)"
+            ),
+        });
+    }
     Ok((
         Base {
             config: image.config,

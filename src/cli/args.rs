@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::env::process_env;
 use crate::hfcache::default_hub_cache;
-use crate::manifest::{BakeOverrides, parse_hf_home, parse_owner};
+use crate::manifest::{BakeOverrides, ImageLayout, parse_hf_home, parse_models_dir, parse_owner};
 use crate::store::Store;
 
 /// Where the store is, shared by the commands that use it.
@@ -71,9 +71,23 @@ pub struct LayoutArgs {
     /// uid:gid owning the baked files [default: bake.owner, else 0:0].
     #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
     pub owner: Option<(u32, u32)>,
-    /// Platform of a multi-arch base, os/arch[/variant] [default: linux/amd64].
-    #[arg(long, value_name = "PLATFORM")]
+    /// Platform, os/arch[/variant], picked from a multi-arch base; a comma-separated list
+    /// (linux/amd64,linux/arm64) makes an image index whose manifests share the model layers
+    /// [default: bake.platform, else linux/amd64].
+    #[arg(long, value_name = "PLATFORM[,...]")]
     pub platform: Option<String>,
+    /// hf-cache: the huggingface_hub cache under HF_HOME. files: each repo as plain files under
+    /// --models-dir/<org>/<name>/ (datasets under datasets/, spaces under spaces/), for
+    /// Kubernetes image volumes and KServe modelcars [default: bake.layout, else hf-cache].
+    #[arg(long, value_name = "hf-cache|files")]
+    pub layout: Option<ImageLayout>,
+    /// Folder of the files layout inside the image [default: bake.models_dir, else /models].
+    #[arg(long, value_name = "PATH", value_parser = parse_models_dir)]
+    pub models_dir: Option<String>,
+    /// Files layout with exactly one locked repo: its files directly in --models-dir (KServe's
+    /// modelcar convention).
+    #[arg(long)]
+    pub flat: bool,
 }
 
 impl LayoutArgs {
@@ -83,6 +97,9 @@ impl LayoutArgs {
             hf_home: self.hf_home.clone(),
             owner: self.owner,
             platform: self.platform.clone(),
+            layout: self.layout,
+            models_dir: self.models_dir.clone(),
+            flat: self.flat,
             ..Default::default()
         }
     }

@@ -127,13 +127,27 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         );
     }
     if let Some(dir) = &report.oci {
+        let what = if report.index_digest.is_some() {
+            "index"
+        } else {
+            "manifest"
+        };
         ui.status(
             "Wrote",
             format!(
-                "OCI layout {}:{} ({})",
+                "OCI layout {}:{} ({what} {})",
                 display_path(dir),
                 args.tag,
                 report.manifest_digest
+            ),
+        );
+    }
+    for p in &report.platforms {
+        ui.status(
+            "Platform",
+            format!(
+                "{}: manifest {}, config {}",
+                p.platform, p.manifest_digest, p.config_digest
             ),
         );
     }

@@ -29,7 +29,11 @@ pub async fn run(cli: &Cli, args: &DoctorArgs, ui: &crate::ui::Ui) -> Result<Exi
             let platform = args
                 .platform
                 .clone()
-                .unwrap_or_else(|| manifest.bake.platform.clone());
+                // `[bake] platform` may list several (an index): look at the first.
+                .unwrap_or_else(|| {
+                    let list = &manifest.bake.platform;
+                    list.split(',').next().unwrap_or(list).trim().to_owned()
+                });
             tokio::task::spawn_blocking(move || {
                 diagnose_layout(&src.dir, src.tag.as_deref(), &platform, &lock)
             })

@@ -120,8 +120,10 @@ pub enum Command {
     ///
     /// A cache (default, or --hub-cache DIR): refs (exactly the commit, no newline), snapshot
     /// symlinks, the full sha256 of every file; missing, extra, corrupt and broken entries.
-    /// An image (--oci DIR [--tag T]) or a layer (--layer FILE): every entry's content hash,
-    /// symlink target, ref, owner and mode; layer digests and DiffIDs; nothing missing.
+    /// An image (--oci DIR [--tag T]) or a layer (--layer FILE), in the layout it was baked
+    /// with (--layout, --models-dir, --flat): every entry's content hash, symlink or hard-link
+    /// target, ref, owner and mode; layer digests and DiffIDs; nothing missing or extra. An
+    /// index is checked platform by platform, each shared layer hashed once.
     /// Exit 0 only when everything matches.
     #[command(verbatim_doc_comment)]
     Verify(verify::VerifyArgs),
@@ -142,16 +144,24 @@ pub enum Command {
     /// Bake the locked models into deterministic OCI layers and an image; push without Docker.
     ///
     /// One layer per repo (split above --max-layer-size) holding its huggingface_hub cache
-    /// under HF_HOME, streamed from the store: sorted entries, fixed mtime (0, or
-    /// SOURCE_DATE_EPOCH), uid/gid from --owner, 0644/0755, relative symlinks. The same lock and
-    /// options give bit-identical layers and image digests on any machine. Layers are cached by
-    /// content in the store, so an unchanged rebake takes well under a second.
+    /// under HF_HOME (--layout hf-cache, the default) or its files as plain files under
+    /// /models/<org>/<name>/ (--layout files: for Kubernetes image volumes and KServe
+    /// modelcars), streamed from the store: sorted entries, fixed mtime (0, or
+    /// SOURCE_DATE_EPOCH), uid/gid from --owner, 0644/0755, relative symlinks (hf-cache) or
+    /// hard links for identical files (files). The same lock and options give bit-identical
+    /// layers and image digests on any machine. Layers are cached by content in the store, so
+    /// an unchanged rebake takes well under a second. Several --platform values give an image
+    /// index whose per-platform manifests share the same model layers.
     ///
     /// Examples:
     ///   modelbake bake --oci out/image                       # OCI layout, models only
     ///   modelbake bake --base docker.io/pytorch/pytorch:2.7.0-cuda12.6-cudnn9-runtime \
     ///                  --push ghcr.io/acme/serving:models    # pushed, base layers mounted/streamed
     ///   modelbake bake --layers out/layers                   # tarballs for a Dockerfile ADD
+    ///   modelbake bake --layout files --no-base --platform linux/amd64,linux/arm64 \
+    ///                  --push ghcr.io/acme/models:v1         # an image volume for any node
+    ///   modelbake bake --layout files --flat --owner 1010:1010 \
+    ///                  --base ghcr.io/acme/busybox:1 --push ghcr.io/acme/modelcar:v1  # KServe
     #[command(verbatim_doc_comment)]
     Bake(bake::BakeArgs),
     /// Inspect and prune huggingface_hub caches.

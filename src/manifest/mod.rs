@@ -86,12 +86,48 @@ pub struct BakeDoc {
     /// Base image: a registry reference (`docker.io/pytorch/pytorch:2.7.0-cuda12.6-cudnn9-runtime`)
     /// or `oci:DIR[:TAG]`; none means an image of just the models.
     pub base: Option<String>,
-    /// Platform to pick from a multi-arch base, e.g. `linux/amd64` (the default).
+    /// Platform of the image, e.g. `linux/amd64` (the default), picked from a multi-arch base;
+    /// a comma-separated list (`linux/amd64,linux/arm64`) bakes an image index with one manifest
+    /// per platform sharing the same model layers.
     pub platform: Option<String>,
     /// Repos larger than this many bytes are split over several layers (default 10 GB).
     pub max_layer_size: Option<u64>,
     /// Set `HF_HUB_OFFLINE=1` in the image environment (default true).
     pub offline_env: Option<bool>,
+    /// How the models are laid out in the image: `hf-cache` (default; the huggingface_hub cache
+    /// under `HF_HOME`) or `files` (each repo's files as plain files under `models_dir`, for
+    /// Kubernetes image volumes and KServe modelcars).
+    pub layout: Option<ImageLayout>,
+    /// Where the `files` layout puts the repos inside the image (absolute path); default `/models`.
+    #[schemars(with = "Option<String>")]
+    pub models_dir: Option<Spanned<String>>,
+    /// `files` layout with exactly one repo: its files directly in `models_dir` (KServe's
+    /// modelcar convention) instead of `models_dir/<org>/<name>/`.
+    pub flat: Option<bool>,
+}
+
+/// How the locked repos are laid out inside an image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageLayout {
+    /// The huggingface_hub cache (`blobs/`, `refs/`, `snapshots/` symlinks) under `HF_HOME`.
+    #[default]
+    HfCache,
+    /// Each repo's snapshot as regular files under `models_dir/<org>/<name>/` (no symlinks).
+    Files,
+}
+
+impl std::str::FromStr for ImageLayout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hf-cache" => Ok(ImageLayout::HfCache),
+            "files" => Ok(ImageLayout::Files),
+            other => Err(format!(
+                "unknown layout `{other}`: expected hf-cache or files"
+            )),
+        }
+    }
 }
 
 /// Compression of image layers.
@@ -132,12 +168,18 @@ pub struct BakeSettings {
     pub compression: Compression,
     /// Base image reference, if any.
     pub base: Option<String>,
-    /// Platform for multi-arch bases (`os/arch[/variant]`).
+    /// Platform(s) of the image, `os/arch[/variant]`, comma-separated for an index.
     pub platform: String,
     /// Split threshold in bytes.
     pub max_layer_size: u64,
     /// Whether to set `HF_HUB_OFFLINE=1`.
     pub offline_env: bool,
+    /// How the repos are laid out in the image.
+    pub layout: ImageLayout,
+    /// Absolute folder of the `files` layout, normalised, without trailing `/`.
+    pub models_dir: String,
+    /// `files` layout: the one repo's files directly in `models_dir`.
+    pub flat: bool,
 }
 
 impl Default for BakeSettings {
@@ -150,6 +192,9 @@ impl Default for BakeSettings {
             platform: "linux/amd64".into(),
             max_layer_size: 10_000_000_000,
             offline_env: true,
+            layout: ImageLayout::HfCache,
+            models_dir: "/models".into(),
+            flat: false,
         }
     }
 }
@@ -173,6 +218,12 @@ pub struct BakeOverrides {
     pub max_layer_size: Option<u64>,
     /// `--no-offline-env`.
     pub no_offline_env: bool,
+    /// `--layout`.
+    pub layout: Option<ImageLayout>,
+    /// `--models-dir`.
+    pub models_dir: Option<String>,
+    /// `--flat`.
+    pub flat: bool,
 }
 
 impl BakeSettings {
@@ -202,16 +253,35 @@ impl BakeSettings {
         if o.no_offline_env {
             self.offline_env = false;
         }
+        if let Some(l) = o.layout {
+            self.layout = l;
+        }
+        if let Some(d) = &o.models_dir {
+            self.models_dir = d.clone();
+        }
+        if o.flat {
+            self.flat = true;
+        }
         self
     }
 }
 
 /// Checks an in-image `HF_HOME`: absolute, no `.`/`..`/empty segments, no trailing `/`.
 pub fn parse_hf_home(s: &str) -> Result<String, String> {
+    image_dir("hf_home", s, "/root/.cache/huggingface")
+}
+
+/// Checks an in-image `models_dir` the way [`parse_hf_home`] checks `HF_HOME`.
+pub fn parse_models_dir(s: &str) -> Result<String, String> {
+    image_dir("models_dir", s, "/models")
+}
+
+/// An absolute folder inside the image: no `.`/`..`/empty segments, no trailing `/`.
+fn image_dir(name: &str, s: &str, example: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
     if !trimmed.starts_with('/') || trimmed.len() < 2 {
         return Err(format!(
-            "hf_home `{s}` must be an absolute path inside the image, e.g. `/root/.cache/huggingface`"
+            "{name} `{s}` must be an absolute path inside the image, e.g. `{example}`"
         ));
     }
     if trimmed[1..]
@@ -219,7 +289,7 @@ pub fn parse_hf_home(s: &str) -> Result<String, String> {
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     {
         return Err(format!(
-            "hf_home `{s}` must not contain empty, `.` or `..` segments"
+            "{name} `{s}` must not contain empty, `.` or `..` segments"
         ));
     }
     Ok(trimmed.to_owned())
@@ -498,6 +568,16 @@ fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, 
     }
     if let Some(o) = doc.offline_env {
         b.offline_env = o;
+    }
+    if let Some(l) = doc.layout {
+        b.layout = l;
+    }
+    if let Some(d) = doc.models_dir {
+        b.models_dir = parse_models_dir(d.get_ref())
+            .map_err(|e| SourceError::at(path, text, Some(d.span()), e))?;
+    }
+    if let Some(f) = doc.flat {
+        b.flat = f;
     }
     Ok(b)
 }

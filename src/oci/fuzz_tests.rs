@@ -245,6 +245,7 @@ fn valid_tar() -> Vec<u8> {
             let written = match &e.kind {
                 EntryKind::Dir => tar.dir(&e.path, stamp),
                 EntryKind::Symlink(t) => tar.symlink(&e.path, t, stamp),
+                EntryKind::HardLink(t) => tar.hardlink(&e.path, t, stamp),
                 EntryKind::Inline(b) => tar.file_bytes(&e.path, b, stamp),
                 EntryKind::Blob { sha256, .. } => {
                     let bytes = blobs.iter().find(|(s, _)| s == sha256).map(|(_, b)| b);

@@ -1,5 +1,6 @@
 //! The image config and manifest: the base's (if any) with our layers, DiffIDs, history and
-//! environment appended. JSON is serialised with sorted keys and no timestamps of ours, so the
+//! environment appended; for several platforms, one such image per platform and the image
+//! index over them ([`build_index`]). JSON is serialised with sorted keys and no timestamps of ours, so the
 //! same inputs always give the same digests.
 
 use serde_json::{Value, json};
@@ -7,11 +8,13 @@ use serde_json::{Value, json};
 use super::digest::Digest;
 use super::error::OciError;
 use super::layer::BuiltLayer;
-use super::model::{Annotations, Descriptor, Manifest, canonical_json};
+use super::model::{Annotations, Descriptor, Index, Manifest, canonical_json};
 use super::{
-    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_MANIFEST, Platform,
+    ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST,
+    Platform,
 };
 use crate::loaders::{self, Correction};
+use crate::manifest::{BakeSettings, ImageLayout};
 
 /// What the image is built on.
 #[derive(Debug, Clone)]
@@ -44,6 +47,57 @@ pub fn image_env(hf_home: &str, offline: bool) -> Vec<(String, String)> {
         env.push(("HF_HUB_OFFLINE".to_owned(), "1".to_owned()));
     }
     env
+}
+
+/// Environment variables an image baked with `settings` gets: [`image_env`] for the
+/// `hf-cache` layout; for the `files` layout only the offline switch (there is no cache for
+/// `HF_HOME` to point at, and a base's cache variables are left alone).
+pub fn env_for(settings: &BakeSettings) -> Vec<(String, String)> {
+    match settings.layout {
+        ImageLayout::HfCache => image_env(&settings.hf_home, settings.offline_env),
+        ImageLayout::Files => {
+            let mut env = image_env(&settings.hf_home, settings.offline_env);
+            env.retain(|(k, _)| k != "HF_HOME");
+            env
+        }
+    }
+}
+
+/// A multi-platform image: one [`Image`] per platform (all with the same model layers) and
+/// the image index listing their manifests.
+#[derive(Debug, Clone)]
+pub struct IndexImage {
+    /// The per-platform images, in the index's order.
+    pub images: Vec<(Platform, Image)>,
+    /// Index bytes.
+    pub index: Vec<u8>,
+    /// Index descriptor.
+    pub index_desc: Descriptor,
+}
+
+/// The image index over `images` (one manifest per platform, in the given order, each entry
+/// with its `platform`), serialised like every document we write.
+pub fn build_index(images: Vec<(Platform, Image)>) -> Result<IndexImage, OciError> {
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_INDEX.to_owned()),
+        manifests: images
+            .iter()
+            .map(|(p, img)| Descriptor {
+                platform: Some(p.spec()),
+                ..img.manifest_desc.clone()
+            })
+            .collect(),
+        annotations: None,
+        extra: Default::default(),
+    };
+    let bytes = canonical_json(&index)?;
+    let index_desc = Descriptor::new(MEDIA_INDEX, Digest::of(&bytes), bytes.len() as u64);
+    Ok(IndexImage {
+        images,
+        index: bytes,
+        index_desc,
+    })
 }
 
 /// The descriptor of one of our layers, annotated with its repo, commit and part.

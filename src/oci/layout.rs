@@ -1,5 +1,5 @@
-//! Writing OCI image layouts (`oci-layout`, `index.json`, `blobs/sha256/…`): our image under a
-//! tag, layer blobs hard-linked from the layer cache, other tags in the folder kept. Reading a
+//! Writing OCI image layouts (`oci-layout`, `index.json`, `blobs/sha256/…`): our image (or our
+//! multi-platform index) under a tag, layer blobs hard-linked from the layer cache, other tags in the folder kept. Reading a
 //! layout is [`super::source::LayoutSource`]'s job.
 
 use std::fs;
@@ -8,8 +8,8 @@ use std::path::Path;
 use super::ANNOTATION_REF_NAME;
 use super::digest::Digest;
 use super::error::OciError;
-use super::image::Image;
-use super::model::{Annotations, Index, canonical_json};
+use super::image::{Image, IndexImage};
+use super::model::{Annotations, Descriptor, Index, canonical_json};
 use super::source::{LayoutSource, blob_path};
 use crate::fs_atomic::{Mode, link_or_copy, write_atomic, write_if_different};
 use crate::http_body::METADATA_LIMIT;
@@ -31,6 +31,39 @@ pub fn write(
     image: &Image,
     blobs: &[(Digest, BlobSource<'_>)],
 ) -> Result<(), OciError> {
+    let docs = [
+        (&image.config_desc.digest, image.config.as_slice()),
+        (&image.manifest_desc.digest, image.manifest.as_slice()),
+    ];
+    write_tagged(dir, tag, &image.manifest_desc, &docs, blobs)
+}
+
+/// Writes a multi-platform image into `dir` under `tag`: every platform's config and manifest,
+/// the index, and `blobs` (our layers once, every platform's base layers); the tag names the
+/// index. Other tags are kept as [`write`] keeps them.
+pub fn write_index(
+    dir: &Path,
+    tag: &str,
+    image: &IndexImage,
+    blobs: &[(Digest, BlobSource<'_>)],
+) -> Result<(), OciError> {
+    let mut docs: Vec<(&Digest, &[u8])> = Vec::new();
+    for (_, img) in &image.images {
+        docs.push((&img.config_desc.digest, &img.config));
+        docs.push((&img.manifest_desc.digest, &img.manifest));
+    }
+    docs.push((&image.index_desc.digest, &image.index));
+    write_tagged(dir, tag, &image.index_desc, &docs, blobs)
+}
+
+/// Puts `blobs` and the small documents `docs` in the layout, then points `tag` at `root`.
+fn write_tagged(
+    dir: &Path,
+    tag: &str,
+    root: &Descriptor,
+    docs: &[(&Digest, &[u8])],
+    blobs: &[(Digest, BlobSource<'_>)],
+) -> Result<(), OciError> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(OciError::io(&blob_dir))?;
     replace(
@@ -40,16 +73,9 @@ pub fn write(
     for (digest, source) in blobs {
         put_blob(dir, digest, source)?;
     }
-    put_blob(
-        dir,
-        &image.config_desc.digest,
-        &BlobSource::Bytes(&image.config),
-    )?;
-    put_blob(
-        dir,
-        &image.manifest_desc.digest,
-        &BlobSource::Bytes(&image.manifest),
-    )?;
+    for (digest, bytes) in docs {
+        put_blob(dir, digest, &BlobSource::Bytes(bytes))?;
+    }
 
     let index_path = dir.join("index.json");
     let mut manifests = if index_path.exists() {
@@ -68,7 +94,7 @@ pub fn write(
         Vec::new()
     };
     manifests.retain(|m| m.annotation(ANNOTATION_REF_NAME) != Some(tag));
-    let mut ours = image.manifest_desc.clone();
+    let mut ours = root.clone();
     ours.annotations = Some(Annotations::from([(
         ANNOTATION_REF_NAME.to_owned(),
         tag.to_owned(),

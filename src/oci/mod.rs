@@ -95,6 +95,31 @@ impl Platform {
         }
     }
 
+    /// Parses a comma-separated list (`linux/amd64,linux/arm64`): each platform once, sorted, so
+    /// the order on the command line never changes an index's digest.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        let mut out: Vec<Platform> = s
+            .split(',')
+            .map(str::trim)
+            .map(Platform::parse)
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(Platform::to_string);
+        if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("platform `{}` is listed twice in `{s}`", w[0]));
+        }
+        Ok(out)
+    }
+
+    /// The `platform` object of this platform's entry in an image index.
+    pub fn spec(&self) -> PlatformSpec {
+        PlatformSpec {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+            extra: Default::default(),
+        }
+    }
+
     /// True when an index entry's `platform` names this platform (any variant when we name
     /// none).
     pub fn matches(&self, p: &PlatformSpec) -> bool {

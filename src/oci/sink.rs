@@ -1,5 +1,7 @@
 //! The places one built image goes: an OCI image layout ([`write_layout`]), a registry
-//! ([`push`]) and plain layer files with an index ([`write_layer_files`]). Each takes the same
+//! ([`push`]) and plain layer files with an index ([`write_layer_files`]); a multi-platform
+//! image goes to a layout ([`write_index_layout`]) or a registry ([`push_index`]) with our
+//! layers written or uploaded once. Each takes the same
 //! [`Image`], our built layers and the base it was built on. How a base layer gets to a sink
 //! (linked, downloaded, skipped, mounted, streamed or uploaded) is decided by
 //! [`BaseSource`] alone, and every base blob is checked against its digest on the way.
@@ -11,14 +13,14 @@ use serde::Serialize;
 
 use super::digest::Digest;
 use super::error::OciError;
-use super::image::Image;
+use super::image::{Image, IndexImage};
 use super::layer::BuiltLayer;
 use super::layout::{self, BlobSource};
 use super::model::Descriptor;
 use super::reference::ImageRef;
 use super::registry::{Payload, Registry};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
-use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST};
+use super::{MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST};
 use crate::fs_atomic::{Mode, link_or_copy, write_atomic};
 
 /// Where the base image's blobs are read from.
@@ -201,30 +203,72 @@ async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result
         .map_err(OciError::io(tmp))
 }
 
+/// The base an image was built on: where its blobs come from and its layers.
+pub type BaseBlobs<'a> = Option<(&'a BaseSource, &'a [Descriptor])>;
+
 /// `--oci DIR`: the image, its base's layers (checked) and ours, under `tag`.
 pub async fn write_layout(
     dir: &Path,
     tag: &str,
     image: &Image,
     layers: &[BuiltLayer],
-    base: Option<(&BaseSource, &[Descriptor])>,
+    base: BaseBlobs<'_>,
 ) -> Result<(), OciError> {
-    if let Some((source, base_layers)) = base {
-        for l in base_layers {
-            source.put_in_layout(l, dir).await?;
+    put_bases(dir, &[base]).await?;
+    let (out, tag, image) = (dir.to_owned(), tag.to_owned(), image.clone());
+    with_layer_blobs(layers, move |blobs| {
+        layout::write(&out, &tag, &image, blobs)
+    })
+    .await
+}
+
+/// `--oci DIR` for several platforms: every platform's base layers (checked), our layers once,
+/// each platform's config and manifest, and the index under `tag`. `bases` has one entry per
+/// platform of `image`, in the same order.
+pub async fn write_index_layout(
+    dir: &Path,
+    tag: &str,
+    image: &IndexImage,
+    layers: &[BuiltLayer],
+    bases: &[BaseBlobs<'_>],
+) -> Result<(), OciError> {
+    put_bases(dir, bases).await?;
+    let (out, tag, image) = (dir.to_owned(), tag.to_owned(), image.clone());
+    with_layer_blobs(layers, move |blobs| {
+        layout::write_index(&out, &tag, &image, blobs)
+    })
+    .await
+}
+
+/// Puts every base layer of `bases` into the layout at `dir` (a layer shared by several
+/// platforms is checked once).
+async fn put_bases(dir: &Path, bases: &[BaseBlobs<'_>]) -> Result<(), OciError> {
+    let mut done = std::collections::BTreeSet::new();
+    for (source, base_layers) in bases.iter().flatten() {
+        for l in base_layers.iter() {
+            if done.insert(l.digest.clone()) {
+                source.put_in_layout(l, dir).await?;
+            }
         }
     }
+    Ok(())
+}
+
+/// Runs the blocking layout writer `write` with our layers as blob sources.
+async fn with_layer_blobs(
+    layers: &[BuiltLayer],
+    write: impl FnOnce(&[(Digest, BlobSource<'_>)]) -> Result<(), OciError> + Send + 'static,
+) -> Result<(), OciError> {
     let files: Vec<(Digest, PathBuf)> = layers
         .iter()
         .map(|l| (l.digest.clone(), l.path.clone()))
         .collect();
-    let (out, tag, image) = (dir.to_owned(), tag.to_owned(), image.clone());
     tokio::task::spawn_blocking(move || {
         let blobs: Vec<(Digest, BlobSource<'_>)> = files
             .iter()
             .map(|(d, p)| (d.clone(), BlobSource::File(p.as_path())))
             .collect();
-        layout::write(&out, &tag, &image, &blobs)
+        write(&blobs)
     })
     .await
     .map_err(|e| OciError::Invalid {
@@ -233,15 +277,24 @@ pub async fn write_layout(
     })?
 }
 
+/// Under which name [`push`] puts the manifest.
+#[derive(Debug, Clone, Copy)]
+pub enum PushAs<'a> {
+    /// The target's tag, else this default tag.
+    Tag(&'a str),
+    /// Its digest only (a platform manifest of an index).
+    Digest,
+}
+
 /// `--push REF`: base blobs (skipped, mounted, streamed or uploaded), our layers and the config
-/// (skipped when present), then the manifest under the tag.
+/// (skipped when present), then the manifest under the tag (or by digest).
 pub async fn push(
     target: &ImageRef,
     registry: &Registry,
-    default_tag: &str,
+    name: PushAs<'_>,
     image: &Image,
     layers: &[BuiltLayer],
-    base: Option<(&BaseSource, &[Descriptor])>,
+    base: BaseBlobs<'_>,
 ) -> Result<PushReport, OciError> {
     let repo = target.repository.as_str();
     let mut report = PushReport::default();
@@ -262,13 +315,55 @@ pub async fn push(
         )
         .await?,
     );
+    let digest = image.manifest_desc.digest.as_str();
+    let tag = match name {
+        PushAs::Tag(default_tag) => {
+            Some(target.tag.clone().unwrap_or_else(|| default_tag.to_owned()))
+        }
+        PushAs::Digest => None,
+    };
+    registry
+        .put_manifest(
+            repo,
+            tag.as_deref().unwrap_or(digest),
+            &image.manifest,
+            MEDIA_MANIFEST,
+        )
+        .await?;
+    report.pushed = match tag {
+        Some(tag) => format!("{}/{}:{tag}@{digest}", target.registry, repo),
+        None => format!("{}/{}@{digest}", target.registry, repo),
+    };
+    Ok(report)
+}
+
+/// `--push REF` for several platforms: each platform's image with [`push`] by digest (our
+/// layers are uploaded by the first and found present by the others), then the index under
+/// the tag. `bases` has one entry per platform of `image`, in the same order.
+pub async fn push_index(
+    target: &ImageRef,
+    registry: &Registry,
+    default_tag: &str,
+    image: &IndexImage,
+    layers: &[BuiltLayer],
+    bases: &[BaseBlobs<'_>],
+) -> Result<PushReport, OciError> {
+    let mut report = PushReport::default();
+    for ((_, img), base) in image.images.iter().zip(bases) {
+        let one = push(target, registry, PushAs::Digest, img, layers, *base).await?;
+        report.uploaded += one.uploaded;
+        report.skipped += one.skipped;
+        report.mounted += one.mounted;
+        report.copied += one.copied;
+    }
+    let repo = target.repository.as_str();
     let tag = target.tag.clone().unwrap_or_else(|| default_tag.to_owned());
     registry
-        .put_manifest(repo, &tag, &image.manifest, MEDIA_MANIFEST)
+        .put_manifest(repo, &tag, &image.index, MEDIA_INDEX)
         .await?;
     report.pushed = format!(
         "{}/{}:{tag}@{}",
-        target.registry, repo, image.manifest_desc.digest
+        target.registry, repo, image.index_desc.digest
     );
     Ok(report)
 }

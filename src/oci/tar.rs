@@ -45,6 +45,11 @@ impl<W: Write> TarWriter<W> {
         self.header(path, target, 0, 0o777, b'2', stamp)
     }
 
+    /// A hard link, mode 0644, to `target`: an earlier entry of the same archive.
+    pub fn hardlink(&mut self, path: &str, target: &str, stamp: Stamp) -> io::Result<()> {
+        self.header(path, target, 0, 0o644, b'1', stamp)
+    }
+
     /// A regular file with these bytes, mode 0644.
     pub fn file_bytes(&mut self, path: &str, data: &[u8], stamp: Stamp) -> io::Result<()> {
         self.file(path, data.len() as u64, &mut &data[..], stamp)

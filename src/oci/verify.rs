@@ -1,6 +1,6 @@
-//! Checks image layers against the lock: every entry's type, mode, owner, symlink target and
-//! content hash, the layer digests and DiffIDs, and (for a whole image) that nothing locked is
-//! missing.
+//! Checks image layers against the lock, in either layout: every entry's type, mode, owner,
+//! symlink or hard-link target and content hash, the layer digests and DiffIDs, and (for a
+//! whole image, or every platform of an index) that nothing locked is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -11,14 +11,15 @@ use serde::Serialize;
 
 use super::digest::Digest;
 use super::error::OciError;
-use super::layer::{EntryKind, plan_repo};
-use super::source::{self, LayoutSource, blob_path};
+use super::layer::{EntryKind, check_layout, plan_repo};
+use super::model::Document;
+use super::source::{self, ImageSource, LayoutSource, blob_path};
 use super::{ANNOTATION_REPO, Platform};
 use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
 use crate::lock::Lockfile;
-use crate::manifest::BakeSettings;
+use crate::manifest::{BakeSettings, ImageLayout};
 
 /// One thing wrong in a layer or an image. Paths from the layer are shown escaped, so a
 /// hostile entry name cannot drive the terminal.
@@ -136,6 +137,42 @@ pub enum Problem {
     },
     /// A layer file with no file of any locked repo.
     NoLockedFiles,
+    /// Something other than a regular file where the `files` layout (or a cache blob) needs
+    /// the locked bytes: a symlink, a hard link, a directory.
+    NotAFile {
+        /// Entry path.
+        path: String,
+        /// What is there.
+        found: String,
+    },
+    /// Not the hard link to the group's first path that the `files` layout writes.
+    WrongHardLink {
+        /// Entry path.
+        path: String,
+        /// What is there.
+        found: String,
+        /// The path it must link to.
+        expected: String,
+    },
+    /// A platform the bake was asked for that the image's index does not list.
+    PlatformMissing {
+        /// The platform.
+        platform: String,
+        /// The platforms the index lists.
+        available: String,
+    },
+    /// The tag names a single image where an index of several platforms was expected.
+    NotAnIndex {
+        /// The platforms expected.
+        platforms: String,
+    },
+    /// A problem of one platform's image in an index.
+    InPlatform {
+        /// `linux/arm64`…
+        platform: String,
+        /// What is wrong there.
+        detail: Box<Problem>,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -203,6 +240,29 @@ impl std::fmt::Display for Problem {
                 "the image environment does not switch huggingface_hub offline ({found}); expected HF_HUB_OFFLINE=1"
             ),
             Problem::NoLockedFiles => f.write_str("the layer holds no file of any locked repo"),
+            Problem::NotAFile { path, found } => {
+                write!(f, "{path}: expected a regular file, found {found}")
+            }
+            Problem::WrongHardLink {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{path}: expected a hard link to {expected}, found {found}"
+            ),
+            Problem::PlatformMissing {
+                platform,
+                available,
+            } => write!(
+                f,
+                "the index has no {platform} image (it lists: {available}); bake with --platform listing it"
+            ),
+            Problem::NotAnIndex { platforms } => write!(
+                f,
+                "the tag names a single image, not an index of {platforms}: bake with --platform {platforms}"
+            ),
+            Problem::InPlatform { platform, detail } => write!(f, "{platform}: {detail}"),
         }
     }
 }
@@ -371,6 +431,18 @@ pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<
     Ok(out)
 }
 
+/// How an entry that should be something else is shown: its type and, for links, the target.
+fn describe(kind: tar::EntryType, link: Option<&str>) -> String {
+    let link = link.map(escaped).unwrap_or_default();
+    match kind {
+        t if t.is_symlink() => format!("a symlink to {link}"),
+        t if t.is_hard_link() => format!("a hard link to {link}"),
+        t if t.is_dir() => "a directory".into(),
+        t if t.is_file() => "a regular file".into(),
+        _ => "a special file".into(),
+    }
+}
+
 /// Checks one layer blob; returns its report, (blob sha256, diff_id) and the paths seen.
 fn check_layer(
     path: &Path,
@@ -409,6 +481,7 @@ fn check_layer(
         seen.insert(path.clone());
         let expected_mode = match exp.kind {
             EntryKind::Dir => 0o755,
+            EntryKind::HardLink(_) => 0o644,
             EntryKind::Symlink(_) => 0o777,
             _ => 0o644,
         };
@@ -430,11 +503,24 @@ fn check_layer(
                     });
                 }
             }
+            EntryKind::Blob { .. } if !kind.is_file() => problems.push(Problem::NotAFile {
+                path: shown,
+                found: describe(kind, link.as_deref()),
+            }),
+            EntryKind::HardLink(target) => {
+                if !kind.is_hard_link() || link.as_deref() != Some(target.as_str()) {
+                    problems.push(Problem::WrongHardLink {
+                        path: shown,
+                        found: describe(kind, link.as_deref()),
+                        expected: target.clone(),
+                    });
+                }
+            }
             EntryKind::Blob { sha256, size } => {
                 let mut hashed = HashingReader::new(&mut entry);
                 io::copy(&mut hashed, &mut io::sink())?;
                 let (actual, n, _) = hashed.finish();
-                if !kind.is_file() || n != *size || &actual != sha256 {
+                if n != *size || &actual != sha256 {
                     problems.push(Problem::Corrupt {
                         path: shown,
                         actual: format!("{actual} ({n} bytes)"),
@@ -494,8 +580,8 @@ pub fn verify_layer(
 }
 
 /// What the image's loaders would not find: for each loader, the locked snapshots missing from
-/// the cache its `Env` sends it to (only our layers count), and the offline switch when the
-/// bake sets it.
+/// the cache its `Env` sends it to (only our layers count; `hf-cache` layout only), and the
+/// offline switch when the bake sets it.
 fn loader_problems(
     config: &serde_json::Value,
     lock: &Lockfile,
@@ -506,7 +592,11 @@ fn loader_problems(
     let user = config["config"]["User"].as_str().unwrap_or_default();
     let env = loaders::image_env(&vars, loaders::default_home(user));
     let mut problems = Vec::new();
-    for r in loaders::resolve_all(&env) {
+    let caches = match settings.layout {
+        ImageLayout::HfCache => loaders::resolve_all(&env),
+        ImageLayout::Files => Vec::new(),
+    };
+    for r in caches {
         let root = r.cache.trim_end_matches('/');
         let missing: Vec<String> = lock
             .repos
@@ -551,48 +641,217 @@ fn loader_problems(
 
 /// Checks an image in an OCI layout (`verify --oci`): the manifest and config against their
 /// digests, every base layer against its digest, our layers' digests, DiffIDs and every entry,
-/// nothing locked missing, and the config environment: `HF_HOME`, every loader's cache as the
-/// `Env` resolves it (crate::loaders) and the offline switch.
+/// nothing locked missing, and the config environment: for the `hf-cache` layout `HF_HOME` and
+/// every loader's cache as the `Env` resolves it (crate::loaders), and the offline switch. A
+/// tag naming an index is checked platform by platform (every platform it lists, and every
+/// platform asked for must be listed); a layer shared by several platforms is hashed once.
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
     lock: &Lockfile,
     settings: &BakeSettings,
 ) -> Result<OciReport, OciError> {
-    let platform = Platform::parse(&settings.platform).map_err(|detail| OciError::Invalid {
-        what: "--platform".into(),
+    check_layout(lock, settings).map_err(|detail| OciError::Invalid {
+        what: "the layout options".into(),
         detail,
     })?;
+    let platforms =
+        Platform::parse_list(&settings.platform).map_err(|detail| OciError::Invalid {
+            what: "--platform".into(),
+            detail,
+        })?;
     let src = LayoutSource {
         dir: dir.to_owned(),
         tag: Some(tag.to_owned()),
     };
+    let label = src.label();
     // A layout source does no network I/O: its futures complete on first poll.
-    let image = futures::executor::block_on(source::read_image(&src, &platform))?;
-    let want = expected(lock, settings);
-    let diff_ids = super::model::string_list(&image.config["rootfs"]["diff_ids"]);
+    let (bytes, declared) = futures::executor::block_on(src.root())?;
+    let mut checker = Checker {
+        src: &src,
+        want: expected(lock, settings),
+        lock,
+        settings,
+        layers: Vec::new(),
+        checked: BTreeMap::new(),
+    };
     let mut problems = Vec::new();
-    if diff_ids.len() != image.layers.len() {
-        problems.push(Problem::DiffIdCount {
-            diff_ids: diff_ids.len(),
-            layers: image.layers.len(),
-        });
-    }
-    let mut layers = Vec::new();
-    let mut seen_all = BTreeSet::new();
-    for (i, desc) in image.layers.iter().enumerate() {
-        if desc.annotation(ANNOTATION_REPO).is_none() {
-            if let Err(e) = src.verified_blob(desc) {
-                problems.push(Problem::BaseLayer {
-                    digest: desc.digest.to_string(),
-                    detail: e.to_string(),
+    match Document::parse(
+        &bytes,
+        declared.as_deref(),
+        &format!("the manifest of {label}"),
+    )? {
+        Document::Manifest(manifest) => {
+            if platforms.len() > 1 {
+                problems.push(Problem::NotAnIndex {
+                    platforms: settings.platform.clone(),
                 });
             }
-            continue;
+            problems.extend(checker.image(&manifest)?);
         }
-        let path = blob_path(dir, &desc.digest);
+        Document::Index(index) => {
+            // One label per entry, in the index's order.
+            let listed: Vec<String> = index
+                .manifests
+                .iter()
+                .map(|m| match &m.platform {
+                    Some(p) => Platform {
+                        os: p.os.clone(),
+                        architecture: p.architecture.clone(),
+                        variant: p.variant.clone(),
+                    }
+                    .to_string(),
+                    None => format!("(no platform) {}", m.digest),
+                })
+                .collect();
+            for p in &platforms {
+                let found = index
+                    .manifests
+                    .iter()
+                    .any(|m| m.platform.as_ref().is_some_and(|s| p.matches(s)));
+                if !found {
+                    problems.push(Problem::PlatformMissing {
+                        platform: p.to_string(),
+                        available: listed.join(", "),
+                    });
+                }
+            }
+            for (entry, platform) in index.manifests.iter().zip(&listed) {
+                let what = format!("the {platform} manifest of {label}");
+                let bytes = futures::executor::block_on(src.small_blob(
+                    entry,
+                    crate::http_body::METADATA_LIMIT,
+                    &what,
+                ))?;
+                let Document::Manifest(manifest) =
+                    Document::parse(&bytes, Some(&entry.media_type), &what)?
+                else {
+                    return Err(OciError::Invalid {
+                        what,
+                        detail: "an index inside the index; modelbake writes one level".into(),
+                    });
+                };
+                problems.extend(checker.image(&manifest)?.into_iter().map(|p| {
+                    Problem::InPlatform {
+                        platform: platform.clone(),
+                        detail: Box::new(p),
+                    }
+                }));
+            }
+        }
+    }
+    let layers = checker.layers;
+    let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
+    Ok(OciReport {
+        ok,
+        layers,
+        problems,
+    })
+}
+
+/// Checks the images of one layout, remembering each layer's verdict so that a layer shared
+/// by several platforms is read and hashed once.
+struct Checker<'a> {
+    src: &'a LayoutSource,
+    want: BTreeMap<String, (String, Expect)>,
+    lock: &'a Lockfile,
+    settings: &'a BakeSettings,
+    /// Reports of our layers, each once, in the order first met.
+    layers: Vec<LayerReport>,
+    /// Per layer digest: the verdict on it.
+    checked: BTreeMap<Digest, Verdict>,
+}
+
+/// A layer's verdict: (its DiffID as hashed, the paths it holds) for ours, an empty one for a
+/// base layer that matched its digest, or what is wrong with a base layer.
+type Verdict = Result<(String, BTreeSet<String>), String>;
+
+impl Checker<'_> {
+    /// The problems of one image manifest (its layers' own problems go to `self.layers`).
+    fn image(&mut self, manifest: &super::model::Manifest) -> Result<Vec<Problem>, OciError> {
+        let label = self.src.label();
+        let config_what = format!("the config of {label}");
+        let bytes = futures::executor::block_on(self.src.small_blob(
+            &manifest.config,
+            source::CONFIG_LIMIT,
+            &config_what,
+        ))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
+                what: config_what,
+                detail: format!("not JSON: {e}"),
+            })?;
+        let diff_ids = super::model::string_list(&config["rootfs"]["diff_ids"]);
+        let mut problems = Vec::new();
+        if diff_ids.len() != manifest.layers.len() {
+            problems.push(Problem::DiffIdCount {
+                diff_ids: diff_ids.len(),
+                layers: manifest.layers.len(),
+            });
+        }
+        let mut seen_all = BTreeSet::new();
+        for (i, desc) in manifest.layers.iter().enumerate() {
+            let ours = desc.annotation(ANNOTATION_REPO).is_some();
+            if !self.checked.contains_key(&desc.digest) {
+                let verdict = if ours {
+                    Ok(self.our_layer(desc)?)
+                } else {
+                    self.src
+                        .verified_blob(desc)
+                        .map(|_| (String::new(), BTreeSet::new()))
+                        .map_err(|e| e.to_string())
+                };
+                self.checked.insert(desc.digest.clone(), verdict);
+            }
+            match &self.checked[&desc.digest] {
+                Err(detail) => problems.push(Problem::BaseLayer {
+                    digest: desc.digest.to_string(),
+                    detail: detail.clone(),
+                }),
+                Ok(_) if !ours => {}
+                Ok((diff_id, seen)) => {
+                    if diff_ids.get(i) != Some(diff_id) {
+                        problems.push(Problem::DiffId {
+                            layer: desc.digest.to_string(),
+                            actual: diff_id.clone(),
+                        });
+                    }
+                    seen_all.extend(seen.iter().cloned());
+                }
+            }
+        }
+        for (path, (repo, _)) in &self.want {
+            if !seen_all.contains(path) {
+                problems.push(Problem::Missing {
+                    repo: repo.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
+        if self.settings.layout == ImageLayout::HfCache {
+            let env = super::model::string_list(&config["config"]["Env"]);
+            let want_env = format!("HF_HOME={}", self.settings.hf_home);
+            if !env.contains(&want_env) {
+                problems.push(Problem::Env { expected: want_env });
+            }
+        }
+        problems.extend(loader_problems(
+            &config,
+            self.lock,
+            self.settings,
+            &seen_all,
+        ));
+        Ok(problems)
+    }
+
+    /// Reads and hashes one of our layers, recording its report.
+    fn our_layer(
+        &mut self,
+        desc: &super::model::Descriptor,
+    ) -> Result<(String, BTreeSet<String>), OciError> {
+        let path = blob_path(&self.src.dir, &desc.digest);
         let (mut report, blob_hex, diff_id, seen) =
-            check_layer(&path, desc.digest.to_string(), &want, settings)
+            check_layer(&path, desc.digest.to_string(), &self.want, self.settings)
                 .map_err(OciError::io(&path))?;
         let blob = Digest::from_sha256_hex(&blob_hex).map_err(|source| OciError::Digest {
             what: path.display().to_string(),
@@ -604,34 +863,7 @@ pub fn verify_layout(
                 actual: blob.to_string(),
             });
         }
-        let diff_id = format!("sha256:{diff_id}");
-        if diff_ids.get(i) != Some(&diff_id) {
-            report.problems.push(Problem::DiffId {
-                layer: desc.digest.to_string(),
-                actual: diff_id,
-            });
-        }
-        seen_all.extend(seen);
-        layers.push(report);
+        self.layers.push(report);
+        Ok((format!("sha256:{diff_id}"), seen))
     }
-    for (path, (repo, _)) in &want {
-        if !seen_all.contains(path) {
-            problems.push(Problem::Missing {
-                repo: repo.clone(),
-                path: path.clone(),
-            });
-        }
-    }
-    let env = super::model::string_list(&image.config["config"]["Env"]);
-    let want_env = format!("HF_HOME={}", settings.hf_home);
-    if !env.contains(&want_env) {
-        problems.push(Problem::Env { expected: want_env });
-    }
-    problems.extend(loader_problems(&image.config, lock, settings, &seen_all));
-    let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
-    Ok(OciReport {
-        ok,
-        layers,
-        problems,
-    })
 }

@@ -15,6 +15,7 @@ mod hostile_hub;
 mod hostile_oci;
 mod hostile_support;
 mod hub_client;
+mod image_volumes;
 mod loaders;
 mod lock;
 mod lock_faults;
