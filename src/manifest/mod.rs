@@ -92,6 +92,23 @@ pub struct BakeDoc {
     pub max_layer_size: Option<u64>,
     /// Set `HF_HUB_OFFLINE=1` in the image environment (default true).
     pub offline_env: Option<bool>,
+    /// Upload settings per registry, keyed by the registry as written in image references
+    /// (`ghcr.io`, `127.0.0.1:5000`): `[bake.registry."ghcr.io"] chunk_size = 33554432`.
+    #[serde(default)]
+    pub registry: BTreeMap<String, RegistryUpload>,
+}
+
+/// `[bake.registry."HOST"]`: how blobs are uploaded to one registry. Unset values take the
+/// defaults for that registry (see docs/registry-uploads.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUpload {
+    /// Blobs larger than this many bytes go in chunks (POST, PATCH…, PUT) that resume where a
+    /// dropped connection left them; smaller ones in one PUT. Default 64 MiB.
+    pub chunked_threshold: Option<u64>,
+    /// Bytes per PATCH of a chunked upload (at least 1; raised to the registry's
+    /// `OCI-Chunk-Min-Length`). Default 16 MiB; ECR (`*.amazonaws.com`) 16 MiB, GHCR 8 MiB.
+    pub chunk_size: Option<u64>,
 }
 
 /// Compression of image layers.
@@ -138,6 +155,8 @@ pub struct BakeSettings {
     pub max_layer_size: u64,
     /// Whether to set `HF_HUB_OFFLINE=1`.
     pub offline_env: bool,
+    /// `[bake.registry."HOST"]` upload settings, by registry.
+    pub registry: BTreeMap<String, RegistryUpload>,
 }
 
 impl Default for BakeSettings {
@@ -150,6 +169,7 @@ impl Default for BakeSettings {
             platform: "linux/amd64".into(),
             max_layer_size: 10_000_000_000,
             offline_env: true,
+            registry: BTreeMap::new(),
         }
     }
 }
@@ -498,6 +518,19 @@ fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, 
     }
     if let Some(o) = doc.offline_env {
         b.offline_env = o;
+    }
+    for (host, r) in doc.registry {
+        if r.chunk_size == Some(0) || r.chunked_threshold == Some(0) {
+            return Err(SourceError::at(
+                path,
+                text,
+                None,
+                format!(
+                    "[bake.registry.\"{host}\"]: chunk_size and chunked_threshold must be at least 1 byte"
+                ),
+            ));
+        }
+        b.registry.insert(host, r);
     }
     Ok(b)
 }
