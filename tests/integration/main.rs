@@ -24,3 +24,4 @@ mod plugins;
 mod registry_faults;
 mod schema;
 mod support;
+mod token_service;
