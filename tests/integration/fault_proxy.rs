@@ -56,6 +56,8 @@ pub struct Faults {
     pub min_chunk: Option<u64>,
     /// Refuse (416) a PATCH body larger than this (as GHCR does over 4 MiB).
     pub max_chunk: Option<u64>,
+    /// Hold each request of this method this long before forwarding it (a slow link).
+    pub delay: Option<(&'static str, std::time::Duration)>,
 }
 
 /// One request as the proxy saw it.
@@ -233,6 +235,12 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             (partial.len() as u64, 0)
         }
         Plan::Forward => {
+            let delay = state.lock().unwrap().faults.delay;
+            if let Some((m, d)) = delay
+                && m == method
+            {
+                std::thread::sleep(d);
+            }
             let mut up = TcpStream::connect(upstream)?;
             for h in &head {
                 let name = h.split(':').next().unwrap_or_default();
@@ -241,9 +249,11 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
                 }
             }
             up.write_all(b"Connection: close\r\n\r\n")?;
-            let got = std::io::copy(&mut (&mut reader).take(len), &mut up)?;
+            // A registry may answer (401, 413) before it read the body and close: keep what
+            // it answered.
+            let got = std::io::copy(&mut (&mut reader).take(len), &mut up).unwrap_or(0);
             let mut answer = Vec::new();
-            up.read_to_end(&mut answer)?;
+            let _ = up.read_to_end(&mut answer);
             let (status, rewritten) = rewrite(&answer, &method, state);
             client_w.write_all(&rewritten)?;
             (got, status)

@@ -13,6 +13,7 @@ use hub_emulator::{FileSpec, HubEmulator, Repo, generate};
 use crate::fault_proxy::{Cut, FaultProxy, Faults, Logged, StatusFault};
 use crate::oci_support::{Registry, busybox_base};
 use crate::support::*;
+use crate::token_service::TokenService;
 
 const MIB: u64 = 1 << 20;
 /// The model file: big enough for a layer of several chunks.
@@ -335,6 +336,7 @@ fn all_faults_together() {
         patch_201: true,
         min_chunk: Some(MIB),
         max_chunk: Some(MIB),
+        delay: Some(("PATCH", std::time::Duration::from_millis(20))),
     };
     let Some(p) = push_through(faults, MIB, 0) else {
         return;
@@ -471,6 +473,98 @@ fn a_streamed_base_layer_copy_starts_its_source_again_after_a_cut() {
     sh(Command::new(&skopeo).args([
         "copy",
         "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{}/models/app:v1", registry.addr),
+        &format!("oci:{}:v1", pulled.display()),
+    ]));
+    run(f
+        .cmd()
+        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
+    .ok();
+}
+
+#[test]
+fn tokens_that_expire_during_a_push_are_renewed_without_uploading_again() {
+    let (Some(registry_bin), Some(skopeo), Some(_)) =
+        (tool("docker-registry"), tool("skopeo"), tool("openssl"))
+    else {
+        return;
+    };
+    let tokens = TokenService::builder()
+        .user("alice", "s3cret", &["pull", "push"])
+        .lifetime(std::time::Duration::from_secs(2))
+        .start();
+    let registry = Registry::start_configured(&registry_bin, |_| tokens.registry_yaml());
+    // Each chunk takes 700 ms: the push outlives its first token by far.
+    let proxy = FaultProxy::start(
+        &registry.addr,
+        Faults {
+            delay: Some(("PATCH", std::time::Duration::from_millis(700))),
+            ..Faults::default()
+        },
+    );
+    let hub = big_hub();
+    let f = Fetched::new(&hub, &manifest(&proxy.addr, MIB, MIB));
+    f.fetch(&hub, &[]).ok();
+    let docker = f.cache.path().join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, proxy.addr),
+    )
+    .unwrap();
+    let r = run(f
+        .cmd()
+        .args([
+            "bake",
+            "--json",
+            "--insecure",
+            "--push",
+            &format!("{}/models/app:v1", proxy.addr),
+        ])
+        .env("DOCKER_CONFIG", &docker));
+    r.ok();
+    assert!(!r.stderr.contains("s3cret") && !r.stdout.contains("s3cret"));
+
+    let log = proxy.log();
+    let first_patch = log.iter().position(|l| l.method == "PATCH").unwrap();
+    assert!(
+        log[first_patch..].iter().any(|l| l.status == 401),
+        "no token expired mid-push: {log:#?}"
+    );
+    assert!(tokens.issued() >= 2, "the token was not renewed");
+    // Nothing started over: one session per blob, each blob stored once, and every byte of
+    // the layer accepted exactly once; the only bytes sent again are those of the chunks the
+    // registry refused with a 401 (it answers before reading them).
+    assert_eq!(log.iter().filter(|l| l.method == "POST").count(), 2);
+    let stored: Vec<&Logged> = log
+        .iter()
+        .filter(|l| l.method == "PUT" && l.path.contains("digest=") && l.status == 201)
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let layer: u64 = v["layers"][0]["size"].as_u64().unwrap();
+    let patches = |status: u16| {
+        log.iter()
+            .filter(|l| l.method == "PATCH" && l.status == status)
+            .map(|l| l.body)
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(patches(202).iter().sum::<u64>(), layer, "{log:#?}");
+    let refused = patches(401);
+    assert!(
+        refused.len() < tokens.issued() && refused.iter().all(|b| *b <= MIB),
+        "{refused:?}"
+    );
+
+    let pulled = f.cache.path().join("pulled");
+    sh(Command::new(&skopeo).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "alice:s3cret",
         "--preserve-digests",
         &format!("docker://{}/models/app:v1", registry.addr),
         &format!("oci:{}:v1", pulled.display()),

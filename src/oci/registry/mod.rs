@@ -252,7 +252,7 @@ impl Registry {
                         if let Some(b) = &self.basic {
                             req = req.header(AUTHORIZATION, b);
                         }
-                        Ok(request::sent(url.as_str(), req.send().await)?)
+                        request::sent(url.as_str(), req.send().await)
                     })
                     .await?;
                 if resp.status() == StatusCode::UNAUTHORIZED
