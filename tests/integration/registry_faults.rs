@@ -179,6 +179,11 @@ fn a_cut_chunk_resumes_at_the_registrys_offset() {
         "the cut happened: {ups:#?}"
     );
     let sent: u64 = ups.iter().map(|l| l.body).sum();
+    eprintln!(
+        "cut layer: {sent} bytes sent for {} bytes of blobs ({:.2}x)",
+        p.blob_bytes,
+        sent as f64 / p.blob_bytes as f64
+    );
     assert!(
         (sent as f64) < 1.3 * p.blob_bytes as f64,
         "{sent} bytes sent for {} bytes of blobs: restarted, not resumed",
