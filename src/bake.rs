@@ -14,7 +14,7 @@ use crate::manifest::BakeSettings;
 use crate::oci::image::{self, Base, Image, IndexImage};
 use crate::oci::layer::{self, BuiltLayer, LayerFormat};
 use crate::oci::reference::ImageRef;
-use crate::oci::registry::Registry;
+use crate::oci::registry::{Registry, RegistryOptions};
 use crate::oci::sink::{self, BaseSource, PushAs};
 use crate::oci::source::{self, LayoutSource, RegistrySource};
 use crate::oci::tar::Stamp;
@@ -222,7 +222,11 @@ pub async fn bake(
         report.oci = Some(dir.clone());
     }
     if let Some(target) = &opts.push {
-        let registry = Registry::new(target, opts.insecure)?;
+        let registry =
+            Registry::new(target, opts.insecure)?.with_options(RegistryOptions::for_host(
+                &target.registry,
+                opts.settings.registry.get(&target.registry),
+            ));
         let pushed = match &built {
             Built::Single(img) => {
                 sink::push(

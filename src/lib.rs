@@ -28,6 +28,7 @@ pub mod plugin;
 pub(crate) mod redact;
 pub mod repo;
 pub(crate) mod resolve;
+pub(crate) mod retry;
 pub mod schema;
 pub(crate) mod serve;
 pub(crate) mod store;

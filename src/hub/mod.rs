@@ -6,7 +6,6 @@
 pub mod api;
 pub mod config;
 pub mod error;
-pub mod retry;
 pub mod urls;
 
 use std::collections::HashSet;
@@ -17,14 +16,15 @@ use reqwest::header::{HeaderMap, LOCATION};
 use tracing::debug;
 use url::Url;
 
+pub use crate::retry::RetryPolicy;
 pub use api::TreeEntry;
 pub use config::{Endpoint, Token};
 pub use error::{HubError, RepoCtx};
-pub use retry::RetryPolicy;
 
 use crate::hash::{ContentHasher, Digests};
 use crate::http_body::{METADATA_LIMIT, read_capped};
 use crate::repo::{RepoId, RepoKey, RepoKind, is_commit_hash};
+use crate::retry::{self, is_tls_error};
 use crate::ui::clean;
 
 /// How many redirects one request may follow (huggingface_hub allows 20; real chains are 1–2).
@@ -693,16 +693,6 @@ fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
         reason: format!("{}: {detail}", shown(url)),
         wait: None,
     }
-}
-
-/// True when `e` is (or wraps, through nested `io::Error`s, whose `source()` skips a level)
-/// the `InvalidData` error the TLS layer reports for a failed handshake.
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let Some(io) = e.downcast_ref::<std::io::Error>() else {
-        return false;
-    };
-    io.kind() == std::io::ErrorKind::InvalidData
-        || io.get_ref().is_some_and(|inner| is_tls_error(inner))
 }
 
 /// A URL as messages and logs show it: without any `user:password@`.

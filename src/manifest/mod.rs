@@ -104,6 +104,10 @@ pub struct BakeDoc {
     /// `files` layout with exactly one repo: its files directly in `models_dir` (KServe's
     /// modelcar convention) instead of `models_dir/<org>/<name>/`.
     pub flat: Option<bool>,
+    /// Upload settings per registry, keyed by the registry as written in image references
+    /// (`ghcr.io`, `127.0.0.1:5000`): `[bake.registry."ghcr.io"] chunk_size = 33554432`.
+    #[serde(default)]
+    pub registry: BTreeMap<String, RegistryUpload>,
 }
 
 /// How the locked repos are laid out inside an image.
@@ -128,6 +132,19 @@ impl std::str::FromStr for ImageLayout {
             )),
         }
     }
+}
+
+/// `[bake.registry."HOST"]`: how blobs are uploaded to one registry. Unset values take the
+/// defaults for that registry (see docs/registry-uploads.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUpload {
+    /// Blobs larger than this many bytes go in chunks (POST, PATCH…, PUT) that resume where a
+    /// dropped connection left them; smaller ones in one PUT. Default 64 MiB.
+    pub chunked_threshold: Option<u64>,
+    /// Bytes per PATCH of a chunked upload (at least 1; raised to the registry's
+    /// `OCI-Chunk-Min-Length`). Default 16 MiB; ECR (`*.amazonaws.com`) 16 MiB, GHCR 4,000,000 bytes (its per-PATCH cap).
+    pub chunk_size: Option<u64>,
 }
 
 /// Compression of image layers.
@@ -180,6 +197,8 @@ pub struct BakeSettings {
     pub models_dir: String,
     /// `files` layout: the one repo's files directly in `models_dir`.
     pub flat: bool,
+    /// `[bake.registry."HOST"]` upload settings, by registry.
+    pub registry: BTreeMap<String, RegistryUpload>,
 }
 
 impl Default for BakeSettings {
@@ -195,6 +214,7 @@ impl Default for BakeSettings {
             layout: ImageLayout::HfCache,
             models_dir: "/models".into(),
             flat: false,
+            registry: BTreeMap::new(),
         }
     }
 }
@@ -578,6 +598,19 @@ fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, 
     }
     if let Some(f) = doc.flat {
         b.flat = f;
+    }
+    for (host, r) in doc.registry {
+        if r.chunk_size == Some(0) || r.chunked_threshold == Some(0) {
+            return Err(SourceError::at(
+                path,
+                text,
+                None,
+                format!(
+                    "[bake.registry.\"{host}\"]: chunk_size and chunked_threshold must be at least 1 byte"
+                ),
+            ));
+        }
+        b.registry.insert(host, r);
     }
     Ok(b)
 }

@@ -18,7 +18,7 @@ use super::layer::BuiltLayer;
 use super::layout::{self, BlobSource};
 use super::model::Descriptor;
 use super::reference::ImageRef;
-use super::registry::{Payload, Registry};
+use super::registry::{Payload, Registry, UploadStats};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use super::{MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST};
 use crate::fs_atomic::{Mode, link_or_copy, write_atomic};
@@ -129,21 +129,35 @@ impl BaseSource {
                 {
                     return Ok(Transfer::Mounted);
                 }
-                let resp = src
-                    .registry
-                    .blob_stream(&src.image.repository, &desc.digest)
-                    .await?;
-                let what = format!("base layer {} from {}", desc.digest, src.image);
-                let checked = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what);
+                // Opened again from its first byte if the upload has to go back: every byte
+                // still passes the digest check.
+                let open = async || {
+                    let resp = src
+                        .registry
+                        .blob_stream(&src.image.repository, &desc.digest)
+                        .await?;
+                    let what = format!("base layer {} from {}", desc.digest, src.image);
+                    Ok(VerifyingStream::new(
+                        resp.bytes_stream(),
+                        desc.clone(),
+                        what,
+                    ))
+                };
                 target
-                    .upload_stream(repo, &desc.digest, desc.size, checked)
+                    .upload_stream(repo, &desc.digest, desc.size, open, &|_| {})
                     .await?;
                 Ok(Transfer::Copied)
             }
             BaseSource::Layout(src) => {
                 let blob = src.verified_blob(desc)?;
                 target
-                    .upload(repo, &desc.digest, Payload::File(&blob.path))
+                    .upload(
+                        repo,
+                        &desc.digest,
+                        desc.size,
+                        Payload::File(&blob.path),
+                        &|_| {},
+                    )
                     .await?;
                 Ok(Transfer::Uploaded)
             }
@@ -304,13 +318,16 @@ pub async fn push(
         }
     }
     for l in layers {
-        report.count(upload_if_missing(registry, repo, &l.digest, Payload::File(&l.path)).await?);
+        report.count(
+            upload_if_missing(registry, repo, &l.digest, l.size, Payload::File(&l.path)).await?,
+        );
     }
     report.count(
         upload_if_missing(
             registry,
             repo,
             &image.config_desc.digest,
+            image.config.len() as u64,
             Payload::Bytes(&image.config),
         )
         .await?,
@@ -372,12 +389,16 @@ async fn upload_if_missing(
     registry: &Registry,
     repo: &str,
     digest: &Digest,
+    size: u64,
     payload: Payload<'_>,
 ) -> Result<Transfer, OciError> {
     if registry.has_blob(repo, digest).await? {
         return Ok(Transfer::Skipped);
     }
-    registry.upload(repo, digest, payload).await?;
+    let stats: UploadStats = registry
+        .upload(repo, digest, size, payload, &|_| {})
+        .await?;
+    tracing::debug!(%digest, ?stats, "blob uploaded");
     Ok(Transfer::Uploaded)
 }
 

@@ -82,6 +82,11 @@ impl Registry {
         }
     }
 
+    /// The registry's storage root (`docker/registry/v2/...` lies under it).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// The request lines ("METHOD URI") logged so far.
     pub fn requests(&self) -> Vec<String> {
         fs::read_to_string(&self.log)

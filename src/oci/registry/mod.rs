@@ -1,14 +1,24 @@
 //! A client for the OCI distribution API: manifests, blob existence, cross-repository mounts,
-//! monolithic uploads and streamed copies between registries. Authentication as Docker and
-//! skopeo do it: credentials from [`super::credentials`] (looked up at the first challenge),
-//! then the registry's challenge decides (bearer token from its realm, fetched with basic
-//! credentials or exchanged for an identity token; or basic).
+//! uploads (monolithic or chunked and resumable, [`upload`]) and streamed copies between
+//! registries. Every request is retried on transient failures ([`request`]). Authentication
+//! as Docker and skopeo do it: credentials from [`super::credentials`] (looked up at the first
+//! challenge), then the registry's challenge decides (bearer token from its realm, fetched with
+//! basic credentials or exchanged for an identity token; or basic); a token that expires
+//! mid-push is renewed on the 401 and the request repeated.
+
+mod options;
+mod request;
+mod upload;
+
+pub use options::RegistryOptions;
+pub use request::Payload;
+pub use upload::UploadStats;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
@@ -17,6 +27,7 @@ use super::digest::Digest;
 use super::reference::ImageRef;
 use super::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
 use crate::http_body::{BodyError, read_capped};
+use crate::retry::RetryPolicy;
 
 /// The most a token answer may weigh (tokens are JWTs of a few KiB).
 const TOKEN_LIMIT: u64 = 1 << 20;
@@ -60,6 +71,21 @@ pub enum RegistryError {
     /// An answer larger than its limit.
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// The request kept failing until the retry budget was spent.
+    #[error(
+        "{url}: gave up after {attempts} attempts: {last}; check the network and the registry's status, or raise MODELBAKE_HTTP_RETRIES"
+    )]
+    GaveUp {
+        /// The URL.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// A setting (an environment variable) is wrong.
+    #[error("{0}")]
+    Config(String),
     /// A local file could not be read.
     #[error("{}: {source}", .path.display())]
     File {
@@ -85,16 +111,6 @@ impl RegistryError {
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
-/// A body that can be sent again after an authentication round trip.
-pub enum Payload<'a> {
-    /// No body.
-    Empty,
-    /// Bytes in memory.
-    Bytes(&'a [u8]),
-    /// A file, streamed.
-    File(&'a Path),
-}
-
 /// One registry (host) with the credentials and tokens for it.
 pub struct Registry {
     http: reqwest::Client,
@@ -104,6 +120,8 @@ pub struct Registry {
     /// that never asks never runs a helper).
     credential: tokio::sync::OnceCell<Option<super::credentials::Found>>,
     tokens: Mutex<HashMap<String, String>>,
+    retry: RetryPolicy,
+    options: RegistryOptions,
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
@@ -147,12 +165,16 @@ impl Registry {
                 detail: e.to_string(),
             })?;
         let scheme = if insecure { "http" } else { "https" };
+        let retry =
+            RetryPolicy::from_env(&crate::env::process_env).map_err(RegistryError::Config)?;
         Ok(Registry {
             http,
             base: format!("{scheme}://{api_host}"),
             host: registry.to_owned(),
             credential: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
+            options: RegistryOptions::for_host(registry, None),
+            retry,
         })
     }
 
@@ -165,6 +187,12 @@ impl Registry {
             }))),
             ..self
         }
+    }
+
+    /// This client with the upload settings of `options` (from `[bake.registry."HOST"]`).
+    pub fn with_options(mut self, options: RegistryOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// The credentials for this registry, looked up once (helpers run off the async threads).
@@ -240,71 +268,6 @@ impl Registry {
         self.tokens.lock().ok().and_then(|t| t.get(scope).cloned())
     }
 
-    /// Sends a request, answering one authentication challenge if the registry makes one.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        scope: &str,
-        headers: &[(&str, &str)],
-        payload: &Payload<'_>,
-    ) -> Result<reqwest::Response> {
-        let url = self.url(path);
-        for attempt in 0..2 {
-            let mut req = self.http.request(method.clone(), &url);
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            if let Some(a) = self.auth_for(&url, scope) {
-                req = req.header(AUTHORIZATION, a);
-            }
-            req = match payload {
-                Payload::Empty => req,
-                Payload::Bytes(b) => req.header(CONTENT_LENGTH, b.len()).body(b.to_vec()),
-                Payload::File(p) => {
-                    let file =
-                        tokio::fs::File::open(p)
-                            .await
-                            .map_err(|source| RegistryError::File {
-                                path: p.to_path_buf(),
-                                source,
-                            })?;
-                    let len = file
-                        .metadata()
-                        .await
-                        .map_err(|source| RegistryError::File {
-                            path: p.to_path_buf(),
-                            source,
-                        })?
-                        .len();
-                    let stream = tokio_util_stream(file);
-                    req.header(CONTENT_LENGTH, len)
-                        .body(reqwest::Body::wrap_stream(stream))
-                }
-            };
-            let resp = req.send().await.map_err(|e| RegistryError::Http {
-                url: url.clone(),
-                detail: crate::redact::error_chain(&e),
-            })?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
-                return Ok(resp);
-            }
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            let value = self.answer(&challenge, scope).await?;
-            if let Ok(mut t) = self.tokens.lock() {
-                t.insert(scope.to_owned(), value);
-            }
-        }
-        Err(RegistryError::NeedsLogin {
-            registry: self.host.clone(),
-        })
-    }
-
     /// The `Authorization` value that answers `challenge` for `scope`.
     async fn answer(&self, challenge: &str, scope: &str) -> Result<String> {
         let (scheme, params) = parse_challenge(challenge);
@@ -361,10 +324,17 @@ impl Registry {
                         }
                     }
                 };
-                let resp = req.send().await.map_err(|e| RegistryError::Http {
-                    url: url.to_string(),
-                    detail: crate::redact::error_chain(&e),
-                })?;
+                let resp = self
+                    .retrying(url.as_str(), async || {
+                        let Some(attempt) = req.try_clone() else {
+                            return Err(RegistryError::Http {
+                                url: url.to_string(),
+                                detail: "the token request cannot be repeated".into(),
+                            });
+                        };
+                        request::sent(url.as_str(), attempt.send().await)
+                    })
+                    .await?;
                 if resp.status() == StatusCode::UNAUTHORIZED
                     || resp.status() == StatusCode::FORBIDDEN
                 {
@@ -489,94 +459,6 @@ impl Registry {
         Ok(resp.status().is_success())
     }
 
-    /// Asks the registry to mount `digest` from `from` into `repo` (same registry, no bytes
-    /// moved). True when it did.
-    pub async fn mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
-        let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
-        let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
-        let resp = self
-            .send(Method::POST, &path, &scope, &[], &Payload::Bytes(&[]))
-            .await?;
-        Ok(resp.status() == StatusCode::CREATED)
-    }
-
-    /// Starts an upload session; returns the URL to PUT the blob to (digest appended).
-    async fn start_upload(&self, repo: &str, scope: &str, digest: &Digest) -> Result<Url> {
-        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
-        let resp = ok(
-            self.send(Method::POST, &start, scope, &[], &Payload::Bytes(&[]))
-                .await?,
-            &start,
-        )
-        .await?;
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Http {
-                url: start.clone(),
-                detail: "upload started without a Location".into(),
-            })?;
-        let mut put = Url::parse(&start)
-            .and_then(|base| base.join(location))
-            .map_err(|e| RegistryError::Http {
-                url: location.to_owned(),
-                detail: e.to_string(),
-            })?;
-        put.query_pairs_mut().append_pair("digest", digest.as_str());
-        Ok(put)
-    }
-
-    /// Uploads a blob in one PUT (monolithic upload).
-    pub async fn upload(&self, repo: &str, digest: &Digest, payload: Payload<'_>) -> Result<()> {
-        let scope = format!("repository:{repo}:pull,push");
-        let put = self.start_upload(repo, &scope, digest).await?;
-        let resp = self
-            .send(
-                Method::PUT,
-                put.as_str(),
-                &scope,
-                &[("content-type", "application/octet-stream")],
-                &payload,
-            )
-            .await?;
-        ok(resp, put.as_str()).await.map(|_| ())
-    }
-
-    /// Uploads a blob from a stream without storing it (a copy from another registry, checked
-    /// on the way by [`super::source::VerifyingStream`]).
-    pub async fn upload_stream<S>(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        source: S,
-    ) -> Result<()>
-    where
-        S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
-    {
-        let scope = format!("repository:{repo}:pull,push");
-        let put = self.start_upload(repo, &scope, digest).await?;
-        // A stream cannot be sent twice, so no challenge round: the POST above got the token.
-        let mut req = self
-            .http
-            .put(put.clone())
-            .header(CONTENT_LENGTH, size)
-            .header(CONTENT_TYPE, "application/octet-stream");
-        if let Some(a) = self.auth_for(put.as_str(), &scope) {
-            req = req.header(AUTHORIZATION, a);
-        }
-        let resp = req
-            .body(reqwest::Body::wrap_stream(source))
-            .send()
-            .await
-            .map_err(|e| RegistryError::Http {
-                url: put.to_string(),
-                detail: crate::redact::error_chain(&e),
-            })?;
-        ok(resp, put.as_str()).await.map(|_| ())
-    }
-
     /// Stores a manifest under `tag`.
     pub async fn put_manifest(
         &self,
@@ -624,24 +506,6 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
     Err(RegistryError::Http {
         url: url.to_owned(),
         detail: format!("HTTP {status}: {msg}"),
-    })
-}
-
-/// Reads a file as a stream of 1 MiB chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
     })
 }
 

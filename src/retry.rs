@@ -1,6 +1,6 @@
 //! When and how long to retry: bounded exponential backoff with jitter for transient failures
 //! (408, 429, 5xx, dropped connections), and the server's own `Retry-After` / `RateLimit`
-//! when it gives one.
+//! when it gives one. Shared by the Hub client and the registry client.
 
 use std::time::{Duration, SystemTime};
 
@@ -62,6 +62,30 @@ impl RetryPolicy {
 /// True for statuses worth retrying.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// True when `e` is (or wraps, through nested `io::Error`s, whose `source()` skips a level)
+/// the `InvalidData` error the TLS layer reports for a failed handshake.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = e.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::InvalidData
+        || io.get_ref().is_some_and(|inner| is_tls_error(inner))
+}
+
+/// True when a request that got no answer would fail the same way again: it could not be
+/// built, or the TLS handshake failed. Everything else (refused, reset, timed out) is worth a
+/// retry.
+pub fn is_permanent_send_error(e: &reqwest::Error) -> bool {
+    if e.is_builder() {
+        return true;
+    }
+    e.is_connect()
+        && std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |c| {
+            c.source()
+        })
+        .any(is_tls_error)
 }
 
 /// The wait the server asked for: `RateLimit: ...;r=0;t=<s>` when the quota is exhausted,

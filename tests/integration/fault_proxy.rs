@@ -1,0 +1,310 @@
+//! A fault-injecting HTTP/1.1 proxy to put in front of a real registry on 127.0.0.1: it cuts a
+//! request body after N bytes, answers a status instead of the registry, turns PATCH's 202
+//! into ECR's 201, enforces chunk sizes as registries do, and logs every request with the body
+//! bytes it received. One request per connection (`Connection: close` both ways), so each
+//! fault hits exactly one request.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// Cut the request of `method` during which the running total of that method's body bytes
+/// passes `after`, once. By default nothing of the cut request reaches the registry (as
+/// behind a proxy that buffers request bodies, nginx's default); with `forward_partial` the
+/// bytes received go on to the registry before both connections close.
+#[derive(Clone, Debug)]
+pub struct Cut {
+    pub method: &'static str,
+    pub after: u64,
+    pub forward_partial: bool,
+}
+
+/// Answer `status` instead of the registry to the requests of `method` whose path contains
+/// `path`, after letting `skip` of them through, `times` times.
+#[derive(Clone, Debug)]
+pub struct StatusFault {
+    pub method: &'static str,
+    pub path: String,
+    pub status: u16,
+    pub skip: usize,
+    pub times: usize,
+}
+
+impl StatusFault {
+    /// `status` once, on the first match.
+    pub fn once(method: &'static str, path: &str, status: u16) -> Self {
+        StatusFault {
+            method,
+            path: path.to_owned(),
+            status,
+            skip: 0,
+            times: 1,
+        }
+    }
+}
+
+/// The faults one proxy injects.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    pub cut: Option<Cut>,
+    pub statuses: Vec<StatusFault>,
+    /// Answer PATCH with 201 where the registry said 202 (as ECR does).
+    pub patch_201: bool,
+    /// Announce `OCI-Chunk-Min-Length` on upload starts and refuse (416) a PATCH after a
+    /// shorter one in the same session (only the last chunk may be short).
+    pub min_chunk: Option<u64>,
+    /// Refuse (416) a PATCH body larger than this (as GHCR does over 4 MiB).
+    pub max_chunk: Option<u64>,
+    /// Hold each request of this method this long before forwarding it (a slow link).
+    pub delay: Option<(&'static str, std::time::Duration)>,
+}
+
+/// One request as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Body bytes received from the client.
+    pub body: u64,
+    /// The status sent back; 0 when the connection was cut.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    faults: Faults,
+    log: Vec<Logged>,
+    bytes_by_method: HashMap<String, u64>,
+    seen_by_fault: HashMap<usize, usize>,
+    fired_by_fault: HashMap<usize, usize>,
+    cut_done: bool,
+    short_sessions: HashSet<String>,
+}
+
+/// The proxy; it stops serving when dropped.
+pub struct FaultProxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FaultProxy {
+    /// A proxy on a free port of 127.0.0.1 that forwards to `upstream` with `faults`.
+    pub fn start(upstream: &str, faults: Faults) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(State {
+            faults,
+            ..State::default()
+        }));
+        let (st, up) = (state.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let (st, up) = (st.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, &st);
+                });
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    /// Every request so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+/// The session part of an upload path (no query): PATCHes of one session share it.
+fn session_of(path: &str) -> String {
+    path.split('?').next().unwrap_or(path).to_owned()
+}
+
+/// What to do with one request.
+enum Plan {
+    Answer(u16, &'static str),
+    Cut(u64, bool),
+    Forward,
+}
+
+fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let end = line == "\r\n";
+        head.push(line);
+        if end {
+            break;
+        }
+    }
+    let mut parts = head[0].split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let len: u64 = head
+        .iter()
+        .find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+
+    let plan = {
+        let mut s = state.lock().unwrap();
+        let mut plan = Plan::Forward;
+        for (i, f) in s.faults.statuses.clone().iter().enumerate() {
+            if f.method == method && path.contains(&f.path) {
+                let seen = *s
+                    .seen_by_fault
+                    .entry(i)
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+                let fired = s.fired_by_fault.get(&i).copied().unwrap_or(0);
+                if seen > f.skip && fired < f.times {
+                    s.fired_by_fault.insert(i, fired + 1);
+                    plan = Plan::Answer(f.status, "");
+                    break;
+                }
+            }
+        }
+        if matches!(plan, Plan::Forward) && method == "PATCH" {
+            let session = session_of(&path);
+            if s.faults.max_chunk.is_some_and(|max| len > max) {
+                plan = Plan::Answer(416, "chunk larger than the maximum");
+            } else if s.short_sessions.contains(&session) {
+                plan = Plan::Answer(416, "chunk after a chunk below the minimum");
+            } else if s.faults.min_chunk.is_some_and(|min| len < min) {
+                s.short_sessions.insert(session);
+            }
+        }
+        let before = s.bytes_by_method.get(&method).copied().unwrap_or(0);
+        if matches!(plan, Plan::Forward)
+            && !s.cut_done
+            && let Some(cut) = s.faults.cut.clone()
+            && cut.method == method
+            && before + len > cut.after
+        {
+            s.cut_done = true;
+            plan = Plan::Cut(cut.after.saturating_sub(before), cut.forward_partial);
+        }
+        plan
+    };
+
+    let mut client_w = client.try_clone()?;
+    let (received, status) = match plan {
+        Plan::Answer(status, why) => {
+            let got = std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
+            let body = if why.is_empty() {
+                String::new()
+            } else {
+                format!(r#"{{"errors":[{{"code":"SIZE_INVALID","message":"{why}"}}]}}"#)
+            };
+            let extra = if status == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
+            write!(
+                client_w,
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            (got, status)
+        }
+        Plan::Cut(at, forward) => {
+            let mut partial = Vec::new();
+            (&mut reader).take(at).read_to_end(&mut partial)?;
+            if forward {
+                let mut up = TcpStream::connect(upstream)?;
+                up.write_all(head.concat().as_bytes())?;
+                up.write_all(&partial)?;
+                up.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let _ = up.shutdown(Shutdown::Both);
+                // Give the registry time to notice before the client comes back.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            (partial.len() as u64, 0)
+        }
+        Plan::Forward => {
+            let delay = state.lock().unwrap().faults.delay;
+            if let Some((m, d)) = delay
+                && m == method
+            {
+                std::thread::sleep(d);
+            }
+            let mut up = TcpStream::connect(upstream)?;
+            for h in &head {
+                let name = h.split(':').next().unwrap_or_default();
+                if !name.eq_ignore_ascii_case("connection") && h != "\r\n" {
+                    up.write_all(h.as_bytes())?;
+                }
+            }
+            up.write_all(b"Connection: close\r\n\r\n")?;
+            // A registry may answer (401, 413) before it read the body and close: keep what
+            // it answered.
+            let got = std::io::copy(&mut (&mut reader).take(len), &mut up).unwrap_or(0);
+            let mut answer = Vec::new();
+            let _ = up.read_to_end(&mut answer);
+            let (status, rewritten) = rewrite(&answer, &method, state);
+            client_w.write_all(&rewritten)?;
+            (got, status)
+        }
+    };
+    let _ = client_w.flush();
+    let _ = client.shutdown(Shutdown::Both);
+    let mut s = state.lock().unwrap();
+    *s.bytes_by_method.entry(method.clone()).or_insert(0) += received;
+    s.log.push(Logged {
+        method,
+        path,
+        body: received,
+        status,
+    });
+    Ok(())
+}
+
+/// The registry's answer as the client gets it: `Connection: close`, PATCH's 202 as 201 when
+/// asked, `OCI-Chunk-Min-Length` on upload starts when a minimum is set.
+fn rewrite(answer: &[u8], method: &str, state: &Mutex<State>) -> (u16, Vec<u8>) {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut status: u16 = lines
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let s = state.lock().unwrap();
+    if method == "PATCH" && status == 202 && s.faults.patch_201 {
+        status = 201;
+        lines[0] = "HTTP/1.1 201 Created".into();
+    }
+    lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+    lines.push("Connection: close".into());
+    if method == "POST"
+        && status == 202
+        && let Some(min) = s.faults.min_chunk
+    {
+        lines.push(format!("OCI-Chunk-Min-Length: {min}"));
+    }
+    let mut out = lines.join("\r\n").into_bytes();
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&answer[split..]);
+    (status, out)
+}
