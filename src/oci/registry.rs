@@ -149,14 +149,13 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
 impl Registry {
     /// A client for the registry of `image`; plain `http` only with `insecure`.
     pub fn new(image: &ImageRef, insecure: bool) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("modelbake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(|e| RegistryError::Http {
-                url: image.api_host().into(),
-                detail: e.to_string(),
-            })?;
+        let http = crate::http_client::registry_client(&image.registry, |b| {
+            b.connect_timeout(std::time::Duration::from_secs(15))
+        })
+        .map_err(|e| RegistryError::Http {
+            url: image.api_host().into(),
+            detail: e.to_string(),
+        })?;
         let scheme = if insecure { "http" } else { "https" };
         Ok(Registry {
             http,
