@@ -125,6 +125,38 @@ pub const VARS: &[Var] = &[
         about: "holds containers/auth.json, the next registry credentials file (default ~/.config)",
     },
     Var {
+        name: "MODELBAKE_CERTS_DIRS",
+        about: "colon-separated certs.d trees: <host[:port]>/*.crt are a registry's CAs, *.cert + *.key its client certificate (default ~/.config/containers/certs.d, /etc/containers/certs.d, /etc/docker/certs.d)",
+    },
+    Var {
+        name: "SSL_CERT_FILE",
+        about: "PEM file of CA certificates, trusted in place of the system store (the bundled Mozilla roots stay trusted)",
+    },
+    Var {
+        name: "SSL_CERT_DIR",
+        about: "colon-separated folders of PEM CA certificates, read like SSL_CERT_FILE",
+    },
+    Var {
+        name: "REQUESTS_CA_BUNDLE",
+        about: "PEM file or folder of CA certificates trusted in addition (as huggingface_hub users set it)",
+    },
+    Var {
+        name: "HTTPS_PROXY",
+        about: "proxy for https URLs, also https_proxy; a user:password in it is never printed",
+    },
+    Var {
+        name: "HTTP_PROXY",
+        about: "proxy for plain http URLs, also http_proxy",
+    },
+    Var {
+        name: "ALL_PROXY",
+        about: "proxy for both when the one above is unset, also all_proxy",
+    },
+    Var {
+        name: "NO_PROXY",
+        about: "comma-separated hosts (with their subdomains), IP addresses or CIDR ranges reached without a proxy, `*` for all; also no_proxy. Loopback is not exempt unless listed",
+    },
+    Var {
         name: "XDG_CACHE_HOME",
         about: "base of the default store and huggingface_hub folders (default ~/.cache)",
     },
@@ -224,7 +256,7 @@ mod tests {
     fn every_variable_the_source_reads_is_listed() {
         let listed: Vec<&str> = VARS.iter().map(|v| v.name).collect();
         let re = regex::Regex::new(
-            r#""((?:MODELBAKE|HF|HUGGING_FACE|HUGGINGFACE|XDG)_[A-Z0-9_]*|SOURCE_DATE_EPOCH|NO_COLOR|DOCKER_CONFIG|REGISTRY_AUTH_FILE)""#,
+            r#""((?:MODELBAKE|HF|HUGGING_FACE|HUGGINGFACE|XDG)_[A-Z0-9_]*|SOURCE_DATE_EPOCH|NO_COLOR|DOCKER_CONFIG|REGISTRY_AUTH_FILE|SSL_CERT_[A-Z]+|REQUESTS_CA_BUNDLE|[A-Z]+_PROXY)""#,
         )
         .unwrap();
         let mut missing = Vec::new();

@@ -18,6 +18,7 @@ pub(crate) mod fs_atomic;
 pub mod hash;
 pub(crate) mod hfcache;
 pub(crate) mod http_body;
+pub(crate) mod http_client;
 pub(crate) mod http_header;
 pub mod hub;
 pub(crate) mod loaders;
@@ -32,6 +33,7 @@ pub(crate) mod retry;
 pub mod schema;
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod tls_error;
 pub(crate) mod ui;
 
 #[cfg(test)]

@@ -38,8 +38,12 @@ pub fn text(text: &str) -> String {
 }
 
 /// An error and its causes on one line (reqwest hides the useful part in `source()`), with
-/// credentials removed from any URL in it.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+/// credentials removed from any URL in it. A certificate problem in a TLS handshake is said in
+/// words instead (`tls_error::explain`: which host, what is wrong, where a CA goes).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(explained) = crate::tls_error::explain(e) {
+        return text(&format!("{e}: {explained}"));
+    }
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

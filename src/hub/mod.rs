@@ -100,13 +100,12 @@ pub struct HubClient {
 impl HubClient {
     /// Builds the client (rustls, no automatic redirects, connect and read timeouts).
     pub fn new(config: HubConfig) -> Result<Self, HubError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("modelbake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| HubError::Config(format!("cannot set up the HTTP client: {e}")))?;
+        let http = crate::http_client::client(|b| {
+            b.redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(60))
+        })
+        .map_err(|e| HubError::Config(e.to_string()))?;
         Ok(HubClient { http, config })
     }
 
@@ -673,6 +672,10 @@ fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
             return permanent(format!(
                 "the server answered the TLS handshake in plain HTTP: it speaks plain HTTP, not https; use http://{host}:{port} if that is intended ({detail})"
             ));
+        }
+        if crate::tls_error::is_certificate_problem(e) {
+            // `detail` already says which host, what is wrong and what to do.
+            return permanent(detail);
         }
         return permanent(format!(
             "the TLS handshake failed: {detail}; check the endpoint and that the server's certificate is valid for this host"

@@ -107,11 +107,11 @@ async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
             ))
         }
     });
-    let client = reqwest::Client::builder()
-        .redirect(policy)
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+    let client = crate::http_client::client(|b| {
+        b.redirect(policy)
+            .timeout(std::time::Duration::from_secs(120))
+    })
+    .map_err(|e| e.to_string())?;
     let shown = crate::redact::url_str(url.as_str());
     let resp = client.get(url.clone()).send().await.map_err(|e| {
         format!(

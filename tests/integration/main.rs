@@ -26,4 +26,5 @@ mod registry_auth;
 mod registry_faults;
 mod schema;
 mod support;
+mod tls;
 mod token_service;

@@ -156,14 +156,13 @@ impl Registry {
     /// stored credentials; plain `http` only with `insecure`.
     pub fn for_registry(registry: &str, insecure: bool) -> Result<Self> {
         let api_host = super::reference::api_host_of(registry);
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("modelbake/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(|e| RegistryError::Http {
-                url: api_host.into(),
-                detail: e.to_string(),
-            })?;
+        let http = crate::http_client::registry_client(registry, |b| {
+            b.connect_timeout(std::time::Duration::from_secs(15))
+        })
+        .map_err(|e| RegistryError::Http {
+            url: api_host.into(),
+            detail: e.to_string(),
+        })?;
         let scheme = if insecure { "http" } else { "https" };
         let retry =
             RetryPolicy::from_env(&crate::env::process_env).map_err(RegistryError::Config)?;

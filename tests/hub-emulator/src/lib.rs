@@ -59,6 +59,10 @@ pub(crate) struct State {
     page_size: usize,
     regular_via_cdn: bool,
     external_cdn: Option<String>,
+    /// The scheme of the links it writes (`https` behind a TLS front).
+    scheme: String,
+    /// Where LFS redirects point: the CDN listener, or the front before it.
+    cdn_base: String,
     hub_addr: SocketAddr,
     cdn_addr: SocketAddr,
 }
@@ -104,6 +108,7 @@ pub struct Builder {
     page_size: usize,
     regular_via_cdn: bool,
     external_cdn: Option<String>,
+    cdn_front: Option<String>,
     port: u16,
 }
 
@@ -135,6 +140,15 @@ impl Builder {
         self
     }
 
+    /// Clients reach the emulator through a front (a TLS terminator, in tests of https):
+    /// LFS downloads redirect to `{cdn_base}/lfs/<sha256>` (the front forwarding to
+    /// [`HubEmulator::cdn_addr`]) and the links it writes (pagination, messages) use
+    /// `cdn_base`'s scheme.
+    pub fn behind_front(mut self, cdn_base: &str) -> Self {
+        self.cdn_front = Some(cdn_base.trim_end_matches('/').to_owned());
+        self
+    }
+
     /// Listen on this Hub port instead of a free one.
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
@@ -149,6 +163,11 @@ impl Builder {
             .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?;
         hub.set_nonblocking(true)?;
         cdn.set_nonblocking(true)?;
+        let cdn_addr = cdn.local_addr()?;
+        let cdn_base = self
+            .cdn_front
+            .unwrap_or_else(|| format!("http://{cdn_addr}"));
+        let scheme = cdn_base.split("://").next().unwrap_or("http").to_owned();
         let state = Arc::new(State {
             repos: RwLock::new(
                 self.repos
@@ -161,8 +180,10 @@ impl Builder {
             page_size: self.page_size,
             regular_via_cdn: self.regular_via_cdn,
             external_cdn: self.external_cdn,
+            scheme,
+            cdn_base,
             hub_addr: hub.local_addr()?,
-            cdn_addr: cdn.local_addr()?,
+            cdn_addr,
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -233,6 +254,7 @@ impl HubEmulator {
             page_size: 1000,
             regular_via_cdn: false,
             external_cdn: None,
+            cdn_front: None,
             port: 0,
         }
     }

@@ -156,7 +156,8 @@ pub(crate) async fn handle(
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
             let next = format!(
-                "http://{host_header}{path}?recursive=true&expand=false&cursor={}",
+                "{}://{host_header}{path}?recursive=true&expand=false&cursor={}",
+                state.scheme,
                 cursor + 1
             );
             let r = Reply::json(json!([])).header("link", format!("<{next}>; rel=\"next\""));
@@ -436,8 +437,9 @@ fn gate(ctx: &Ctx<'_>, repo: &Repo) -> Option<Reply> {
             403,
             "GatedRepo",
             &format!(
-                "Access to {} {} is restricted and you are not in the authorized list. Visit http://{}/{}{} to ask for access.",
+                "Access to {} {} is restricted and you are not in the authorized list. Visit {}://{}/{}{} to ask for access.",
                 repo.kind.singular(),
+                ctx.state.scheme,
                 repo.id,
                 ctx.host_header,
                 repo.kind.url_prefix(),
@@ -642,7 +644,8 @@ fn tree(ctx: &Ctx<'_>, repo: &Repo, rev: &str, sub: &str) -> Reply {
             format!("/{}", utf8_percent_encode(sub, QUOTE_SAFE))
         };
         let next = format!(
-            "http://{}/api/{}/{}/tree/{}{sub_part}?{query}cursor={}",
+            "{}://{}/api/{}/{}/tree/{}{sub_part}?{query}cursor={}",
+            ctx.state.scheme,
             ctx.host_header,
             repo.kind.api_segment(),
             repo.id,
@@ -721,7 +724,7 @@ fn resolve(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
     if file.lfs || ctx.state.regular_via_cdn {
         let location = match &ctx.state.external_cdn {
             Some(base) => format!("{base}/{}", utf8_percent_encode(&file.path, QUOTE_SAFE)),
-            None => format!("http://{}/lfs/{}", ctx.state.cdn_addr, file.sha256),
+            None => format!("{}/lfs/{}", ctx.state.cdn_base, file.sha256),
         };
         let body = format!("Found. Redirecting to {location}");
         return Reply::new(StatusCode::FOUND)
