@@ -66,6 +66,19 @@ pub enum Payload<'a> {
     File(&'a Path),
 }
 
+/// What one blob upload took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UploadStats {
+    /// Bytes of the blob sent, counting any sent again.
+    pub bytes_sent: u64,
+    /// Times the upload continued from the registry's offset after a failure.
+    pub resumed: u32,
+    /// Times the upload started again from zero (the registry lost the session).
+    pub restarted: u32,
+    /// Whether it went in chunks (PATCH) rather than one PUT.
+    pub chunked: bool,
+}
+
 /// One registry (host) with the credentials and tokens for it.
 pub struct Registry {
     http: reqwest::Client,
@@ -446,20 +459,39 @@ impl Registry {
         Ok(put)
     }
 
-    /// Uploads a blob in one PUT (monolithic upload).
-    pub async fn upload(&self, repo: &str, digest: &Digest, payload: Payload<'_>) -> Result<()> {
-        let scope = format!("repository:{repo}:pull,push");
-        let put = self.start_upload(repo, &scope, digest).await?;
-        let resp = self
-            .send(
-                Method::PUT,
-                put.as_str(),
-                &scope,
-                &[("content-type", "application/octet-stream")],
-                &payload,
-            )
+    /// Uploads a blob of `size` bytes, calling `progress` with the bytes as they are sent.
+    pub async fn upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        payload: Payload<'_>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadStats> {
+        let body: std::pin::Pin<
+            Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync>,
+        > = match payload {
+            Payload::Empty => Box::pin(futures::stream::empty()),
+            Payload::Bytes(b) => Box::pin(futures::stream::iter([Ok(
+                bytes::Bytes::copy_from_slice(b),
+            )])),
+            Payload::File(p) => {
+                Box::pin(tokio_util_stream(tokio::fs::File::open(p).await.map_err(
+                    |source| RegistryError::File {
+                        path: p.to_path_buf(),
+                        source,
+                    },
+                )?))
+            }
+        };
+        let (body, mut counter) = super::counted::counted(body);
+        counter
+            .drive(self.upload_stream(repo, digest, size, body), progress)
             .await?;
-        ok(resp, put.as_str()).await.map(|_| ())
+        Ok(UploadStats {
+            bytes_sent: counter.total(),
+            ..UploadStats::default()
+        })
     }
 
     /// Uploads a blob from a stream without storing it (a copy from another registry, checked
