@@ -15,7 +15,7 @@ use crate::oci::image::{self, Base};
 use crate::oci::layer::{self, BuiltLayer, LayerFormat};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::Registry;
-use crate::oci::sink::{self, BaseSource};
+use crate::oci::sink::{self, BaseSource, BlobReport, PushObserver, PushOptions};
 use crate::oci::source::{self, LayoutSource, RegistrySource};
 use crate::oci::tar::Stamp;
 use crate::oci::{OciError, Platform};
@@ -40,6 +40,8 @@ pub struct BakeOptions {
     pub insecure: bool,
     /// Layers built at once.
     pub jobs: usize,
+    /// Blobs pushed at once.
+    pub push_jobs: usize,
 }
 
 /// The mtime of every baked entry: `SOURCE_DATE_EPOCH` (reproducible-builds.org), else 0.
@@ -82,16 +84,23 @@ pub struct BakeReport {
     pub mounted: usize,
     /// Base blobs streamed from another registry.
     pub copied: usize,
+    /// Every blob of the push with what was done with it (empty without `--push`).
+    pub blobs: Vec<BlobReport>,
+    /// Bytes the push sent.
+    pub bytes_sent: u64,
+    /// Warnings about the push target (layers above sizes known to fail there).
+    pub push_warnings: Vec<String>,
     /// Base-image cache variables pointed at the baked cache (each one a warning).
     pub env_corrected: Vec<Correction>,
 }
 
-/// Runs a bake. `on_layer` is told about each layer as it is ready.
+/// Runs a bake. `on_layer` is told about each layer as it is ready, `on_push` about the push.
 pub async fn bake(
     lock: &Lockfile,
     store: &Store,
     opts: &BakeOptions,
     on_layer: &(dyn Fn(&BuiltLayer) + Sync),
+    on_push: &dyn PushObserver,
 ) -> anyhow::Result<BakeReport> {
     let missing = store.missing(lock);
     if !missing.is_empty() {
@@ -142,7 +151,17 @@ pub async fn bake(
         Some(reference) => Some(load_base(reference, &platform, opts.insecure).await?),
     };
     let env = image::image_env(&opts.settings.hf_home, opts.settings.offline_env);
-    let img = image::build(base.as_ref().map(|(b, _)| b), &platform, &layers, &env)?;
+    let meta = image::Metadata {
+        labels: opts.settings.labels.clone(),
+        annotations: opts.settings.annotations.clone(),
+    };
+    let img = image::build(
+        base.as_ref().map(|(b, _)| b),
+        &platform,
+        &layers,
+        &env,
+        &meta,
+    )?;
     let mut report = BakeReport {
         reused: layers.iter().filter(|l| l.reused).count(),
         built: layers.iter().filter(|l| !l.reused).count(),
@@ -167,12 +186,27 @@ pub async fn bake(
     }
     if let Some(target) = &opts.push {
         let registry = Registry::new(target, opts.insecure)?;
-        let pushed = sink::push(target, &registry, &opts.tag, &img, &layers, base_blobs).await?;
+        let pushed = sink::push(
+            target,
+            &registry,
+            &opts.tag,
+            &img,
+            &layers,
+            base_blobs,
+            PushOptions {
+                jobs: opts.push_jobs,
+            },
+            on_push,
+        )
+        .await?;
         report.pushed = Some(pushed.pushed);
         report.uploaded = pushed.uploaded;
         report.skipped = pushed.skipped;
         report.mounted = pushed.mounted;
         report.copied = pushed.copied;
+        report.blobs = pushed.blobs;
+        report.bytes_sent = pushed.bytes_sent;
+        report.push_warnings = pushed.warnings;
     }
     Ok(report)
 }

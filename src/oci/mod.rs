@@ -5,11 +5,13 @@
 //! ([`image`]). Where it goes: [`sink`] writes one built image to an OCI layout ([`layout`]), a
 //! registry or plain layer files. [`verify`] checks layers and images against the lock.
 
+pub mod counted;
 pub mod digest;
 pub mod error;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod limits;
 pub mod model;
 pub mod reference;
 pub mod registry;

@@ -6,17 +6,19 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use super::counted::counted;
 use super::digest::Digest;
 use super::error::OciError;
 use super::image::Image;
 use super::layer::BuiltLayer;
 use super::layout::{self, BlobSource};
+use super::limits::{self, LayerSize};
 use super::model::Descriptor;
 use super::reference::ImageRef;
-use super::registry::{Payload, Registry};
+use super::registry::{Payload, Registry, RegistryError, UploadStats};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use super::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST};
 use crate::fs_atomic::{Mode, link_or_copy, write_atomic};
@@ -29,17 +31,89 @@ pub enum BaseSource {
     Registry(Box<RegistrySource>),
 }
 
-/// How a blob reached a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transfer {
-    /// The registry had it.
-    Skipped,
+/// What a push did with one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The registry had it: nothing sent.
+    Present,
     /// Mounted from the base repository on the same registry (no bytes moved).
     Mounted,
-    /// Streamed from the base's registry.
-    Copied,
+    /// Streamed from the base's registry, checked on the way.
+    Streamed,
     /// Uploaded from this machine.
     Uploaded,
+    /// Uploaded from this machine, continued from the registry's offset after a failure.
+    Resumed,
+}
+
+impl Action {
+    /// The action an upload's statistics describe.
+    fn of_upload(stats: &UploadStats) -> Action {
+        if stats.resumed > 0 {
+            Action::Resumed
+        } else {
+            Action::Uploaded
+        }
+    }
+}
+
+/// What a blob of a pushed image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    /// A layer of the base image.
+    BaseLayer,
+    /// One of our model layers.
+    ModelLayer,
+    /// The image config.
+    Config,
+}
+
+/// One blob of a push, for `--json` and progress lines.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobReport {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What it is.
+    pub kind: BlobKind,
+    /// The repo a model layer holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// `part/parts` of a model layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    /// What the push did with it.
+    pub action: Action,
+    /// Bytes sent for it (0 when present or mounted; more than its size after a restart).
+    pub bytes_sent: u64,
+}
+
+impl BlobReport {
+    /// The blob as people read it: "model layer acme/bert 1/2", "base layer sha256:…", "config".
+    pub fn what(&self) -> String {
+        describe(
+            self.kind,
+            self.repo.as_deref(),
+            self.part.as_deref(),
+            &self.digest,
+        )
+    }
+}
+
+/// Words for a blob, shared by reports and errors.
+fn describe(kind: BlobKind, repo: Option<&str>, part: Option<&str>, digest: &Digest) -> String {
+    match kind {
+        BlobKind::BaseLayer => format!("base layer {digest}"),
+        BlobKind::ModelLayer => format!(
+            "model layer {} {}",
+            repo.unwrap_or_default(),
+            part.unwrap_or_default()
+        ),
+        BlobKind::Config => "the image config".to_owned(),
+    }
 }
 
 /// What a push did, blob by blob.
@@ -55,18 +129,42 @@ pub struct PushReport {
     pub mounted: usize,
     /// Base blobs streamed from another registry.
     pub copied: usize,
+    /// Every blob (base layers, model layers, config) in manifest order.
+    pub blobs: Vec<BlobReport>,
+    /// Bytes sent for all blobs together.
+    pub bytes_sent: u64,
+    /// Things that may go wrong at this registry (large layers where they are known to fail).
+    pub warnings: Vec<String>,
 }
 
 impl PushReport {
-    fn count(&mut self, t: Transfer) {
-        match t {
-            Transfer::Skipped => self.skipped += 1,
-            Transfer::Mounted => self.mounted += 1,
-            Transfer::Copied => self.copied += 1,
-            Transfer::Uploaded => self.uploaded += 1,
+    fn count(&mut self, b: BlobReport) {
+        match b.action {
+            Action::Present => self.skipped += 1,
+            Action::Mounted => self.mounted += 1,
+            Action::Streamed => self.copied += 1,
+            Action::Uploaded | Action::Resumed => self.uploaded += 1,
         }
+        self.bytes_sent += b.bytes_sent;
+        self.blobs.push(b);
     }
 }
+
+/// Told what a push is doing, for progress bars and status lines. Called from concurrent
+/// uploads, hence `Sync`.
+pub trait PushObserver: Sync {
+    /// Something may go wrong at this registry (told before any upload).
+    fn warning(&self, _message: &str) {}
+    /// The push starts: `blobs` blobs of `bytes` bytes in all.
+    fn started(&self, _blobs: usize, _bytes: u64) {}
+    /// `bytes` more were sent.
+    fn sent(&self, _bytes: u64) {}
+    /// One blob is in the registry.
+    fn finished(&self, _blob: &BlobReport) {}
+}
+
+/// Observes nothing.
+impl PushObserver for () {}
 
 impl BaseSource {
     /// Puts base layer `desc` into the layout at `dir`, checked against its digest: a layout
@@ -106,17 +204,18 @@ impl BaseSource {
         }
     }
 
-    /// Makes base layer `desc` present in `repo` on `target`: skipped when there, mounted when
-    /// the base lives on the same registry, otherwise streamed (registry base) or uploaded
-    /// (layout base) with its digest checked on the way.
+    /// Makes base layer `desc` present in `repo` on `target`: present already, mounted when the
+    /// base lives on the same registry, otherwise streamed (registry base) or uploaded (layout
+    /// base) with its digest checked on the way. Returns what it did and the bytes it sent.
     pub async fn put_in_registry(
         &self,
         desc: &Descriptor,
         target: &Registry,
         repo: &str,
-    ) -> Result<Transfer, OciError> {
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Action, u64), OciError> {
         if target.has_blob(repo, &desc.digest).await? {
-            return Ok(Transfer::Skipped);
+            return Ok((Action::Present, 0));
         }
         match self {
             BaseSource::Registry(src) => {
@@ -125,7 +224,7 @@ impl BaseSource {
                         .mount(repo, &desc.digest, &src.image.repository)
                         .await?
                 {
-                    return Ok(Transfer::Mounted);
+                    return Ok((Action::Mounted, 0));
                 }
                 let resp = src
                     .registry
@@ -133,17 +232,27 @@ impl BaseSource {
                     .await?;
                 let what = format!("base layer {} from {}", desc.digest, src.image);
                 let checked = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what);
-                target
-                    .upload_stream(repo, &desc.digest, desc.size, checked)
+                let (body, mut counter) = counted(checked);
+                counter
+                    .drive(
+                        target.upload_stream(repo, &desc.digest, desc.size, body),
+                        progress,
+                    )
                     .await?;
-                Ok(Transfer::Copied)
+                Ok((Action::Streamed, counter.total()))
             }
             BaseSource::Layout(src) => {
                 let blob = src.verified_blob(desc)?;
-                target
-                    .upload(repo, &desc.digest, Payload::File(&blob.path))
+                let stats = target
+                    .upload(
+                        repo,
+                        &desc.digest,
+                        desc.size,
+                        Payload::File(&blob.path),
+                        progress,
+                    )
                     .await?;
-                Ok(Transfer::Uploaded)
+                Ok((Action::of_upload(&stats), stats.bytes_sent))
             }
         }
     }
@@ -233,8 +342,50 @@ pub async fn write_layout(
     })?
 }
 
-/// `--push REF`: base blobs (skipped, mounted, streamed or uploaded), our layers and the config
-/// (skipped when present), then the manifest under the tag.
+/// How a push runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// Blobs transferred at once (at least 1).
+    pub jobs: usize,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions { jobs: 3 }
+    }
+}
+
+/// Where one blob of the push comes from.
+enum PushSource<'a> {
+    /// A base layer, from the base's layout or registry.
+    Base(&'a BaseSource, &'a Descriptor),
+    /// A file of ours (a model layer in the layer cache).
+    File(&'a Path),
+    /// Bytes in memory (the config).
+    Bytes(&'a [u8]),
+}
+
+/// One blob to make present in the target repository.
+struct PushBlob<'a> {
+    digest: &'a Digest,
+    size: u64,
+    kind: BlobKind,
+    repo: Option<&'a str>,
+    part: Option<&'a str>,
+    source: PushSource<'a>,
+}
+
+impl PushBlob<'_> {
+    fn what(&self) -> String {
+        describe(self.kind, self.repo, self.part, self.digest)
+    }
+}
+
+/// `--push REF`: the guards first (layer count, the registry's per-layer limit), before any
+/// request; then every blob (base layers present, mounted, streamed or uploaded; our layers
+/// and the config present or uploaded), `opts.jobs` at a time; then, only once every blob is
+/// confirmed, the manifest under the tag. A failure leaves the tag as it was.
+#[allow(clippy::too_many_arguments)]
 pub async fn push(
     target: &ImageRef,
     registry: &Registry,
@@ -242,26 +393,80 @@ pub async fn push(
     image: &Image,
     layers: &[BuiltLayer],
     base: Option<(&BaseSource, &[Descriptor])>,
+    opts: PushOptions,
+    observer: &dyn PushObserver,
 ) -> Result<PushReport, OciError> {
     let repo = target.repository.as_str();
-    let mut report = PushReport::default();
+    let mut blobs: Vec<PushBlob<'_>> = Vec::new();
     if let Some((source, base_layers)) = base {
-        for l in base_layers {
-            report.count(source.put_in_registry(l, registry, repo).await?);
-        }
+        blobs.extend(base_layers.iter().map(|d| PushBlob {
+            digest: &d.digest,
+            size: d.size,
+            kind: BlobKind::BaseLayer,
+            repo: None,
+            part: None,
+            source: PushSource::Base(source, d),
+        }));
     }
-    for l in layers {
-        report.count(upload_if_missing(registry, repo, &l.digest, Payload::File(&l.path)).await?);
+    blobs.extend(layers.iter().map(|l| PushBlob {
+        digest: &l.digest,
+        size: l.size,
+        kind: BlobKind::ModelLayer,
+        repo: Some(l.repo.as_str()),
+        part: Some(l.part.as_str()),
+        source: PushSource::File(&l.path),
+    }));
+    let sizes: Vec<LayerSize> = blobs
+        .iter()
+        .map(|b| LayerSize {
+            what: b.what(),
+            size: b.size,
+        })
+        .collect();
+    let warnings = limits::check(&target.registry, base.map_or(0, |(_, b)| b.len()), &sizes)?;
+    blobs.push(PushBlob {
+        digest: &image.config_desc.digest,
+        size: image.config_desc.size,
+        kind: BlobKind::Config,
+        repo: None,
+        part: None,
+        source: PushSource::Bytes(&image.config),
+    });
+
+    for w in &warnings {
+        observer.warning(w);
     }
-    report.count(
-        upload_if_missing(
-            registry,
-            repo,
-            &image.config_desc.digest,
-            Payload::Bytes(&image.config),
-        )
-        .await?,
-    );
+    observer.started(blobs.len(), blobs.iter().map(|b| b.size).sum());
+    let progress = |n: u64| observer.sent(n);
+    let mut done: Vec<(usize, BlobReport)> = futures::stream::iter(blobs.iter().enumerate())
+        .map(|(i, blob)| async move {
+            let (action, bytes_sent) = put_blob(registry, repo, blob, &progress)
+                .await
+                .map_err(|e| explain_too_large(e, blob, registry.host()))?;
+            let report = BlobReport {
+                digest: blob.digest.clone(),
+                size: blob.size,
+                kind: blob.kind,
+                repo: blob.repo.map(str::to_owned),
+                part: blob.part.map(str::to_owned),
+                action,
+                bytes_sent,
+            };
+            observer.finished(&report);
+            Ok::<_, OciError>((i, report))
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    done.sort_by_key(|(i, _)| *i);
+
+    let mut report = PushReport {
+        warnings,
+        ..PushReport::default()
+    };
+    for (_, b) in done {
+        report.count(b);
+    }
     let tag = target.tag.clone().unwrap_or_else(|| default_tag.to_owned());
     registry
         .put_manifest(repo, &tag, &image.manifest, MEDIA_MANIFEST)
@@ -273,17 +478,42 @@ pub async fn push(
     Ok(report)
 }
 
-async fn upload_if_missing(
+/// Makes one blob present in `repo`.
+async fn put_blob(
     registry: &Registry,
     repo: &str,
-    digest: &Digest,
-    payload: Payload<'_>,
-) -> Result<Transfer, OciError> {
-    if registry.has_blob(repo, digest).await? {
-        return Ok(Transfer::Skipped);
+    blob: &PushBlob<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Action, u64), OciError> {
+    let payload = match &blob.source {
+        PushSource::Base(source, desc) => {
+            return source.put_in_registry(desc, registry, repo, progress).await;
+        }
+        PushSource::File(path) => Payload::File(path),
+        PushSource::Bytes(bytes) => Payload::Bytes(bytes),
+    };
+    if registry.has_blob(repo, blob.digest).await? {
+        return Ok((Action::Present, 0));
     }
-    registry.upload(repo, digest, payload).await?;
-    Ok(Transfer::Uploaded)
+    let stats = registry
+        .upload(repo, blob.digest, blob.size, payload, progress)
+        .await?;
+    Ok((Action::of_upload(&stats), stats.bytes_sent))
+}
+
+/// A registry's HTTP 413 on a blob, said in terms of the blob and the setting that splits it.
+fn explain_too_large(e: OciError, blob: &PushBlob<'_>, host: &str) -> OciError {
+    match e {
+        OciError::Registry(RegistryError::Http { detail, .. }) if detail.contains("HTTP 413") => {
+            OciError::RefusedAsTooLarge {
+                what: blob.what(),
+                size: blob.size,
+                registry: host.to_owned(),
+                detail,
+            }
+        }
+        other => other,
+    }
 }
 
 /// The file name extension of a layer of this media type.
@@ -346,4 +576,45 @@ pub fn write_layer_files(dir: &Path, layers: &[BuiltLayer]) -> Result<(), OciErr
             detail: e.to_string(),
         })?;
     write_atomic(&path, &json, Mode::Fixed(0o644)).map_err(OciError::io(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_413_names_the_layer_its_size_and_the_setting() {
+        let digest = Digest::of(b"layer");
+        let path = Path::new("/nowhere");
+        let blob = PushBlob {
+            digest: &digest,
+            size: 12_000_000_000,
+            kind: BlobKind::ModelLayer,
+            repo: Some("model/acme/big"),
+            part: Some("1/1"),
+            source: PushSource::File(path),
+        };
+        let e = OciError::Registry(RegistryError::Http {
+            url: "https://ghcr.io/v2/acme/app/blobs/uploads/x".into(),
+            detail: "HTTP 413 Payload Too Large: blob too large".into(),
+        });
+        let e = explain_too_large(e, &blob, "ghcr.io");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("model layer model/acme/big 1/1")
+                && msg.contains("12000000000 bytes")
+                && msg.contains("ghcr.io"),
+            "{msg}"
+        );
+        assert!(e.hint().unwrap().contains("max_layer_size"));
+        // Other failures pass through unchanged.
+        let other = OciError::Registry(RegistryError::Http {
+            url: "u".into(),
+            detail: "HTTP 500 Internal Server Error: x".into(),
+        });
+        assert!(matches!(
+            explain_too_large(other, &blob, "ghcr.io"),
+            OciError::Registry(_)
+        ));
+    }
 }
