@@ -20,5 +20,6 @@ mod lock;
 mod lock_faults;
 mod oci_support;
 mod plugins;
+mod registry_push;
 mod schema;
 mod support;
