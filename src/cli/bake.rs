@@ -131,15 +131,9 @@ impl PushObserver for PushProgress<'_> {
         if let (Some(bar), Action::Present | Action::Mounted) = (&bar, blob.action) {
             bar.inc(blob.size);
         }
-        let line = self.ui.status_line(
-            verb,
-            format!(
-                "{} {} ({})",
-                blob.what(),
-                &blob.digest.as_str()[..19],
-                human_size(blob.size)
-            ),
-        );
+        let line = self
+            .ui
+            .status_line(verb, format!("{} ({})", blob.what(), human_size(blob.size)));
         line_above(self.ui, bar.as_ref(), &line);
     }
 }

@@ -15,7 +15,6 @@
 //! - Any other registry: no limit is assumed.
 
 use super::error::OciError;
-use crate::ui::human_size;
 
 /// The most layers an image may have: overlayfs stacks hit about 127 lower layers
 /// (cri-o/cri-o#6261, moby/moby#26380), base layers and model layers together.
@@ -172,15 +171,20 @@ pub fn check(
             Severity::Warn => warnings.push(format!(
                 "{} is {} ({} bytes); {} is known to fail on layers above {} ({}): lower `max_layer_size` in [bake] (or --max-layer-size) to split it",
                 l.what,
-                human_size(l.size),
+                gb(l.size),
                 l.size,
                 limit.registry,
-                human_size(limit.max_layer),
+                gb(limit.max_layer),
                 limit.source
             )),
         }
     }
     Ok(warnings)
+}
+
+/// Bytes in decimal gigabytes, as registries state their limits.
+fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
 }
 
 #[cfg(test)]
