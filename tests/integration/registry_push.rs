@@ -155,8 +155,8 @@ fn pushes_blobs_in_parallel_reports_each_and_puts_the_manifest_last() {
     assert_eq!(again["uploaded"], 0);
     let uploads: Vec<String> = registry.requests()[before..]
         .iter()
-        .cloned()
         .filter(|l| l.starts_with("POST") || (l.starts_with("PUT") && l.contains("/blobs/")))
+        .cloned()
         .collect();
     assert!(uploads.is_empty(), "blobs sent again: {uploads:?}");
 }
