@@ -581,6 +581,156 @@ pub fn write_layer_files(dir: &Path, layers: &[BuiltLayer]) -> Result<(), OciErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Method, Request, Response, StatusCode};
+
+    /// What the fake registry saw: blob PUTs in flight now and at most, and the order of
+    /// completed blob PUTs and manifest PUTs.
+    #[derive(Default)]
+    struct Seen {
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        events: Mutex<Vec<String>>,
+    }
+
+    /// A registry that has no blob, holds every blob PUT open for a moment (so that uploads
+    /// that run together overlap) and records the order of events.
+    async fn fake_registry(seen: Arc<Seen>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let status = match (req.method().clone(), path.as_str()) {
+                                    (Method::HEAD, _) => StatusCode::NOT_FOUND,
+                                    (Method::POST, _) => {
+                                        let n = seen.events.lock().unwrap().len();
+                                        return Ok::<_, std::convert::Infallible>(
+                                            Response::builder()
+                                                .status(StatusCode::ACCEPTED)
+                                                .header(
+                                                    "location",
+                                                    format!("/upload/{n}-{}", fastrand::u64(..)),
+                                                )
+                                                .body(Full::new(bytes::Bytes::new()))
+                                                .unwrap(),
+                                        );
+                                    }
+                                    (Method::PUT, p) if p.starts_with("/upload/") => {
+                                        let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                        seen.most.fetch_max(now, Ordering::SeqCst);
+                                        let body = req
+                                            .into_body()
+                                            .collect()
+                                            .await
+                                            .map(|b| b.to_bytes().len())
+                                            .unwrap_or(0);
+                                        tokio::time::sleep(std::time::Duration::from_millis(150))
+                                            .await;
+                                        seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                        seen.events.lock().unwrap().push(format!("blob {body}"));
+                                        StatusCode::CREATED
+                                    }
+                                    (Method::PUT, p) if p.contains("/manifests/") => {
+                                        let busy = seen.in_flight.load(Ordering::SeqCst);
+                                        seen.events
+                                            .lock()
+                                            .unwrap()
+                                            .push(format!("manifest with {busy} in flight"));
+                                        StatusCode::CREATED
+                                    }
+                                    _ => StatusCode::BAD_REQUEST,
+                                };
+                                Ok(Response::builder()
+                                    .status(status)
+                                    .body(Full::new(bytes::Bytes::new()))
+                                    .unwrap())
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_go_at_most_jobs_at_a_time_and_the_manifest_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers: Vec<BuiltLayer> = (0..5u8)
+            .map(|i| {
+                let bytes = vec![i; 1000 + usize::from(i)];
+                let path = dir.path().join(format!("layer{i}"));
+                std::fs::write(&path, &bytes).unwrap();
+                BuiltLayer {
+                    digest: Digest::of(&bytes),
+                    diff_id: Digest::of(&bytes),
+                    size: bytes.len() as u64,
+                    media_type: super::super::MEDIA_LAYER_TAR.into(),
+                    repo: format!("model/acme/r{i}"),
+                    commit: "0".repeat(40),
+                    part: "1/1".into(),
+                    path,
+                    reused: false,
+                }
+            })
+            .collect();
+        let platform = super::super::Platform::parse("linux/amd64").unwrap();
+        let image =
+            super::super::image::build(None, &platform, &layers, &[], &Default::default()).unwrap();
+        for (jobs, least) in [(3, 2), (1, 1)] {
+            let seen = Arc::new(Seen::default());
+            let addr = fake_registry(seen.clone()).await;
+            let target = ImageRef::parse(&format!("{addr}/r:t")).unwrap();
+            let registry = Registry::new(&target, true).unwrap();
+            let report = push(
+                &target,
+                &registry,
+                "t",
+                &image,
+                &layers,
+                None,
+                PushOptions { jobs },
+                &(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.uploaded, 6, "five layers and the config");
+            assert!(
+                report
+                    .blobs
+                    .iter()
+                    .all(|b| b.action == Action::Uploaded && b.bytes_sent == b.size)
+            );
+            let events = seen.events.lock().unwrap().clone();
+            assert_eq!(events.len(), 7, "{events:?}");
+            assert_eq!(events[6], "manifest with 0 in flight", "{events:?}");
+            let at_once = seen.most.load(Ordering::SeqCst);
+            assert!(
+                at_once <= jobs,
+                "{at_once} uploads at once with {jobs} jobs"
+            );
+            // Six blobs each held open for a while: with room for three, they overlapped.
+            assert!(
+                at_once >= least,
+                "{at_once} uploads at once with {jobs} jobs"
+            );
+        }
+    }
 
     #[test]
     fn a_413_names_the_layer_its_size_and_the_setting() {
