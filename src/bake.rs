@@ -15,7 +15,7 @@ use crate::oci::image::{self, Base, Image, IndexImage};
 use crate::oci::layer::{self, BuiltLayer, LayerFormat};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{Registry, RegistryOptions};
-use crate::oci::sink::{self, BaseSource, PushAs};
+use crate::oci::sink::{self, BaseSource, BlobReport, PushAs, PushObserver, PushOptions};
 use crate::oci::source::{self, LayoutSource, RegistrySource};
 use crate::oci::tar::Stamp;
 use crate::oci::{OciError, Platform};
@@ -40,6 +40,8 @@ pub struct BakeOptions {
     pub insecure: bool,
     /// Layers built at once.
     pub jobs: usize,
+    /// Blobs pushed at once.
+    pub push_jobs: usize,
 }
 
 /// The mtime of every baked entry: `SOURCE_DATE_EPOCH` (reproducible-builds.org), else 0.
@@ -88,6 +90,12 @@ pub struct BakeReport {
     pub mounted: usize,
     /// Base blobs streamed from another registry.
     pub copied: usize,
+    /// Every blob of the push with what was done with it (empty without `--push`).
+    pub blobs: Vec<BlobReport>,
+    /// Bytes the push sent.
+    pub bytes_sent: u64,
+    /// Warnings about the push target (layers above sizes known to fail there).
+    pub push_warnings: Vec<String>,
     /// Base-image cache variables pointed at the baked cache (each one a warning).
     pub env_corrected: Vec<Correction>,
 }
@@ -105,12 +113,13 @@ pub struct PlatformReport {
     pub base_layers: usize,
 }
 
-/// Runs a bake. `on_layer` is told about each layer as it is ready.
+/// Runs a bake. `on_layer` is told about each layer as it is ready, `on_push` about the push.
 pub async fn bake(
     lock: &Lockfile,
     store: &Store,
     opts: &BakeOptions,
     on_layer: &(dyn Fn(&BuiltLayer) + Sync),
+    on_push: &dyn PushObserver,
 ) -> anyhow::Result<BakeReport> {
     let missing = store.missing(lock);
     if !missing.is_empty() {
@@ -167,9 +176,19 @@ pub async fn bake(
         });
     }
     let env = image::env_for(&opts.settings);
+    let meta = image::Metadata {
+        labels: opts.settings.labels.clone(),
+        annotations: opts.settings.annotations.clone(),
+    };
     let mut images = Vec::new();
     for (platform, base) in platforms.iter().zip(&bases) {
-        let img = image::build(base.as_ref().map(|(b, _)| b), platform, &layers, &env)?;
+        let img = image::build(
+            base.as_ref().map(|(b, _)| b),
+            platform,
+            &layers,
+            &env,
+            &meta,
+        )?;
         images.push((platform.clone(), img));
     }
     let mut report = BakeReport {
@@ -227,6 +246,9 @@ pub async fn bake(
                 &target.registry,
                 opts.settings.registry.get(&target.registry),
             ));
+        let push_opts = PushOptions {
+            jobs: opts.push_jobs,
+        };
         let pushed = match &built {
             Built::Single(img) => {
                 sink::push(
@@ -236,11 +258,23 @@ pub async fn bake(
                     img,
                     &layers,
                     base_blobs[0],
+                    push_opts,
+                    on_push,
                 )
                 .await?
             }
             Built::Index(index) => {
-                sink::push_index(target, &registry, &opts.tag, index, &layers, &base_blobs).await?
+                sink::push_index(
+                    target,
+                    &registry,
+                    &opts.tag,
+                    index,
+                    &layers,
+                    &base_blobs,
+                    push_opts,
+                    on_push,
+                )
+                .await?
             }
         };
         report.pushed = Some(pushed.pushed);
@@ -248,6 +282,9 @@ pub async fn bake(
         report.skipped = pushed.skipped;
         report.mounted = pushed.mounted;
         report.copied = pushed.copied;
+        report.blobs = pushed.blobs;
+        report.bytes_sent = pushed.bytes_sent;
+        report.push_warnings = pushed.warnings;
     }
     Ok(report)
 }

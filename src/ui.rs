@@ -67,6 +67,29 @@ impl Ui {
     }
 }
 
+/// A byte progress bar (elapsed, bar, bytes done of `bytes`, rate, ETA) for a terminal, or
+/// `None` where there is no terminal or with `--quiet`: callers then print status lines.
+pub fn byte_bar(ui: &Ui, bytes: u64) -> Option<ProgressBar> {
+    if !ui.tty || ui.quiet {
+        return None;
+    }
+    let bar = ProgressBar::new(bytes);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+/// Prints a status line above `bar` when there is one, else plainly (nothing with `--quiet`).
+pub fn line_above(ui: &Ui, bar: Option<&ProgressBar>, line: &str) {
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None if !ui.quiet => eprintln!("{line}"),
+        None => {}
+    }
+}
+
 /// A path as people want to read it: relative to the current folder when it is inside it.
 pub fn display_path(path: &Path) -> String {
     std::env::current_dir()

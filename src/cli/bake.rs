@@ -2,17 +2,21 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Args;
+use indicatif::ProgressBar;
 
 use super::args::{LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
 use crate::env::process_env;
+use crate::manifest::parse_key_value;
 use crate::manifest::{BakeOverrides, Compression};
 use crate::oci::reference::ImageRef;
-use crate::ui::{Ui, display_path, human_size};
+use crate::oci::sink::{Action, BlobReport, PushObserver};
+use crate::ui::{Ui, byte_bar, display_path, human_size, line_above};
 
 /// Arguments of `modelbake bake`.
 #[derive(Debug, Args)]
@@ -25,9 +29,25 @@ pub struct BakeArgs {
     #[arg(long, value_name = "DIR")]
     pub oci: Option<PathBuf>,
     /// Push the image to a registry (no Docker daemon): REGISTRY/REPO[:TAG]. Blobs the registry
-    /// has are skipped, base layers are mounted or streamed registry to registry.
+    /// has are skipped, base layers are mounted or streamed registry to registry, the others
+    /// uploaded (--push-jobs at a time); the manifest is stored under the tag only after every
+    /// blob is in. Refused before any upload: more than 127 layers, or a layer above the
+    /// registry's known limit (ghcr.io 10 GB, ECR 52,000 MiB).
     #[arg(long, value_name = "REF")]
     pub push: Option<String>,
+    /// Blobs uploaded at once by --push.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub push_jobs: u16,
+    /// Add a label to the image config (config.Labels), over [bake] labels; repeatable. GHCR
+    /// links the package to its repository through
+    /// `org.opencontainers.image.source=https://github.com/OWNER/REPO` (a GITHUB_TOKEN push
+    /// can be denied without it).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Add an annotation to the image manifest, over [bake] annotations; repeatable
+    /// (e.g. org.opencontainers.image.source, which GHCR also reads here).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub annotation: Vec<(String, String)>,
     /// Tag for --oci (and --push without a tag).
     #[arg(long, default_value = "latest")]
     pub tag: String,
@@ -58,6 +78,66 @@ pub struct BakeArgs {
     pub store: StoreArgs,
 }
 
+/// Push progress: a byte bar on a terminal with a line per blob above it; elsewhere one status
+/// line per blob.
+struct PushProgress<'a> {
+    ui: &'a Ui,
+    jobs: u16,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl PushProgress<'_> {
+    fn bar(&self) -> Option<ProgressBar> {
+        self.bar.lock().ok().and_then(|b| b.clone())
+    }
+}
+
+impl PushObserver for PushProgress<'_> {
+    fn warning(&self, message: &str) {
+        if !self.ui.quiet {
+            eprintln!("warning: {message}");
+        }
+    }
+
+    fn started(&self, blobs: usize, bytes: u64) {
+        self.ui.status(
+            "Pushing",
+            format!(
+                "{blobs} blobs ({}) at most {} at once",
+                human_size(bytes),
+                self.jobs
+            ),
+        );
+        if let Ok(mut b) = self.bar.lock() {
+            *b = byte_bar(self.ui, bytes);
+        }
+    }
+
+    fn sent(&self, bytes: u64) {
+        if let Some(bar) = self.bar() {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finished(&self, blob: &BlobReport) {
+        let bar = self.bar();
+        let verb = match blob.action {
+            Action::Present => "Present",
+            Action::Mounted => "Mounted",
+            Action::Streamed => "Streamed",
+            Action::Uploaded => "Uploaded",
+            Action::Resumed => "Resumed",
+        };
+        if let (Some(bar), Action::Present | Action::Mounted) = (&bar, blob.action) {
+            bar.inc(blob.size);
+        }
+        let line = self
+            .ui
+            .status_line(verb, format!("{} ({})", blob.what(), human_size(blob.size)));
+        line_above(self.ui, bar.as_ref(), &line);
+    }
+}
+
 /// Runs `modelbake bake`.
 pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let started = Instant::now();
@@ -75,6 +155,8 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         compression: args.compression,
         max_layer_size: args.max_layer_size,
         no_offline_env: args.no_offline_env,
+        labels: args.label.clone(),
+        annotations: args.annotation.clone(),
         ..args.layout.overrides()
     });
     let mtime = crate::bake::mtime_from_env(&process_env).map_err(anyhow::Error::msg)?;
@@ -93,6 +175,7 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         tag: args.tag.clone(),
         insecure: args.insecure,
         jobs: usize::from(args.jobs),
+        push_jobs: usize::from(args.push_jobs),
     };
     let on_layer = |l: &crate::oci::layer::BuiltLayer| {
         let verb = if l.reused { "Reused" } else { "Built" };
@@ -107,7 +190,16 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
             ),
         );
     };
-    let report = bake(&lock, &store, &opts, &on_layer).await?;
+    let progress = PushProgress {
+        ui,
+        jobs: args.push_jobs,
+        bar: Mutex::new(None),
+    };
+    let result = bake(&lock, &store, &opts, &on_layer, &progress).await;
+    if let Some(bar) = progress.bar.lock().ok().and_then(|mut b| b.take()) {
+        bar.finish_and_clear();
+    }
+    let report = result?;
     for c in &report.env_corrected {
         eprintln!("warning: {c}");
     }
@@ -154,7 +246,14 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
     if let Some(p) = &report.pushed {
         ui.status(
             "Pushed",
-            format!("{p}: {} blobs uploaded, {} already there, {} mounted, {} copied from the base registry", report.uploaded, report.skipped, report.mounted, report.copied),
+            format!(
+                "{p}: {} blobs uploaded, {} already there, {} mounted, {} copied from the base registry ({} sent)",
+                report.uploaded,
+                report.skipped,
+                report.mounted,
+                report.copied,
+                human_size(report.bytes_sent)
+            ),
         );
     }
     ui.status(

@@ -6,14 +6,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::args::StoreArgs;
 use super::{Cli, Failure, load_locked};
 use crate::env::process_env;
 use crate::fetch::{self, BlobJob, BlobOutcome, FetchOptions, FetchProgress, MirrorPlan};
 use crate::hub::{HubClient, HubConfig};
-use crate::ui::{Ui, display_path, human_size};
+use crate::ui::{Ui, byte_bar, display_path, human_size, line_above};
 
 /// Arguments of `modelbake fetch`.
 #[derive(Debug, Args)]
@@ -50,16 +50,11 @@ struct Progress<'a> {
 
 impl FetchProgress for Progress<'_> {
     fn start(&self, blobs: usize, bytes: u64) {
-        if blobs == 0 || !self.ui.tty || self.ui.quiet {
+        if blobs == 0 {
             return;
         }
-        let bar = ProgressBar::new(bytes);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
         if let Ok(mut b) = self.bar.lock() {
-            *b = Some(bar);
+            *b = byte_bar(self.ui, bytes);
         }
     }
 
@@ -82,11 +77,11 @@ impl FetchProgress for Progress<'_> {
             verb,
             format!("{} ({})", job.uses[0].label(), human_size(job.size)),
         );
-        match self.bar.lock().ok().and_then(|b| b.clone()) {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None if !self.ui.quiet => eprintln!("{line}"),
-            None => {}
-        }
+        line_above(
+            self.ui,
+            self.bar.lock().ok().and_then(|b| b.clone()).as_ref(),
+            &line,
+        );
     }
 }
 

@@ -108,6 +108,12 @@ pub struct BakeDoc {
     /// (`ghcr.io`, `127.0.0.1:5000`): `[bake.registry."ghcr.io"] chunk_size = 33554432`.
     #[serde(default)]
     pub registry: BTreeMap<String, RegistryUpload>,
+    /// Image config labels (`config.Labels`), e.g.
+    /// `{ "org.opencontainers.image.source" = "https://github.com/acme/app" }`, which GHCR uses
+    /// to link the package to its repository. Merged over the base's labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Image manifest annotations, e.g. `{ "org.opencontainers.image.version" = "1.2" }`.
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// How the locked repos are laid out inside an image.
@@ -199,6 +205,10 @@ pub struct BakeSettings {
     pub flat: bool,
     /// `[bake.registry."HOST"]` upload settings, by registry.
     pub registry: BTreeMap<String, RegistryUpload>,
+    /// Image config labels.
+    pub labels: BTreeMap<String, String>,
+    /// Image manifest annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Default for BakeSettings {
@@ -215,6 +225,8 @@ impl Default for BakeSettings {
             models_dir: "/models".into(),
             flat: false,
             registry: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 }
@@ -244,6 +256,10 @@ pub struct BakeOverrides {
     pub models_dir: Option<String>,
     /// `--flat`.
     pub flat: bool,
+    /// `--label KEY=VALUE`, added to (or replacing keys of) `[bake] labels`.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation KEY=VALUE`, added to (or replacing keys of) `[bake] annotations`.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl BakeSettings {
@@ -282,6 +298,8 @@ impl BakeSettings {
         if o.flat {
             self.flat = true;
         }
+        self.labels.extend(o.labels.iter().cloned());
+        self.annotations.extend(o.annotations.iter().cloned());
         self
     }
 }
@@ -313,6 +331,17 @@ fn image_dir(name: &str, s: &str, example: &str) -> Result<String, String> {
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Parses `KEY=VALUE` (`--label`, `--annotation`): the key is everything before the first `=`
+/// and must not be empty; the value may be empty or contain `=`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE, e.g. org.opencontainers.image.source=https://github.com/acme/app"
+        )),
+    }
 }
 
 /// Parses `uid:gid`.
@@ -612,6 +641,25 @@ fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, 
         }
         b.registry.insert(host, r);
     }
+    for (field, map) in [("labels", &doc.labels), ("annotations", &doc.annotations)] {
+        if let Some(key) = map
+            .iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .find(|k| k.trim().is_empty())
+        {
+            return Err(SourceError::at(
+                path,
+                text,
+                None,
+                format!(
+                    "[bake] {field}: the key `{key}` is empty; name each entry, e.g. `org.opencontainers.image.source`"
+                ),
+            ));
+        }
+    }
+    b.labels = doc.labels.unwrap_or_default();
+    b.annotations = doc.annotations.unwrap_or_default();
     Ok(b)
 }
 
@@ -726,5 +774,30 @@ id = "acme/data"
         assert!(e.message.contains("listed twice"));
         // The same id as a dataset is a different repo.
         assert!(parse("[[model]]\nid = \"acme/a\"\n[[dataset]]\nid = \"acme/a\"\n").is_ok());
+    }
+
+    #[test]
+    fn labels_and_annotations_come_from_bake_and_flags_win() {
+        let m = parse(
+            "[bake]\nlabels = { \"org.opencontainers.image.source\" = \"https://github.com/acme/app\", team = \"ml\" }\nannotations = { \"a.b\" = \"1\" }\n",
+        )
+        .unwrap();
+        assert_eq!(m.bake.labels["team"], "ml");
+        assert_eq!(m.bake.annotations["a.b"], "1");
+        let merged = m.bake.with(&BakeOverrides {
+            labels: vec![("team".into(), "infra".into()), ("x".into(), "".into())],
+            annotations: vec![parse_key_value("c=d=e").unwrap()],
+            ..Default::default()
+        });
+        assert_eq!(merged.labels.len(), 3);
+        assert_eq!(merged.labels["team"], "infra");
+        assert_eq!(merged.labels["x"], "");
+        assert_eq!(merged.annotations["c"], "d=e");
+        assert_eq!(merged.annotations["a.b"], "1");
+        let e = parse("[bake]\nlabels = { \"\" = \"x\" }\n").unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
+        for bad in ["novalue", "=v", " =v"] {
+            assert!(parse_key_value(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -96,6 +96,47 @@ pub enum OciError {
     /// A registry failure.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// An image with more layers than overlayfs can stack (checked before a push).
+    #[error(
+        "the image would have {total} layers ({base} from the base, {} of models), more than the {limit} a container runtime can stack",
+        .total - .base
+    )]
+    TooManyLayers {
+        /// Base and model layers together.
+        total: usize,
+        /// Layers of the base.
+        base: usize,
+        /// The most allowed.
+        limit: usize,
+    },
+    /// A layer above the target registry's known per-layer limit (checked before a push).
+    #[error(
+        "{what} is {size} bytes, above the {limit}-byte layer limit of {registry} ({source_note})"
+    )]
+    LayerTooLarge {
+        /// Which layer.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The registry.
+        registry: String,
+        /// Its limit in bytes.
+        limit: u64,
+        /// Where the limit comes from.
+        source_note: String,
+    },
+    /// A registry answered HTTP 413 (Payload Too Large) to a blob upload.
+    #[error("{registry} refused {what} ({size} bytes) as too large (HTTP 413): {detail}")]
+    RefusedAsTooLarge {
+        /// Which blob.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The registry.
+        registry: String,
+        /// The registry's answer.
+        detail: String,
+    },
 }
 
 impl OciError {
@@ -114,6 +155,12 @@ impl OciError {
                 Some("check that the reference points at a container image")
             }
             OciError::Body(_) => Some("check that the reference points at a container image"),
+            OciError::TooManyLayers { .. } => Some(
+                "put more files in each layer: raise `max_layer_size` in [bake] (or --max-layer-size) so large repos are split less, bake fewer repos into this image, or build on a slimmer base with fewer layers",
+            ),
+            OciError::LayerTooLarge { .. } | OciError::RefusedAsTooLarge { .. } => Some(
+                "split the repo over smaller layers: set `max_layer_size` in [bake] (or --max-layer-size) below the registry's limit, e.g. 5000000000",
+            ),
             OciError::Registry(r) => r.hint(),
             OciError::Io { .. } => None,
         }

@@ -40,6 +40,17 @@ pub struct Image {
     pub corrected: Vec<Correction>,
 }
 
+/// What the user asked to be written about the image: `config.Labels` entries and manifest
+/// annotations (`[bake] labels`/`annotations`, `--label`, `--annotation`). Empty (the default)
+/// writes neither, so images baked without them keep their digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Image config labels, merged over the base's (ours win on the same key).
+    pub labels: Annotations,
+    /// Manifest annotations.
+    pub annotations: Annotations,
+}
+
 /// Environment variables the image gets.
 pub fn image_env(hf_home: &str, offline: bool) -> Vec<(String, String)> {
     let mut env = vec![("HF_HOME".to_owned(), hf_home.to_owned())];
@@ -129,6 +140,7 @@ pub fn build(
     platform: &Platform,
     layers: &[BuiltLayer],
     env: &[(String, String)],
+    meta: &Metadata,
 ) -> Result<Image, OciError> {
     let mut config = match base {
         Some(b) => b.config.clone(),
@@ -166,6 +178,15 @@ pub fn build(
     });
     vars.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     config["config"]["Env"] = json!(vars);
+    if !meta.labels.is_empty() {
+        let labels = &mut config["config"]["Labels"];
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        for (k, v) in &meta.labels {
+            labels[k] = json!(v);
+        }
+    }
 
     let mut diff_ids: Vec<Value> = config["rootfs"]["diff_ids"]
         .as_array()
@@ -194,7 +215,7 @@ pub fn build(
         media_type: Some(MEDIA_MANIFEST.to_owned()),
         config: config_desc.clone(),
         layers: all_layers,
-        annotations: None,
+        annotations: (!meta.annotations.is_empty()).then(|| meta.annotations.clone()),
         extra: Default::default(),
     };
     let manifest_bytes = canonical_json(&manifest)?;
@@ -210,4 +231,70 @@ pub fn build(
         manifest_desc,
         corrected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Base {
+        Base {
+            config: json!({
+                "architecture": "amd64",
+                "os": "linux",
+                "config": { "Labels": { "maintainer": "base", "org.opencontainers.image.source": "https://base" } }
+            }),
+            layers: Vec::new(),
+        }
+    }
+
+    fn platform() -> Platform {
+        Platform::parse("linux/amd64").unwrap()
+    }
+
+    #[test]
+    fn no_metadata_writes_no_labels_and_no_annotations() {
+        let img = build(None, &platform(), &[], &[], &Metadata::default()).unwrap();
+        let config: Value = serde_json::from_slice(&img.config).unwrap();
+        assert!(config["config"].get("Labels").is_none(), "{config}");
+        let manifest: Value = serde_json::from_slice(&img.manifest).unwrap();
+        assert!(manifest.get("annotations").is_none(), "{manifest}");
+        // The base's labels pass through untouched.
+        let on_base = build(Some(&base()), &platform(), &[], &[], &Metadata::default()).unwrap();
+        let config: Value = serde_json::from_slice(&on_base.config).unwrap();
+        assert_eq!(
+            config["config"]["Labels"],
+            base().config["config"]["Labels"]
+        );
+    }
+
+    #[test]
+    fn labels_merge_over_the_base_and_annotations_go_on_the_manifest() {
+        let meta = Metadata {
+            labels: Annotations::from([
+                (
+                    "org.opencontainers.image.source".into(),
+                    "https://github.com/acme/app".into(),
+                ),
+                ("team".into(), "ml".into()),
+            ]),
+            annotations: Annotations::from([(
+                "org.opencontainers.image.version".into(),
+                "1.2".into(),
+            )]),
+        };
+        let img = build(Some(&base()), &platform(), &[], &[], &meta).unwrap();
+        let config: Value = serde_json::from_slice(&img.config).unwrap();
+        assert_eq!(
+            config["config"]["Labels"],
+            json!({ "maintainer": "base", "org.opencontainers.image.source": "https://github.com/acme/app", "team": "ml" })
+        );
+        let manifest: Value = serde_json::from_slice(&img.manifest).unwrap();
+        assert_eq!(
+            manifest["annotations"],
+            json!({ "org.opencontainers.image.version": "1.2" })
+        );
+        let plain = build(Some(&base()), &platform(), &[], &[], &Metadata::default()).unwrap();
+        assert_ne!(plain.manifest_desc.digest, img.manifest_desc.digest);
+    }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod limits;
 pub mod model;
 pub mod reference;
 pub mod registry;

@@ -24,6 +24,7 @@ mod oci_support;
 mod plugins;
 mod registry_auth;
 mod registry_faults;
+mod registry_push;
 mod schema;
 mod support;
 mod tls;
