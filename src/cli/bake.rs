@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::args::{LayoutArgs, StoreArgs};
+use super::args::{CacheArgs, LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
 use crate::env::process_env;
@@ -53,6 +53,8 @@ pub struct BakeArgs {
     #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
     pub layout: LayoutArgs,
     #[command(flatten)]
     pub store: StoreArgs,
@@ -93,9 +95,14 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         tag: args.tag.clone(),
         insecure: args.insecure,
         jobs: usize::from(args.jobs),
+        cache: args.cache.resolve(&manifest),
     };
     let on_layer = |l: &crate::oci::layer::BuiltLayer| {
-        let verb = if l.reused { "Reused" } else { "Built" };
+        let verb = match (l.reused, l.path.as_os_str().is_empty()) {
+            (_, true) => "Cached",
+            (true, false) => "Reused",
+            (false, false) => "Built",
+        };
         ui.status(
             verb,
             format!(
@@ -110,6 +117,20 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
     let report = bake(&lock, &store, &opts, &on_layer).await?;
     for c in &report.env_corrected {
         eprintln!("warning: {c}");
+    }
+    if let Some(c) = &report.cache {
+        for w in &c.warnings {
+            eprintln!("warning: {w}");
+        }
+        ui.status(
+            "Cache",
+            format!(
+                "{}: {} layer(s) from records, {} recorded",
+                c.repository,
+                c.hits.len(),
+                c.recorded.len()
+            ),
+        );
     }
     if ui.json {
         let mut v = serde_json::to_value(&report)?;

@@ -564,6 +564,8 @@ fn tokio_util_stream(
     })
 }
 
+mod lookup;
+
 #[cfg(test)]
 mod fuzz_tests;
 

@@ -119,25 +119,7 @@ impl BaseSource {
             return Ok(Transfer::Skipped);
         }
         match self {
-            BaseSource::Registry(src) => {
-                if src.registry.host() == target.host()
-                    && target
-                        .mount(repo, &desc.digest, &src.image.repository)
-                        .await?
-                {
-                    return Ok(Transfer::Mounted);
-                }
-                let resp = src
-                    .registry
-                    .blob_stream(&src.image.repository, &desc.digest)
-                    .await?;
-                let what = format!("base layer {} from {}", desc.digest, src.image);
-                let checked = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what);
-                target
-                    .upload_stream(repo, &desc.digest, desc.size, checked)
-                    .await?;
-                Ok(Transfer::Copied)
-            }
+            BaseSource::Registry(src) => copy_from_registry(src, desc, target, repo).await,
             BaseSource::Layout(src) => {
                 let blob = src.verified_blob(desc)?;
                 target
@@ -147,6 +129,34 @@ impl BaseSource {
             }
         }
     }
+}
+
+/// Puts blob `desc` of registry image `src` into `repo` on `target`: mounted when both are on
+/// the same registry, otherwise streamed registry to registry with its digest checked on the
+/// way. Used for base layers and for layers recorded in a cache repository.
+pub async fn copy_from_registry(
+    src: &RegistrySource,
+    desc: &Descriptor,
+    target: &Registry,
+    repo: &str,
+) -> Result<Transfer, OciError> {
+    if src.registry.host() == target.host()
+        && target
+            .mount(repo, &desc.digest, &src.image.repository)
+            .await?
+    {
+        return Ok(Transfer::Mounted);
+    }
+    let resp = src
+        .registry
+        .blob_stream(&src.image.repository, &desc.digest)
+        .await?;
+    let what = format!("layer {} from {}", desc.digest, src.image);
+    let checked = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what);
+    target
+        .upload_stream(repo, &desc.digest, desc.size, checked)
+        .await?;
+    Ok(Transfer::Copied)
 }
 
 /// True when two paths name the same folder.
@@ -180,7 +190,7 @@ fn link_verified(src: &LayoutSource, desc: &Descriptor, tmp: &Path) -> Result<()
 }
 
 /// Downloads a registry blob into `tmp`, hashing it as it arrives.
-async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
+pub async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
     let resp = src
         .registry
         .blob_stream(&src.image.repository, &desc.digest)
