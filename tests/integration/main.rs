@@ -22,3 +22,4 @@ mod oci_support;
 mod plugins;
 mod schema;
 mod support;
+mod token_service;
