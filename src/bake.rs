@@ -183,8 +183,8 @@ pub async fn bake(
         );
     }
     let hit: Vec<bool> = recorded.iter().map(Option::is_some).collect();
-    let layers: Vec<BuiltLayer> = stream::iter(plans.iter().cloned().zip(recorded).map(
-        |(plan, recorded)| {
+    let layers: Vec<BuiltLayer> =
+        stream::iter(plans.iter().cloned().zip(recorded).map(|(plan, recorded)| {
             let store = store.clone();
             async move {
                 if let Some(found) = recorded {
@@ -199,11 +199,10 @@ pub async fn bake(
                 on_layer(&built);
                 Ok::<_, anyhow::Error>(built)
             }
-        },
-    ))
-    .buffered(opts.jobs.max(1))
-    .try_collect()
-    .await?;
+        }))
+        .buffered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
 
     let base = match &opts.settings.base {
         None => None,

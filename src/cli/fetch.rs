@@ -121,7 +121,9 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
         ..FetchOptions::tuned(&process_env)
     };
     let from_cache = match args.cache.resolve(&manifest).filter(|_| !args.offline) {
-        Some(reference) => Some(fill_from_cache(&reference, args.insecure, &manifest, &lock, &store, ui).await?),
+        Some(reference) => {
+            Some(fill_from_cache(&reference, args.insecure, &manifest, &lock, &store, ui).await?)
+        }
         None => None,
     };
     let progress = Progress {

@@ -296,7 +296,12 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
 /// Puts the finished, checked blob at `tmp` (from [`temp_path`]) into the layer cache as the
 /// layer of `key`, with its record; the blob lands first, so a record never names a missing
 /// blob.
-pub fn adopt(store: &Store, key: &str, mut layer: BuiltLayer, tmp: &Path) -> io::Result<BuiltLayer> {
+pub fn adopt(
+    store: &Store,
+    key: &str,
+    mut layer: BuiltLayer,
+    tmp: &Path,
+) -> io::Result<BuiltLayer> {
     let path = store.layout().layer_blobs().join(layer.digest.hex());
     // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
     // must not silently change the cached layer.

@@ -20,6 +20,7 @@ mod lock;
 mod lock_faults;
 mod oci_support;
 mod plugins;
+mod registry_cache;
 mod schema;
 mod support;
 mod token_service;

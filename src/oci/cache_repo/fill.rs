@@ -94,7 +94,11 @@ pub async fn fill(
             for (sha256, size) in published {
                 let served = Served {
                     repo: plan.repo.clone(),
-                    path: paths.get(sha256.as_str()).copied().unwrap_or_default().to_owned(),
+                    path: paths
+                        .get(sha256.as_str())
+                        .copied()
+                        .unwrap_or_default()
+                        .to_owned(),
                     sha256,
                     size,
                     layer: found.digest.to_string(),
@@ -215,7 +219,9 @@ fn unpack_tar(
         if store.has(sha256, *size) {
             continue;
         }
-        let mut partial = store.begin(sha256, *size, &claim).map_err(io::Error::other)?;
+        let mut partial = store
+            .begin(sha256, *size, &claim)
+            .map_err(io::Error::other)?;
         partial.reset().map_err(io::Error::other)?;
         loop {
             let n = entry.read(&mut buf)?;

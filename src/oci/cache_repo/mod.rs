@@ -10,12 +10,12 @@
 pub mod fill;
 pub mod record;
 
+use super::MEDIA_MANIFEST;
 use super::digest::Digest;
 use super::error::OciError;
 use super::layer::{self, BuiltLayer, LayerFormat, LayerPlan};
 use super::reference::ImageRef;
 use super::registry::{Payload, Registry, RegistryError};
-use super::MEDIA_MANIFEST;
 use super::sink::{Transfer, copy_from_registry, download};
 use super::source::RegistrySource;
 use crate::store::Store;

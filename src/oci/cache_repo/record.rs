@@ -105,10 +105,10 @@ pub fn check(
     let part = format!("{}/{}", plan.part.0, plan.part.1);
     let files = files_digest(plan);
     let expect = [
-        (ANNOTATION_KEY, key),
         (ANNOTATION_REPO, plan.repo.as_str()),
         (ANNOTATION_COMMIT, plan.commit.as_str()),
         (ANNOTATION_PART, part.as_str()),
+        (ANNOTATION_KEY, key),
         (ANNOTATION_FILES, files.as_str()),
     ];
     for (name, want) in expect {
@@ -211,6 +211,14 @@ mod tests {
         let other_type = String::from_utf8(bytes)
             .unwrap()
             .replace("layer-cache.v1", "layer-cache.v9");
-        assert!(check(other_type.as_bytes(), &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR).is_err());
+        assert!(
+            check(
+                other_type.as_bytes(),
+                &plan(&c),
+                "k1",
+                crate::oci::MEDIA_LAYER_TAR
+            )
+            .is_err()
+        );
     }
 }
