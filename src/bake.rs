@@ -133,6 +133,7 @@ pub async fn bake(
     });
     // Per plan: a layer taken from its record (blob in the cache repository), if any.
     let mut recorded: Vec<Option<BuiltLayer>> = vec![None; plans.len()];
+    let mut cache_down = false;
     if let (Some(cache), Some(out)) = (&cache, outcome.as_mut()) {
         let wants_files = opts.layers_dir.is_some() || opts.oci_dir.is_some();
         for (i, plan) in plans.iter().enumerate() {
@@ -148,7 +149,14 @@ pub async fn bake(
                     recorded[i] = Some(found);
                 }
                 Lookup::Miss(None) => {}
-                Lookup::Miss(Some(w)) | Lookup::Rejected(w) => out.warnings.push(w),
+                Lookup::Rejected(w) => out.warnings.push(w),
+                Lookup::Miss(Some(w)) => {
+                    // The registry could not be asked: no use asking for every other layer.
+                    out.warnings
+                        .push(format!("{w}; the cache repository is not asked further"));
+                    cache_down = true;
+                    break;
+                }
             }
         }
     }
@@ -257,7 +265,7 @@ pub async fn bake(
         report.mounted = pushed.mounted + mounted;
         report.copied = pushed.copied + copied;
     }
-    if let (Some(cache), Some(out)) = (&cache, outcome.as_mut()) {
+    if let (Some(cache), Some(out), false) = (&cache, outcome.as_mut(), cache_down) {
         for ((plan, l), hit) in plans.iter().zip(&layers).zip(hit) {
             if hit {
                 out.hits.push(l.digest.to_string());

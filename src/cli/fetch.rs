@@ -171,8 +171,8 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
                 String::new()
             },
             report.imported,
-            report.present + report.fetched_by_another
-                - from_cache.as_ref().map_or(0, |c| c.served.len()),
+            (report.present + report.fetched_by_another)
+                .saturating_sub(from_cache.as_ref().map_or(0, |c| c.served.len())),
         ),
     );
     Ok(ExitCode::SUCCESS)

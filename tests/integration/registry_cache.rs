@@ -573,6 +573,23 @@ fn without_a_cache_no_registry_is_asked() {
     r.ok();
     assert!(json(&r).get("cache").is_none());
     assert!(registry.requests().is_empty(), "{:?}", registry.requests());
+    // An unreachable cache repository: one warning, then the bake goes on without it.
+    let r = run(f.cmd().args([
+        "bake",
+        "--json",
+        "--insecure",
+        "--cache",
+        "127.0.0.1:1/cache/models",
+        "--oci",
+        out.to_str().unwrap(),
+    ]));
+    r.ok();
+    assert_eq!(
+        r.stderr.matches("not asked further").count(),
+        1,
+        "{}",
+        r.stderr
+    );
     // And with it on, the manifest's cache repository is used.
     let r = run(f.cmd().args([
         "bake",

@@ -84,9 +84,16 @@ pub async fn fill(
             let found = match cache.lookup(&plan, format).await {
                 Lookup::Hit(found) => found,
                 Lookup::Miss(None) => continue,
-                Lookup::Miss(Some(w)) | Lookup::Rejected(w) => {
+                Lookup::Rejected(w) => {
                     report.warnings.push(w);
                     continue;
+                }
+                Lookup::Miss(Some(w)) => {
+                    // The registry could not be asked: the Hub takes everything left.
+                    report
+                        .warnings
+                        .push(format!("{w}; the cache repository is not asked further"));
+                    return report;
                 }
             };
             report.layers += 1;
