@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::loaders::Correction;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
+use crate::oci::cache_repo::{CacheRepo, Lookup};
 use crate::oci::image::{self, Base, Image, IndexImage};
-use crate::oci::layer::{self, BuiltLayer, LayerFormat};
+use crate::oci::layer::{self, BuiltLayer, LayerFormat, LayerPlan};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{Registry, RegistryOptions};
 use crate::oci::sink::{self, BaseSource, BlobReport, PushAs, PushObserver, PushOptions};
@@ -42,6 +43,9 @@ pub struct BakeOptions {
     pub jobs: usize,
     /// Blobs pushed at once.
     pub push_jobs: usize,
+    /// `--cache REGISTRY/REPO` (or `[cache] registry`): the shared layer cache; `None` makes no
+    /// request of any kind.
+    pub cache: Option<String>,
 }
 
 /// The mtime of every baked entry: `SOURCE_DATE_EPOCH` (reproducible-builds.org), else 0.
@@ -98,6 +102,25 @@ pub struct BakeReport {
     pub push_warnings: Vec<String>,
     /// Base-image cache variables pointed at the baked cache (each one a warning).
     pub env_corrected: Vec<Correction>,
+    /// What the cache repository did (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheOutcome>,
+}
+
+/// What the cache repository did for a bake.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheOutcome {
+    /// `registry/repo`.
+    pub repository: String,
+    /// Layers taken from records (no store files needed for them).
+    pub hits: Vec<String>,
+    /// Layers downloaded from the cache repository for --oci/--layers.
+    pub downloaded: usize,
+    /// Layers recorded by this bake.
+    pub recorded: Vec<String>,
+    /// Records ignored, records that could not be written (no push rights…), lookups that
+    /// failed: each one a warning, none fails the bake.
+    pub warnings: Vec<String>,
 }
 
 /// What a bake wrote for one platform.
@@ -121,12 +144,73 @@ pub async fn bake(
     on_layer: &(dyn Fn(&BuiltLayer) + Sync),
     on_push: &dyn PushObserver,
 ) -> anyhow::Result<BakeReport> {
-    let missing = store.missing(lock);
+    layer::check_layout(lock, &opts.settings).map_err(anyhow::Error::msg)?;
+    let platforms = Platform::parse_list(&opts.settings.platform).map_err(anyhow::Error::msg)?;
+    let format = layer_format(&opts.settings, opts.mtime);
+    let plans: Vec<_> = lock
+        .repos
+        .iter()
+        .flat_map(|r| layer::plan_repo(r, &opts.settings))
+        .collect();
+    let cache = match &opts.cache {
+        Some(reference) => Some(CacheRepo::open(reference, opts.insecure)?),
+        None => None,
+    };
+    let mut outcome = cache.as_ref().map(|c| CacheOutcome {
+        repository: c.name(),
+        ..Default::default()
+    });
+    // Per plan: a layer taken from its record (blob in the cache repository), if any.
+    let mut recorded: Vec<Option<BuiltLayer>> = vec![None; plans.len()];
+    let mut cache_down = false;
+    if let (Some(cache), Some(out)) = (&cache, outcome.as_mut()) {
+        let wants_files = opts.layers_dir.is_some() || opts.oci_dir.is_some();
+        for (i, plan) in plans.iter().enumerate() {
+            match cache.lookup(plan, format).await {
+                Lookup::Hit(found) => {
+                    let found = if wants_files && layer::cached(store, plan, format).is_none() {
+                        let got = cache.download(store, plan, format, found).await?;
+                        out.downloaded += 1;
+                        got
+                    } else {
+                        found
+                    };
+                    recorded[i] = Some(found);
+                }
+                Lookup::Miss(None) => {}
+                Lookup::Rejected(w) => out.warnings.push(w),
+                Lookup::Miss(Some(w)) => {
+                    // The registry could not be asked: no use asking for every other layer.
+                    out.warnings
+                        .push(format!("{w}; the cache repository is not asked further"));
+                    cache_down = true;
+                    break;
+                }
+            }
+        }
+    }
+    // Only the layers neither recorded nor in the local layer cache need store files.
+    let missing: Vec<String> = plans
+        .iter()
+        .zip(&recorded)
+        .filter(|(plan, r)| r.is_none() && layer::cached(store, plan, format).is_none())
+        .flat_map(|(plan, _)| {
+            layer::store_blobs(plan)
+                .filter(|(sha, size)| !store.has(sha, *size))
+                .map(|(sha, _)| describe_missing(lock, plan, sha))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     if !missing.is_empty() {
         anyhow::bail!(
-            "{} file(s) are not in the store {}: run `modelbake fetch` first\n  - {}",
+            "{} file(s) are not in the store {}: run `modelbake fetch` first{}\n  - {}",
             missing.len(),
             store.root().display(),
+            if cache.is_some() {
+                " (the cache repository has no usable record of their layers)"
+            } else {
+                ""
+            },
             missing
                 .iter()
                 .take(20)
@@ -135,37 +219,27 @@ pub async fn bake(
                 .join("\n  - ")
         );
     }
-    layer::check_layout(lock, &opts.settings).map_err(anyhow::Error::msg)?;
-    let platforms = Platform::parse_list(&opts.settings.platform).map_err(anyhow::Error::msg)?;
-    let format = LayerFormat {
-        stamp: Stamp {
-            uid: opts.settings.owner.0,
-            gid: opts.settings.owner.1,
-            mtime: opts.mtime,
-        },
-        compression: opts.settings.compression,
-        layout: opts.settings.layout,
-    };
-    let plans: Vec<_> = lock
-        .repos
-        .iter()
-        .flat_map(|r| layer::plan_repo(r, &opts.settings))
-        .collect();
-    let layers: Vec<BuiltLayer> = stream::iter(plans.into_iter().map(|plan| {
-        let store = store.clone();
-        async move {
-            let built = tokio::task::spawn_blocking(move || {
-                layer::build(&store, &plan, format)
-                    .map_err(|e| anyhow::anyhow!("building the layer of {}: {e}", plan.repo))
-            })
-            .await??;
-            on_layer(&built);
-            Ok::<_, anyhow::Error>(built)
-        }
-    }))
-    .buffered(opts.jobs.max(1))
-    .try_collect()
-    .await?;
+    let hit: Vec<bool> = recorded.iter().map(Option::is_some).collect();
+    let layers: Vec<BuiltLayer> =
+        stream::iter(plans.iter().cloned().zip(recorded).map(|(plan, recorded)| {
+            let store = store.clone();
+            async move {
+                if let Some(found) = recorded {
+                    on_layer(&found);
+                    return Ok::<_, anyhow::Error>(found);
+                }
+                let built = tokio::task::spawn_blocking(move || {
+                    layer::build(&store, &plan, format)
+                        .map_err(|e| anyhow::anyhow!("building the layer of {}: {e}", plan.repo))
+                })
+                .await??;
+                on_layer(&built);
+                Ok::<_, anyhow::Error>(built)
+            }
+        }))
+        .buffered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
 
     let multi = platforms.len() > 1;
     let mut bases = Vec::new();
@@ -248,6 +322,8 @@ pub async fn bake(
             ));
         let push_opts = PushOptions {
             jobs: opts.push_jobs,
+            // Layers taken from records have no local file: mounted or streamed from the cache.
+            remote_layers: cache.as_ref().map(CacheRepo::source),
         };
         let pushed = match &built {
             Built::Single(img) => {
@@ -286,6 +362,24 @@ pub async fn bake(
         report.bytes_sent = pushed.bytes_sent;
         report.push_warnings = pushed.warnings;
     }
+    if let (Some(cache), Some(out), false) = (&cache, outcome.as_mut(), cache_down) {
+        for ((plan, l), hit) in plans.iter().zip(&layers).zip(hit) {
+            if hit {
+                out.hits.push(l.digest.to_string());
+                continue;
+            }
+            match cache.record(l, plan, format, opts.push.as_ref()).await {
+                Ok(()) => out.recorded.push(l.digest.to_string()),
+                Err(e) => out.warnings.push(format!(
+                    "cache repository {}: could not record {} layer {} ({e}); recording needs push rights to it, the bake itself is fine",
+                    cache.name(),
+                    l.repo,
+                    l.part
+                )),
+            }
+        }
+    }
+    report.cache = outcome;
     Ok(report)
 }
 
@@ -293,6 +387,31 @@ pub async fn bake(
 enum Built {
     Single(Box<Image>),
     Index(Box<IndexImage>),
+}
+
+/// The byte-level options of every layer of a bake with `settings` and `mtime` (`fetch --cache`
+/// computes the same keys).
+pub fn layer_format(settings: &BakeSettings, mtime: u64) -> LayerFormat {
+    LayerFormat {
+        stamp: Stamp {
+            uid: settings.owner.0,
+            gid: settings.owner.1,
+            mtime,
+        },
+        compression: settings.compression,
+        layout: settings.layout,
+    }
+}
+
+/// `model `acme/tiny` file `x`` for a store blob a layer needs.
+fn describe_missing(lock: &Lockfile, plan: &LayerPlan, sha256: &str) -> String {
+    lock.repos
+        .iter()
+        .filter(|r| r.key().qualified() == plan.repo)
+        .flat_map(|r| r.files.iter().map(move |f| (r, f)))
+        .find(|(_, f)| f.sha256 == sha256)
+        .map(|(r, f)| format!("{} file `{}`", r.label(), f.path))
+        .unwrap_or_else(|| format!("{} blob sha256:{sha256}", plan.repo))
 }
 
 /// Reads the base image's manifest and config (never its layers), from a layout or a registry.

@@ -104,3 +104,29 @@ impl LayoutArgs {
         }
     }
 }
+
+/// The cache repository options of `bake` and `fetch`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// A registry repository shared as a layer cache between machines (CI runners):
+    /// REGISTRY/REPO [default: [cache] registry in models.toml, else none]. `bake` pushes
+    /// without the files of layers recorded there and records the layers it builds (needs push
+    /// rights; without them a warning); `fetch` unpacks recorded layers into the store, every
+    /// file checked against the lock, and takes the rest from the Hub. See
+    /// docs/cache-repository.md.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    pub cache: Option<String>,
+    /// Use no cache repository even if models.toml names one.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache repository to use: the flag, else the manifest's, unless `--no-cache`.
+    pub(crate) fn resolve(&self, manifest: &crate::manifest::Manifest) -> Option<String> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache.clone().or_else(|| manifest.cache.clone())
+    }
+}

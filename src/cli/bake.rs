@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::args::{LayoutArgs, StoreArgs};
+use super::args::{CacheArgs, LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
 use crate::env::process_env;
@@ -72,6 +72,8 @@ pub struct BakeArgs {
     /// Layers built at once.
     #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub layout: LayoutArgs,
     #[command(flatten)]
@@ -176,9 +178,14 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         insecure: args.insecure,
         jobs: usize::from(args.jobs),
         push_jobs: usize::from(args.push_jobs),
+        cache: args.cache.resolve(&manifest),
     };
     let on_layer = |l: &crate::oci::layer::BuiltLayer| {
-        let verb = if l.reused { "Reused" } else { "Built" };
+        let verb = match (l.reused, l.path.as_os_str().is_empty()) {
+            (_, true) => "Cached",
+            (true, false) => "Reused",
+            (false, false) => "Built",
+        };
         ui.status(
             verb,
             format!(
@@ -202,6 +209,20 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
     let report = result?;
     for c in &report.env_corrected {
         eprintln!("warning: {c}");
+    }
+    if let Some(c) = &report.cache {
+        for w in &c.warnings {
+            eprintln!("warning: {w}");
+        }
+        ui.status(
+            "Cache",
+            format!(
+                "{}: {} layer(s) from records, {} recorded",
+                c.repository,
+                c.hits.len(),
+                c.recorded.len()
+            ),
+        );
     }
     if ui.json {
         let mut v = serde_json::to_value(&report)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::args::StoreArgs;
+use super::args::{CacheArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::env::process_env;
 use crate::fetch::{self, BlobJob, BlobOutcome, FetchOptions, FetchProgress, MirrorPlan};
@@ -38,6 +38,11 @@ pub struct FetchArgs {
     /// it is often 2x faster.
     #[arg(long)]
     pub no_fsync: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Allow a plain-http cache registry (local test registries only).
+    #[arg(long)]
+    pub insecure: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -110,6 +115,12 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
         mirrors,
         ..FetchOptions::tuned(&process_env)
     };
+    let from_cache = match args.cache.resolve(&manifest).filter(|_| !args.offline) {
+        Some(reference) => {
+            Some(fill_from_cache(&reference, args.insecure, &manifest, &lock, &store, ui).await?)
+        }
+        None => None,
+    };
     let progress = Progress {
         ui,
         bar: Mutex::new(None),
@@ -125,15 +136,23 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
         v["ok"] = true.into();
         v["store"] = display_path(store.root()).into();
         v["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
+        if let Some(c) = &from_cache {
+            v["cache"] = serde_json::to_value(c)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     ui.status(
         "Finished",
         format!(
-            "{} blobs ({}) present in {}: {} downloaded ({}, {}/s{}), {} imported, {} already there, in {secs:.2}s",
+            "{} blobs ({}) present in {}: {}{} downloaded ({}, {}/s{}), {} imported, {} already there, in {secs:.2}s",
             report.blobs,
             human_size(report.bytes),
             display_path(store.root()),
+            from_cache.as_ref().map_or(String::new(), |c| format!(
+                "{} from the cache repository ({}), ",
+                c.served.len(),
+                human_size(c.bytes)
+            )),
             report.downloaded,
             human_size(report.downloaded_bytes),
             human_size((report.downloaded_bytes as f64 / secs.max(1e-3)) as u64),
@@ -147,8 +166,38 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
                 String::new()
             },
             report.imported,
-            report.present + report.fetched_by_another,
+            (report.present + report.fetched_by_another)
+                .saturating_sub(from_cache.as_ref().map_or(0, |c| c.served.len())),
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--cache`: unpacks the layers recorded in the cache repository into the store before the
+/// Hub is asked for anything; never fails the fetch (the Hub takes what the cache did not give).
+async fn fill_from_cache(
+    reference: &str,
+    insecure: bool,
+    manifest: &crate::manifest::Manifest,
+    lock: &crate::lock::Lockfile,
+    store: &crate::store::Store,
+    ui: &Ui,
+) -> anyhow::Result<crate::oci::cache_repo::fill::FillReport> {
+    use crate::oci::cache_repo::{CacheRepo, fill};
+    let cache = CacheRepo::open(reference, insecure)?;
+    let mtime = crate::bake::mtime_from_env(&process_env).map_err(anyhow::Error::msg)?;
+    let format = crate::bake::layer_format(&manifest.bake, mtime);
+    let on_file = |s: &fill::Served| {
+        ui.status(
+            "Cached",
+            format!("{} file `{}` ({})", s.repo, s.path, human_size(s.size)),
+        );
+    };
+    let report = fill::fill(&cache, lock, store, &manifest.bake, format, &on_file).await;
+    for w in &report.warnings {
+        if !ui.quiet {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(report)
 }

@@ -51,6 +51,19 @@ pub struct ManifestDoc {
     /// Where downloads come from before the Hub endpoint.
     #[serde(default)]
     pub mirror: MirrorDoc,
+    /// A registry repository that shares built layers between machines (`bake`, `fetch`).
+    #[serde(default)]
+    pub cache: CacheDoc,
+}
+
+/// `[cache]`: a registry repository used as a shared layer cache by `bake` and `fetch`
+/// (see docs/cache-repository.md). Off unless set; `--no-cache` turns it off for one run.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDoc {
+    /// `REGISTRY/REPO` holding the cache records, e.g. `ghcr.io/acme/modelbake-cache`.
+    #[schemars(with = "Option<String>")]
+    pub registry: Option<Spanned<String>>,
 }
 
 /// `[mirror]`: mirror plugins tried, in order, before the Hub endpoint.
@@ -446,6 +459,8 @@ pub struct Manifest {
     pub mirrors: Vec<String>,
     /// Credential name → the origin it may be sent to (`[mirror.credentials]`).
     pub credentials: BTreeMap<String, url::Origin>,
+    /// `[cache] registry`: the cache repository as written (`REGISTRY/REPO`), checked to parse.
+    pub cache: Option<String>,
 }
 
 impl Manifest {
@@ -582,6 +597,25 @@ impl Manifest {
             }
         }
         let bake = bake_settings(path, text, doc.bake)?;
+        // Parsed as an image reference where it is used (`oci::reference`); here only the
+        // shape, so that a typo is reported with its location.
+        let cache = doc
+            .cache
+            .registry
+            .map(|r| {
+                let span = r.span();
+                let value = r.into_inner();
+                match value.split_once('/') {
+                    Some((host, repo)) if !host.is_empty() && !repo.is_empty() => Ok(value),
+                    _ => Err(SourceError::at(
+                        path,
+                        text,
+                        Some(span),
+                        format!("[cache] registry `{value}` must be REGISTRY/REPO, e.g. ghcr.io/acme/modelbake-cache"),
+                    )),
+                }
+            })
+            .transpose()?;
         Ok(Manifest {
             path: path.to_owned(),
             origin,
@@ -590,6 +624,7 @@ impl Manifest {
             plugins,
             mirrors,
             credentials,
+            cache,
         })
     }
 }

@@ -358,25 +358,44 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
     hex::encode(h.finalize())
 }
 
-/// Builds (or takes from the cache) the layer for `plan`.
-pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
-    let dir = store.layout().layers();
-    let blobs = store.layout().layer_blobs();
-    fs::create_dir_all(&blobs)?;
+/// The layer for `plan` when the store's layer cache already holds it (record and blob).
+pub fn cached(store: &Store, plan: &LayerPlan, format: LayerFormat) -> Option<BuiltLayer> {
     let key = cache_key(plan, format);
-    let meta_path = dir.join(format!("{key}.json"));
-    if let Some(mut layer) = read_record(&meta_path, &blobs)
-        && fs::symlink_metadata(&layer.path).is_ok_and(|m| m.is_file() && m.len() == layer.size)
-    {
+    let meta_path = store.layout().layers().join(format!("{key}.json"));
+    let mut layer = read_record(&meta_path, &store.layout().layer_blobs())?;
+    if fs::symlink_metadata(&layer.path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
         layer.reused = true;
-        return Ok(layer);
+        return Some(layer);
     }
+    None
+}
 
-    let tmp = dir.join(format!(
+/// The store files `plan` reads: (sha256, size) of each blob entry.
+pub fn store_blobs(plan: &LayerPlan) -> impl Iterator<Item = (&str, u64)> {
+    plan.entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::Blob { sha256, size } => Some((sha256.as_str(), *size)),
+        _ => None,
+    })
+}
+
+/// A temp file in the layer cache folder for the layer of `key`, to be [`adopt`]ed.
+pub fn temp_path(store: &Store, key: &str) -> io::Result<PathBuf> {
+    let dir = store.layout().layers();
+    fs::create_dir_all(store.layout().layer_blobs())?;
+    Ok(dir.join(format!(
         ".{key}.{}-{:08x}.tmp",
         std::process::id(),
         fastrand::u32(..)
-    ));
+    )))
+}
+
+/// Builds (or takes from the cache) the layer for `plan`.
+pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
+    if let Some(layer) = cached(store, plan, format) {
+        return Ok(layer);
+    }
+    let key = cache_key(plan, format);
+    let tmp = temp_path(store, &key)?;
     let result = write_layer(store, plan, format, &tmp);
     let (diff_id, digest, size) = match result {
         Ok(v) => v,
@@ -397,11 +416,6 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
             ));
         }
     };
-    let path = blobs.join(digest.hex());
-    // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
-    // must not silently change the cached layer.
-    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
-    fs::rename(&tmp, &path)?;
     let layer = BuiltLayer {
         digest,
         diff_id,
@@ -410,9 +424,32 @@ pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result
         repo: plan.repo.clone(),
         commit: plan.commit.clone(),
         part: format!("{}/{}", plan.part.0, plan.part.1),
-        path,
+        path: PathBuf::new(),
         reused: false,
     };
+    adopt(store, &key, layer, &tmp)
+}
+
+/// Puts the finished, checked blob at `tmp` (from [`temp_path`]) into the layer cache as the
+/// layer of `key`, with its record; the blob lands first, so a record never names a missing
+/// blob.
+pub fn adopt(
+    store: &Store,
+    key: &str,
+    mut layer: BuiltLayer,
+    tmp: &Path,
+) -> io::Result<BuiltLayer> {
+    let path = store.layout().layer_blobs().join(layer.digest.hex());
+    // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
+    // must not silently change the cached layer.
+    let placed = fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+        .and_then(|()| fs::rename(tmp, &path));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    layer.path = path;
+    let meta_path = store.layout().layers().join(format!("{key}.json"));
     crate::fs_atomic::write_atomic(
         &meta_path,
         &serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,

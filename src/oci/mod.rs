@@ -6,6 +6,7 @@
 //! ([`image`]). Where it goes: [`sink`] writes one built image to an OCI layout ([`layout`]), a
 //! registry or plain layer files. [`verify`] checks layers and images against the lock.
 
+pub mod cache_repo;
 pub mod credentials;
 pub mod digest;
 pub mod error;

@@ -220,31 +220,7 @@ impl BaseSource {
         }
         match self {
             BaseSource::Registry(src) => {
-                if src.registry.host() == target.host()
-                    && target
-                        .mount(repo, &desc.digest, &src.image.repository)
-                        .await?
-                {
-                    return Ok((Action::Mounted, 0));
-                }
-                // Opened again from its first byte if the upload has to go back: every byte
-                // still passes the digest check.
-                let open = async || {
-                    let resp = src
-                        .registry
-                        .blob_stream(&src.image.repository, &desc.digest)
-                        .await?;
-                    let what = format!("base layer {} from {}", desc.digest, src.image);
-                    Ok(VerifyingStream::new(
-                        resp.bytes_stream(),
-                        desc.clone(),
-                        what,
-                    ))
-                };
-                let stats = target
-                    .upload_stream(repo, &desc.digest, desc.size, open, progress)
-                    .await?;
-                Ok((Action::Streamed, stats.bytes_sent))
+                copy_from_registry(src, desc, target, repo, progress).await
             }
             BaseSource::Layout(src) => {
                 let blob = src.verified_blob(desc)?;
@@ -261,6 +237,42 @@ impl BaseSource {
             }
         }
     }
+}
+
+/// Puts blob `desc` of registry image `src` into `repo` on `target`: mounted when both are on
+/// the same registry, otherwise streamed registry to registry with its digest checked on the
+/// way (opened again from its first byte if the upload has to go back, so every byte still
+/// passes the check). Used for base layers and for layers recorded in a cache repository.
+pub async fn copy_from_registry(
+    src: &RegistrySource,
+    desc: &Descriptor,
+    target: &Registry,
+    repo: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Action, u64), OciError> {
+    if src.registry.host() == target.host()
+        && target
+            .mount(repo, &desc.digest, &src.image.repository)
+            .await?
+    {
+        return Ok((Action::Mounted, 0));
+    }
+    let open = async || {
+        let resp = src
+            .registry
+            .blob_stream(&src.image.repository, &desc.digest)
+            .await?;
+        let what = format!("layer {} from {}", desc.digest, src.image);
+        Ok(VerifyingStream::new(
+            resp.bytes_stream(),
+            desc.clone(),
+            what,
+        ))
+    };
+    let stats = target
+        .upload_stream(repo, &desc.digest, desc.size, open, progress)
+        .await?;
+    Ok((Action::Streamed, stats.bytes_sent))
 }
 
 /// True when two paths name the same folder.
@@ -294,7 +306,7 @@ fn link_verified(src: &LayoutSource, desc: &Descriptor, tmp: &Path) -> Result<()
 }
 
 /// Downloads a registry blob into `tmp`, hashing it as it arrives.
-async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
+pub async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
     let resp = src
         .registry
         .blob_stream(&src.image.repository, &desc.digest)
@@ -399,15 +411,21 @@ pub enum PushAs<'a> {
 }
 
 /// How a push runs.
-#[derive(Debug, Clone, Copy)]
-pub struct PushOptions {
+#[derive(Clone, Copy)]
+pub struct PushOptions<'a> {
     /// Blobs transferred at once (at least 1).
     pub jobs: usize,
+    /// Where model layers without a local file live (a cache repository's records): they are
+    /// mounted or streamed from there, digest-checked.
+    pub remote_layers: Option<&'a RegistrySource>,
 }
 
-impl Default for PushOptions {
+impl Default for PushOptions<'_> {
     fn default() -> Self {
-        PushOptions { jobs: 3 }
+        PushOptions {
+            jobs: 3,
+            remote_layers: None,
+        }
     }
 }
 
@@ -417,6 +435,8 @@ enum PushSource<'a> {
     Base(&'a BaseSource, &'a Descriptor),
     /// A file of ours (a model layer in the layer cache).
     File(&'a Path),
+    /// A model layer only in another registry repository (a cache repository's record).
+    Remote(&'a RegistrySource, Descriptor),
     /// Bytes in memory (the config).
     Bytes(&'a [u8]),
 }
@@ -450,7 +470,7 @@ pub async fn push(
     image: &Image,
     layers: &[BuiltLayer],
     base: BaseBlobs<'_>,
-    opts: PushOptions,
+    opts: PushOptions<'_>,
     observer: &dyn PushObserver,
 ) -> Result<PushReport, OciError> {
     let repo = target.repository.as_str();
@@ -471,7 +491,12 @@ pub async fn push(
         kind: BlobKind::ModelLayer,
         repo: Some(l.repo.as_str()),
         part: Some(l.part.as_str()),
-        source: PushSource::File(&l.path),
+        source: match opts.remote_layers {
+            Some(src) if l.path.as_os_str().is_empty() => {
+                PushSource::Remote(src, super::image::layer_descriptor(l))
+            }
+            _ => PushSource::File(&l.path),
+        },
     }));
     let sizes: Vec<LayerSize> = blobs
         .iter()
@@ -557,7 +582,7 @@ pub async fn push_index(
     image: &IndexImage,
     layers: &[BuiltLayer],
     bases: &[BaseBlobs<'_>],
-    opts: PushOptions,
+    opts: PushOptions<'_>,
     observer: &dyn PushObserver,
 ) -> Result<PushReport, OciError> {
     let mut report = PushReport::default();
@@ -603,6 +628,12 @@ async fn put_blob(
     let payload = match &blob.source {
         PushSource::Base(source, desc) => {
             return source.put_in_registry(desc, registry, repo, progress).await;
+        }
+        PushSource::Remote(src, desc) => {
+            if registry.has_blob(repo, blob.digest).await? {
+                return Ok((Action::Present, 0));
+            }
+            return copy_from_registry(src, desc, registry, repo, progress).await;
         }
         PushSource::File(path) => Payload::File(path),
         PushSource::Bytes(bytes) => Payload::Bytes(bytes),
@@ -819,7 +850,10 @@ mod tests {
                 &image,
                 &layers,
                 None,
-                PushOptions { jobs },
+                PushOptions {
+                    jobs,
+                    remote_layers: None,
+                },
                 &(),
             )
             .await

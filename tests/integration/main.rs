@@ -23,6 +23,7 @@ mod lock_faults;
 mod oci_support;
 mod plugins;
 mod registry_auth;
+mod registry_cache;
 mod registry_faults;
 mod registry_push;
 mod schema;

@@ -508,6 +508,8 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
     })
 }
 
+mod lookup;
+
 #[cfg(test)]
 mod fuzz_tests;
 

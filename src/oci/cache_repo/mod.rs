@@ -1,0 +1,187 @@
+//! A registry repository as the shared layer cache (`--cache REGISTRY/REPO`, `[cache]`): each
+//! model layer is recorded under a tag derived from the key the local layer cache uses
+//! ([`super::layer::cache_key`]), as a small manifest ([`record`]) that keeps the layer blob
+//! alive and mountable. `bake` reads records to push images without the layers' files and
+//! writes records for the layers it built; `fetch` unpacks recorded layers into the store
+//! ([`fill`]), checking every file against the lock. Records are checked before use and a
+//! record that does not match is ignored with a warning. Format and trust rules:
+//! docs/cache-repository.md.
+
+pub mod fill;
+pub mod record;
+
+use super::MEDIA_MANIFEST;
+use super::digest::Digest;
+use super::error::OciError;
+use super::layer::{self, BuiltLayer, LayerFormat, LayerPlan};
+use super::reference::ImageRef;
+use super::registry::{Payload, Registry, RegistryError};
+use super::sink::download;
+use super::source::RegistrySource;
+use crate::store::Store;
+
+/// The cache repository: where it is and a client for its registry.
+pub struct CacheRepo {
+    source: RegistrySource,
+}
+
+/// What a lookup found for one layer.
+pub enum Lookup {
+    /// A record that matches: the layer, its blob in the cache repository.
+    Hit(BuiltLayer),
+    /// No record (or the registry could not be asked: the reason, for a warning).
+    Miss(Option<String>),
+    /// A record that does not match the lock: why, for a warning.
+    Rejected(String),
+}
+
+impl CacheRepo {
+    /// The cache repository `reference` (`REGISTRY/REPO`; a tag, if any, is ignored); plain
+    /// http only with `insecure`.
+    pub fn open(reference: &str, insecure: bool) -> Result<Self, OciError> {
+        let image = ImageRef::parse(reference).map_err(|detail| OciError::Invalid {
+            what: format!("the cache repository `{reference}`"),
+            detail,
+        })?;
+        let registry = Registry::new(&image, insecure)?;
+        Ok(CacheRepo {
+            source: RegistrySource { registry, image },
+        })
+    }
+
+    /// `registry/repo`, for messages.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.source.image.registry, self.source.image.repository
+        )
+    }
+
+    pub(crate) fn repo(&self) -> &str {
+        &self.source.image.repository
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.source.registry
+    }
+
+    /// Looks up the record of `plan`'s layer and checks it (record fields, then that the
+    /// registry still has the blob).
+    pub async fn lookup(&self, plan: &LayerPlan, format: LayerFormat) -> Lookup {
+        let key = layer::cache_key(plan, format);
+        let tag = record::tag(&key);
+        let what = format!("{} layer {}/{}", plan.repo, plan.part.0, plan.part.1);
+        let bytes = match self
+            .registry()
+            .manifest_if_exists(self.repo(), &tag, record::RECORD_LIMIT)
+            .await
+        {
+            Ok(Some(b)) => b,
+            Ok(None) => return Lookup::Miss(None),
+            Err(e) => {
+                return Lookup::Miss(Some(format!(
+                    "cache repository {}: cannot read the record of {what}: {e}",
+                    self.name()
+                )));
+            }
+        };
+        let found = match record::check(&bytes, plan, &key, format.media_type()) {
+            Ok(l) => l,
+            Err(why) => {
+                return Lookup::Rejected(format!(
+                    "cache repository {}: the record {tag} of {what} is ignored: {why}",
+                    self.name()
+                ));
+            }
+        };
+        match self.registry().has_blob(self.repo(), &found.digest).await {
+            Ok(true) => Lookup::Hit(found),
+            Ok(false) => Lookup::Rejected(format!(
+                "cache repository {}: the record {tag} of {what} names blob {}, which the registry does not have; ignored",
+                self.name(),
+                found.digest
+            )),
+            Err(e) => Lookup::Miss(Some(format!(
+                "cache repository {}: cannot check the blob of {what}: {e}",
+                self.name()
+            ))),
+        }
+    }
+
+    /// The cache repository as an image source: `bake --push` mounts (same registry) or
+    /// streams, digest-checked, the recorded layers from it.
+    pub fn source(&self) -> &RegistrySource {
+        &self.source
+    }
+
+    /// Downloads the recorded layer into the store's layer cache (digest-checked on the way),
+    /// so that `--oci` and `--layers` can use it like a layer built here.
+    pub async fn download(
+        &self,
+        store: &Store,
+        plan: &LayerPlan,
+        format: LayerFormat,
+        found: BuiltLayer,
+    ) -> Result<BuiltLayer, OciError> {
+        let key = layer::cache_key(plan, format);
+        let tmp = layer::temp_path(store, &key).map_err(OciError::io(store.root()))?;
+        let desc = super::image::layer_descriptor(&found);
+        if let Err(e) = download(&self.source, &desc, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let mut got = layer::adopt(store, &key, found, &tmp).map_err(OciError::io(&tmp))?;
+        got.reused = true;
+        Ok(got)
+    }
+
+    /// Records `layer` (built here, blob at `layer.path`): the blob goes to the cache
+    /// repository first (mounted from `pushed_to` when the image was just pushed to a
+    /// repository of the same registry, else uploaded), then the empty config, then the
+    /// record manifest, so a record never names a blob the repository does not have.
+    pub async fn record(
+        &self,
+        layer: &BuiltLayer,
+        plan: &LayerPlan,
+        format: LayerFormat,
+        pushed_to: Option<&ImageRef>,
+    ) -> Result<(), RegistryError> {
+        let key = layer::cache_key(plan, format);
+        let bytes = record::build(layer, plan, &key).map_err(|e| RegistryError::Http {
+            url: self.name(),
+            detail: e.to_string(),
+        })?;
+        let (reg, repo) = (self.registry(), self.repo());
+        if !reg.has_blob(repo, &layer.digest).await? {
+            let mounted = match pushed_to {
+                Some(t) if t.registry == self.source.image.registry => {
+                    reg.mount(repo, &layer.digest, &t.repository).await?
+                }
+                _ => false,
+            };
+            if !mounted {
+                reg.upload(
+                    repo,
+                    &layer.digest,
+                    layer.size,
+                    Payload::File(&layer.path),
+                    &|_| {},
+                )
+                .await?;
+            }
+        }
+        let empty = Digest::of(record::EMPTY_CONFIG);
+        if !reg.has_blob(repo, &empty).await? {
+            reg.upload(
+                repo,
+                &empty,
+                record::EMPTY_CONFIG.len() as u64,
+                Payload::Bytes(record::EMPTY_CONFIG),
+                &|_| {},
+            )
+            .await?;
+        }
+        reg.put_manifest(repo, &record::tag(&key), &bytes, MEDIA_MANIFEST)
+            .await
+    }
+}

@@ -1,0 +1,224 @@
+//! The cache record format: one small OCI image manifest per layer, tagged by the layer's
+//! cache key, whose single layer descriptor is the model layer. Building a record and reading
+//! one back are kept together so the two cannot drift; reading checks every field that ties
+//! the record to the layer this lock and these bake options need.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::oci::MEDIA_MANIFEST;
+use crate::oci::digest::Digest;
+use crate::oci::error::OciError;
+use crate::oci::image::layer_descriptor;
+use crate::oci::layer::{BuiltLayer, EntryKind, LayerPlan};
+use crate::oci::model::{Descriptor, Document, canonical_json};
+use crate::oci::{ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO};
+
+/// The `artifactType` of a record manifest; the `v1` is the record format version.
+pub const ARTIFACT_TYPE: &str = "application/vnd.modelbake.layer-cache.v1+json";
+/// The OCI empty descriptor's media type, the config of every record.
+pub const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The empty config blob (`{}`).
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+/// Annotation (on the record and its layer): the layer cache key.
+pub const ANNOTATION_KEY: &str = "dev.modelbake.layer-key";
+/// Annotation on the layer: its DiffID (sha256 of the uncompressed tar), which the image config
+/// needs and which cannot be read from the registry without downloading the layer.
+pub const ANNOTATION_DIFF_ID: &str = "dev.modelbake.diff-id";
+/// Annotation on the layer: the digest of its file list (see [`files_digest`]).
+pub const ANNOTATION_FILES: &str = "dev.modelbake.files";
+/// Tags of records start with this; the key follows (83 characters in all, under the 128 a
+/// tag may have).
+pub const TAG_PREFIX: &str = "modelbake-layer-v1-";
+/// The most bytes a record may weigh when read back.
+pub const RECORD_LIMIT: u64 = 256 << 10;
+
+/// The tag naming the record of the layer with cache key `key`.
+pub fn tag(key: &str) -> String {
+    format!("{TAG_PREFIX}{key}")
+}
+
+/// The descriptor of the empty config every record has.
+pub fn empty_config() -> Descriptor {
+    Descriptor::new(
+        MEDIA_EMPTY,
+        Digest::of(EMPTY_CONFIG),
+        EMPTY_CONFIG.len() as u64,
+    )
+}
+
+/// `sha256:` of the layer's file list, one `sha256 size path` line per store file in path
+/// order: a reader can tell which files a record claims without unpacking it.
+pub fn files_digest(plan: &LayerPlan) -> String {
+    let mut h = Sha256::new();
+    for e in &plan.entries {
+        if let EntryKind::Blob { sha256, size } = &e.kind {
+            h.update(format!("{sha256} {size} {}\n", e.path).as_bytes());
+        }
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// The record manifest for `layer`, built from `plan` under cache key `key`.
+pub fn build(layer: &BuiltLayer, plan: &LayerPlan, key: &str) -> Result<Vec<u8>, OciError> {
+    let mut desc = layer_descriptor(layer);
+    let annotations = desc.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ANNOTATION_KEY.into(), key.into());
+    annotations.insert(ANNOTATION_DIFF_ID.into(), layer.diff_id.to_string());
+    annotations.insert(ANNOTATION_FILES.into(), files_digest(plan));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": empty_config(),
+        "layers": [desc],
+        "annotations": { ANNOTATION_KEY: key },
+    });
+    canonical_json(&manifest)
+}
+
+/// Reads a record back and checks it names the layer `plan` needs under `key` in
+/// `media_type`: the record's own type and key, and the layer's repo, commit, part, file list,
+/// media type and DiffID. On success the layer (its `path` empty: the blob is in the
+/// registry); otherwise why the record is not used.
+pub fn check(
+    bytes: &[u8],
+    plan: &LayerPlan,
+    key: &str,
+    media_type: &str,
+) -> Result<BuiltLayer, String> {
+    let Document::Manifest(m) = Document::parse(bytes, Some(MEDIA_MANIFEST), "the cache record")
+        .map_err(|e| e.to_string())?
+    else {
+        return Err("it is an index, not a record manifest".into());
+    };
+    let artifact = m.extra.get("artifactType").and_then(|v| v.as_str());
+    if artifact != Some(ARTIFACT_TYPE) {
+        return Err(format!(
+            "its artifactType is {artifact:?}, not {ARTIFACT_TYPE} (another format version or not a record)"
+        ));
+    }
+    let [layer] = m.layers.as_slice() else {
+        return Err(format!("it lists {} layers instead of one", m.layers.len()));
+    };
+    let part = format!("{}/{}", plan.part.0, plan.part.1);
+    let files = files_digest(plan);
+    let expect = [
+        (ANNOTATION_REPO, plan.repo.as_str()),
+        (ANNOTATION_COMMIT, plan.commit.as_str()),
+        (ANNOTATION_PART, part.as_str()),
+        (ANNOTATION_KEY, key),
+        (ANNOTATION_FILES, files.as_str()),
+    ];
+    for (name, want) in expect {
+        let got = layer.annotation(name);
+        if got != Some(want) {
+            return Err(format!(
+                "its layer says {name} = {}, the lock needs {want}",
+                got.unwrap_or("(nothing)")
+            ));
+        }
+    }
+    if layer.media_type != media_type {
+        return Err(format!(
+            "its layer is {}, this bake makes {media_type}",
+            layer.media_type
+        ));
+    }
+    let diff_id = layer
+        .annotation(ANNOTATION_DIFF_ID)
+        .ok_or("its layer has no DiffID annotation")
+        .and_then(|d| Digest::parse(d).map_err(|_| "its layer's DiffID is not a sha256 digest"))?;
+    Ok(BuiltLayer {
+        digest: layer.digest.clone(),
+        diff_id,
+        size: layer.size,
+        media_type: layer.media_type.clone(),
+        repo: plan.repo.clone(),
+        commit: plan.commit.clone(),
+        part,
+        path: Default::default(),
+        reused: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::layer::Entry;
+
+    fn plan(commit: &str) -> LayerPlan {
+        LayerPlan {
+            repo: "model/acme/tiny".into(),
+            commit: commit.into(),
+            part: (1, 1),
+            entries: vec![Entry {
+                path: "r/hub/models--acme--tiny/blobs/b1".into(),
+                kind: EntryKind::Blob {
+                    sha256: "a".repeat(64),
+                    size: 3,
+                },
+            }],
+        }
+    }
+
+    fn layer(commit: &str) -> BuiltLayer {
+        BuiltLayer {
+            digest: Digest::of(b"layer"),
+            diff_id: Digest::of(b"tar"),
+            size: 5,
+            media_type: crate::oci::MEDIA_LAYER_TAR.into(),
+            repo: "model/acme/tiny".into(),
+            commit: commit.into(),
+            part: "1/1".into(),
+            path: Default::default(),
+            reused: false,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_its_layer() {
+        let c = "c".repeat(40);
+        let bytes = build(&layer(&c), &plan(&c), "k1").unwrap();
+        let back = check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR).unwrap();
+        assert_eq!(
+            (back.digest, back.diff_id, back.size),
+            (Digest::of(b"layer"), Digest::of(b"tar"), 5)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["artifactType"], ARTIFACT_TYPE);
+        assert_eq!(v["config"]["mediaType"], MEDIA_EMPTY);
+        assert!(tag(&"f".repeat(64)).len() <= 128);
+    }
+
+    #[test]
+    fn a_record_for_another_commit_key_files_or_format_is_refused() {
+        let (c, d) = ("c".repeat(40), "d".repeat(40));
+        let other_commit = build(&layer(&d), &plan(&d), "k1").unwrap();
+        let err = check(&other_commit, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR).unwrap_err();
+        assert!(err.contains("commit"), "{err}");
+        let bytes = build(&layer(&c), &plan(&c), "k1").unwrap();
+        assert!(check(&bytes, &plan(&c), "k2", crate::oci::MEDIA_LAYER_TAR).is_err());
+        assert!(check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_GZIP).is_err());
+        let mut more = plan(&c);
+        more.entries[0].kind = EntryKind::Blob {
+            sha256: "b".repeat(64),
+            size: 3,
+        };
+        let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR).unwrap_err();
+        assert!(err.contains(ANNOTATION_FILES), "{err}");
+        let other_type = String::from_utf8(bytes)
+            .unwrap()
+            .replace("layer-cache.v1", "layer-cache.v9");
+        assert!(
+            check(
+                other_type.as_bytes(),
+                &plan(&c),
+                "k1",
+                crate::oci::MEDIA_LAYER_TAR
+            )
+            .is_err()
+        );
+    }
+}
