@@ -33,10 +33,10 @@ fn git_commit() -> String {
     // Rerun when HEAD changes; logs/HEAD gets a line on every commit and checkout, also in a
     // worktree (whose HEAD lives outside the checkout).
     for p in ["HEAD", "logs/HEAD"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", p]) {
-            if Path::new(&path).exists() {
-                println!("cargo:rerun-if-changed={path}");
-            }
+        if let Some(path) = git(&["rev-parse", "--git-path", p])
+            && Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     git(&["rev-parse", "HEAD"])
