@@ -1,4 +1,5 @@
-//! Records where a binary came from, for `modelbake --version`: the git commit it was built
+//! Records where a binary came from (compile-time variables `BUILD_INFO_*`, outside the
+//! runtime families `env::VARS` lists), for `modelbake --version`: the git commit it was built
 //! from (`unknown` outside a git checkout, e.g. from a source tarball) and the target triple.
 
 use std::path::Path;
@@ -6,17 +7,17 @@ use std::process::Command;
 
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
-    println!("cargo:rustc-env=MODELBAKE_BUILD_TARGET={target}");
+    println!("cargo:rustc-env=BUILD_INFO_TARGET={target}");
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
-    println!("cargo:rustc-env=MODELBAKE_BUILD_PROFILE={profile}");
+    println!("cargo:rustc-env=BUILD_INFO_PROFILE={profile}");
     let commit = git_commit();
     let short = if commit == "unknown" {
         &commit
     } else {
         &commit[..12]
     };
-    println!("cargo:rustc-env=MODELBAKE_BUILD_COMMIT={commit}");
-    println!("cargo:rustc-env=MODELBAKE_BUILD_COMMIT_SHORT={short}");
+    println!("cargo:rustc-env=BUILD_INFO_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_INFO_COMMIT_SHORT={short}");
 }
 
 /// The full commit hash of HEAD, or `unknown` when there is no git or no repository. Asks

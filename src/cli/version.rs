@@ -8,9 +8,9 @@ use std::ffi::OsString;
 pub const LINE: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("MODELBAKE_BUILD_COMMIT_SHORT"),
+    env!("BUILD_INFO_COMMIT_SHORT"),
     ", ",
-    env!("MODELBAKE_BUILD_TARGET"),
+    env!("BUILD_INFO_TARGET"),
     ")"
 );
 
@@ -20,9 +20,9 @@ pub fn json() -> serde_json::Value {
     serde_json::json!({
         "name": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
-        "commit": env!("MODELBAKE_BUILD_COMMIT"),
-        "target": env!("MODELBAKE_BUILD_TARGET"),
-        "profile": env!("MODELBAKE_BUILD_PROFILE"),
+        "commit": env!("BUILD_INFO_COMMIT"),
+        "target": env!("BUILD_INFO_TARGET"),
+        "profile": env!("BUILD_INFO_PROFILE"),
     })
 }
 

@@ -54,7 +54,7 @@ pub fn write(crate_root: &Path) -> anyhow::Result<()> {
          `modelbake plugin new`.\nDo not edit: to move to another modelbake version, run \
          `plugin new` with that version and copy this folder over.\n",
         env!("CARGO_PKG_VERSION"),
-        env!("MODELBAKE_BUILD_COMMIT"),
+        env!("BUILD_INFO_COMMIT"),
     );
     let files = FILES
         .iter()
