@@ -12,6 +12,7 @@ mod plugin;
 mod serve;
 mod store;
 mod verify;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +53,7 @@ fn after_help() -> String {
 /// `models.toml` says what a project needs; `modelbake lock` pins every file of every repo
 /// (commit, path, size, sha256) in `models.lock`, which you commit and review like code.
 #[derive(Debug, Parser)]
-#[command(name = "modelbake", version, after_help = after_help(), propagate_version = true)]
+#[command(name = "modelbake", version = version::LINE, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     /// Path to models.toml (or a Cargo.toml with [package.metadata.modelbake]); default: the
     /// nearest models.toml in this folder or a parent, then Cargo metadata.
@@ -210,6 +211,11 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if version::json_requested(&args) {
+        println!("{}", version::json());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let ui = Ui::new(cli.json, cli.quiet);

@@ -16,7 +16,9 @@ pub enum PluginCommand {
     /// Create a plugin crate that builds with `modelbake plugin build`.
     ///
     /// Writes NAME/Cargo.toml, NAME/src/lib.rs (a working plugin of the chosen kind that you
-    /// edit) and NAME/wit/plugin.wit (the interface, for reference).
+    /// edit), NAME/wit/plugin.wit (the interface, for reference) and, under
+    /// NAME/vendor/modelbake-plugin-sdk, the plugin SDK of this modelbake version with the
+    /// Cargo.lock it is tested with: the crate builds anywhere with cargo and crates.io.
     ///
     /// Examples:
     ///   modelbake plugin new corp-mirror --kind mirror
@@ -54,8 +56,9 @@ pub struct NewArgs {
     /// Folder to create the crate in.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
-    /// The guest SDK crate (`modelbake-plugin-sdk`) [default: `sdk/` or `plugins/sdk/` found
-    /// upwards from --dir].
+    /// Depend on this guest SDK crate (`plugins/sdk` of a modelbake checkout, for SDK
+    /// development) instead of writing the SDK bundled in this binary under
+    /// NAME/vendor/modelbake-plugin-sdk.
     #[arg(long, value_name = "DIR")]
     pub sdk: Option<PathBuf>,
 }
@@ -96,17 +99,7 @@ pub struct CheckArgs {
 pub async fn run(_cli: &Cli, cmd: &PluginCommand, ui: &Ui) -> Result<ExitCode, Failure> {
     match cmd {
         PluginCommand::New(args) => {
-            let sdk = match &args.sdk {
-                Some(s) => s.clone(),
-                None => author::find_sdk(&args.dir).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "cannot find the plugin SDK (plugins/sdk of the modelbake repository) \
-                         above {}; pass --sdk DIR",
-                        display_path(&args.dir)
-                    )
-                })?,
-            };
-            let dir = author::scaffold(&args.dir, &args.name, args.kind, &sdk)?;
+            let dir = author::scaffold(&args.dir, &args.name, args.kind, args.sdk.as_deref())?;
             if ui.json {
                 println!(
                     "{}",

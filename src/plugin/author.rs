@@ -176,24 +176,17 @@ pub fn parse_kind(s: &str) -> Result<PluginKind, String> {
     }
 }
 
-/// Finds the guest SDK crate (`modelbake-plugin-sdk`) from `start` upwards: `sdk/` or
-/// `plugins/sdk/` of this repository.
-pub fn find_sdk(start: &Path) -> Option<PathBuf> {
-    let start = std::fs::canonicalize(start).ok()?;
-    start.ancestors().find_map(|a| {
-        [a.join("sdk"), a.join("plugins/sdk")]
-            .into_iter()
-            .find(|d| {
-                std::fs::read_to_string(d.join("Cargo.toml"))
-                    .is_ok_and(|t| t.contains("name = \"modelbake-plugin-sdk\""))
-            })
-    })
-}
-
-/// Creates a plugin crate `dir/name` of `kind` that depends on the SDK at `sdk`; fails if the
-/// folder exists. The crate is its own workspace, with the release profile plugins want
-/// (small, `panic = "abort"`).
-pub fn scaffold(dir: &Path, name: &str, kind: PluginKind, sdk: &Path) -> anyhow::Result<PathBuf> {
+/// Creates a plugin crate `dir/name` of `kind`; fails if the folder exists. The crate is its
+/// own workspace, with the release profile plugins want (small, `panic = "abort"`). It depends
+/// on the SDK at `sdk` (an SDK checkout, for SDK development) or, by default, on a copy of the
+/// SDK bundled in this binary, written under `vendor/` with the tested `Cargo.lock`, so it
+/// builds anywhere with only cargo and crates.io.
+pub fn scaffold(
+    dir: &Path,
+    name: &str,
+    kind: PluginKind,
+    sdk: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     if name.is_empty()
         || !name
             .chars()
@@ -209,8 +202,21 @@ pub fn scaffold(dir: &Path, name: &str, kind: PluginKind, sdk: &Path) -> anyhow:
             root.display()
         );
     }
-    let sdk = std::fs::canonicalize(sdk)
-        .with_context(|| format!("cannot find the plugin SDK at {}", sdk.display()))?;
+    let (sdk_path, workspace_tables) = match sdk {
+        Some(sdk) => {
+            let sdk = std::fs::canonicalize(sdk)
+                .with_context(|| format!("cannot find the plugin SDK at {}", sdk.display()))?;
+            (sdk.display().to_string().replace('\\', "/"), String::new())
+        }
+        None => (
+            super::sdk_bundle::sdk_crate_path(),
+            format!(
+                "\n# The vendored SDK crates inherit these (from modelbake {}).\n{}",
+                env!("CARGO_PKG_VERSION"),
+                super::sdk_bundle::workspace_tables()?
+            ),
+        ),
+    };
     let cargo_toml = format!(
         r#"[package]
 name = "{name}"
@@ -222,7 +228,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-modelbake-plugin-sdk = {{ path = "{sdk}" }}
+modelbake-plugin-sdk = {{ path = "{sdk_path}" }}
 
 # Small plugins; a panic becomes a trap whose message the SDK sends to modelbake first.
 [profile.release]
@@ -234,8 +240,7 @@ strip = "debuginfo"
 
 # Built on its own: `modelbake plugin build {name}`.
 [workspace]
-"#,
-        sdk = sdk.display().to_string().replace('\\', "/"),
+{workspace_tables}"#,
     );
     let lib = match kind {
         PluginKind::Mirror => SCAFFOLD_MIRROR,
@@ -250,6 +255,11 @@ strip = "debuginfo"
         .and_then(|()| std::fs::write(root.join("wit/plugin.wit"), super::WIT_TEXT))
         .and_then(|()| std::fs::write(root.join(".gitignore"), "/target\n"))
         .with_context(|| format!("writing the crate at {}", root.display()))?;
+    if sdk.is_none() {
+        super::sdk_bundle::write(&root)?;
+        std::fs::write(root.join("Cargo.lock"), super::sdk_bundle::PLUGINS_LOCK)
+            .with_context(|| format!("writing {}", root.join("Cargo.lock").display()))?;
+    }
     Ok(root)
 }
 

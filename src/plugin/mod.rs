@@ -11,6 +11,7 @@ mod cache;
 pub mod config;
 mod outputs;
 mod sandbox;
+mod sdk_bundle;
 pub mod set;
 pub mod source;
 

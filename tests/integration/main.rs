@@ -6,6 +6,7 @@ mod bake;
 mod cache;
 mod cargo_metadata;
 mod consumers;
+mod dist;
 mod emulator;
 mod fault_proxy;
 mod fetch;
