@@ -347,13 +347,12 @@ fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
     r.ok();
     let (_, manifest) = digests(&r.stdout);
     let pulled = f.cache.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--preserve-digests",
-        &format!("docker://{reg}/models/app:v1"),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
+    skopeo_pull(
+        &skopeo,
+        &["--src-tls-verify=false"],
+        &format!("{reg}/models/app:v1"),
+        &pulled,
+    );
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(pulled.join("index.json")).unwrap()).unwrap();
     assert_eq!(

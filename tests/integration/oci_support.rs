@@ -188,3 +188,24 @@ impl Podman {
         c
     }
 }
+
+/// Pulls `image` (`host/repo:tag`) with skopeo into the OCI layout `into`, tagged `v1`, the
+/// blobs as they were pushed (`--preserve-digests`); `opts` (TLS, credentials) go first.
+pub fn skopeo_pull(skopeo: &Path, opts: &[&str], image: &str, into: &Path) {
+    let src = format!("docker://{image}");
+    let dest = format!("oci:{}:v1", into.display());
+    let mut args = vec!["copy"];
+    args.extend_from_slice(opts);
+    args.extend(["--preserve-digests", src.as_str(), dest.as_str()]);
+    sh(Command::new(skopeo).args(args));
+}
+
+/// Pulls `image` back into `into` ([`skopeo_pull`]) and checks that `modelbake verify --oci`
+/// accepts it.
+pub fn pull_and_verify(f: &Fetched, skopeo: &Path, opts: &[&str], image: &str, into: &Path) {
+    skopeo_pull(skopeo, opts, image, into);
+    run(f
+        .cmd()
+        .args(["verify", "--oci", into.to_str().unwrap(), "--tag", "v1"]))
+    .ok();
+}

@@ -165,13 +165,12 @@ fn runners_share_layers_through_the_cache_repository() {
     }
     // Pulled back, the image passes verify --oci.
     let pulled = work.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--preserve-digests",
-        &format!("docker://{reg}/models/b:v1"),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
+    skopeo_pull(
+        &skopeo,
+        &["--src-tls-verify=false"],
+        &format!("{reg}/models/b:v1"),
+        &pulled,
+    );
     run(runner(&a.project, store_b.path(), &hub).args([
         "verify",
         "--oci",

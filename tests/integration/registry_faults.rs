@@ -11,7 +11,7 @@ use std::process::Command;
 use hub_emulator::{FileSpec, HubEmulator, Repo, generate};
 
 use crate::fault_proxy::{Cut, FaultProxy, Faults, Logged, StatusFault};
-use crate::oci_support::{Registry, busybox_base};
+use crate::oci_support::{Registry, busybox_base, pull_and_verify};
 use crate::support::*;
 use crate::token_service::TokenService;
 
@@ -124,17 +124,13 @@ fn push_through(faults: Faults, chunk: u64, sessions_left: usize) -> Option<Push
     );
 
     let pulled = f.cache.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--preserve-digests",
-        &format!("docker://{}/models/app:v1", registry.addr),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
-    run(f
-        .cmd()
-        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
-    .ok();
+    pull_and_verify(
+        &f,
+        &skopeo,
+        &["--src-tls-verify=false"],
+        &format!("{}/models/app:v1", registry.addr),
+        &pulled,
+    );
     Some(Pushed {
         log,
         blob_bytes: blob_bytes + config_size(&pulled),
@@ -475,17 +471,13 @@ fn a_streamed_base_layer_copy_starts_its_source_again_after_a_cut() {
     let log = proxy.log();
     assert!(log.iter().any(|l| l.status == 0), "no cut: {log:#?}");
     let pulled = f.cache.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--preserve-digests",
-        &format!("docker://{}/models/app:v1", registry.addr),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
-    run(f
-        .cmd()
-        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
-    .ok();
+    pull_and_verify(
+        &f,
+        &skopeo,
+        &["--src-tls-verify=false"],
+        &format!("{}/models/app:v1", registry.addr),
+        &pulled,
+    );
 }
 
 #[test]
@@ -565,17 +557,11 @@ fn tokens_that_expire_during_a_push_are_renewed_without_uploading_again() {
     );
 
     let pulled = f.cache.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        "alice:s3cret",
-        "--preserve-digests",
-        &format!("docker://{}/models/app:v1", registry.addr),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
-    run(f
-        .cmd()
-        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
-    .ok();
+    pull_and_verify(
+        &f,
+        &skopeo,
+        &["--src-tls-verify=false", "--src-creds", "alice:s3cret"],
+        &format!("{}/models/app:v1", registry.addr),
+        &pulled,
+    );
 }

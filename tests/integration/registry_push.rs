@@ -125,17 +125,7 @@ fn pushes_blobs_in_parallel_reports_each_and_puts_the_manifest_last() {
 
     // The pushed image is complete and correct: pulled back, it verifies against the lock.
     let pulled = work.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-tls-verify=false",
-        "--preserve-digests",
-        &format!("docker://{target}"),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
-    run(f
-        .cmd()
-        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
-    .ok();
+    pull_and_verify(&f, &skopeo, &["--src-tls-verify=false"], &target, &pulled);
 
     // A rerun finds every blob present and sends nothing; one request at a time gives the
     // same report as three.

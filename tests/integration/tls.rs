@@ -237,18 +237,13 @@ fn a_registry_with_a_private_ca_is_trusted_through_certs_d_or_the_ssl_variables_
     // What was pushed over TLS is the image: skopeo pulls it back with the same CA and
     // `verify --oci` re-hashes every layer and file.
     let pulled = f.cache.path().join("pulled");
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--src-cert-dir",
-        tree.path().join(&reg).to_str().unwrap(),
-        "--preserve-digests",
-        &format!("docker://{reg}/models/app:v1"),
-        &format!("oci:{}:v1", pulled.display()),
-    ]));
-    run(f
-        .cmd()
-        .args(["verify", "--oci", pulled.to_str().unwrap(), "--tag", "v1"]))
-    .ok();
+    pull_and_verify(
+        &f,
+        &skopeo,
+        &["--src-cert-dir", tree.path().join(&reg).to_str().unwrap()],
+        &format!("{reg}/models/app:v1"),
+        &pulled,
+    );
 }
 
 #[test]
