@@ -410,19 +410,7 @@ impl Registry {
 
     /// A blob's bytes (for configs and small JSON), at most `limit` of them.
     pub async fn blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        let resp = ok(
-            self.send(
-                Method::GET,
-                &path,
-                &format!("repository:{repo}:pull"),
-                &[],
-                &Payload::Empty,
-            )
-            .await?,
-            &self.url(&path),
-        )
-        .await?;
+        let resp = self.blob_stream(repo, digest).await?;
         Ok(read_capped(resp, limit, "an image config").await?)
     }
 
