@@ -383,18 +383,12 @@ fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
 
     // A base pushed to the registry first: its layers are mounted, never downloaded.
     let work = tempfile::tempdir().unwrap();
-    let base = busybox_base(&umoci, work.path());
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", base.display()),
-        &format!("docker://{reg}/base/busybox:1"),
-    ]));
+    let base_ref = push_busybox_base(&skopeo, &umoci, work.path(), &reg);
     let base_manifest: serde_json::Value = serde_json::from_str(&sh(Command::new(&skopeo).args([
         "inspect",
         "--raw",
         "--tls-verify=false",
-        &format!("docker://{reg}/base/busybox:1"),
+        &format!("docker://{base_ref}"),
     ])))
     .unwrap();
     let base_layers: Vec<String> = base_manifest["layers"]
@@ -409,7 +403,7 @@ fn pushes_to_a_real_registry_mounts_the_base_and_runs_under_podman() {
         &[
             "--insecure",
             "--base",
-            &format!("{reg}/base/busybox:1"),
+            &base_ref,
             "--push",
             &format!("{reg}/models/app:v2"),
         ],

@@ -189,6 +189,20 @@ impl Podman {
     }
 }
 
+/// Makes the busybox base ([`busybox_base`], under `dir`) and pushes it with skopeo to
+/// `reg/base/busybox:1` over plain HTTP; that reference.
+pub fn push_busybox_base(skopeo: &Path, umoci: &Path, dir: &Path, reg: &str) -> String {
+    let base = busybox_base(umoci, dir);
+    let target = format!("{reg}/base/busybox:1");
+    sh(Command::new(skopeo).args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", base.display()),
+        &format!("docker://{target}"),
+    ]));
+    target
+}
+
 /// Pulls `image` (`host/repo:tag`) with skopeo into the OCI layout `into`, tagged `v1`, the
 /// blobs as they were pushed (`--preserve-digests`); `opts` (TLS, credentials) go first.
 pub fn skopeo_pull(skopeo: &Path, opts: &[&str], image: &str, into: &Path) {

@@ -56,14 +56,7 @@ fn store_blobs(store: &Path) -> usize {
 /// Pushes the busybox base to `reg/base/busybox:1`.
 fn push_base(reg: &str, dir: &Path) -> Option<String> {
     let (skopeo, umoci) = (tool("skopeo")?, tool("umoci")?);
-    let base = busybox_base(&umoci, dir);
-    sh(Command::new(skopeo).args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", base.display()),
-        &format!("docker://{reg}/base/busybox:1"),
-    ]));
-    Some(format!("{reg}/base/busybox:1"))
+    Some(push_busybox_base(&skopeo, &umoci, dir, reg))
 }
 
 #[test]

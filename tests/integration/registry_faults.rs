@@ -11,7 +11,7 @@ use std::process::Command;
 use hub_emulator::{FileSpec, HubEmulator, Repo, generate};
 
 use crate::fault_proxy::{Cut, FaultProxy, Faults, Logged, StatusFault};
-use crate::oci_support::{Registry, busybox_base, pull_and_verify};
+use crate::oci_support::{Registry, pull_and_verify, push_busybox_base};
 use crate::support::*;
 use crate::token_service::TokenService;
 
@@ -435,13 +435,7 @@ fn a_streamed_base_layer_copy_starts_its_source_again_after_a_cut() {
     // The base lives on the registry itself, the push goes through the proxy: another host,
     // so its layer is streamed from one to the other.
     let work = tempfile::tempdir().unwrap();
-    let base = busybox_base(&umoci, work.path());
-    sh(Command::new(&skopeo).args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", base.display()),
-        &format!("docker://{}/base/busybox:1", registry.addr),
-    ]));
+    let base_ref = push_busybox_base(&skopeo, &umoci, work.path(), &registry.addr);
     let proxy = FaultProxy::start(
         &registry.addr,
         Faults {
@@ -461,7 +455,7 @@ fn a_streamed_base_layer_copy_starts_its_source_again_after_a_cut() {
         "--json",
         "--insecure",
         "--base",
-        &format!("{}/base/busybox:1", registry.addr),
+        &base_ref,
         "--push",
         &format!("{}/models/app:v1", proxy.addr),
     ]));
