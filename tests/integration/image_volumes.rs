@@ -50,6 +50,44 @@ fn verify(f: &Fetched, args: &[&str]) -> Run {
     run(f.cmd().args(["verify", "--json"]).args(args))
 }
 
+/// [`bake`] of the files layout for `platforms`, with no base, into the OCI layout `out`
+/// tagged `v1`.
+fn bake_index(f: &Fetched, platforms: &str, out: &Path) -> Value {
+    bake(
+        f,
+        &[
+            "--layout",
+            "files",
+            "--no-base",
+            "--platform",
+            platforms,
+            "--oci",
+            out.to_str().unwrap(),
+            "--tag",
+            "v1",
+        ],
+    )
+}
+
+/// [`verify`] of the files layout for [`TWO_PLATFORMS`] at tag `v1` of `layout`, which must
+/// pass.
+fn verify_index(f: &Fetched, layout: &Path) {
+    verify(
+        f,
+        &[
+            "--oci",
+            layout.to_str().unwrap(),
+            "--tag",
+            "v1",
+            "--layout",
+            "files",
+            "--platform",
+            TWO_PLATFORMS,
+        ],
+    )
+    .ok();
+}
+
 /// Every locked file as (path inside the image, sha256), for the files layout under /mnt:
 /// models under `models/<id>/`, datasets under `models/datasets/<id>/`, or `models/` with flat.
 fn expected_files(f: &Fetched, root: &str, flat: bool) -> BTreeMap<String, String> {
@@ -124,35 +162,9 @@ fn podman_mounts_the_files_layout_as_an_image_volume_readable_by_a_non_root_uid(
     let f = fetched(&hub, BOTH);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("models");
-    let v = bake(
-        &f,
-        &[
-            "--layout",
-            "files",
-            "--no-base",
-            "--platform",
-            TWO_PLATFORMS,
-            "--oci",
-            out.to_str().unwrap(),
-            "--tag",
-            "v1",
-        ],
-    );
+    let v = bake_index(&f, TWO_PLATFORMS, &out);
     assert_eq!(v["platforms"].as_array().unwrap().len(), 2, "{v}");
-    verify(
-        &f,
-        &[
-            "--oci",
-            out.to_str().unwrap(),
-            "--tag",
-            "v1",
-            "--layout",
-            "files",
-            "--platform",
-            TWO_PLATFORMS,
-        ],
-    )
-    .ok();
+    verify_index(&f, &out);
 
     let storage = work.path().join("podman");
     let podman = Podman::new(&podman_bin, &storage);
@@ -397,20 +409,7 @@ fn a_two_platform_index_keeps_every_digest_through_a_registry_with_layers_upload
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("models");
     // The order on the command line does not matter: the index lists platforms sorted.
-    let v = bake(
-        &f,
-        &[
-            "--layout",
-            "files",
-            "--no-base",
-            "--platform",
-            "linux/arm64,linux/amd64",
-            "--oci",
-            out.to_str().unwrap(),
-            "--tag",
-            "v1",
-        ],
-    );
+    let v = bake_index(&f, "linux/arm64,linux/amd64", &out);
     let index_digest = v["index_digest"].as_str().unwrap().to_owned();
     assert_eq!(v["manifest_digest"], index_digest.as_str());
     let platforms = v["platforms"].as_array().unwrap();
@@ -478,20 +477,7 @@ fn a_two_platform_index_keeps_every_digest_through_a_registry_with_layers_upload
         fs::read(back.join("blobs/sha256").join(&index_digest[7..])).unwrap(),
         fs::read(out.join("blobs/sha256").join(&index_digest[7..])).unwrap()
     );
-    verify(
-        &f,
-        &[
-            "--oci",
-            back.to_str().unwrap(),
-            "--tag",
-            "v1",
-            "--layout",
-            "files",
-            "--platform",
-            TWO_PLATFORMS,
-        ],
-    )
-    .ok();
+    verify_index(&f, &back);
 
     // modelbake's own push: each platform's manifest by digest, then the index under the tag;
     // each layer uploaded once.
