@@ -131,6 +131,20 @@ fn push(f: &Fetched, home: &Home, target: &str, extra: &[&str]) -> Run {
         .args(["--push", target])))
 }
 
+/// [`push`] of `models/app:v1` to `registry` on the base `base_ref`, which must succeed and
+/// take the base's one layer.
+fn push_on_base(f: &Fetched, home: &Home, registry: &Registry, base_ref: &str) {
+    let r = push(
+        f,
+        home,
+        &format!("{}/models/app:v1", registry.addr),
+        &["--base", base_ref],
+    );
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["base_layers"], 1, "{}", r.stdout);
+}
+
 fn htpasswd_registry() -> Option<Registry> {
     let (Some(bin), Some(htpasswd)) = (tool("docker-registry"), tool("htpasswd")) else {
         return None;
@@ -283,15 +297,7 @@ fn identity_tokens_are_exchanged_at_the_realm_for_pushes_and_base_pulls() {
     ));
     let before = tokens.requests().len();
     let base_ref = format!("{}/base/busybox:1", registry.addr);
-    let r = push(
-        &f,
-        &home,
-        &format!("{}/models/app:v1", registry.addr),
-        &["--base", &base_ref],
-    );
-    r.ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["base_layers"], 1, "{}", r.stdout);
+    push_on_base(&f, &home, &registry, &base_ref);
     let asked = &tokens.requests()[before..];
     assert!(!asked.is_empty());
     assert!(
@@ -439,15 +445,7 @@ fn login_writes_what_skopeo_and_podman_use_and_reads_what_skopeo_wrote() {
         .arg(&authfile)
         .arg(format!("oci:{}:latest", base.display()))
         .arg(format!("docker://{base_ref}")));
-    let r = push(
-        &f,
-        &home,
-        &format!("{}/models/app:v1", registry.addr),
-        &["--base", &base_ref],
-    );
-    r.ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["base_layers"], 1, "{}", r.stdout);
+    push_on_base(&f, &home, &registry, &base_ref);
 
     let storage = tempfile::tempdir().unwrap();
     let podman = Podman::new(&podman_bin, storage.path());
