@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{Fetched, emulator, locked_files, locked_repo, run};
+use crate::support::{Fetched, emulator, fetch_all_from_mirrors, run};
 
 #[test]
 fn version_names_the_version_commit_and_target() {
@@ -101,13 +101,7 @@ fn plugin_new_outside_the_repository_builds_a_working_mirror_from_the_bundled_sd
     ));
     f.project.lock_with(&hub, &[]).ok();
     hub.clear_requests();
-    let out = run(f
-        .cmd()
-        .args(["fetch", "--json", "--endpoint", &hub.endpoint()]));
-    out.ok();
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let files = locked_files(locked_repo(&f.project.lock(), "acme/tiny")).len();
-    assert_eq!(report["from_mirrors"], files, "{}", out.stdout);
+    fetch_all_from_mirrors(&f, &hub);
     assert!(
         mirror
             .requests()

@@ -8,7 +8,9 @@ use std::path::Path;
 use hub_emulator::{Fault, FaultAction, FileSpec, Host, HubEmulator, Repo, generate};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Fetched, Project, locked_files, locked_repo, plugin, run, tiny_repo};
+use crate::support::{
+    Fetched, Project, fetch_all_from_mirrors, locked_files, locked_repo, plugin, run, tiny_repo,
+};
 
 /// Copies the built plugin `stem` into the project's `plugins/` folder as `name.wasm` and
 /// returns the path to write in models.toml.
@@ -109,13 +111,7 @@ fn a_mirror_plugin_routes_downloads_to_the_mirror() {
         Some(sha256_of(&f.project.path().join(&path)).as_str())
     );
 
-    let out = run(f
-        .cmd()
-        .args(["fetch", "--json", "--endpoint", &hub.endpoint()]));
-    out.ok();
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let files = locked_files(locked_repo(&f.project.lock(), "acme/tiny")).len();
-    assert_eq!(report["from_mirrors"], files, "{}", out.stdout);
+    fetch_all_from_mirrors(&f, &hub);
     assert!(
         file_gets(&hub).is_empty(),
         "the Hub served files: {:?}",

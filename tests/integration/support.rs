@@ -328,6 +328,18 @@ impl Fetched {
     }
 }
 
+/// `fetch --json` against `hub`, which must succeed with every locked file of `acme/tiny`
+/// coming from a mirror.
+pub fn fetch_all_from_mirrors(f: &Fetched, hub: &HubEmulator) {
+    let out = run(f
+        .cmd()
+        .args(["fetch", "--json", "--endpoint", &hub.endpoint()]));
+    out.ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let files = locked_files(locked_repo(&f.project.lock(), "acme/tiny")).len();
+    assert_eq!(report["from_mirrors"], files, "{}", out.stdout);
+}
+
 /// The component built from the `plugins/` workspace with this artifact stem (e.g.
 /// `mirror_url_template`, or `wasi_fs` for the wasm32-wasip2 fixtures). The workspace is built
 /// once per test process with `modelbake plugin build` (cargo makes concurrent builds wait
