@@ -203,6 +203,33 @@ pub fn locked_file(path: &str, bytes: &[u8], lfs: bool) -> crate::lock::LockedFi
     }
 }
 
+/// A normalised lock entry for `kind` `id` at `commit` with these `(path, bytes, lfs)` files,
+/// as tests across modules need one.
+pub fn locked_repo(
+    kind: crate::repo::RepoKind,
+    id: &str,
+    commit: &str,
+    files: &[(&str, &[u8], bool)],
+) -> crate::lock::LockedRepo {
+    let mut repo = crate::lock::LockedRepo {
+        kind,
+        id: crate::repo::RepoId::parse(id).unwrap_or_else(|e| unreachable!("{e}")),
+        revision: crate::repo::Revision::main(),
+        commit: commit.to_owned(),
+        include: Vec::new(),
+        exclude: Vec::new(),
+        policy: Vec::new(),
+        complete: true,
+        digest: String::new(),
+        files: files
+            .iter()
+            .map(|(path, bytes, lfs)| locked_file(path, bytes, *lfs))
+            .collect(),
+    };
+    repo.normalize();
+    repo
+}
+
 /// Lowercase hex of exactly `len` digits.
 pub fn hex(len: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(b"0123456789abcdef".to_vec()), len)

@@ -20,11 +20,11 @@ use super::model::canonical_json;
 use super::tar::{Stamp, TarWriter};
 use super::verify::verify_layer;
 use super::{MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
-use crate::fuzz_support::{config, hex, json_value, locked_file, mutated};
+use crate::fuzz_support::{config, hex, json_value, locked_repo, mutated};
 use crate::hash::sha256_hex;
-use crate::lock::{LockedRepo, Lockfile};
+use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
-use crate::repo::{RepoId, RepoKind, Revision};
+use crate::repo::RepoKind;
 
 /// How long one layer may take to verify before it counts as a hang (the bound).
 const HANG: Duration = Duration::from_secs(30);
@@ -204,25 +204,13 @@ fn layer_lock() -> (Lockfile, Vec<(String, Vec<u8>)>) {
         ("model.safetensors", &[7u8; 1500], true),
         ("sub/vocab.txt", b"a\nb\n", false),
     ];
-    let files = contents
-        .iter()
-        .map(|(path, bytes, lfs)| locked_file(path, bytes, *lfs))
-        .collect();
-    let mut repo = LockedRepo {
-        kind: RepoKind::Model,
-        id: RepoId::parse("acme/tiny").unwrap_or_else(|e| unreachable!("{e}")),
-        revision: Revision::main(),
-        commit: "1".repeat(40),
-        include: Vec::new(),
-        exclude: Vec::new(),
-        policy: Vec::new(),
-        complete: true,
-        digest: String::new(),
-        files,
-    };
-    repo.normalize();
     let mut lock = Lockfile::new();
-    lock.repos.push(repo);
+    lock.repos.push(locked_repo(
+        RepoKind::Model,
+        "acme/tiny",
+        &"1".repeat(40),
+        &contents,
+    ));
     let blobs = contents
         .iter()
         .map(|(_, bytes, _)| (sha256_hex(bytes), bytes.to_vec()))

@@ -633,28 +633,13 @@ fn write_entries_from<W: Write, R: io::Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz_support::locked_file;
-    use crate::repo::{RepoId, RepoKind, Revision};
+    use crate::fuzz_support::locked_repo;
+    use crate::repo::RepoKind;
 
     /// A locked repo with these (path, bytes) files.
     fn repo(kind: RepoKind, id: &str, files: &[(&str, &[u8])]) -> LockedRepo {
-        let mut r = LockedRepo {
-            kind,
-            id: RepoId::parse(id).unwrap(),
-            revision: Revision::main(),
-            commit: "1".repeat(40),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            policy: Vec::new(),
-            complete: true,
-            digest: String::new(),
-            files: files
-                .iter()
-                .map(|(p, b)| locked_file(p, b, false))
-                .collect(),
-        };
-        r.normalize();
-        r
+        let files: Vec<(&str, &[u8], bool)> = files.iter().map(|(p, b)| (*p, *b, false)).collect();
+        locked_repo(kind, id, &"1".repeat(40), &files)
     }
 
     fn files_settings() -> BakeSettings {

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{check, config, hex, locked_file};
+use crate::fuzz_support::{check, config, hex, locked_repo};
 use crate::hash::sha256_hex;
 
 /// The locked files (path, content, stored with LFS).
@@ -45,24 +45,7 @@ fn mirror() -> Mirror {
         (RepoKind::Model, "acme/tiny"),
         (RepoKind::Dataset, "acme/data"),
     ] {
-        let files = FILES
-            .iter()
-            .map(|(path, bytes, lfs)| locked_file(path, bytes, *lfs))
-            .collect();
-        let mut repo = LockedRepo {
-            kind,
-            id: RepoId::parse(id).unwrap_or_else(|e| unreachable!("{e}")),
-            revision: Revision::main(),
-            commit: COMMIT.to_owned(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            policy: Vec::new(),
-            complete: true,
-            digest: String::new(),
-            files,
-        };
-        repo.normalize();
-        lock.repos.push(repo);
+        lock.repos.push(locked_repo(kind, id, COMMIT, FILES));
     }
     for (_, bytes, _) in FILES {
         let path = store.blob_path(&sha256_hex(bytes));
