@@ -13,7 +13,7 @@ use crate::hfcache::repo_folder;
 use crate::loaders::{self, Loader};
 use crate::lock::{LockedRepo, Lockfile};
 use crate::oci::source::{self, LayoutSource, blob_path};
-use crate::oci::verify::{TarEntry, TarKind, read_entries};
+use crate::oci::tar_reader::{TarEntry, TarKind, read_entries};
 use crate::oci::{OciError, Platform};
 
 /// How one locked repo fares with one loader.
@@ -327,9 +327,9 @@ pub fn diagnose_layout(
     platform: &str,
     lock: &Lockfile,
 ) -> Result<DoctorReport, OciError> {
-    let platform = Platform::parse(platform).map_err(|detail| OciError::Invalid {
+    let platform = Platform::parse(platform).map_err(|e| OciError::Invalid {
         what: "the platform".into(),
-        detail,
+        detail: e.to_string(),
     })?;
     let src = LayoutSource {
         dir: PathBuf::from(dir),

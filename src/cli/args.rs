@@ -7,7 +7,9 @@ use clap::Args;
 
 use crate::env::process_env;
 use crate::hfcache::default_hub_cache;
-use crate::manifest::{BakeOverrides, ImageLayout, parse_hf_home, parse_models_dir, parse_owner};
+use crate::manifest::bake_table::{
+    BakeOverrides, ModelArrangement, parse_hf_home, parse_models_dir, parse_owner,
+};
 use crate::store::Store;
 
 /// Where the store is, shared by the commands that use it.
@@ -80,7 +82,7 @@ pub struct LayoutArgs {
     /// --models-dir/<org>/<name>/ (datasets under datasets/, spaces under spaces/), for
     /// Kubernetes image volumes and KServe modelcars [default: bake.layout, else hf-cache].
     #[arg(long, value_name = "hf-cache|files")]
-    pub layout: Option<ImageLayout>,
+    pub layout: Option<ModelArrangement>,
     /// Folder of the files layout inside the image [default: bake.models_dir, else /models].
     #[arg(long, value_name = "PATH", value_parser = parse_models_dir)]
     pub models_dir: Option<String>,

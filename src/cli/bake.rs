@@ -12,10 +12,11 @@ use super::args::{CacheArgs, LayoutArgs, StoreArgs};
 use super::{Cli, Failure, load_locked};
 use crate::bake::{BakeOptions, bake};
 use crate::env::process_env;
-use crate::manifest::parse_key_value;
-use crate::manifest::{BakeOverrides, Compression};
+use crate::manifest::bake_table::{BakeOverrides, parse_key_value};
+use crate::oci::Compression;
+use crate::oci::push::{BlobReport, PushObserver};
 use crate::oci::reference::ImageRef;
-use crate::oci::sink::{Action, BlobReport, PushObserver};
+use crate::oci::transfer::Action;
 use crate::ui::{Ui, byte_bar, display_path, human_size, line_above};
 
 /// Arguments of `modelbake bake`.
@@ -161,13 +162,8 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         annotations: args.annotation.clone(),
         ..args.layout.overrides()
     });
-    let mtime = crate::bake::mtime_from_env(&process_env).map_err(anyhow::Error::msg)?;
-    let push = args
-        .push
-        .as_deref()
-        .map(ImageRef::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let mtime = crate::bake::mtime_from_env(&process_env)?;
+    let push = args.push.as_deref().map(ImageRef::parse).transpose()?;
     let opts = BakeOptions {
         settings,
         mtime,
@@ -180,7 +176,7 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         push_jobs: usize::from(args.push_jobs),
         cache: args.cache.resolve(&manifest),
     };
-    let on_layer = |l: &crate::oci::layer::BuiltLayer| {
+    let on_layer = |l: &crate::bake::layer_cache::BuiltLayer| {
         let verb = match (l.reused, l.path.as_os_str().is_empty()) {
             (_, true) => "Cached",
             (true, false) => "Reused",
@@ -264,16 +260,16 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
             ),
         );
     }
-    if let Some(p) = &report.pushed {
+    if let Some(p) = &report.push.pushed {
         ui.status(
             "Pushed",
             format!(
                 "{p}: {} blobs uploaded, {} already there, {} mounted, {} copied from the base registry ({} sent)",
-                report.uploaded,
-                report.skipped,
-                report.mounted,
-                report.copied,
-                human_size(report.bytes_sent)
+                report.push.uploaded,
+                report.push.skipped,
+                report.push.mounted,
+                report.push.copied,
+                human_size(report.push.bytes_sent)
             ),
         );
     }

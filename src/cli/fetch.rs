@@ -182,10 +182,10 @@ async fn fill_from_cache(
     lock: &crate::lock::Lockfile,
     store: &crate::store::Store,
     ui: &Ui,
-) -> anyhow::Result<crate::oci::cache_repo::fill::FillReport> {
-    use crate::oci::cache_repo::{CacheRepo, fill};
+) -> anyhow::Result<crate::bake::cache_repo::fill::FillReport> {
+    use crate::bake::cache_repo::{CacheRepo, fill};
     let cache = CacheRepo::open(reference, insecure)?;
-    let mtime = crate::bake::mtime_from_env(&process_env).map_err(anyhow::Error::msg)?;
+    let mtime = crate::bake::mtime_from_env(&process_env)?;
     let format = crate::bake::layer_format(&manifest.bake, mtime);
     let on_file = |s: &fill::Served| {
         ui.status(

@@ -372,13 +372,16 @@ fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<E
 
 /// What the user can do about `error`: the hint of the first error in its chain that has one.
 /// Hints are data on the error types, not sentences glued into messages.
-fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
+fn hint_of(error: &anyhow::Error) -> Option<String> {
     error.chain().find_map(|e| {
-        if let Some(e) = e.downcast_ref::<crate::oci::OciError>() {
+        if let Some(e) = e.downcast_ref::<crate::bake::BakeError>() {
             e.hint()
+        } else if let Some(e) = e.downcast_ref::<crate::oci::OciError>() {
+            e.hint().map(str::to_owned)
         } else {
             e.downcast_ref::<crate::oci::registry::RegistryError>()
                 .and_then(crate::oci::registry::RegistryError::hint)
+                .map(str::to_owned)
         }
     })
 }

@@ -42,7 +42,7 @@ pub async fn run(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Failure
     let apply = args.yes;
     let s = store.clone();
     let report =
-        tokio::task::spawn_blocking(move || crate::oci::layer::collect_store(&s, &locks, apply))
+        tokio::task::spawn_blocking(move || crate::bake::layer_cache::collect_store(&s, &locks, apply))
             .await??;
     if ui.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

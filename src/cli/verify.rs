@@ -9,7 +9,7 @@ use clap::Args;
 use super::args::{HubCacheArgs, LayoutArgs};
 use super::{Cli, Failure, load_locked};
 use crate::hfcache::verify::verify;
-use crate::manifest::BakeOverrides;
+use crate::manifest::bake_table::BakeOverrides;
 use crate::ui::{Ui, display_path};
 
 /// Arguments of `modelbake verify`.
@@ -45,7 +45,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Fail
             (Some(dir), _) => {
                 let (dir2, tag) = (dir.clone(), args.tag.clone());
                 let r = tokio::task::spawn_blocking(move || {
-                    crate::oci::verify::verify_layout(&dir2, &tag, &lock, &settings)
+                    crate::bake::verify_image::verify_layout(&dir2, &tag, &lock, &settings)
                 })
                 .await??;
                 (format!("{}:{}", display_path(dir), args.tag), r)
@@ -53,7 +53,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Fail
             (None, Some(file)) => {
                 let f = file.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    crate::oci::verify::verify_layer(&f, &lock, &settings)
+                    crate::bake::verify_image::verify_layer(&f, &lock, &settings)
                 })
                 .await??;
                 (display_path(file), r)

@@ -1,30 +1,34 @@
-//! OCI images of locked models. The model: validated digests ([`digest`]) and typed
-//! descriptors, manifests and indexes ([`model`]). Where images are read from: OCI layouts and
-//! registries behind one [`source::ImageSource`] ([`source`], [`registry`], with
-//! [`credentials`] found where docker and podman keep them). What we make:
-//! deterministic layers ([`layer`], [`tar`]) and the config and manifest on an optional base
-//! ([`image`]). Where it goes: [`sink`] writes one built image to an OCI layout ([`layout`]), a
-//! registry or plain layer files. [`verify`] checks layers and images against the lock.
+//! The generic OCI core: images, registries and layouts, knowing nothing of locks, manifests,
+//! stores or the huggingface_hub cache. The model: validated digests ([`digest`]), typed
+//! descriptors, manifests and indexes ([`model`]), and the image as sinks see it ([`image`]:
+//! [`image::Artifact`], an image or an index, whose layers each know where their bytes come
+//! from). Where images are read from: OCI layouts and registries behind one
+//! [`source::ImageSource`] ([`source`], [`registry`], with [`credentials`] found where docker
+//! and podman keep them, [`reference`]). Bytes: deterministic tar ([`tar`]), layer reading
+//! ([`tar_reader`]), [`compression`]. Where artifacts go: [`layout`] writes one to an OCI
+//! layout, [`push`] to a registry (after the [`limits`] guards), each blob moved by
+//! [`transfer`].
 
-pub mod cache_repo;
+pub mod compression;
 pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod image;
-pub mod layer;
 pub mod layout;
 pub mod limits;
 pub mod model;
+pub mod push;
 pub mod reference;
 pub mod registry;
-pub mod sink;
 pub mod source;
 pub mod tar;
-pub mod verify;
+pub mod tar_reader;
+pub mod transfer;
 
 #[cfg(test)]
 mod fuzz_tests;
 
+pub use compression::Compression;
 pub use error::OciError;
 use model::PlatformSpec;
 
@@ -46,13 +50,6 @@ pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.man
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Annotation naming a tag in an OCI layout's index.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// Annotation on our layers: which repo they hold.
-pub const ANNOTATION_REPO: &str = "dev.modelbake.repo";
-/// Annotation on our layers: the locked commit.
-pub const ANNOTATION_COMMIT: &str = "dev.modelbake.commit";
-/// Annotation on our layers: `part/parts`.
-pub const ANNOTATION_PART: &str = "dev.modelbake.part";
-
 /// Maps Docker schema 2 media types to their OCI equivalents (same bytes, other name), so a
 /// base from Docker Hub can be extended in an OCI manifest.
 pub fn oci_media_type(media_type: &str) -> &str {
@@ -63,6 +60,22 @@ pub fn oci_media_type(media_type: &str) -> &str {
         MEDIA_DOCKER_MANIFEST => MEDIA_MANIFEST,
         other => other,
     }
+}
+
+/// A platform or platform list that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// Not `os/arch[/variant]`.
+    #[error("platform `{0}` must be os/arch[/variant], e.g. linux/amd64")]
+    Malformed(String),
+    /// The same platform twice in a list.
+    #[error("platform `{platform}` is listed twice in `{list}`")]
+    Twice {
+        /// The platform.
+        platform: String,
+        /// The list as given.
+        list: String,
+    },
 }
 
 /// A platform like `linux/amd64` or `linux/arm64/v8`.
@@ -78,7 +91,7 @@ pub struct Platform {
 
 impl Platform {
     /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
@@ -91,15 +104,13 @@ impl Platform {
                 architecture: (*arch).into(),
                 variant: Some((*variant).into()),
             }),
-            _ => Err(format!(
-                "platform `{s}` must be os/arch[/variant], e.g. linux/amd64"
-            )),
+            _ => Err(PlatformError::Malformed(s.to_owned())),
         }
     }
 
     /// Parses a comma-separated list (`linux/amd64,linux/arm64`): each platform once, sorted, so
     /// the order on the command line never changes an index's digest.
-    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, PlatformError> {
         let mut out: Vec<Platform> = s
             .split(',')
             .map(str::trim)
@@ -107,7 +118,10 @@ impl Platform {
             .collect::<Result<_, _>>()?;
         out.sort_by_key(Platform::to_string);
         if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("platform `{}` is listed twice in `{s}`", w[0]));
+            return Err(PlatformError::Twice {
+                platform: w[0].to_string(),
+                list: s.to_owned(),
+            });
         }
         Ok(out)
     }

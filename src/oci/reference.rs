@@ -3,6 +3,18 @@
 
 use std::fmt;
 
+/// An image reference that cannot be parsed, with what is wrong in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "image reference `{reference}`: {why}; expected [registry/]repository[:tag][@sha256:digest]"
+)]
+pub struct ReferenceError {
+    /// The reference as given.
+    pub reference: String,
+    /// What is wrong.
+    pub why: &'static str,
+}
+
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -18,12 +30,11 @@ pub struct ImageRef {
 
 impl ImageRef {
     /// Parses a reference; a name without a registry is on Docker Hub.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ReferenceError> {
         let s = s.trim();
-        let bad = |why: &str| {
-            format!(
-                "image reference `{s}`: {why}; expected [registry/]repository[:tag][@sha256:digest]"
-            )
+        let bad = |why: &'static str| ReferenceError {
+            reference: s.to_owned(),
+            why,
         };
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {

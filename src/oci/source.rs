@@ -9,6 +9,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::error::OciError;
+use super::image::{Base, BlobSource, Layer, LayerRole};
 use super::model::{Descriptor, Document, Index, Manifest};
 use super::reference::ImageRef;
 use super::registry::Registry;
@@ -159,6 +161,45 @@ pub async fn read_image<S: ImageSource>(
         })
         .collect();
     Ok(SourceImage { config, layers })
+}
+
+/// Reads the image for `platform` that `reference` names (`oci:DIR[:TAG]`, or a registry
+/// reference; plain http only with `insecure`) as a [`Base`] to build on: its config, and its
+/// layers with where their bytes are (never downloaded here).
+pub async fn read_base(
+    reference: &str,
+    platform: &Platform,
+    insecure: bool,
+) -> Result<Base, OciError> {
+    let (image, source) = if let Some(rest) = reference.strip_prefix("oci:") {
+        let src = LayoutSource::parse(rest);
+        let image = read_image(&src, platform).await?;
+        (image, BlobSource::Layout(Arc::new(src)))
+    } else {
+        let image_ref = ImageRef::parse(reference).map_err(|e| OciError::Invalid {
+            what: format!("the base reference `{reference}`"),
+            detail: e.to_string(),
+        })?;
+        let registry = Registry::new(&image_ref, insecure)?;
+        let src = RegistrySource {
+            registry,
+            image: image_ref,
+        };
+        let image = read_image(&src, platform).await?;
+        (image, BlobSource::Registry(Arc::new(src)))
+    };
+    Ok(Base {
+        config: image.config,
+        layers: image
+            .layers
+            .into_iter()
+            .map(|desc| Layer {
+                desc,
+                source: source.clone(),
+                role: LayerRole::Base,
+            })
+            .collect(),
+    })
 }
 
 /// An OCI image layout on disk, at a tag (or its only image).

@@ -1,5 +1,5 @@
 //! Garbage collection of the store: blobs and partial downloads that none of the given locks
-//! needs (the layer cache collects its own records, in `oci::layer::collect_cache`). A blob is
+//! needs (the layer cache collects its own records, in `bake::layer_cache::collect_cache`). A blob is
 //! removed only while holding its claim, so a blob that a concurrent `fetch` is downloading or
 //! publishing is never collected.
 
@@ -23,7 +23,7 @@ pub struct GcReport {
     /// Partial downloads of unreferenced blobs.
     pub partials: Vec<PathBuf>,
     /// Cached layers of repos at commits no lock references (filled in by the layer cache's
-    /// own collection, `oci::layer::collect_cache`).
+    /// own collection, `bake::layer_cache::collect_cache`).
     pub layers: Vec<PathBuf>,
     /// Bytes that go (or went).
     pub freed: u64,

@@ -6,7 +6,7 @@
 //! basic credentials or exchanged for an identity token; or basic); a token that expires
 //! mid-push is renewed on the 401 and the request repeated.
 
-mod options;
+pub mod options;
 mod request;
 mod upload;
 

@@ -2,7 +2,8 @@
 //! the size of each chunk, with defaults for registries known to need them (see
 //! docs/registry-uploads.md for where each value comes from).
 
-use crate::manifest::RegistryUpload;
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 /// Blobs above this many bytes are uploaded in chunks by default.
 pub const DEFAULT_CHUNKED_THRESHOLD: u64 = 64 << 20;
@@ -14,6 +15,20 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
 pub const GHCR_CHUNK_SIZE: u64 = 4_000_000;
 /// ECR wants every chunk but the last to be at least 5 MB; 16 MiB is well above.
 pub const ECR_CHUNK_SIZE: u64 = 16 << 20;
+
+/// `[bake.registry."HOST"]`: how blobs are uploaded to one registry. Unset values take the
+/// defaults for that registry (see docs/registry-uploads.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUpload {
+    /// Blobs larger than this many bytes go in chunks (POST, PATCH…, PUT) that resume where a
+    /// dropped connection left them; smaller ones in one PUT. Default 64 MiB.
+    pub chunked_threshold: Option<u64>,
+    /// Bytes per PATCH of a chunked upload (at least 1; raised to the registry's
+    /// `OCI-Chunk-Min-Length`). Default 16 MiB; ECR (`*.amazonaws.com`) 16 MiB, GHCR 4,000,000 bytes (its per-PATCH cap).
+    pub chunk_size: Option<u64>,
+}
+
 
 /// Upload settings for one registry, defaults applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

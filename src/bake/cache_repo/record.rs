@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::bake::assemble::layer_descriptor;
+use crate::bake::layer_cache::BuiltLayer;
+use crate::bake::plan::{EntryKind, LayerPlan};
+use crate::bake::{ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO};
 use crate::oci::MEDIA_MANIFEST;
 use crate::oci::digest::Digest;
 use crate::oci::error::OciError;
-use crate::oci::image::layer_descriptor;
-use crate::oci::layer::{BuiltLayer, EntryKind, LayerPlan};
 use crate::oci::model::{Descriptor, Document, canonical_json};
-use crate::oci::{ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO};
 
 /// The `artifactType` of a record manifest; the `v1` is the record format version.
 pub const ARTIFACT_TYPE: &str = "application/vnd.modelbake.layer-cache.v1+json";
@@ -146,7 +147,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::layer::Entry;
+    use crate::bake::plan::Entry;
 
     fn plan(commit: &str) -> LayerPlan {
         LayerPlan {

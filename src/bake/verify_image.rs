@@ -1,25 +1,27 @@
-//! Checks image layers against the lock, in either layout: every entry's type, mode, owner,
+//! `verify --oci` and `verify --layer`: checks image layers against the lock, in either
+//! arrangement: every entry's type, mode, owner,
 //! symlink or hard-link target and content hash, the layer digests and DiffIDs, and (for a
 //! whole image, or every platform of an index) that nothing locked is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::digest::Digest;
-use super::error::OciError;
-use super::layer::{EntryKind, check_layout, plan_repo};
-use super::model::Document;
-use super::source::{self, ImageSource, LayoutSource, blob_path};
-use super::{ANNOTATION_REPO, Platform};
+use super::ANNOTATION_REPO;
+use super::plan::{EntryKind, check_layout, plan_repo};
 use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
 use crate::lock::Lockfile;
-use crate::manifest::{BakeSettings, ImageLayout};
+use crate::manifest::bake_table::{BakeSettings, ModelArrangement};
+use crate::oci::Platform;
+use crate::oci::digest::Digest;
+use crate::oci::error::OciError;
+use crate::oci::model::{self, Document};
+use crate::oci::source::{self, ImageSource, LayoutSource, blob_path};
+use crate::oci::tar_reader::decode;
 
 /// One thing wrong in a layer or an image. Paths from the layer are shown escaped, so a
 /// hostile entry name cannot drive the terminal.
@@ -317,120 +319,6 @@ fn expected(lock: &Lockfile, settings: &BakeSettings) -> BTreeMap<String, (Strin
     out
 }
 
-type Raw = io::Chain<io::Cursor<Vec<u8>>, HashingReader<BufReader<File>>>;
-
-/// A layer's tar stream, decompressed as its magic bytes say, with the raw reader recoverable.
-enum Decoded {
-    Plain(Raw),
-    Gzip(flate2::read::MultiGzDecoder<Raw>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<Raw>>),
-}
-
-impl Decoded {
-    fn into_raw(self) -> Raw {
-        match self {
-            Decoded::Plain(r) => r,
-            Decoded::Gzip(d) => d.into_inner(),
-            Decoded::Zstd(d) => d.finish().into_inner(),
-        }
-    }
-}
-
-impl Read for Decoded {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Decoded::Plain(r) => r.read(buf),
-            Decoded::Gzip(d) => d.read(buf),
-            Decoded::Zstd(d) => d.read(buf),
-        }
-    }
-}
-
-/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed.
-fn decode(path: &Path) -> io::Result<Decoded> {
-    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic)?;
-    let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
-    Ok(match magic {
-        [0x1f, 0x8b, ..] => Decoded::Gzip(flate2::read::MultiGzDecoder::new(blob)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Decoded::Zstd(zstd::stream::read::Decoder::new(blob)?),
-        _ => Decoded::Plain(blob),
-    })
-}
-
-/// One entry of a layer, as `doctor` reads an image's tree.
-#[derive(Debug, Clone)]
-pub struct TarEntry {
-    /// Path without a leading `/` or trailing `/`.
-    pub path: String,
-    /// Directory, symlink (its target) or anything else.
-    pub kind: TarKind,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u64,
-    /// Group.
-    pub gid: u64,
-    /// The content, for the entries `keep` asked for.
-    pub content: Option<Vec<u8>>,
-}
-
-/// What a [`TarEntry`] is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TarKind {
-    /// A directory.
-    Dir,
-    /// A symbolic link and its target.
-    Symlink(String),
-    /// A file (or any other entry).
-    File,
-}
-
-/// Every entry of a layer blob (plain, gzip or zstd), with the content of those whose path
-/// `keep` accepts (at most 64 KiB each).
-pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
-    let mut archive = tar::Archive::new(decode(path)?);
-    let mut out = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let raw = entry.path()?.to_string_lossy().into_owned();
-        let path = raw
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/')
-            .to_owned();
-        let header = entry.header();
-        let (mode, uid, gid) = (header.mode()? & 0o7777, header.uid()?, header.gid()?);
-        let kind = match header.entry_type() {
-            t if t.is_dir() => TarKind::Dir,
-            t if t.is_symlink() => TarKind::Symlink(
-                entry
-                    .link_name()?
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            _ => TarKind::File,
-        };
-        let content = if kind == TarKind::File && keep(&path) {
-            let mut got = Vec::new();
-            (&mut entry).take(64 * 1024).read_to_end(&mut got)?;
-            Some(got)
-        } else {
-            None
-        };
-        out.push(TarEntry {
-            path,
-            kind,
-            mode,
-            uid,
-            gid,
-            content,
-        });
-    }
-    Ok(out)
-}
-
 /// How an entry that should be something else is shown: its type and, for links, the target.
 fn describe(kind: tar::EntryType, link: Option<&str>) -> String {
     let link = link.map(escaped).unwrap_or_default();
@@ -588,13 +476,13 @@ fn loader_problems(
     settings: &BakeSettings,
     seen: &BTreeSet<String>,
 ) -> Vec<Problem> {
-    let vars: Vec<String> = super::model::string_list(&config["config"]["Env"]);
+    let vars: Vec<String> = model::string_list(&config["config"]["Env"]);
     let user = config["config"]["User"].as_str().unwrap_or_default();
     let env = loaders::image_env(&vars, loaders::default_home(user));
     let mut problems = Vec::new();
     let caches = match settings.layout {
-        ImageLayout::HfCache => loaders::resolve_all(&env),
-        ImageLayout::Files => Vec::new(),
+        ModelArrangement::HfCache => loaders::resolve_all(&env),
+        ModelArrangement::Files => Vec::new(),
     };
     for r in caches {
         let root = r.cache.trim_end_matches('/');
@@ -651,15 +539,14 @@ pub fn verify_layout(
     lock: &Lockfile,
     settings: &BakeSettings,
 ) -> Result<OciReport, OciError> {
-    check_layout(lock, settings).map_err(|detail| OciError::Invalid {
+    check_layout(lock, settings).map_err(|e| OciError::Invalid {
         what: "the layout options".into(),
-        detail,
+        detail: e.to_string(),
     })?;
-    let platforms =
-        Platform::parse_list(&settings.platform).map_err(|detail| OciError::Invalid {
-            what: "--platform".into(),
-            detail,
-        })?;
+    let platforms = Platform::parse_list(&settings.platform).map_err(|e| OciError::Invalid {
+        what: "--platform".into(),
+        detail: e.to_string(),
+    })?;
     let src = LayoutSource {
         dir: dir.to_owned(),
         tag: Some(tag.to_owned()),
@@ -768,7 +655,7 @@ type Verdict = Result<(String, BTreeSet<String>), String>;
 
 impl Checker<'_> {
     /// The problems of one image manifest (its layers' own problems go to `self.layers`).
-    fn image(&mut self, manifest: &super::model::Manifest) -> Result<Vec<Problem>, OciError> {
+    fn image(&mut self, manifest: &model::Manifest) -> Result<Vec<Problem>, OciError> {
         let label = self.src.label();
         let config_what = format!("the config of {label}");
         let bytes = futures::executor::block_on(self.src.small_blob(
@@ -781,7 +668,7 @@ impl Checker<'_> {
                 what: config_what,
                 detail: format!("not JSON: {e}"),
             })?;
-        let diff_ids = super::model::string_list(&config["rootfs"]["diff_ids"]);
+        let diff_ids = model::string_list(&config["rootfs"]["diff_ids"]);
         let mut problems = Vec::new();
         if diff_ids.len() != manifest.layers.len() {
             problems.push(Problem::DiffIdCount {
@@ -828,8 +715,8 @@ impl Checker<'_> {
                 });
             }
         }
-        if self.settings.layout == ImageLayout::HfCache {
-            let env = super::model::string_list(&config["config"]["Env"]);
+        if self.settings.layout == ModelArrangement::HfCache {
+            let env = model::string_list(&config["config"]["Env"]);
             let want_env = format!("HF_HOME={}", self.settings.hf_home);
             if !env.contains(&want_env) {
                 problems.push(Problem::Env { expected: want_env });
@@ -847,7 +734,7 @@ impl Checker<'_> {
     /// Reads and hashes one of our layers, recording its report.
     fn our_layer(
         &mut self,
-        desc: &super::model::Descriptor,
+        desc: &model::Descriptor,
     ) -> Result<(String, BTreeSet<String>), OciError> {
         let path = blob_path(&self.src.dir, &desc.digest);
         let (mut report, blob_hex, diff_id, seen) =

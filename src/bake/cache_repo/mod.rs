@@ -1,6 +1,6 @@
 //! A registry repository as the shared layer cache (`--cache REGISTRY/REPO`, `[cache]`): each
 //! model layer is recorded under a tag derived from the key the local layer cache uses
-//! ([`super::layer::cache_key`]), as a small manifest ([`record`]) that keeps the layer blob
+//! ([`super::layer_cache::cache_key`]), as a small manifest ([`record`]) that keeps the layer blob
 //! alive and mountable. `bake` reads records to push images without the layers' files and
 //! writes records for the layers it built; `fetch` unpacks recorded layers into the store
 //! ([`fill`]), checking every file against the lock. Records are checked before use and a
@@ -10,19 +10,41 @@
 pub mod fill;
 pub mod record;
 
-use super::MEDIA_MANIFEST;
-use super::digest::Digest;
-use super::error::OciError;
-use super::layer::{self, BuiltLayer, LayerFormat, LayerPlan};
-use super::reference::ImageRef;
-use super::registry::{Payload, Registry, RegistryError};
-use super::sink::download;
-use super::source::RegistrySource;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::assemble::layer_descriptor;
+use super::layer_cache::{self as layer, BuiltLayer};
+use super::plan::{LayerFormat, LayerPlan};
+use crate::oci::MEDIA_MANIFEST;
+use crate::oci::digest::Digest;
+use crate::oci::error::OciError;
+use crate::oci::reference::ImageRef;
+use crate::oci::registry::{Payload, Registry, RegistryError};
+use crate::oci::source::RegistrySource;
+use crate::oci::transfer::download;
 use crate::store::Store;
+
+/// What the cache repository did for a bake.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheOutcome {
+    /// `registry/repo`.
+    pub repository: String,
+    /// Layers taken from records (no store files needed for them).
+    pub hits: Vec<String>,
+    /// Layers downloaded from the cache repository for --oci/--layers.
+    pub downloaded: usize,
+    /// Layers recorded by this bake.
+    pub recorded: Vec<String>,
+    /// Records ignored, records that could not be written (no push rights…), lookups that
+    /// failed: each one a warning, none fails the bake.
+    pub warnings: Vec<String>,
+}
 
 /// The cache repository: where it is and a client for its registry.
 pub struct CacheRepo {
-    source: RegistrySource,
+    source: Arc<RegistrySource>,
 }
 
 /// What a lookup found for one layer.
@@ -39,13 +61,13 @@ impl CacheRepo {
     /// The cache repository `reference` (`REGISTRY/REPO`; a tag, if any, is ignored); plain
     /// http only with `insecure`.
     pub fn open(reference: &str, insecure: bool) -> Result<Self, OciError> {
-        let image = ImageRef::parse(reference).map_err(|detail| OciError::Invalid {
+        let image = ImageRef::parse(reference).map_err(|e| OciError::Invalid {
             what: format!("the cache repository `{reference}`"),
-            detail,
+            detail: e.to_string(),
         })?;
         let registry = Registry::new(&image, insecure)?;
         Ok(CacheRepo {
-            source: RegistrySource { registry, image },
+            source: Arc::new(RegistrySource { registry, image }),
         })
     }
 
@@ -110,8 +132,8 @@ impl CacheRepo {
 
     /// The cache repository as an image source: `bake --push` mounts (same registry) or
     /// streams, digest-checked, the recorded layers from it.
-    pub fn source(&self) -> &RegistrySource {
-        &self.source
+    pub fn source(&self) -> Arc<RegistrySource> {
+        self.source.clone()
     }
 
     /// Downloads the recorded layer into the store's layer cache (digest-checked on the way),
@@ -125,7 +147,7 @@ impl CacheRepo {
     ) -> Result<BuiltLayer, OciError> {
         let key = layer::cache_key(plan, format);
         let tmp = layer::temp_path(store, &key).map_err(OciError::io(store.root()))?;
-        let desc = super::image::layer_descriptor(&found);
+        let desc = layer_descriptor(&found);
         if let Err(e) = download(&self.source, &desc, &tmp).await {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -133,6 +155,35 @@ impl CacheRepo {
         let mut got = layer::adopt(store, &key, found, &tmp).map_err(OciError::io(&tmp))?;
         got.reused = true;
         Ok(got)
+    }
+
+    /// Step 5 of a bake: lists the layers taken from records as hits and records every
+    /// other layer (built here, or taken from the local layer cache) in `outcome`; a record
+    /// that cannot be written is a warning, never a failure.
+    pub async fn record_built(
+        &self,
+        plans: &[LayerPlan],
+        layers: &[BuiltLayer],
+        from_record: &[bool],
+        format: LayerFormat,
+        pushed_to: Option<&ImageRef>,
+        outcome: &mut CacheOutcome,
+    ) {
+        for ((plan, l), hit) in plans.iter().zip(layers).zip(from_record) {
+            if *hit {
+                outcome.hits.push(l.digest.to_string());
+                continue;
+            }
+            match self.record(l, plan, format, pushed_to).await {
+                Ok(()) => outcome.recorded.push(l.digest.to_string()),
+                Err(e) => outcome.warnings.push(format!(
+                    "cache repository {}: could not record {} layer {} ({e}); recording needs push rights to it, the bake itself is fine",
+                    self.name(),
+                    l.repo,
+                    l.part
+                )),
+            }
+        }
     }
 
     /// Records `layer` (built here, blob at `layer.path`): the blob goes to the cache

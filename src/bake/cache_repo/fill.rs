@@ -14,10 +14,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{CacheRepo, Lookup};
+use crate::bake::assemble::layer_descriptor;
+use crate::bake::layer_cache::BuiltLayer;
+use crate::bake::plan::{self as layer, EntryKind, LayerFormat, LayerPlan};
 use crate::lock::Lockfile;
-use crate::manifest::BakeSettings;
-use crate::oci::image::layer_descriptor;
-use crate::oci::layer::{self, BuiltLayer, EntryKind, LayerFormat, LayerPlan};
+use crate::manifest::bake_table::BakeSettings;
 use crate::oci::source::VerifyingStream;
 use crate::oci::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD};
 use crate::store::Store;

@@ -1,0 +1,301 @@
+//! The layer cache: built layers kept in the store (`layers/blobs/sha256/…` and a record
+//! `layers/<key>.json` per layer) under a key derived from everything that decides their bytes,
+//! so a rebake of an unchanged lock reuses them; and its own collection for `store gc`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::layer_build::write_layer;
+use super::plan::{EntryKind, LayerFormat, LayerPlan};
+use crate::hash::sha256_hex;
+use crate::lock::Lockfile;
+use crate::manifest::bake_table::ModelArrangement;
+use crate::oci::digest::Digest;
+use crate::store::{Store, StoreError};
+
+/// A layer on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltLayer {
+    /// `sha256:<hex>` of the (compressed) blob.
+    pub digest: Digest,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// OCI media type.
+    pub media_type: String,
+    /// `model/acme/tiny`.
+    pub repo: String,
+    /// The locked commit.
+    pub commit: String,
+    /// `1/1`, `2/3`...
+    pub part: String,
+    /// Where the blob is (in the store's layer cache).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Whether it came from the cache.
+    #[serde(skip)]
+    pub reused: bool,
+}
+
+/// The cache key: sha256 of everything that decides the layer's bytes. The `files` layout adds
+/// its name to the key, so the two layouts never share a cache entry (and the keys of
+/// `hf-cache` layers stay what they were).
+pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
+    let mut h = Sha256::new();
+    h.update(
+        format!(
+            "modelbake-layer-v1\n{:?}\n{:?}\n",
+            format.compression, format.stamp
+        )
+        .as_bytes(),
+    );
+    if format.layout == ModelArrangement::Files {
+        h.update(b"layout files\n");
+    }
+    for e in &plan.entries {
+        let kind = match &e.kind {
+            EntryKind::Dir => "dir".to_owned(),
+            EntryKind::Blob { sha256, size } => format!("blob {sha256} {size}"),
+            EntryKind::Inline(bytes) => format!("inline {}", sha256_hex(bytes)),
+            EntryKind::Symlink(t) => format!("link {t}"),
+            EntryKind::HardLink(t) => format!("hardlink {t}"),
+        };
+        h.update(format!("{}\0{kind}\n", e.path).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// True for a layer known only by its cache repository record (no file here).
+pub fn is_remote(layer: &BuiltLayer) -> bool {
+    layer.path.as_os_str().is_empty()
+}
+
+/// The layer for `plan` when the store's layer cache already holds it (record and blob).
+pub fn cached(store: &Store, plan: &LayerPlan, format: LayerFormat) -> Option<BuiltLayer> {
+    let key = cache_key(plan, format);
+    let meta_path = store.layout().layers().join(format!("{key}.json"));
+    let mut layer = read_record(&meta_path, &store.layout().layer_blobs())?;
+    if fs::symlink_metadata(&layer.path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
+        layer.reused = true;
+        return Some(layer);
+    }
+    None
+}
+
+/// A temp file in the layer cache folder for the layer of `key`, to be [`adopt`]ed.
+pub fn temp_path(store: &Store, key: &str) -> io::Result<PathBuf> {
+    let dir = store.layout().layers();
+    fs::create_dir_all(store.layout().layer_blobs())?;
+    Ok(dir.join(format!(
+        ".{key}.{}-{:08x}.tmp",
+        std::process::id(),
+        fastrand::u32(..)
+    )))
+}
+
+/// Builds (or takes from the cache) the layer for `plan`.
+pub fn build(store: &Store, plan: &LayerPlan, format: LayerFormat) -> io::Result<BuiltLayer> {
+    if let Some(layer) = cached(store, plan, format) {
+        return Ok(layer);
+    }
+    let key = cache_key(plan, format);
+    let tmp = temp_path(store, &key)?;
+    let result = write_layer(store, plan, format, &tmp);
+    let (diff_id, digest, size) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let (digest, diff_id) = match (
+        Digest::from_sha256_hex(&digest),
+        Digest::from_sha256_hex(&diff_id),
+    ) {
+        (Ok(d), Ok(i)) => (d, i),
+        _ => {
+            let _ = fs::remove_file(&tmp);
+            return Err(io::Error::other(
+                "the layer writer produced a malformed digest",
+            ));
+        }
+    };
+    let layer = BuiltLayer {
+        digest,
+        diff_id,
+        size,
+        media_type: format.media_type().to_owned(),
+        repo: plan.repo.clone(),
+        commit: plan.commit.clone(),
+        part: format!("{}/{}", plan.part.0, plan.part.1),
+        path: PathBuf::new(),
+        reused: false,
+    };
+    adopt(store, &key, layer, &tmp)
+}
+
+/// Puts the finished, checked blob at `tmp` (from [`temp_path`]) into the layer cache as the
+/// layer of `key`, with its record; the blob lands first, so a record never names a missing
+/// blob.
+pub fn adopt(
+    store: &Store,
+    key: &str,
+    mut layer: BuiltLayer,
+    tmp: &Path,
+) -> io::Result<BuiltLayer> {
+    let path = store.layout().layer_blobs().join(layer.digest.hex());
+    // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
+    // must not silently change the cached layer.
+    let placed = fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+        .and_then(|()| fs::rename(tmp, &path));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    layer.path = path;
+    let meta_path = store.layout().layers().join(format!("{key}.json"));
+    crate::fs_atomic::write_atomic(
+        &meta_path,
+        &serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,
+        crate::fs_atomic::Mode::Fixed(0o644),
+    )?;
+    Ok(layer)
+}
+
+/// A layer-cache record (`<store>/layers/<key>.json`), its digests validated, with the path
+/// of its blob; `None` for a record that is unreadable or not ours (it is then rebuilt).
+fn read_record(path: &Path, blobs: &Path) -> Option<BuiltLayer> {
+    let text = fs::read(path).ok()?;
+    let mut layer: BuiltLayer = serde_json::from_slice(&text).ok()?;
+    layer.path = blobs.join(layer.digest.hex());
+    Some(layer)
+}
+
+/// What the layer cache's collection found (and, when applied, removed).
+#[derive(Debug, Clone, Default)]
+pub struct LayerGc {
+    /// Layer blobs of repos at commits no lock references.
+    pub blobs: Vec<PathBuf>,
+    /// Bytes they hold.
+    pub freed: u64,
+}
+
+/// The layer cache's part of `store gc`: records of repos at commits that none of `keep`
+/// references go, and their blobs with them unless a kept record shares the blob. Records are
+/// read as typed [`BuiltLayer`]s, so a record this code cannot parse is never acted on and a
+/// hostile digest never names a path; symlinks in the cache are never followed.
+pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Result<LayerGc> {
+    let dir = store.layout().layers();
+    let blobs = store.layout().layer_blobs();
+    let mut report = LayerGc::default();
+    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real_dir(&dir) || !real_dir(&blobs) {
+        return Ok(report);
+    }
+    let wanted: std::collections::BTreeSet<(String, &str)> = keep
+        .iter()
+        .flat_map(|l| &l.repos)
+        .map(|r| (r.key().qualified(), r.commit.as_str()))
+        .collect();
+    let mut kept = std::collections::BTreeSet::new();
+    let mut drop = Vec::new();
+    for entry in fs::read_dir(&dir)?.filter_map(Result::ok) {
+        let path = entry.path();
+        let is_record = entry.file_type().is_ok_and(|t| t.is_file())
+            && path.extension().is_some_and(|e| e == "json");
+        let Some(layer) = is_record.then(|| read_record(&path, &blobs)).flatten() else {
+            continue;
+        };
+        if wanted.contains(&(layer.repo.clone(), layer.commit.as_str())) {
+            kept.insert(layer.digest);
+        } else {
+            drop.push((path, layer));
+        }
+    }
+    for (record, layer) in drop {
+        if !kept.contains(&layer.digest) {
+            if let Ok(m) = fs::symlink_metadata(&layer.path)
+                && m.is_file()
+            {
+                report.freed += m.len();
+                if apply {
+                    fs::remove_file(&layer.path)?;
+                }
+            }
+            report.blobs.push(layer.path);
+        }
+        if apply {
+            fs::remove_file(&record)?;
+        }
+    }
+    Ok(report)
+}
+
+/// `store gc` as a whole: the store's blobs and partial downloads
+/// ([`crate::store::gc::gc`]), then this layer cache's records and blobs.
+pub fn collect_store(
+    store: &Store,
+    keep: &[Lockfile],
+    apply: bool,
+) -> Result<crate::store::gc::GcReport, StoreError> {
+    let mut report = crate::store::gc::gc(store, keep, apply)?;
+    let layers = collect_cache(store, keep, apply).map_err(|source| StoreError::Io {
+        what: "collecting the layer cache of",
+        path: store.root().to_owned(),
+        source,
+    })?;
+    report.freed += layers.freed;
+    report.layers = layers.blobs;
+    Ok(report)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz_support::locked_repo;
+    use crate::manifest::bake_table::BakeSettings;
+    use crate::oci::Compression;
+    use crate::oci::tar::Stamp;
+    use crate::repo::RepoKind;
+
+    fn model() -> crate::lock::LockedRepo {
+        locked_repo(
+            RepoKind::Model,
+            "acme/tiny",
+            &"1".repeat(40),
+            &[("config.json", b"{}\n", false), ("a.txt", b"same bytes\n", false)],
+        )
+    }
+
+    fn files_settings() -> BakeSettings {
+        BakeSettings {
+            layout: ModelArrangement::Files,
+            ..BakeSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_layout_is_part_of_the_layer_cache_key() {
+        let format = |layout| LayerFormat {
+            stamp: Stamp {
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+            compression: Compression::None,
+            layout,
+        };
+        let plan = &super::super::plan::plan_files(&model(), &files_settings())[0];
+        assert_ne!(
+            cache_key(plan, format(ModelArrangement::Files)),
+            cache_key(plan, format(ModelArrangement::HfCache))
+        );
+    }
+
+}
