@@ -45,7 +45,11 @@ impl Assembled {
                 .iter()
                 .zip(&self.base_layers)
                 .map(|(img, base_layers)| PlatformReport {
-                    platform: img.platform.as_ref().map(Platform::to_string).unwrap_or_default(),
+                    platform: img
+                        .platform
+                        .as_ref()
+                        .map(Platform::to_string)
+                        .unwrap_or_default(),
                     manifest_digest: img.manifest_desc.digest.to_string(),
                     config_digest: img.config_desc.digest.to_string(),
                     base_layers: *base_layers,

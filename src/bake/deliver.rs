@@ -46,8 +46,9 @@ pub async fn deliver(
         delivered.oci = Some(dir.clone());
     }
     if let Some(target) = &opts.push {
-        let registry =
-            Registry::new(target, opts.insecure).map_err(OciError::from)?.with_options(RegistryOptions::for_host(
+        let registry = Registry::new(target, opts.insecure)
+            .map_err(OciError::from)?
+            .with_options(RegistryOptions::for_host(
                 &target.registry,
                 opts.settings.registry.get(&target.registry),
             ));
@@ -119,4 +120,3 @@ pub fn write_layer_files(dir: &Path, layers: &[BuiltLayer]) -> Result<(), OciErr
         })?;
     write_atomic(&path, &json, Mode::Fixed(0o644)).map_err(OciError::io(&path))
 }
-

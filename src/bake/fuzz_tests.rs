@@ -191,4 +191,3 @@ proptest! {
         verify_bytes(dir.path(), [magic, &bytes].concat())?;
     }
 }
-

@@ -40,8 +40,7 @@ pub fn correct_base(config: &mut Value, env: &[(String, String)]) -> Vec<Correct
         return Vec::new();
     };
     let mut vars = string_list(&inner["Env"]);
-    let corrected =
-        loaders::correct(&mut vars, &format!("{}/hub", home.trim_end_matches('/')));
+    let corrected = loaders::correct(&mut vars, &format!("{}/hub", home.trim_end_matches('/')));
     if !corrected.is_empty() {
         inner["Env"] = json!(vars);
     }
@@ -65,7 +64,10 @@ mod tests {
         // Without HF_HOME (the files arrangement) the base is left alone.
         let mut untouched = json!({ "config": { "Env": ["HF_HUB_CACHE=/data/hub"] } });
         assert!(correct_base(&mut untouched, &[]).is_empty());
-        assert_eq!(untouched["config"]["Env"], json!(["HF_HUB_CACHE=/data/hub"]));
+        assert_eq!(
+            untouched["config"]["Env"],
+            json!(["HF_HUB_CACHE=/data/hub"])
+        );
         // A config that is not an object is not touched (building refuses it later).
         let mut odd = json!("not an object");
         assert!(correct_base(&mut odd, &env).is_empty());

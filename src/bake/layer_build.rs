@@ -98,13 +98,13 @@ fn write_entries_from<W: Write, R: io::Read>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::{check_layout, files_root, plan_files};
     use super::*;
+    use crate::fuzz_support::locked_repo;
     use crate::hash::sha256_hex;
     use crate::lock::LockedRepo;
-    use crate::manifest::bake_table::{BakeSettings, ModelArrangement};
-    use super::super::plan::{check_layout, files_root, plan_files};
     use crate::lock::Lockfile;
-    use crate::fuzz_support::locked_repo;
+    use crate::manifest::bake_table::{BakeSettings, ModelArrangement};
     use crate::repo::RepoKind;
 
     /// A locked repo with these (path, bytes) files.

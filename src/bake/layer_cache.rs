@@ -254,7 +254,6 @@ pub fn collect_store(
     Ok(report)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +268,10 @@ mod tests {
             RepoKind::Model,
             "acme/tiny",
             &"1".repeat(40),
-            &[("config.json", b"{}\n", false), ("a.txt", b"same bytes\n", false)],
+            &[
+                ("config.json", b"{}\n", false),
+                ("a.txt", b"same bytes\n", false),
+            ],
         )
     }
 
@@ -297,5 +299,4 @@ mod tests {
             cache_key(plan, format(ModelArrangement::HfCache))
         );
     }
-
 }

@@ -271,7 +271,14 @@ pub async fn bake(
         let mut outcome = resolved.outcome.unwrap_or_default();
         if !resolved.cache_down {
             cache
-                .record_built(&plans, &resolved.layers, &resolved.from_record, format, opts.push.as_ref(), &mut outcome)
+                .record_built(
+                    &plans,
+                    &resolved.layers,
+                    &resolved.from_record,
+                    format,
+                    opts.push.as_ref(),
+                    &mut outcome,
+                )
                 .await;
         }
         report.cache = Some(outcome);

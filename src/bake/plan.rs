@@ -365,4 +365,3 @@ pub fn store_blobs(plan: &LayerPlan) -> impl Iterator<Item = (&str, u64)> {
         _ => None,
     })
 }
-

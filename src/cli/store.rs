@@ -41,9 +41,10 @@ pub async fn run(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Failure
         .collect();
     let apply = args.yes;
     let s = store.clone();
-    let report =
-        tokio::task::spawn_blocking(move || crate::bake::layer_cache::collect_store(&s, &locks, apply))
-            .await??;
+    let report = tokio::task::spawn_blocking(move || {
+        crate::bake::layer_cache::collect_store(&s, &locks, apply)
+    })
+    .await??;
     if ui.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

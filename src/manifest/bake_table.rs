@@ -295,15 +295,19 @@ pub fn parse_owner(s: &str) -> Result<(u32, u32), SettingError> {
 }
 
 /// Validates `[bake]` with located errors and applies defaults.
-pub(super) fn bake_settings(path: &Path, text: &str, doc: BakeDoc) -> Result<BakeSettings, SourceError> {
+pub(super) fn bake_settings(
+    path: &Path,
+    text: &str,
+    doc: BakeDoc,
+) -> Result<BakeSettings, SourceError> {
     let mut b = BakeSettings::default();
     if let Some(h) = doc.hf_home {
         b.hf_home = parse_hf_home(h.get_ref())
             .map_err(|e| SourceError::at(path, text, Some(h.span()), e.to_string()))?;
     }
     if let Some(o) = doc.owner {
-        b.owner =
-            parse_owner(o.get_ref()).map_err(|e| SourceError::at(path, text, Some(o.span()), e.to_string()))?;
+        b.owner = parse_owner(o.get_ref())
+            .map_err(|e| SourceError::at(path, text, Some(o.span()), e.to_string()))?;
     }
     if let Some(c) = doc.compression {
         b.compression = c;

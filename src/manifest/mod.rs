@@ -347,7 +347,6 @@ impl Manifest {
     }
 }
 
-
 /// Reads a manifest file, turning I/O errors into located errors.
 fn read(path: &Path) -> Result<String, SourceError> {
     std::fs::read_to_string(path).map_err(|e| SourceError {

@@ -3,7 +3,6 @@
 //! canonical form is a fixed point (`parse(canonical(x)) == x`). The layer verifier's fuzzing
 //! is `crate::bake::fuzz_tests`. Run length and seed: see `crate::fuzz_support`.
 
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};

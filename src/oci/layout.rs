@@ -32,7 +32,11 @@ pub async fn write(dir: &Path, tag: Option<&str>, artifact: &Artifact) -> Result
             }
         }
     }
-    let (out, tag, root) = (dir.to_owned(), tag.map(str::to_owned), artifact.root().clone());
+    let (out, tag, root) = (
+        dir.to_owned(),
+        tag.map(str::to_owned),
+        artifact.root().clone(),
+    );
     let docs: Vec<(Digest, Vec<u8>)> = artifact
         .documents()
         .into_iter()
@@ -89,9 +93,8 @@ fn write_listed(
                 tag.to_owned(),
             )]));
         }
-        None => manifests.retain(|m| {
-            m.digest != root.digest || m.annotation(ANNOTATION_REF_NAME).is_some()
-        }),
+        None => manifests
+            .retain(|m| m.digest != root.digest || m.annotation(ANNOTATION_REF_NAME).is_some()),
     }
     manifests.push(ours);
     manifests.sort_by(|a, b| {
@@ -131,4 +134,81 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     write_if_different(path, bytes, Mode::Fixed(0o644))
         .map(|_| ())
         .map_err(OciError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::image::{Image, Metadata};
+    use crate::oci::model::Manifest;
+    use crate::oci::{MEDIA_MANIFEST, Platform};
+
+    /// An artifact with a `subject` (a referrer, as attestations are) goes through the same
+    /// sink as the image: listed by digest beside the tagged image, once however often it is
+    /// written, and the tag still names the image.
+    #[tokio::test]
+    async fn a_referrer_is_listed_by_digest_beside_the_tagged_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = Platform::parse("linux/amd64").unwrap();
+        let image = Image::build(None, &platform, &[], &[], &Metadata::default()).unwrap();
+        let subject = image.manifest_desc.clone();
+        write(dir.path(), Some("v1"), &Artifact::Image(Box::new(image)))
+            .await
+            .unwrap();
+
+        let config = b"{}".to_vec();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_MANIFEST.to_owned()),
+            config: Descriptor::new(
+                "application/vnd.oci.empty.v1+json",
+                Digest::of(&config),
+                config.len() as u64,
+            ),
+            layers: Vec::new(),
+            annotations: None,
+            extra: [
+                (
+                    "artifactType".to_owned(),
+                    serde_json::json!("application/x.test"),
+                ),
+                (
+                    "subject".to_owned(),
+                    serde_json::to_value(&subject).unwrap(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let referrer = Image::assemble(None, &manifest, config, Vec::new()).unwrap();
+        let referrer_digest = referrer.manifest_desc.digest.clone();
+        let artifact = Artifact::Image(Box::new(referrer));
+        write(dir.path(), None, &artifact).await.unwrap();
+        write(dir.path(), None, &artifact).await.unwrap();
+
+        let index = LayoutSource {
+            dir: dir.path().to_owned(),
+            tag: None,
+        }
+        .index()
+        .unwrap();
+        assert_eq!(index.manifests.len(), 2, "{:?}", index.manifests);
+        let tagged: Vec<_> = index
+            .manifests
+            .iter()
+            .filter(|m| m.annotation(ANNOTATION_REF_NAME) == Some("v1"))
+            .collect();
+        assert_eq!(tagged.len(), 1);
+        assert_eq!(tagged[0].digest, subject.digest);
+        let untagged: Vec<_> = index
+            .manifests
+            .iter()
+            .filter(|m| m.annotation(ANNOTATION_REF_NAME).is_none())
+            .collect();
+        assert_eq!(untagged.len(), 1);
+        assert_eq!(untagged[0].digest, referrer_digest);
+        let stored = std::fs::read(blob_path(dir.path(), &referrer_digest)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(parsed["subject"]["digest"], subject.digest.as_str());
+    }
 }

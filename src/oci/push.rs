@@ -163,7 +163,12 @@ pub async fn push(
     };
     let digest = artifact.root().digest.as_str();
     registry
-        .put_manifest(repo, target.tag.as_deref().unwrap_or(digest), bytes, media_type)
+        .put_manifest(
+            repo,
+            target.tag.as_deref().unwrap_or(digest),
+            bytes,
+            media_type,
+        )
         .await?;
     report.pushed = Some(match &target.tag {
         Some(tag) => format!("{}/{repo}:{tag}@{digest}", target.registry),
@@ -204,9 +209,11 @@ async fn push_blobs(
         .map(|l| {
             let (kind, repo, part) = match &l.role {
                 LayerRole::Base => (BlobKind::BaseLayer, None, None),
-                LayerRole::Added { name, part } => {
-                    (BlobKind::ModelLayer, Some(name.as_str()), Some(part.as_str()))
-                }
+                LayerRole::Added { name, part } => (
+                    BlobKind::ModelLayer,
+                    Some(name.as_str()),
+                    Some(part.as_str()),
+                ),
             };
             PushBlob {
                 desc: &l.desc,
@@ -224,7 +231,10 @@ async fn push_blobs(
             size: b.desc.size,
         })
         .collect();
-    let base_layers = blobs.iter().filter(|b| b.kind == BlobKind::BaseLayer).count();
+    let base_layers = blobs
+        .iter()
+        .filter(|b| b.kind == BlobKind::BaseLayer)
+        .count();
     let warnings = limits::check(&target.registry, base_layers, &sizes)?;
     blobs.push(PushBlob {
         desc: &image.config_desc,

@@ -126,4 +126,3 @@ pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<
     }
     Ok(out)
 }
-

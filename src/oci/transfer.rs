@@ -102,7 +102,11 @@ fn verified_in_place(dir: &Path, desc: &Descriptor) -> bool {
 }
 
 /// Renames the checked temp file `tmp` to `dest` when `placed` succeeded; removes it otherwise.
-fn rename_into_place(placed: Result<(), OciError>, tmp: &Path, dest: &Path) -> Result<(), OciError> {
+fn rename_into_place(
+    placed: Result<(), OciError>,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<(), OciError> {
     match placed {
         Ok(()) => std::fs::rename(tmp, dest).map_err(OciError::io(dest)),
         Err(e) => {
@@ -134,7 +138,13 @@ pub async fn to_registry(
         BlobSource::File(path) => path.clone(),
     };
     let stats = target
-        .upload(repo, &desc.digest, desc.size, Payload::File(&path), progress)
+        .upload(
+            repo,
+            &desc.digest,
+            desc.size,
+            Payload::File(&path),
+            progress,
+        )
         .await?;
     Ok((Action::of_upload(&stats), stats.bytes_sent))
 }
@@ -151,7 +161,13 @@ pub async fn bytes_to_registry(
         return Ok((Action::Present, 0));
     }
     let stats = target
-        .upload(repo, &desc.digest, desc.size, Payload::Bytes(bytes), progress)
+        .upload(
+            repo,
+            &desc.digest,
+            desc.size,
+            Payload::Bytes(bytes),
+            progress,
+        )
         .await?;
     Ok((Action::of_upload(&stats), stats.bytes_sent))
 }

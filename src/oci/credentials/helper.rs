@@ -52,7 +52,7 @@ fn get_key(
         registry: registry.to_owned(),
         detail,
     };
-    let (ok, stdout, stderr) = run(program, key).map_err(fail)?;
+    let (ok, stdout, stderr) = run(program, key).map_err(|e| fail(e.to_string()))?;
     if !ok {
         let said = format!("{stdout}\n{stderr}");
         if said.to_ascii_lowercase().contains(NOT_FOUND) {
@@ -93,8 +93,23 @@ fn get_key(
     })
 }
 
+/// Why a helper could not be run to its end (its output is never part of this).
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error("it is not on PATH (install it, or remove it from the config file)")]
+    NotOnPath,
+    #[error("cannot start it: {0}")]
+    Start(std::io::Error),
+    #[error("it did not answer within {} s", TIMEOUT.as_secs())]
+    Timeout,
+    #[error("cannot wait for it: {0}")]
+    Wait(std::io::Error),
+    #[error("its output did not end when it exited")]
+    OutputOpen,
+}
+
 /// Runs `program get` with `key` on stdin: (success, stdout, stderr), each output capped.
-fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), String> {
+fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), RunFailure> {
     let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -102,10 +117,8 @@ fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "it is not on PATH (install it, or remove it from the config file)".to_owned()
-            }
-            _ => format!("cannot start it: {e}"),
+            std::io::ErrorKind::NotFound => RunFailure::NotOnPath,
+            _ => RunFailure::Start(e),
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that exits without reading its input is judged by its exit status.
@@ -144,9 +157,9 @@ fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("it did not answer within {} s", TIMEOUT.as_secs()));
+                return Err(RunFailure::Timeout);
             }
-            Err(e) => return Err(format!("cannot wait for it: {e}")),
+            Err(e) => return Err(RunFailure::Wait(e)),
         }
     };
     let mut out = [String::new(), String::new()];
@@ -156,7 +169,7 @@ fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), String> {
             .recv_timeout(
                 deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
             )
-            .map_err(|_| "its output did not end when it exited".to_owned())?;
+            .map_err(|_| RunFailure::OutputOpen)?;
         out[i] = text;
     }
     let [stdout, stderr] = out;

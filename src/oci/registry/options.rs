@@ -29,7 +29,6 @@ pub struct RegistryUpload {
     pub chunk_size: Option<u64>,
 }
 
-
 /// Upload settings for one registry, defaults applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryOptions {
