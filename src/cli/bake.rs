@@ -203,6 +203,17 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         bar.finish_and_clear();
     }
     let report = result?;
+    print_report(ui, &report, &args.tag, started)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warnings, `--json` and the status lines of a finished bake.
+fn print_report(
+    ui: &Ui,
+    report: &crate::bake::BakeReport,
+    tag: &str,
+    started: Instant,
+) -> Result<(), Failure> {
     for c in &report.env_corrected {
         eprintln!("warning: {c}");
     }
@@ -221,7 +232,7 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         );
     }
     if ui.json {
-        let mut v = serde_json::to_value(&report)?;
+        let mut v = serde_json::to_value(report)?;
         v["ok"] = true.into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
@@ -246,7 +257,7 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
             format!(
                 "OCI layout {}:{} ({what} {})",
                 display_path(dir),
-                args.tag,
+                tag,
                 report.manifest_digest
             ),
         );
@@ -284,5 +295,5 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
             started.elapsed().as_secs_f64()
         ),
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
