@@ -15,8 +15,8 @@ use crate::store::Store;
 /// Where the store is, shared by the commands that use it.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The blob store; default $MODELBAKE_STORE, else ~/.cache/modelbake/store. Shared by all
-    /// projects of a user: each blob is stored once.
+    /// The blob store; default $MODELBAKE_STORE, else $XDG_CACHE_HOME/modelbake/store, else
+    /// ~/.cache/modelbake/store. Shared by all projects of a user: each blob is stored once.
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
 }
