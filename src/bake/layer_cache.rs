@@ -78,8 +78,8 @@ pub fn is_remote(layer: &BuiltLayer) -> bool {
 /// The layer for `plan` when the store's layer cache already holds it (record and blob).
 pub fn cached(store: &Store, plan: &LayerPlan, format: LayerFormat) -> Option<BuiltLayer> {
     let key = cache_key(plan, format);
-    let meta_path = store.layout().layers().join(format!("{key}.json"));
-    let mut layer = read_record(&meta_path, &store.layout().layer_blobs())?;
+    let meta_path = store.paths().layers().join(format!("{key}.json"));
+    let mut layer = read_record(&meta_path, &store.paths().layer_blobs())?;
     if fs::symlink_metadata(&layer.path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
         layer.reused = true;
         return Some(layer);
@@ -89,8 +89,8 @@ pub fn cached(store: &Store, plan: &LayerPlan, format: LayerFormat) -> Option<Bu
 
 /// A temp file in the layer cache folder for the layer of `key`, to be [`adopt`]ed.
 pub fn temp_path(store: &Store, key: &str) -> io::Result<PathBuf> {
-    let dir = store.layout().layers();
-    fs::create_dir_all(store.layout().layer_blobs())?;
+    let dir = store.paths().layers();
+    fs::create_dir_all(store.paths().layer_blobs())?;
     Ok(dir.join(format!(
         ".{key}.{}-{:08x}.tmp",
         std::process::id(),
@@ -148,7 +148,7 @@ pub fn adopt(
     mut layer: BuiltLayer,
     tmp: &Path,
 ) -> io::Result<BuiltLayer> {
-    let path = store.layout().layer_blobs().join(layer.digest.hex());
+    let path = store.paths().layer_blobs().join(layer.digest.hex());
     // Read-only: the layer is hard-linked into --layers and --oci outputs, and an edit there
     // must not silently change the cached layer.
     let placed = fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))
@@ -158,7 +158,7 @@ pub fn adopt(
         return Err(e);
     }
     layer.path = path;
-    let meta_path = store.layout().layers().join(format!("{key}.json"));
+    let meta_path = store.paths().layers().join(format!("{key}.json"));
     crate::fs_atomic::write_atomic(
         &meta_path,
         &serde_json::to_vec_pretty(&layer).map_err(io::Error::other)?,
@@ -190,8 +190,8 @@ pub struct LayerGc {
 /// read as typed [`BuiltLayer`]s, so a record this code cannot parse is never acted on and a
 /// hostile digest never names a path; symlinks in the cache are never followed.
 pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Result<LayerGc> {
-    let dir = store.layout().layers();
-    let blobs = store.layout().layer_blobs();
+    let dir = store.paths().layers();
+    let blobs = store.paths().layer_blobs();
     let mut report = LayerGc::default();
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(&dir) || !real_dir(&blobs) {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{Store, StoreError, StoreLayout, io_err};
+use super::{Store, StoreError, StorePaths, io_err};
 use crate::lock::Lockfile;
 
 /// What a collection found (and, when applied, removed). Only entries the store made are
@@ -59,7 +59,7 @@ fn collect_blobs(
     apply: bool,
     report: &mut GcReport,
 ) -> Result<(), StoreError> {
-    let blobs_dir = store.layout().blobs();
+    let blobs_dir = store.paths().blobs();
     for shard in fs::read_dir(&blobs_dir)
         .map_err(io_err("listing", &blobs_dir))?
         .filter_map(Result::ok)
@@ -109,13 +109,13 @@ fn collect_partials(
     apply: bool,
     report: &mut GcReport,
 ) -> Result<(), StoreError> {
-    let tmp = store.layout().tmp();
+    let tmp = store.paths().tmp();
     for entry in fs::read_dir(&tmp)
         .map_err(io_err("listing", &tmp))?
         .filter_map(Result::ok)
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(sha) = StoreLayout::partial_of(&name) else {
+        let Some(sha) = StorePaths::partial_of(&name) else {
             continue;
         };
         if wanted.contains(sha) || !entry.file_type().is_ok_and(|t| t.is_file()) {

@@ -1,7 +1,7 @@
 //! The content-addressed blob store shared by every project on a machine: one copy of each
 //! file, keyed by sha256, never visible before its hash was checked.
 //!
-//! Layout under the store root (every path is named by [`StoreLayout`]):
+//! Layout under the store root (every path is named by [`StorePaths`]):
 //! - `blobs/sha256/<aa>/<sha256>`: published blobs, read-only (0444);
 //! - `tmp/<sha256>.<unique>.part`: downloads in progress, always a contiguous prefix of the
 //!   content, so an interrupted download resumes from its length;
@@ -19,16 +19,16 @@
 //! where the user chose to put it.
 
 pub mod gc;
-mod layout;
 mod partial;
+mod paths;
 
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub use layout::StoreLayout;
 pub use partial::Partial;
+pub use paths::StorePaths;
 
 use crate::hash::is_lower_hex;
 
@@ -107,7 +107,7 @@ pub(crate) fn io_err<'a>(
 /// An open store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    layout: StoreLayout,
+    layout: StorePaths,
     durable: bool,
 }
 
@@ -119,10 +119,10 @@ pub struct BlobClaim {
 }
 
 impl Store {
-    /// The `plugins/` folder of the store at `root` (see [`StoreLayout::plugins`]), for callers
+    /// The `plugins/` folder of the store at `root` (see [`StorePaths::plugins`]), for callers
     /// that have a root but no open store.
     pub fn plugin_dir_of(root: &Path) -> PathBuf {
-        StoreLayout::new(root).plugins()
+        StorePaths::new(root).plugins()
     }
 
     /// This store's `plugins/` folder.
@@ -147,7 +147,7 @@ impl Store {
     /// `tmp`, `locks`) must be real folders: a symlinked one is refused, naming it.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(root).map_err(io_err("creating the store folder", root))?;
-        let layout = StoreLayout::new(root);
+        let layout = StorePaths::new(root);
         for dir in layout.required_dirs() {
             real_dir(&dir)?;
         }
@@ -178,7 +178,7 @@ impl Store {
     }
 
     /// The paths of this store's folders and entries.
-    pub fn layout(&self) -> &StoreLayout {
+    pub fn paths(&self) -> &StorePaths {
         &self.layout
     }
 
@@ -416,13 +416,13 @@ mod tests {
     fn partial_names() {
         let sha = "a".repeat(64);
         assert_eq!(
-            StoreLayout::partial_of(&format!("{sha}.12-00000000000000ff.part")),
+            StorePaths::partial_of(&format!("{sha}.12-00000000000000ff.part")),
             Some(sha.as_str())
         );
-        assert_eq!(StoreLayout::partial_of(&format!("{sha}.part")), None);
-        assert_eq!(StoreLayout::partial_of("notes.txt"), None);
+        assert_eq!(StorePaths::partial_of(&format!("{sha}.part")), None);
+        assert_eq!(StorePaths::partial_of("notes.txt"), None);
         assert_eq!(
-            StoreLayout::partial_of(&format!("{}.1.part", "A".repeat(64))),
+            StorePaths::partial_of(&format!("{}.1.part", "A".repeat(64))),
             None
         );
     }

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::{Store, StoreError, StoreLayout, io_err, real_dir};
+use super::{Store, StoreError, StorePaths, io_err, real_dir};
 use crate::hash::ContentHasher;
 
 /// Start disk writeback every this many bytes, so the final fsync has little left to do.
@@ -29,8 +29,8 @@ pub struct Partial {
 
 impl Partial {
     pub(super) fn begin(store: &Store, sha256: &str, size: u64) -> Result<Self, StoreError> {
-        let tmp = store.layout().tmp();
-        let ours = store.layout().new_partial(sha256);
+        let tmp = store.paths().tmp();
+        let ours = store.paths().new_partial(sha256);
         // Only regular files are taken over: a symlink planted under a partial's name would
         // otherwise be opened, and truncated, wherever it points.
         let mut leftovers: Vec<(u64, PathBuf)> = fs::read_dir(&tmp)
@@ -38,7 +38,7 @@ impl Partial {
             .filter_map(Result::ok)
             .filter(|e| {
                 e.file_type().is_ok_and(|t| t.is_file())
-                    && StoreLayout::partial_of(&e.file_name().to_string_lossy()) == Some(sha256)
+                    && StorePaths::partial_of(&e.file_name().to_string_lossy()) == Some(sha256)
             })
             .map(|e| (e.metadata().map(|m| m.len()).unwrap_or(0), e.path()))
             .collect();

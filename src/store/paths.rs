@@ -1,4 +1,4 @@
-//! The store's on-disk layout, spelled in one place: every folder under the store root and the
+//! The store's paths, spelled in one place: every folder under the store root and the
 //! names the store gives the entries it makes there. Everything that creates, reads, walks or
 //! collects store folders (`Store::open`, `Partial`, `store::gc`, the layer cache, plugin
 //! downloads and compile caches) asks this type for its paths.
@@ -34,14 +34,14 @@ const LAYER_BLOBS: &str = "blobs/sha256";
 /// The paths of one store, derived from its root. Cheap to build from a bare root, so code
 /// that only needs a folder name (the plugin folder, say) does not open the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreLayout {
+pub struct StorePaths {
     root: PathBuf,
 }
 
-impl StoreLayout {
+impl StorePaths {
     /// The layout of the store at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StoreLayout { root: root.into() }
+        StorePaths { root: root.into() }
     }
 
     /// The store root.
@@ -75,7 +75,7 @@ impl StoreLayout {
     }
 
     /// A new, unique partial-download path for the blob `sha256`
-    /// (`tmp/<sha256>.<pid>-<16 hex>.part`), recognised by [`StoreLayout::partial_of`].
+    /// (`tmp/<sha256>.<pid>-<16 hex>.part`), recognised by [`StorePaths::partial_of`].
     pub fn new_partial(&self, sha256: &str) -> PathBuf {
         self.tmp().join(format!(
             "{sha256}.{}-{:016x}.part",
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn names_stay_compatible_with_existing_stores() {
-        let l = StoreLayout::new("/s");
+        let l = StorePaths::new("/s");
         let sha = "ab".repeat(32);
         assert_eq!(
             l.blob(&sha),
@@ -142,11 +142,11 @@ mod tests {
 
     #[test]
     fn new_partials_are_recognised() {
-        let l = StoreLayout::new("/s");
+        let l = StorePaths::new("/s");
         let sha = "c".repeat(64);
         let p = l.new_partial(&sha);
         assert_eq!(p.parent(), Some(Path::new("/s/tmp")));
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(StoreLayout::partial_of(&name), Some(sha.as_str()));
+        assert_eq!(StorePaths::partial_of(&name), Some(sha.as_str()));
     }
 }
