@@ -8,16 +8,16 @@ use reqwest::StatusCode;
 use tokio::sync::{Mutex, mpsc};
 use url::Url;
 
+use super::blob_writer::{BlobWriter, Msg};
 use super::buffers::Buffer;
-use super::sink::{Msg, Sink};
 use super::{BlobError, BlobJob, Run};
 use crate::hub::{Attempt, HubClient, HubError, RequestCtx};
 use crate::store::{BlobClaim, StoreError};
 
 /// Why a download stopped.
 enum Stop {
-    /// The sink is gone (it failed; its error is the one to report).
-    SinkClosed,
+    /// The blob writer is gone (it failed; its error is the one to report).
+    WriterClosed,
     /// The server answered a chunk request with the whole file.
     NoRangeSupport,
     /// A real failure.
@@ -122,13 +122,13 @@ async fn from_source(
     }
     run.progress.advance(from.saturating_sub(*counted));
     *counted = (*counted).max(from);
-    let sink = Sink::spawn(partial);
+    let writer = BlobWriter::spawn(partial);
     let mut outcome = if from == job.size {
         Ok(())
     } else if job.size - from > run.opts.chunk_threshold {
-        chunked(run, &src, &ctx, &label, job.size, from, &sink.tx).await
+        chunked(run, &src, &ctx, &label, job.size, from, &writer.tx).await
     } else {
-        single(run, &src, &ctx, &label, job.size, from, &sink.tx).await
+        single(run, &src, &ctx, &label, job.size, from, &writer.tx).await
     };
     if matches!(outcome, Err(Stop::NoRangeSupport)) {
         tracing::warn!("{label}: the server ignores Range requests; downloading it in one stream");
@@ -137,12 +137,12 @@ async fn from_source(
             may_restart: false,
             ..src
         };
-        outcome = match sink.tx.send(Msg::Reset).await {
-            Ok(()) => single(run, &src, &ctx, &label, job.size, 0, &sink.tx).await,
-            Err(_) => Err(Stop::SinkClosed),
+        outcome = match writer.tx.send(Msg::Reset).await {
+            Ok(()) => single(run, &src, &ctx, &label, job.size, 0, &writer.tx).await,
+            Err(_) => Err(Stop::WriterClosed),
         };
     }
-    let written = sink.finish().await;
+    let written = writer.finish().await;
     match (outcome, written) {
         (Err(Stop::Failed(e)), Ok(partial)) => {
             *counted = (*counted).max(partial.len());
@@ -152,7 +152,7 @@ async fn from_source(
         }
         (Err(Stop::NoRangeSupport), _) => unreachable!("handled above"),
         (_, Err(e)) => Err(store_err(e)),
-        (Err(Stop::SinkClosed), Ok(_)) => Err(BlobError::Other {
+        (Err(Stop::WriterClosed), Ok(_)) => Err(BlobError::Other {
             label,
             detail: "the writer stopped before the download ended; run `modelbake fetch` again (it resumes)".into(),
         }),
@@ -255,7 +255,7 @@ fn range_start(resp: &reqwest::Response) -> Option<u64> {
 }
 
 /// One stream from `from` to the end, re-requested from the current byte after every drop.
-/// Bytes are gathered into pooled buffers and handed to the sink as each one fills. Retries
+/// Bytes are gathered into pooled buffers and handed to the blob writer as each one fills. Retries
 /// are counted per file and only bytes beyond the furthest point reached reset the count, so
 /// a server that keeps sending the same short answer is given up on; a server that ignores
 /// `Range` makes the download restart from byte 0 at most once.
@@ -279,7 +279,7 @@ async fn single(
             .connections
             .acquire()
             .await
-            .map_err(|_| Stop::SinkClosed)?;
+            .map_err(|_| Stop::WriterClosed)?;
         let Some(mut resp) = retrier
             .settle(label, src.client.get_from(&url, offset, ctx).await)
             .await?
@@ -304,7 +304,7 @@ async fn single(
                 );
                 may_restart = false;
                 pending = None;
-                tx.send(Msg::Reset).await.map_err(|_| Stop::SinkClosed)?;
+                tx.send(Msg::Reset).await.map_err(|_| Stop::WriterClosed)?;
                 offset = 0;
             }
             StatusCode::PARTIAL_CONTENT if range_start(&resp) != Some(offset) => {
@@ -337,20 +337,21 @@ async fn single(
                             Some(p) => p,
                             None => pending.insert((
                                 offset + (n - rest.len() as u64),
-                                run.buffers.take().await.ok_or(Stop::SinkClosed)?,
+                                run.buffers.take().await.ok_or(Stop::WriterClosed)?,
                             )),
                         };
                         let take = rest.len().min(buf.room());
                         buf.extend(&rest[..take]);
                         rest = &rest[take..];
                         if buf.room() == 0 {
-                            let (start, data) = (*start, pending.take().ok_or(Stop::SinkClosed)?.1);
+                            let (start, data) =
+                                (*start, pending.take().ok_or(Stop::WriterClosed)?.1);
                             tx.send(Msg::Data {
                                 offset: start,
                                 data,
                             })
                             .await
-                            .map_err(|_| Stop::SinkClosed)?;
+                            .map_err(|_| Stop::WriterClosed)?;
                         }
                     }
                     offset += n;
@@ -396,7 +397,7 @@ async fn single(
                 data,
             })
             .await
-            .map_err(|_| Stop::SinkClosed)?;
+            .map_err(|_| Stop::WriterClosed)?;
         }
     }
     Ok(())
@@ -412,7 +413,7 @@ fn bad_answer(label: &str, url: &Url, detail: String) -> Stop {
     })
 }
 
-/// Hands out chunk indices in order, each with its buffer, so the chunk the sink waits for
+/// Hands out chunk indices in order, each with its buffer, so the chunk the blob writer waits for
 /// always holds a buffer and out-of-order chunks can never starve it.
 struct Dispenser {
     next: Mutex<u64>,
@@ -480,7 +481,7 @@ async fn chunked(
                 data,
             })
             .await
-            .map_err(|_| Stop::SinkClosed)?;
+            .map_err(|_| Stop::WriterClosed)?;
         }
         Ok::<(), Stop>(())
     };
@@ -504,7 +505,7 @@ async fn fetch_chunk(
         .connections
         .acquire()
         .await
-        .map_err(|_| Stop::SinkClosed)?;
+        .map_err(|_| Stop::WriterClosed)?;
     while buf.len() < len {
         let at = start + buf.len() as u64;
         let Some(mut resp) = retrier

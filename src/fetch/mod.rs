@@ -9,7 +9,7 @@ mod import;
 pub use import::reuse_caches;
 pub mod mirrors;
 pub use mirrors::MirrorPlan;
-mod sink;
+mod blob_writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

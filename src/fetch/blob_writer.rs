@@ -21,18 +21,18 @@ pub(super) enum Msg {
 }
 
 /// A running sink.
-pub(super) struct Sink {
+pub(super) struct BlobWriter {
     /// Where the network side sends pieces.
     pub tx: mpsc::Sender<Msg>,
     handle: JoinHandle<Result<Partial, StoreError>>,
 }
 
-impl Sink {
+impl BlobWriter {
     /// Starts the sink on a blocking thread.
     pub fn spawn(partial: Partial) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let handle = tokio::task::spawn_blocking(move || run(partial, rx));
-        Sink { tx, handle }
+        BlobWriter { tx, handle }
     }
 
     /// Waits until everything sent was written; returns the partial (or the write error).
