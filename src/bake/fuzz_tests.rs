@@ -16,32 +16,13 @@ use crate::fuzz_support::{config, locked_repo, mutated};
 use crate::hash::sha256_hex;
 use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
+// The mutator's tokens: the ones the OCI documents' fuzzing inserts.
+use crate::oci::fuzz_tests::DICT;
 use crate::oci::tar::{Stamp, TarWriter};
 use crate::repo::RepoKind;
 
 /// How long one layer may take to verify before it counts as a hang (the bound).
 const HANG: Duration = Duration::from_secs(30);
-
-/// A digest-shaped token for the mutator.
-const HEX: &str = "665939e0da5aa211ec9832ffe5dcba176d1bbac8a95c899c270ec29082853c51";
-
-/// Tokens inserted by the mutator (the same as the OCI documents' fuzzing uses).
-const DICT: &[&str] = &[
-    "sha256:",
-    "sha512:",
-    "sha256:../../x",
-    HEX,
-    "\"mediaType\":\"application/vnd.oci.image.index.v1+json\",",
-    "\"manifests\":[],",
-    "\"config\":{},",
-    "\"layers\":null,",
-    "\"size\":-1,",
-    "\"size\":1.5,",
-    "\"schemaVersion\":2,",
-    "\"platform\":{\"os\":1},",
-    "\\u0000",
-    "\\ud800",
-];
 
 /// A lock of one repo (a regular file, an LFS file, a nested file) and the files' contents.
 fn layer_lock() -> (Lockfile, Vec<(String, Vec<u8>)>) {

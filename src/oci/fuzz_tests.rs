@@ -38,7 +38,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// Tokens of JSON documents and digests, inserted by the mutator.
-const DICT: &[&str] = &[
+pub(crate) const DICT: &[&str] = &[
     "sha256:",
     "sha512:",
     "sha256:../../x",

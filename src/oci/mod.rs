@@ -26,7 +26,7 @@ pub mod tar_reader;
 pub mod transfer;
 
 #[cfg(test)]
-mod fuzz_tests;
+pub(crate) mod fuzz_tests;
 
 pub use compression::Compression;
 pub use error::OciError;

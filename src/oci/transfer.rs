@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::OciError;
 use super::image::BlobSource;
 use super::model::Descriptor;
-use super::registry::{Payload, Registry, UploadStats};
+use super::registry::{Payload, Registry};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use crate::fs_atomic::link_or_copy;
 
@@ -31,17 +31,6 @@ pub enum Action {
     Uploaded,
     /// Uploaded from this machine, continued from the registry's offset after a failure.
     Resumed,
-}
-
-impl Action {
-    /// The action an upload's statistics describe.
-    fn of_upload(stats: &UploadStats) -> Action {
-        if stats.resumed > 0 {
-            Action::Resumed
-        } else {
-            Action::Uploaded
-        }
-    }
 }
 
 /// Puts blob `desc` from `source` into the layout at `dir`. A file of ours already there with
@@ -137,16 +126,7 @@ pub async fn to_registry(
         BlobSource::Layout(src) => src.verified_blob(desc)?.path,
         BlobSource::File(path) => path.clone(),
     };
-    let stats = target
-        .upload(
-            repo,
-            &desc.digest,
-            desc.size,
-            Payload::File(&path),
-            progress,
-        )
-        .await?;
-    Ok((Action::of_upload(&stats), stats.bytes_sent))
+    upload(target, repo, desc, Payload::File(&path), progress).await
 }
 
 /// Uploads bytes held in memory (a config, a small document) unless `repo` has them.
@@ -160,16 +140,26 @@ pub async fn bytes_to_registry(
     if target.has_blob(repo, &desc.digest).await? {
         return Ok((Action::Present, 0));
     }
+    upload(target, repo, desc, Payload::Bytes(bytes), progress).await
+}
+
+/// Uploads `payload` as blob `desc`: what was done and the bytes sent.
+async fn upload(
+    target: &Registry,
+    repo: &str,
+    desc: &Descriptor,
+    payload: Payload<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Action, u64), OciError> {
     let stats = target
-        .upload(
-            repo,
-            &desc.digest,
-            desc.size,
-            Payload::Bytes(bytes),
-            progress,
-        )
+        .upload(repo, &desc.digest, desc.size, payload, progress)
         .await?;
-    Ok((Action::of_upload(&stats), stats.bytes_sent))
+    let action = if stats.resumed > 0 {
+        Action::Resumed
+    } else {
+        Action::Uploaded
+    };
+    Ok((action, stats.bytes_sent))
 }
 
 /// Puts blob `desc` of registry image `src` into `repo` on `target`: mounted when both are on

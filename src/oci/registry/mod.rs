@@ -12,7 +12,6 @@ mod upload;
 
 pub use options::RegistryOptions;
 pub use request::Payload;
-pub use upload::UploadStats;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
