@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{config, hex, mutated_text};
 use crate::repo::{RepoId, RepoKind, Revision};
+use crate::test_support::fuzz::{config, hex, mutated_text};
 
 /// Tokens of the lock format, inserted by the mutator.
 const DICT: &[&str] = &[

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{config, hex, mutated_text};
+use crate::test_support::fuzz::{config, hex, mutated_text};
 
 /// A manifest using every table and key, so mutations reach every validation.
 const RICH: &str = r#"# models for the app

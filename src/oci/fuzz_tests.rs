@@ -20,11 +20,11 @@ use super::model::canonical_json;
 use super::tar::{Stamp, TarWriter};
 use super::verify::verify_layer;
 use super::{MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
-use crate::fuzz_support::{config, hex, json_value, locked_repo, mutated};
 use crate::hash::sha256_hex;
 use crate::lock::Lockfile;
 use crate::manifest::BakeSettings;
 use crate::repo::RepoKind;
+use crate::test_support::fuzz::{config, hex, json_value, locked_repo, mutated};
 
 /// How long one layer may take to verify before it counts as a hang (the bound).
 const HANG: Duration = Duration::from_secs(30);

@@ -633,8 +633,8 @@ fn write_entries_from<W: Write, R: io::Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz_support::locked_repo;
     use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
 
     /// A locked repo with these (path, bytes) files.
     fn repo(kind: RepoKind, id: &str, files: &[(&str, &[u8])]) -> LockedRepo {

@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{check, config, hex, locked_repo};
 use crate::hash::sha256_hex;
+use crate::test_support::fuzz::{check, config, hex, locked_repo};
 
 /// The locked files (path, content, stored with LFS).
 const FILES: &[(&str, &[u8], bool)] = &[

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::parse_challenge;
-use crate::fuzz_support::config;
+use crate::test_support::fuzz::config;
 
 /// One generated parameter value and how it is written.
 #[derive(Debug, Clone)]
