@@ -2,7 +2,7 @@
 //! `Link` header of tree pagination. Arbitrary and mutated answers never panic, what passes
 //! the checks `lock` applies is a safe relative path with well-formed ids, and a well-formed
 //! `Link` header gives back exactly the `next` target it was generated with. Run length and
-//! seed: see `crate::fuzz_support`.
+//! seed: see `crate::test_support::fuzz`.
 
 use proptest::prelude::*;
 

@@ -1,7 +1,7 @@
 //! Fuzzing `models.lock` (issue #14): arbitrary and mutated text never panics the parser,
 //! whatever it accepts writes back to the same lock, every lock modelbake writes reads back
 //! byte-identically, and the corruptions a hand edit or a hostile commit could bring are
-//! refused. Run length and seed: see `crate::fuzz_support`.
+//! refused. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::collections::BTreeMap;
 use std::path::Path;

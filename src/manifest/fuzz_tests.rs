@@ -1,7 +1,7 @@
 //! Fuzzing `models.toml` (issue #14): arbitrary and mutated text never panics the parser and
 //! every error it gives points inside the file; a generated manifest parses to exactly the
 //! repos written; include/exclude patterns compile or are refused, never panic, and a literal
-//! pattern matches exactly its own path. Run length and seed: see `crate::fuzz_support`.
+//! pattern matches exactly its own path. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::path::Path;
 

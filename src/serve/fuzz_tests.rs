@@ -2,7 +2,7 @@
 //! gets an answer without panicking; a refusal keeps its status; nothing outside the locked
 //! files is ever served (traversal in any spelling: `..`, `%2e%2e`, `%2F`, backslashes, NUL);
 //! a well-formed request for a locked file, in any percent-encoding and with any valid
-//! `Range`, gets exactly those bytes. Run length and seed: see `crate::fuzz_support`.
+//! `Range`, gets exactly those bytes. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::path::Path;
 
