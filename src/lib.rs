@@ -37,4 +37,5 @@ pub(crate) mod tls_error;
 pub(crate) mod ui;
 
 #[cfg(test)]
-mod fuzz_support;
+#[path = "../tests/unit_support/mod.rs"]
+mod test_support;

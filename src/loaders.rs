@@ -236,17 +236,8 @@ pub fn same_dir(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
+    use crate::test_support::env_of;
 
     fn at(loader: Loader, pairs: &[(&str, &str)]) -> (&'static str, String) {
         let r = resolve(loader, &env_of(pairs));

@@ -1,6 +1,6 @@
 //! Fuzzing the layer verifier of `verify --layer` (issue #14): a layer file of any bytes, or
 //! a valid layer with byte edits before or after compression, gets a verdict, without
-//! panicking, in bounded time. Run length and seed: see `crate::fuzz_support`.
+//! panicking, in bounded time. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,10 +12,10 @@ use proptest::test_runner::TestCaseError;
 
 use super::plan::{EntryKind, plan_repo};
 use super::verify_image::verify_layer;
-use crate::fuzz_support::{config, locked_repo, mutated};
 use crate::hash::sha256_hex;
 use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
+use crate::test_support::fuzz::{config, locked_repo, mutated};
 // The mutator's tokens: the ones the OCI documents' fuzzing inserts.
 use crate::oci::fuzz_tests::DICT;
 use crate::oci::tar::{Stamp, TarWriter};

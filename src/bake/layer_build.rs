@@ -100,12 +100,12 @@ fn write_entries_from<W: Write, R: io::Read>(
 mod tests {
     use super::super::plan::{check_layout, files_root, plan_files};
     use super::*;
-    use crate::fuzz_support::locked_repo;
     use crate::hash::sha256_hex;
     use crate::lock::LockedRepo;
     use crate::lock::Lockfile;
     use crate::manifest::bake_table::{BakeSettings, ModelArrangement};
     use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
 
     /// A locked repo with these (path, bytes) files.
     fn repo(kind: RepoKind, id: &str, files: &[(&str, &[u8])]) -> LockedRepo {

@@ -257,11 +257,11 @@ pub fn collect_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz_support::locked_repo;
     use crate::manifest::bake_table::BakeSettings;
     use crate::oci::Compression;
     use crate::oci::tar::Stamp;
     use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
 
     fn model() -> crate::lock::LockedRepo {
         locked_repo(

@@ -178,9 +178,9 @@ pub async fn build_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz_support::locked_repo;
     use crate::manifest::bake_table::BakeSettings;
     use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
 
     #[test]
     fn missing_store_files_are_named_with_their_repo_and_path() {

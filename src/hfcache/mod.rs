@@ -178,6 +178,7 @@ fn ascii_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::env_of;
 
     #[test]
     fn folder_names_and_targets() {
@@ -199,24 +200,16 @@ mod tests {
 
     #[test]
     fn hub_cache_location() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
-            default_hub_cache(&env(&[("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h")])),
+            default_hub_cache(&env_of(&[("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h")])),
             Some("/c".into())
         );
         assert_eq!(
-            default_hub_cache(&env(&[("HF_HOME", "/h")])),
+            default_hub_cache(&env_of(&[("HF_HOME", "/h")])),
             Some("/h/hub".into())
         );
         assert_eq!(
-            default_hub_cache(&env(&[("HOME", "/u")])),
+            default_hub_cache(&env_of(&[("HOME", "/u")])),
             Some("/u/.cache/huggingface/hub".into())
         );
     }

@@ -130,15 +130,7 @@ pub use crate::env::{expand_home, hf_home, process_env};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
+    use crate::test_support::env_of;
 
     #[test]
     fn endpoint_precedence() {

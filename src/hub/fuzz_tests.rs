@@ -2,15 +2,15 @@
 //! `Link` header of tree pagination. Arbitrary and mutated answers never panic, what passes
 //! the checks `lock` applies is a safe relative path with well-formed ids, and a well-formed
 //! `Link` header gives back exactly the `next` target it was generated with. Run length and
-//! seed: see `crate::fuzz_support`.
+//! seed: see `crate::test_support::fuzz`.
 
 use proptest::prelude::*;
 
 use super::api::{RevisionInfo, TreeEntry, next_link};
 use super::error_message;
-use crate::fuzz_support::{config, json_value, mutated};
 use crate::hash::is_lower_hex;
 use crate::repo::{check_repo_path, check_tree_paths, is_commit_hash};
+use crate::test_support::fuzz::{config, json_value, mutated};
 
 /// Keys and values of Hub answers, so generated JSON often has the right shape.
 const KEYS: &[&str] = &[

@@ -1,7 +1,7 @@
 //! Fuzzing `models.lock` (issue #14): arbitrary and mutated text never panics the parser,
 //! whatever it accepts writes back to the same lock, every lock modelbake writes reads back
 //! byte-identically, and the corruptions a hand edit or a hostile commit could bring are
-//! refused. Run length and seed: see `crate::fuzz_support`.
+//! refused. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{config, hex, mutated_text};
 use crate::repo::{RepoId, RepoKind, Revision};
+use crate::test_support::fuzz::{config, hex, mutated_text};
 
 /// Tokens of the lock format, inserted by the mutator.
 const DICT: &[&str] = &[

@@ -1,7 +1,7 @@
 //! Fuzzing `models.toml` (issue #14): arbitrary and mutated text never panics the parser and
 //! every error it gives points inside the file; a generated manifest parses to exactly the
 //! repos written; include/exclude patterns compile or are refused, never panic, and a literal
-//! pattern matches exactly its own path. Run length and seed: see `crate::fuzz_support`.
+//! pattern matches exactly its own path. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{config, hex, mutated_text};
+use crate::test_support::fuzz::{config, hex, mutated_text};
 
 /// A manifest using every table and key, so mutations reach every validation.
 const RICH: &str = r#"# models for the app

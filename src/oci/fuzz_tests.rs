@@ -1,7 +1,7 @@
 //! Fuzzing the OCI core (issue #14): digests, manifests and indexes. Every accepted digest is
 //! exactly `sha256:` and 64 lowercase hex digits; documents never panic the parser and their
 //! canonical form is a fixed point (`parse(canonical(x)) == x`). The layer verifier's fuzzing
-//! is `crate::bake::fuzz_tests`. Run length and seed: see `crate::fuzz_support`.
+//! is `crate::bake::fuzz_tests`. Run length and seed: see `crate::test_support::fuzz`.
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -11,7 +11,7 @@ use super::digest::Digest;
 use super::model::Document;
 use super::model::canonical_json;
 use super::{MEDIA_DOCKER_LIST, MEDIA_INDEX, MEDIA_MANIFEST};
-use crate::fuzz_support::{config, hex, json_value, mutated};
+use crate::test_support::fuzz::{config, hex, json_value, mutated};
 
 const HEX: &str = "665939e0da5aa211ec9832ffe5dcba176d1bbac8a95c899c270ec29082853c51";
 

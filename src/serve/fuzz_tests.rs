@@ -2,7 +2,7 @@
 //! gets an answer without panicking; a refusal keeps its status; nothing outside the locked
 //! files is ever served (traversal in any spelling: `..`, `%2e%2e`, `%2F`, backslashes, NUL);
 //! a well-formed request for a locked file, in any percent-encoding and with any valid
-//! `Range`, gets exactly those bytes. Run length and seed: see `crate::fuzz_support`.
+//! `Range`, gets exactly those bytes. Run length and seed: see `crate::test_support::fuzz`.
 
 use std::path::Path;
 
@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::fuzz_support::{check, config, hex, locked_repo};
 use crate::hash::sha256_hex;
+use crate::test_support::fuzz::{check, config, hex, locked_repo};
 
 /// The locked files (path, content, stored with LFS).
 const FILES: &[(&str, &[u8], bool)] = &[

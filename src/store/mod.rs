@@ -296,27 +296,20 @@ pub(crate) fn real_dir(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::hash::sha256_hex;
+    use crate::test_support::env_of;
 
     #[test]
     fn default_root_precedence() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
-            Store::default_root(&env(&[("MODELBAKE_STORE", "/s"), ("HOME", "/h")])),
+            Store::default_root(&env_of(&[("MODELBAKE_STORE", "/s"), ("HOME", "/h")])),
             Some("/s".into())
         );
         assert_eq!(
-            Store::default_root(&env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            Store::default_root(&env_of(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
             Some("/x/modelbake/store".into())
         );
         assert_eq!(
-            Store::default_root(&env(&[("HOME", "/h")])),
+            Store::default_root(&env_of(&[("HOME", "/h")])),
             Some("/h/.cache/modelbake/store".into())
         );
     }

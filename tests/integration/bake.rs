@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use hub_emulator::{FileSpec, HubEmulator, Kind};
 
-use crate::oci_support::*;
+use crate::support::oci::*;
 use crate::support::*;
 
 const TWO_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n";

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hub_emulator::Kind;
 
 use crate::cache::{Serving, raw, two_lock_cache};
-use crate::hostile_support::{Measured, assert_unchanged, run_measured, snapshot};
+use crate::support::hostile::{Measured, assert_unchanged, run_measured, snapshot};
 use crate::support::*;
 use modelbake::hash::sha256_hex;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hub_emulator::{Fault, FaultAction, FileSpec, Host, HubEmulator, Repo, generate};
 
-use crate::hostile_support::{EntryState, Measured, assert_unchanged, run_measured, snapshot};
+use crate::support::hostile::{EntryState, Measured, assert_unchanged, run_measured, snapshot};
 use crate::support::*;
 
 const TINY: &str = "[[model]]\nid = \"acme/tiny\"\n";

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::hostile_support::*;
+use crate::support::hostile::*;
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);

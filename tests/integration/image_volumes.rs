@@ -13,7 +13,7 @@ use std::process::Command;
 use hub_emulator::{HubEmulator, Kind, Repo};
 use serde_json::Value;
 
-use crate::oci_support::*;
+use crate::support::oci::*;
 use crate::support::*;
 
 /// The tokenizer fixture and a dataset.

@@ -2,32 +2,30 @@
 //! fidelity, the real Python huggingface_hub client against the emulator). One test binary
 //! keeps link time down on small CI machines.
 
+/// What the tests share: fixtures, helpers and stand-in servers (`support/`).
+mod support;
+
 mod bake;
 mod cache;
 mod cargo_metadata;
 mod consumers;
 mod dist;
 mod emulator;
-mod fault_proxy;
 mod fetch;
 mod fidelity;
 mod golden;
 mod hostile_fs;
 mod hostile_hub;
 mod hostile_oci;
-mod hostile_support;
 mod hub_client;
 mod image_volumes;
 mod loaders;
 mod lock;
 mod lock_faults;
-mod oci_support;
 mod plugins;
 mod registry_auth;
 mod registry_cache;
 mod registry_faults;
 mod registry_push;
 mod schema;
-mod support;
 mod tls;
-mod token_service;

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 
-use crate::oci_support::{Podman, Registry, busybox_base};
+use crate::support::oci::{Podman, Registry, busybox_base};
+use crate::support::token_service::TokenService;
 use crate::support::*;
-use crate::token_service::TokenService;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pw-Qx7-never-printed";

@@ -12,9 +12,9 @@ use std::process::Command;
 use base64::Engine;
 use hub_emulator::HubEmulator;
 
-use crate::oci_support::*;
+use crate::support::oci::*;
+use crate::support::token_service::TokenService;
 use crate::support::*;
-use crate::token_service::TokenService;
 
 const TWO_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n";
 

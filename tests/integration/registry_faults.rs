@@ -10,10 +10,10 @@ use std::process::Command;
 
 use hub_emulator::{FileSpec, HubEmulator, Repo, generate};
 
-use crate::fault_proxy::{Cut, FaultProxy, Faults, Logged, StatusFault};
-use crate::oci_support::{Registry, pull_and_verify, push_busybox_base};
+use crate::support::fault_proxy::{Cut, FaultProxy, Faults, Logged, StatusFault};
+use crate::support::oci::{Registry, pull_and_verify, push_busybox_base};
+use crate::support::token_service::TokenService;
 use crate::support::*;
-use crate::token_service::TokenService;
 
 const MIB: u64 = 1 << 20;
 /// The model file: big enough for a layer of several chunks.

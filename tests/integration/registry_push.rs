@@ -7,7 +7,7 @@ use std::process::Command;
 
 use hub_emulator::{FileSpec, HubEmulator, Repo};
 
-use crate::oci_support::*;
+use crate::support::oci::*;
 use crate::support::*;
 
 const THREE_REPOS: &str = "[[model]]\nid = \"acme/tiny\"\n\n[[dataset]]\nid = \"acme/data\"\n\n[[model]]\nid = \"acme/shards\"\n";

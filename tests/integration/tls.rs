@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use hub_emulator::HubEmulator;
 
-use crate::oci_support::*;
+use crate::support::oci::*;
 use crate::support::*;
 
 const TINY: &str = "[[model]]\nid = \"acme/tiny\"\n";

@@ -247,22 +247,12 @@ pub fn remove_login(path: &Path, registry: &str) -> Result<bool, CredentialError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::env_of;
     use std::os::unix::fs::PermissionsExt;
-
-    fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
 
     #[test]
     fn files_in_podman_order_and_the_override_alone() {
-        let env = env_of(&[
-            ("HOME", "/h".into()),
-            ("XDG_RUNTIME_DIR", "/run/user/7".into()),
-        ]);
+        let env = env_of(&[("HOME", "/h"), ("XDG_RUNTIME_DIR", "/run/user/7")]);
         assert_eq!(
             auth_files(&env),
             [
@@ -272,9 +262,9 @@ mod tests {
             ]
         );
         let env = env_of(&[
-            ("HOME", "/h".into()),
-            ("DOCKER_CONFIG", "/d".into()),
-            ("XDG_CONFIG_HOME", "/c".into()),
+            ("HOME", "/h"),
+            ("DOCKER_CONFIG", "/d"),
+            ("XDG_CONFIG_HOME", "/c"),
         ]);
         assert_eq!(
             auth_files(&env),
@@ -283,17 +273,11 @@ mod tests {
                 PathBuf::from("/d/config.json")
             ]
         );
-        let env = env_of(&[
-            ("HOME", "/h".into()),
-            ("REGISTRY_AUTH_FILE", "/a.json".into()),
-        ]);
+        let env = env_of(&[("HOME", "/h"), ("REGISTRY_AUTH_FILE", "/a.json")]);
         assert_eq!(auth_files(&env), [PathBuf::from("/a.json")]);
         assert_eq!(login_file(&env), Some(PathBuf::from("/a.json")));
         // A runtime dir that does not exist is not written to.
-        let env = env_of(&[
-            ("HOME", "/h".into()),
-            ("XDG_RUNTIME_DIR", "/nonexistent-run".into()),
-        ]);
+        let env = env_of(&[("HOME", "/h"), ("XDG_RUNTIME_DIR", "/nonexistent-run")]);
         assert_eq!(
             login_file(&env),
             Some(PathBuf::from("/h/.config/containers/auth.json"))

@@ -2,14 +2,14 @@
 //! without panicking, and a well-formed challenge (RFC 7235: a scheme, then `name=value`
 //! parameters, values as tokens or quoted strings with `\`-escapes) gives back exactly the
 //! scheme and parameters it was generated with. Run length and seed: see
-//! `crate::fuzz_support`.
+//! `crate::test_support::fuzz`.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 
 use super::parse_challenge;
-use crate::fuzz_support::config;
+use crate::test_support::fuzz::config;
 
 /// One generated parameter value and how it is written.
 #[derive(Debug, Clone)]

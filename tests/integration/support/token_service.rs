@@ -153,7 +153,7 @@ impl TokenService {
     }
 
     /// The `auth:` section of a Distribution configuration that delegates to this service
-    /// (for `oci_support::Registry::start_configured`).
+    /// (for `crate::support::oci::Registry::start_configured`).
     pub fn registry_yaml(&self) -> String {
         format!(
             "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
@@ -463,7 +463,8 @@ fn the_registry_accepts_its_tokens_for_their_lifetime_and_rights() {
         .refresh_token("identity-of-alice", "alice")
         .lifetime(Duration::from_secs(2))
         .start();
-    let registry = crate::oci_support::Registry::start_configured(&bin, |_| tokens.registry_yaml());
+    let registry =
+        crate::support::oci::Registry::start_configured(&bin, |_| tokens.registry_yaml());
     let base = format!("http://{}", registry.addr);
 
     let (status, _) = http_get(&format!("{base}/v2/"), None);

@@ -1,5 +1,11 @@
 //! Helpers shared by the integration tests: a temp project, running the binary with a clean
-//! environment, and standard emulator fixtures.
+//! environment, and standard emulator fixtures. The helpers of one family of tests, and the
+//! stand-in servers some of them run, are the submodules.
+
+pub mod fault_proxy;
+pub mod hostile;
+pub mod oci;
+pub mod token_service;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
