@@ -24,7 +24,8 @@
 //!   the run goes (jobs, plain http, cache repository). Only [`bake`] reads it; each step takes
 //!   the few values it needs.
 //! - [`LayerFormat`]: the byte-level choices of a layer (owner and mtime, compression,
-//!   arrangement), derived from the settings; the input of the layer cache key.
+//!   arrangement), derived from the settings ([`LayerFormat::new`]); the input of the layer
+//!   cache key.
 
 pub mod assemble;
 pub mod cache_repo;
@@ -48,7 +49,6 @@ use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
 use crate::oci::push::{PushObserver, PushReport};
 use crate::oci::reference::ImageRef;
-use crate::oci::tar::Stamp;
 use crate::oci::{OciError, Platform};
 use crate::store::Store;
 use cache_repo::{CacheOutcome, CacheRepo};
@@ -161,20 +161,6 @@ pub fn mtime_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, BakeE
     }
 }
 
-/// The byte-level options of every layer of a bake with `settings` and `mtime` (`fetch --cache`
-/// computes the same keys).
-pub fn layer_format(settings: &BakeSettings, mtime: u64) -> LayerFormat {
-    LayerFormat {
-        stamp: Stamp {
-            uid: settings.owner.0,
-            gid: settings.owner.1,
-            mtime,
-        },
-        compression: settings.compression,
-        layout: settings.layout,
-    }
-}
-
 /// What a bake did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BakeReport {
@@ -233,7 +219,7 @@ pub async fn bake(
     on_push: &dyn PushObserver,
 ) -> Result<BakeReport, BakeError> {
     let platforms = Platform::parse_list(&opts.settings.platform).map_err(plan::PlanError::from)?;
-    let format = layer_format(&opts.settings, opts.mtime);
+    let format = LayerFormat::new(&opts.settings, opts.mtime);
     let plans = plan::plan_lock(lock, &opts.settings)?;
 
     let cache = match &opts.cache {

@@ -352,6 +352,20 @@ pub struct LayerFormat {
 }
 
 impl LayerFormat {
+    /// The byte-level options of every layer of a bake with `settings` and `mtime`
+    /// (`fetch --cache` computes the same keys).
+    pub fn new(settings: &BakeSettings, mtime: u64) -> Self {
+        LayerFormat {
+            stamp: Stamp {
+                uid: settings.owner.0,
+                gid: settings.owner.1,
+                mtime,
+            },
+            compression: settings.compression,
+            layout: settings.layout,
+        }
+    }
+
     /// The OCI media type of such a layer.
     pub fn media_type(&self) -> &'static str {
         self.compression.media_type()

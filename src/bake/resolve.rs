@@ -195,7 +195,7 @@ mod tests {
         ));
         let settings = BakeSettings::default();
         let plans = plan::plan_lock(&lock, &settings).unwrap();
-        let format = super::super::layer_format(&settings, 0);
+        let format = LayerFormat::new(&settings, 0);
         let e = check_store(&lock, &store, &plans, format, &[None], true).unwrap_err();
         let msg = e.to_string();
         assert!(

@@ -186,7 +186,7 @@ async fn fill_from_cache(
     use crate::bake::cache_repo::{CacheRepo, fill};
     let cache = CacheRepo::open(reference, insecure)?;
     let mtime = crate::bake::mtime_from_env(&process_env)?;
-    let format = crate::bake::layer_format(&manifest.bake, mtime);
+    let format = crate::bake::plan::LayerFormat::new(&manifest.bake, mtime);
     let on_file = |s: &fill::Served| {
         ui.status(
             "Cached",
