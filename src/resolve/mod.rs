@@ -13,6 +13,7 @@ mod commit;
 mod plan;
 mod plugins;
 mod resolver;
+pub use resolver::ListingError;
 
 use std::path::PathBuf;
 
@@ -177,6 +178,14 @@ pub enum LockError {
         repo: String,
         /// What was wrong.
         detail: String,
+    },
+    /// The Hub's listing of a repo cannot be locked (unsafe names, an impossible tree).
+    #[error("{repo}: {source}")]
+    Listing {
+        /// `model `acme/tiny``.
+        repo: String,
+        /// What is wrong with the listing.
+        source: ListingError,
     },
     /// A plugin could not be loaded or failed.
     #[error(transparent)]
