@@ -131,7 +131,16 @@ pub enum HubError {
         /// What was wrong with it.
         detail: String,
     },
-    /// Local configuration problem (endpoint, TLS setup).
+    /// The endpoint (`--endpoint`, `HF_ENDPOINT`) is not a usable base URL.
+    #[error(transparent)]
+    Endpoint(#[from] crate::hub::config::EndpointError),
+    /// A retry override (`MODELBAKE_HTTP_RETRIES`, `MODELBAKE_HTTP_BACKOFF_MS`) is not a number.
+    #[error(transparent)]
+    RetryEnv(#[from] crate::retry::RetryEnvError),
+    /// The HTTP client could not be set up (certificate files, proxies).
+    #[error(transparent)]
+    Client(#[from] crate::http_client::ClientError),
+    /// Local configuration problem (a URL that cannot be built).
     #[error("{0}")]
     Config(String),
 }
