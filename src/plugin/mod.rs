@@ -80,6 +80,11 @@ impl std::fmt::Display for PluginKind {
 pub enum FailureKind {
     /// The bytes are not a loadable component, or it imports what modelbake does not grant.
     Load,
+    /// Its bytes could not be had: not declared, unreadable, not downloadable, or not
+    /// downloaded yet under `--offline`.
+    Unavailable,
+    /// Its bytes or configuration differ from what the manifest's `sha256` or models.lock pins.
+    Stale,
     /// It ran out of fuel or memory.
     Limit,
     /// It trapped (panic, forbidden call, bug).

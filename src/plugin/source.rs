@@ -27,7 +27,7 @@ pub async fn obtain(
     store_plugins: Option<&Path>,
     offline: bool,
 ) -> Result<PluginBytes, PluginError> {
-    let fail = |m: String| PluginError::new(&spec.name, FailureKind::Load, m);
+    let fail = |m: String| PluginError::new(&spec.name, FailureKind::Unavailable, m);
     let expected = spec.sha256.as_deref().or(pinned);
     let bytes = match &spec.source {
         PluginSource::Path { path, .. } => std::fs::read(path).map_err(|e| {
@@ -55,11 +55,15 @@ pub async fn obtain(
     if let Some(want) = &spec.sha256
         && *want != sha256
     {
-        return Err(fail(format!(
-            "its bytes have sha256 {sha256}, but [plugins.{}] requires {want}; the file changed or \
+        return Err(PluginError::new(
+            &spec.name,
+            FailureKind::Stale,
+            format!(
+                "its bytes have sha256 {sha256}, but [plugins.{}] requires {want}; the file changed or \
              the download was tampered with",
-            spec.name
-        )));
+                spec.name
+            ),
+        ));
     }
     check_pin(spec, &sha256, pinned)?;
     if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
@@ -78,7 +82,7 @@ pub fn check_pin(spec: &PluginSpec, sha256: &str, pinned: Option<&str>) -> Resul
     match pinned {
         Some(want) if want != sha256 => Err(PluginError::new(
             &spec.name,
-            FailureKind::Load,
+            FailureKind::Stale,
             format!(
                 "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); \
                  run `modelbake lock --update {}` to accept the new plugin, and commit the lock",
