@@ -361,3 +361,93 @@ pub(super) fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A valid repo folder `models--acme--<name>` with one file at commit `c` under `main`.
+    fn repo(cache: &Path, name: &str, commit: &str) -> PathBuf {
+        let root = cache.join(format!("models--acme--{name}"));
+        fs::create_dir_all(root.join("blobs")).unwrap();
+        fs::create_dir_all(root.join("refs")).unwrap();
+        fs::create_dir_all(root.join("snapshots").join(commit)).unwrap();
+        fs::write(root.join("blobs/b1"), b"hello").unwrap();
+        fs::write(root.join("refs/main"), commit).unwrap();
+        symlink(
+            "../../blobs/b1",
+            root.join("snapshots").join(commit).join("a.txt"),
+        )
+        .unwrap();
+        root
+    }
+
+    #[test]
+    fn valid_repos_are_read_and_corrupt_ones_are_left_out_with_huggingface_hubs_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let good = repo(cache, "good", "c1");
+        fs::write(cache.join("models--acme--file"), b"").unwrap();
+        fs::create_dir(cache.join("plain")).unwrap();
+        fs::create_dir(cache.join("widgets--acme--x")).unwrap();
+        fs::create_dir(cache.join("models--acme--nosnap")).unwrap();
+        let refs_file = repo(cache, "refsfile", "c1");
+        fs::remove_dir_all(refs_file.join("refs")).unwrap();
+        fs::write(refs_file.join("refs"), b"").unwrap();
+        let snap_file = repo(cache, "snapfile", "c1");
+        fs::write(snap_file.join("snapshots/stray"), b"").unwrap();
+        let broken = repo(cache, "broken", "c1");
+        fs::remove_file(broken.join("blobs/b1")).unwrap();
+        let dangling = repo(cache, "dangling", "c1");
+        fs::write(dangling.join("refs/v1"), "c2").unwrap();
+
+        let scan = scan(cache, &[]).unwrap();
+        assert_eq!(scan.repos.len(), 1, "{:?}", scan.warnings);
+        let r = &scan.repos[0];
+        assert_eq!((r.kind.as_str(), r.id.as_str()), ("model", "acme/good"));
+        assert_eq!((r.nb_files, r.size_on_disk), (1, 5));
+        assert_eq!(r.revisions[0].refs, ["main"]);
+        assert_eq!(r.revisions[0].files[0].blob, good.join("blobs/b1"));
+
+        let d = |p: PathBuf| p.display().to_string();
+        let mut expected = vec![
+            format!(
+                "Repo path is not a directory: {}",
+                d(cache.join("models--acme--file"))
+            ),
+            format!(
+                "Repo path is not a valid HuggingFace cache directory: {}",
+                d(cache.join("plain"))
+            ),
+            format!(
+                "Repo type must be one of datasets, kernels, models, spaces, found `widgets` ({})",
+                d(cache.join("widgets--acme--x"))
+            ),
+            format!(
+                "Snapshots dir doesn't exist in cached repo: {}",
+                d(cache.join("models--acme--nosnap/snapshots"))
+            ),
+            format!(
+                "Refs directory cannot be a file: {}",
+                d(refs_file.join("refs"))
+            ),
+            format!(
+                "Snapshots folder corrupted. Found a file: {}",
+                d(snap_file.join("snapshots/stray"))
+            ),
+            format!(
+                "Blob missing (broken symlink): {}",
+                d(broken.join("blobs/b1"))
+            ),
+            format!(
+                "Reference(s) refer to missing commit hashes: {{\"c2\": {{\"v1\"}}}} ({})",
+                d(dangling)
+            ),
+        ];
+        expected.sort();
+        let mut warnings = scan.warnings.clone();
+        warnings.sort();
+        assert_eq!(warnings, expected);
+    }
+}
