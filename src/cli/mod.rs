@@ -370,17 +370,10 @@ fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<E
     })
 }
 
-/// What the user can do about `error`: the hint of the first error in its chain that has one.
-/// Hints are data on the error types, not sentences glued into messages.
-fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
-    error.chain().find_map(|e| {
-        if let Some(e) = e.downcast_ref::<crate::oci::OciError>() {
-            e.hint()
-        } else {
-            e.downcast_ref::<crate::oci::registry::RegistryError>()
-                .and_then(crate::oci::registry::RegistryError::hint)
-        }
-    })
+/// What the user can do about `error`: the hint of the first error in its chain that has one
+/// (see [`crate::hint`]). Hints are data on the error types, not sentences glued into messages.
+fn hint_of(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(crate::hint::find)
 }
 
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
@@ -439,5 +432,20 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_report_the_hint_of_any_cause() {
+        let no_tag = crate::oci::OciError::NoTag {
+            dir: "out/image".into(),
+            tag: "v2".into(),
+            tags: "v1".into(),
+        };
+        let error = anyhow::Error::new(no_tag).context("reading the base image");
+        assert_eq!(
+            hint_of(&error).as_deref(),
+            Some("name one of the listed tags: oci:DIR:TAG")
+        );
+        assert_eq!(hint_of(&anyhow::anyhow!("no advice here")), None);
     }
 }
