@@ -36,7 +36,15 @@ fn of_cause(cause: &(dyn Error + 'static)) -> Option<String> {
             )*
         };
     }
-    families!(crate::oci::OciError, crate::oci::registry::RegistryError);
+    families!(
+        crate::hub::HubError,
+        crate::hub::config::EndpointError,
+        crate::retry::RetryEnvError,
+        crate::store::StoreError,
+        crate::fetch::FetchError,
+        crate::oci::OciError,
+        crate::oci::registry::RegistryError,
+    );
     None
 }
 
@@ -59,7 +67,29 @@ impl Hint for crate::oci::registry::RegistryError {
 mod tests {
     use std::path::PathBuf;
 
+    use anyhow::Context;
+
     use super::*;
+    use crate::hub::{HubError, RepoCtx};
+    use crate::repo::{RepoId, RepoKey, RepoKind};
+    use crate::store::StoreError;
+
+    /// What the CLI prints after `hint:` for `error` (`cli::hint_of` does exactly this).
+    fn cli_hint(error: &anyhow::Error) -> Option<String> {
+        error.chain().find_map(find)
+    }
+
+    /// The hint of a typed error on its own.
+    fn hint(error: impl Error + 'static) -> String {
+        find(&error).unwrap_or_else(|| panic!("no hint for `{error}`"))
+    }
+
+    fn repo() -> RepoCtx {
+        RepoCtx {
+            key: RepoKey::new(RepoKind::Model, RepoId::parse("acme/tiny").unwrap()),
+            page: "https://huggingface.co/acme/tiny".into(),
+        }
+    }
 
     fn oci_no_tag() -> crate::oci::OciError {
         crate::oci::OciError::NoTag {
@@ -70,15 +100,103 @@ mod tests {
     }
 
     #[test]
-    fn the_cli_finds_a_hint_under_a_context() {
+    fn the_cli_finds_a_hint_under_any_number_of_contexts() {
+        let hub = anyhow::Error::new(HubError::AuthRequired { repo: repo() })
+            .context("resolving model `acme/tiny`")
+            .context("locking models.toml");
+        let store = Err::<(), _>(StoreError::HashMismatch {
+            expected: "a".repeat(64),
+            actual: "b".repeat(64),
+        })
+        .context("publishing a blob")
+        .unwrap_err();
         let oci = anyhow::Error::new(oci_no_tag()).context("reading the base image");
-        let outer = oci.chain().next().unwrap();
+
+        // The outermost error is the context, which has no hint of its own.
+        let outer = hub.chain().next().unwrap();
+        assert_eq!(outer.to_string(), "locking models.toml");
         assert_eq!(of_cause(outer), None);
+        let hub_hint = cli_hint(&hub).unwrap();
+        assert!(hub_hint.contains("export HF_TOKEN="), "{hub_hint}");
+        assert!(hub_hint.contains("hf auth login"), "{hub_hint}");
+        let store_hint = cli_hint(&store).unwrap();
+        assert!(store_hint.contains("git diff models.lock"), "{store_hint}");
         assert_eq!(
-            oci.chain().find_map(find).as_deref(),
+            cli_hint(&oci).as_deref(),
             Some("name one of the listed tags: oci:DIR:TAG")
         );
+    }
+
+    #[test]
+    fn errors_without_advice_have_no_hint() {
         let plain = anyhow::anyhow!("something broke").context("while testing");
-        assert_eq!(plain.chain().find_map(find), None);
+        assert_eq!(cli_hint(&plain), None);
+        let io = anyhow::Error::new(std::io::Error::other("disk on fire")).context("reading");
+        assert_eq!(cli_hint(&io), None);
+    }
+
+    #[test]
+    fn hub_errors_say_how_to_get_access() {
+        let anonymous = HubError::RepoNotFound {
+            repo: repo(),
+            endpoint: "https://huggingface.co".into(),
+            authenticated: false,
+        };
+        assert!(hint(anonymous).contains("HF_TOKEN"));
+        let with_token = HubError::RepoNotFound {
+            repo: repo(),
+            endpoint: "https://huggingface.co".into(),
+            authenticated: true,
+        };
+        assert!(hint(with_token).contains("open https://huggingface.co/acme/tiny"));
+        let gated = HubError::AccessNotGranted {
+            repo: repo(),
+            token_source: "HF_TOKEN".into(),
+        };
+        assert!(hint(gated).contains("accept the conditions"));
+        let limited = HubError::RateLimited {
+            url: "https://huggingface.co/api/models/acme/tiny".into(),
+            wait: std::time::Duration::from_secs(300),
+        };
+        assert!(hint(limited).contains("-j 2"));
+        let retries = HubError::GaveUp {
+            what: "listing".into(),
+            attempts: 6,
+            last: "HTTP 503".into(),
+        };
+        assert!(hint(retries).contains("MODELBAKE_HTTP_RETRIES"));
+        let endpoint = crate::hub::config::Endpoint::parse("ftp://x").unwrap_err();
+        assert!(hint(HubError::from(endpoint)).contains("http://127.0.0.1:8080"));
+        let retry_env = crate::retry::RetryPolicy::try_from_env(&|_| Some("x".into())).unwrap_err();
+        assert!(
+            hint(HubError::from(retry_env)).contains(
+                "set MODELBAKE_HTTP_RETRIES to a whole number, or unset it for the default (MODELBAKE_HTTP_RETRIES=5, MODELBAKE_HTTP_BACKOFF_MS=500)"
+            )
+        );
+        // The message already says to re-list the repo; nothing to add.
+        let gone = HubError::EntryNotFound {
+            repo: repo(),
+            revision: "main".into(),
+            path: "a.bin".into(),
+        };
+        assert_eq!(find(&gone), None);
+    }
+
+    #[test]
+    fn fetch_errors_point_at_the_sources_of_blobs() {
+        let missing = crate::fetch::FetchError::Missing(vec!["model `acme/tiny` file `a`".into()]);
+        assert!(hint(missing).contains("--reuse DIR"));
+        let failed = crate::fetch::FetchError::Failed {
+            failures: vec!["a".into(), "b".into()],
+            total: 2,
+            hints: vec!["first".into(), "second".into()],
+        };
+        assert_eq!(find(&failed).as_deref(), Some("first; second"));
+        let quiet = crate::fetch::FetchError::Failed {
+            failures: vec!["a".into()],
+            total: 1,
+            hints: Vec::new(),
+        };
+        assert_eq!(find(&quiet), None);
     }
 }

@@ -436,14 +436,20 @@ mod tests {
 
     #[test]
     fn errors_report_the_hint_of_any_cause() {
+        let mismatch = crate::store::StoreError::SizeMismatch {
+            expected: 2,
+            actual: 1,
+        };
+        let error = anyhow::Error::new(mismatch).context("fetching model `acme/tiny`");
+        let hint = hint_of(&error).unwrap();
+        assert!(hint.starts_with("run the command again"), "{hint}");
         let no_tag = crate::oci::OciError::NoTag {
             dir: "out/image".into(),
             tag: "v2".into(),
             tags: "v1".into(),
         };
-        let error = anyhow::Error::new(no_tag).context("reading the base image");
         assert_eq!(
-            hint_of(&error).as_deref(),
+            hint_of(&anyhow::Error::new(no_tag)).as_deref(),
             Some("name one of the listed tags: oci:DIR:TAG")
         );
         assert_eq!(hint_of(&anyhow::anyhow!("no advice here")), None);
