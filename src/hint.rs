@@ -42,6 +42,12 @@ fn of_cause(cause: &(dyn Error + 'static)) -> Option<String> {
         crate::retry::RetryEnvError,
         crate::store::StoreError,
         crate::fetch::FetchError,
+        crate::fetch::mirrors::MirrorPlanError,
+        crate::resolve::LockError,
+        crate::manifest::SourceError,
+        crate::plugin::PluginError,
+        crate::plugin::author::AuthorError,
+        crate::hfcache::prune::PruneError,
         crate::oci::OciError,
         crate::oci::registry::RegistryError,
     );
@@ -71,6 +77,7 @@ mod tests {
 
     use super::*;
     use crate::hub::{HubError, RepoCtx};
+    use crate::plugin::{ErrorCode, FailureKind, PluginError};
     use crate::repo::{RepoId, RepoKey, RepoKind};
     use crate::store::StoreError;
 
@@ -88,6 +95,15 @@ mod tests {
         RepoCtx {
             key: RepoKey::new(RepoKind::Model, RepoId::parse("acme/tiny").unwrap()),
             page: "https://huggingface.co/acme/tiny".into(),
+        }
+    }
+
+    fn plugin_error(kind: FailureKind, code: Option<ErrorCode>) -> PluginError {
+        PluginError {
+            plugin: "corp-mirror".into(),
+            kind,
+            code,
+            message: "failed".into(),
         }
     }
 
@@ -133,6 +149,39 @@ mod tests {
         assert_eq!(cli_hint(&plain), None);
         let io = anyhow::Error::new(std::io::Error::other("disk on fire")).context("reading");
         assert_eq!(cli_hint(&io), None);
+        // A family that has nothing to add lets a later cause speak.
+        let unreadable = crate::manifest::SourceError {
+            path: "models.toml".into(),
+            location: None,
+            message: "cannot read the manifest: Permission denied".into(),
+            snippet: None,
+        };
+        assert_eq!(find(&unreadable), None);
+    }
+
+    #[test]
+    fn wrappers_hand_on_the_hint_of_what_they_wrap() {
+        // Transparent variants hide the inner error from `source()`: each wrapper delegates.
+        let lock = crate::resolve::LockError::Hub(HubError::AuthRequired { repo: repo() });
+        assert!(hint(lock).contains("HF_TOKEN"));
+        let fetch = crate::fetch::FetchError::Store(StoreError::SizeMismatch {
+            expected: 2,
+            actual: 1,
+        });
+        assert!(hint(fetch).contains("run the command again"));
+        let mirrors =
+            crate::fetch::mirrors::MirrorPlanError::Plugin(plugin_error(FailureKind::Stale, None));
+        assert!(hint(mirrors).contains("modelbake lock --update corp-mirror"));
+        let prune =
+            crate::hfcache::prune::PruneError::Plugin(plugin_error(FailureKind::Limit, None));
+        assert!(hint(prune).contains("CPU budget"));
+        let registry =
+            crate::oci::OciError::Registry(crate::oci::registry::RegistryError::Refused {
+                registry: "ghcr.io".into(),
+                credential: "user `alice`".into(),
+                from: "the auth file".into(),
+            });
+        assert!(hint(registry).contains("modelbake login REGISTRY"));
     }
 
     #[test]
@@ -198,5 +247,71 @@ mod tests {
             hints: Vec::new(),
         };
         assert_eq!(find(&quiet), None);
+    }
+
+    #[test]
+    fn lock_and_manifest_errors_say_how_to_regenerate_or_fix_them() {
+        let stale = crate::resolve::LockError::OutOfDate {
+            lockfile: "models.lock".into(),
+            drift: Vec::new(),
+            plugins: Vec::new(),
+        };
+        assert!(hint(stale).contains("git diff models.lock"));
+        let edited = crate::manifest::SourceError {
+            path: "models.lock".into(),
+            location: None,
+            message: "model `acme/tiny`: digest does not match the files (was the lock edited by hand?); run `modelbake lock` to regenerate it".into(),
+            snippet: None,
+        };
+        assert!(hint(edited).contains("git checkout -- models.lock"));
+        let manifest = crate::manifest::SourceError {
+            path: "models.toml".into(),
+            location: Some((3, 1)),
+            message: "unknown field `modle`".into(),
+            snippet: None,
+        };
+        assert!(hint(manifest).contains("modelbake lock --help"));
+    }
+
+    #[test]
+    fn plugin_errors_fit_their_category() {
+        let limit = hint(plugin_error(FailureKind::Limit, None));
+        assert!(limit.contains("64 MiB") && limit.contains("-vv"), "{limit}");
+        let stale = hint(plugin_error(FailureKind::Stale, None));
+        assert!(stale.contains("[plugins.corp-mirror]"), "{stale}");
+        let config = hint(plugin_error(
+            FailureKind::Refused,
+            Some(ErrorCode::InvalidConfig),
+        ));
+        assert!(
+            config.contains("`config` of [plugins.corp-mirror]"),
+            "{config}"
+        );
+        let refused = hint(plugin_error(
+            FailureKind::Refused,
+            Some(ErrorCode::Internal),
+        ));
+        assert!(refused.contains("its author"), "{refused}");
+        let load = hint(plugin_error(FailureKind::Load, None));
+        assert!(load.contains("modelbake plugin check"), "{load}");
+        let author = crate::plugin::author::AuthorError::RunCargo(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        ));
+        assert!(hint(author).contains("rustup"));
+    }
+
+    #[test]
+    fn cache_and_image_errors_have_hints() {
+        let scan = crate::hfcache::prune::PruneError::Scan {
+            cache: "/nowhere".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(hint(scan).contains("--hub-cache"));
+        let platform = crate::oci::OciError::NoPlatform {
+            what: "ghcr.io/acme/base:1".into(),
+            platform: "linux/s390x".into(),
+            available: "linux/amd64".into(),
+        };
+        assert!(hint(platform).contains("--platform"));
     }
 }

@@ -66,6 +66,21 @@ pub enum MirrorPlanError {
     Plugin(#[from] PluginError),
 }
 
+/// What to do about a mirror plan that could not be made.
+impl crate::hint::Hint for MirrorPlanError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            MirrorPlanError::NotPinned { .. } => Some(
+                "models.lock pins the sha256 of every plugin the manifest uses, so the bytes that \
+                 run are the ones reviewed: run `modelbake lock` where the plugin is available and \
+                 commit models.lock"
+                    .to_owned(),
+            ),
+            MirrorPlanError::Plugin(e) => crate::hint::Hint::hint(e),
+        }
+    }
+}
+
 impl MirrorPlan {
     /// The plan of a fetch: none when offline, when no mirror is configured or when nothing
     /// is missing from the store; otherwise the `[mirror] use` plugins (pinned by the lock)

@@ -512,6 +512,24 @@ pub enum PruneError {
     },
 }
 
+/// What to do about a failed prune: the hints of the lock or plugin it stopped on.
+impl crate::hint::Hint for PruneError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            PruneError::Lock(e) => e.hint(),
+            PruneError::Plugin(e) => e.hint(),
+            PruneError::Scan { .. } => Some(
+                "--hub-cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub) must name a huggingface_hub \
+                 cache: the folder that holds the models--ORG--NAME folders"
+                    .to_owned(),
+            ),
+            PruneError::NotLoaded(_) | PruneError::Interrupted(_) | PruneError::Apply { .. } => {
+                None
+            }
+        }
+    }
+}
+
 /// `cache prune` as one call: scan with every lock, ask the pruner plugin if any, plan, and
 /// apply when asked.
 pub async fn prune(req: PruneRequest<'_>) -> Result<PruneOutcome, PruneError> {

@@ -107,6 +107,40 @@ pub enum AuthorError {
     Sdk(#[from] SdkBundleError),
 }
 
+/// What plugin authors can do about a failed build or scaffold.
+impl crate::hint::Hint for AuthorError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            AuthorError::ReadWorld(_) => {
+                "build the crate with `modelbake plugin build`, depending on modelbake-plugin-sdk \
+                 (`modelbake plugin new NAME` sets that up), so the module embeds its WIT world"
+            }
+            AuthorError::NoPluginCrate { .. } => {
+                "a plugin crate is a library with `crate-type = [\"cdylib\"]` under [lib] in its \
+                 Cargo.toml; pass its folder, or `-p NAME` for one crate of a workspace"
+            }
+            AuthorError::RunCargo(_) => {
+                "install Rust with rustup (https://rustup.rs), or set CARGO to the cargo binary to use"
+            }
+            AuthorError::NothingBuilt { .. } => {
+                "check that the crate's [lib] has `crate-type = [\"cdylib\"]`: only a cdylib \
+                 builds a .wasm"
+            }
+            AuthorError::Componentize { source, .. } => return source.hint(),
+            AuthorError::Encode(_)
+            | AuthorError::Metadata { .. }
+            | AuthorError::NotFound { .. }
+            | AuthorError::CargoFailed { .. }
+            | AuthorError::Io { .. }
+            | AuthorError::BadName
+            | AuthorError::Exists(_)
+            | AuthorError::NoSdk { .. }
+            | AuthorError::Sdk(_) => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
 /// `Io` with what was being done and the path, for `map_err`.
 fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuthorError {
     let path = path.into();

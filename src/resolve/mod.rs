@@ -200,6 +200,39 @@ pub enum LockError {
     },
 }
 
+/// What to do when `lock` fails.
+impl crate::hint::Hint for LockError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            LockError::Source(e) => return e.hint(),
+            LockError::Hub(e) => return e.hint(),
+            LockError::Plugin(e) => return e.hint(),
+            LockError::Missing(_) | LockError::NeedsNetwork(_) => {
+                "run `modelbake lock` once with network access to the Hub and commit models.lock; \
+                 `--locked` and `--offline` then only check it"
+            }
+            LockError::OutOfDate { .. } => {
+                "run `modelbake lock` (it keeps every entry that still matches; `--update ID` also \
+                 moves a repo to its branch's tip), review `git diff models.lock`, and commit it"
+            }
+            LockError::UnknownUpdate(_) => {
+                "--update takes an `id` of a [[model]], [[dataset]] or [[space]] in the manifest, or \
+                 the NAME of a [plugins.NAME] table"
+            }
+            LockError::BadData { .. } => {
+                "check --endpoint / HF_ENDPOINT: a mirror or proxy may be serving other content; if \
+                 it is the real Hub, try again later"
+            }
+            LockError::Write { .. } => {
+                "models.lock is written beside the manifest (a temporary file, then a rename), so \
+                 that folder must be writable"
+            }
+            LockError::Listing { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
 impl LockError {
     /// True when the lock is missing or out of date under `--locked` (exit code 3), rather
     /// than the run failing.
