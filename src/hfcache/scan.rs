@@ -262,6 +262,8 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Reads one repo folder the way huggingface_hub's `_scan_cached_repo` does: its snapshots,
+/// refs and blobs, and which of `locks` pin each revision.
 fn scan_repo(
     path: &Path,
     name: &str,
