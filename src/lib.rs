@@ -17,6 +17,7 @@ pub(crate) mod fetch;
 pub(crate) mod fs_atomic;
 pub mod hash;
 pub(crate) mod hfcache;
+pub(crate) mod hint;
 pub(crate) mod http_body;
 pub(crate) mod http_client;
 pub(crate) mod http_header;

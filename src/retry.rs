@@ -31,22 +31,25 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A retry override in the environment is not a number: the run stops rather than guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}=`{value}` is not a number")]
+pub struct RetryEnvError {
+    /// The variable (`MODELBAKE_HTTP_RETRIES`, `MODELBAKE_HTTP_BACKOFF_MS`).
+    pub var: &'static str,
+    /// What it was set to.
+    pub value: String,
+}
+
 impl RetryPolicy {
     /// The default policy with environment overrides applied.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn try_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, RetryEnvError> {
         let mut p = RetryPolicy::default();
         if let Some(v) = env("MODELBAKE_HTTP_RETRIES") {
-            p.max_retries = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("MODELBAKE_HTTP_RETRIES=`{v}` is not a number"))?;
+            p.max_retries = env_number("MODELBAKE_HTTP_RETRIES", v)?;
         }
         if let Some(v) = env("MODELBAKE_HTTP_BACKOFF_MS") {
-            let ms: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("MODELBAKE_HTTP_BACKOFF_MS=`{v}` is not a number"))?;
-            p.base = Duration::from_millis(ms);
+            p.base = Duration::from_millis(env_number("MODELBAKE_HTTP_BACKOFF_MS", v)?);
         }
         Ok(p)
     }
@@ -57,6 +60,14 @@ impl RetryPolicy {
         let exp = self.base.saturating_mul(1u32 << retry.min(16));
         exp.min(self.max_delay).mul_f64(0.5 + fastrand::f64() * 0.5)
     }
+}
+
+/// The number `value` of the variable `var` holds (surrounding whitespace allowed).
+fn env_number<T: std::str::FromStr>(var: &'static str, value: String) -> Result<T, RetryEnvError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| RetryEnvError { var, value })
 }
 
 /// True for statuses worth retrying.
@@ -190,8 +201,23 @@ mod tests {
             "MODELBAKE_HTTP_BACKOFF_MS" => Some("10".to_string()),
             _ => None,
         };
-        let p = RetryPolicy::from_env(&env).unwrap();
+        let p = RetryPolicy::try_from_env(&env).unwrap();
         assert_eq!((p.max_retries, p.base), (2, Duration::from_millis(10)));
-        assert!(RetryPolicy::from_env(&|_| Some("x".into())).is_err());
+        assert!(RetryPolicy::try_from_env(&|_| Some("x".into())).is_err());
+        let e = RetryPolicy::try_from_env(&|k: &str| {
+            (k == "MODELBAKE_HTTP_BACKOFF_MS").then(|| "5s".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e.var, "MODELBAKE_HTTP_BACKOFF_MS");
+        assert_eq!(
+            e.to_string(),
+            "MODELBAKE_HTTP_BACKOFF_MS=`5s` is not a number"
+        );
+        assert_eq!(
+            RetryPolicy::try_from_env(&|_| Some("x".into()))
+                .unwrap_err()
+                .to_string(),
+            "MODELBAKE_HTTP_RETRIES=`x` is not a number"
+        );
     }
 }

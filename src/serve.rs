@@ -345,7 +345,7 @@ fn repo_id(segs: &[&str]) -> Result<RepoId, Refusal> {
     }) {
         return Err(bad("invalid repo id"));
     }
-    RepoId::parse(&segs.join("/")).map_err(|e| bad(&e))
+    RepoId::parse(&segs.join("/")).map_err(|e| bad(&e.to_string()))
 }
 
 fn decode(s: &str) -> Result<String, Refusal> {
@@ -380,7 +380,7 @@ impl Ctx<'_> {
     /// The locked commit a revision names: the locked revision, the commit, or a prefix of it.
     fn commit<'r>(&self, repo: &'r LockedRepo, raw: &str) -> Result<&'r str, Refusal> {
         let rev = decode(raw)?;
-        Revision::parse(&rev).map_err(|e| bad(&e))?;
+        Revision::parse(&rev).map_err(|e| bad(&e.to_string()))?;
         if rev == repo.revision.as_str()
             || rev == repo.commit
             || (rev.len() >= 7 && repo.commit.starts_with(&rev))
@@ -625,7 +625,7 @@ async fn resolve(ctx: &Ctx<'_>, kind: RepoKind, segs: &[&str]) -> Reply {
         .map(|s| decode(s))
         .collect::<Result<_, _>>()?;
     let path = parts.join("/");
-    check_repo_path(&path).map_err(|e| bad(&e))?;
+    check_repo_path(&path).map_err(|e| bad(&e.to_string()))?;
     let Some(file) = repo.files.iter().find(|f| f.path == path) else {
         return Err(
             error(StatusCode::NOT_FOUND, "EntryNotFound", "Entry not found")

@@ -44,6 +44,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::hint::Hint;
 use crate::loaders::Correction;
 use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
@@ -88,7 +89,7 @@ pub struct BakeOptions {
     pub cache: Option<String>,
 }
 
-/// What went wrong in a bake, each with what to do about it ([`BakeError::hint`]).
+/// What went wrong in a bake, each with what to do about it (its [`Hint`]).
 #[derive(Debug, thiserror::Error)]
 pub enum BakeError {
     /// Reading the base, writing a layout, pushing, the cache repository.
@@ -128,12 +129,11 @@ pub enum BakeError {
     Worker(#[from] tokio::task::JoinError),
 }
 
-impl BakeError {
-    /// What the user can do about it.
-    pub fn hint(&self) -> Option<String> {
+impl Hint for BakeError {
+    fn hint(&self) -> Option<String> {
         match self {
-            BakeError::Oci(e) => e.hint().map(str::to_owned),
-            BakeError::Plan(e) => Some(e.hint().to_owned()),
+            BakeError::Oci(e) => Hint::hint(e),
+            BakeError::Plan(e) => Hint::hint(e),
             BakeError::MissingFiles { .. } => Some(
                 "`modelbake fetch` downloads every locked file into the store (same --store); \
                  then run bake again"

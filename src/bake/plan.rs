@@ -119,10 +119,9 @@ pub enum PlanError {
     Platform(#[from] crate::oci::PlatformError),
 }
 
-impl PlanError {
-    /// What the user can do about it.
-    pub fn hint(&self) -> &'static str {
-        match self {
+impl crate::hint::Hint for PlanError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
             PlanError::FlatNeedsFiles | PlanError::FlatNeedsOneRepo { .. } => {
                 "drop --flat (or `flat = true` in [bake]), or bake one repo with --layout files"
             }
@@ -130,7 +129,8 @@ impl PlanError {
                 "give each repo its own image, or use the hf-cache layout (the default)"
             }
             PlanError::Platform(_) => "write platforms as os/arch[/variant], comma-separated",
-        }
+        };
+        Some(hint.to_owned())
     }
 }
 

@@ -204,7 +204,11 @@ mod tests {
                 && msg.contains("the cache repository has no usable record"),
             "{msg}"
         );
-        assert!(e.hint().unwrap().contains("modelbake fetch"));
+        assert!(
+            crate::hint::Hint::hint(&e)
+                .unwrap()
+                .contains("modelbake fetch")
+        );
         // A plan whose layer a cache record provides needs no store file.
         let recorded = build_placeholder(&plans[0]);
         assert!(check_store(&lock, &store, &plans, format, &[Some(recorded)], true).is_ok());

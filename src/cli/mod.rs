@@ -370,20 +370,10 @@ fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<E
     })
 }
 
-/// What the user can do about `error`: the hint of the first error in its chain that has one.
-/// Hints are data on the error types, not sentences glued into messages.
+/// What the user can do about `error`: the hint of the first error in its chain that has one
+/// (see [`crate::hint`]). Hints are data on the error types, not sentences glued into messages.
 fn hint_of(error: &anyhow::Error) -> Option<String> {
-    error.chain().find_map(|e| {
-        if let Some(e) = e.downcast_ref::<crate::bake::BakeError>() {
-            e.hint()
-        } else if let Some(e) = e.downcast_ref::<crate::oci::OciError>() {
-            e.hint().map(str::to_owned)
-        } else {
-            e.downcast_ref::<crate::oci::registry::RegistryError>()
-                .and_then(crate::oci::registry::RegistryError::hint)
-                .map(str::to_owned)
-        }
-    })
+    error.chain().find_map(crate::hint::find)
 }
 
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
@@ -442,5 +432,26 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_report_the_hint_of_any_cause() {
+        let mismatch = crate::store::StoreError::SizeMismatch {
+            expected: 2,
+            actual: 1,
+        };
+        let error = anyhow::Error::new(mismatch).context("fetching model `acme/tiny`");
+        let hint = hint_of(&error).unwrap();
+        assert!(hint.starts_with("run the command again"), "{hint}");
+        let no_tag = crate::oci::OciError::NoTag {
+            dir: "out/image".into(),
+            tag: "v2".into(),
+            tags: "v1".into(),
+        };
+        assert_eq!(
+            hint_of(&anyhow::Error::new(no_tag)).as_deref(),
+            Some("name one of the listed tags: oci:DIR:TAG")
+        );
+        assert_eq!(hint_of(&anyhow::anyhow!("no advice here")), None);
     }
 }

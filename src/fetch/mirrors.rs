@@ -47,6 +47,40 @@ pub fn credential_var(name: &str) -> String {
     format!("MODELBAKE_CREDENTIAL_{tail}")
 }
 
+/// Why the mirror plan of a fetch could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorPlanError {
+    /// A `[mirror] use` plugin has no pin in the lock, so its bytes cannot be checked.
+    #[error(
+        "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
+        crate::ui::display_path(.lock)
+    )]
+    NotPinned {
+        /// The plugin.
+        name: String,
+        /// The lock that lacks it.
+        lock: std::path::PathBuf,
+    },
+    /// A mirror plugin could not be loaded, or failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// What to do about a mirror plan that could not be made.
+impl crate::hint::Hint for MirrorPlanError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            MirrorPlanError::NotPinned { .. } => Some(
+                "models.lock pins the sha256 of every plugin the manifest uses, so the bytes that \
+                 run are the ones reviewed: run `modelbake lock` where the plugin is available and \
+                 commit models.lock"
+                    .to_owned(),
+            ),
+            MirrorPlanError::Plugin(e) => crate::hint::Hint::hint(e),
+        }
+    }
+}
+
 impl MirrorPlan {
     /// The plan of a fetch: none when offline, when no mirror is configured or when nothing
     /// is missing from the store; otherwise the `[mirror] use` plugins (pinned by the lock)
@@ -57,15 +91,15 @@ impl MirrorPlan {
         store: &crate::store::Store,
         offline: bool,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, MirrorPlanError> {
         if offline || manifest.mirrors.is_empty() || store.missing(lock).is_empty() {
             return Ok(MirrorPlan::default());
         }
         if let Some(name) = manifest.mirrors.iter().find(|n| lock.plugin(n).is_none()) {
-            anyhow::bail!(
-                "mirror plugin `{name}` is not pinned in {}: run `modelbake lock` first",
-                crate::ui::display_path(&manifest.lock_path())
-            );
+            return Err(MirrorPlanError::NotPinned {
+                name: name.clone(),
+                lock: manifest.lock_path(),
+            });
         }
         let dir = store.plugin_dir();
         let mut plugins = crate::plugin::PluginSet::new(Some(dir.clone()))?;

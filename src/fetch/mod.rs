@@ -21,6 +21,7 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::hint::Hint;
 use crate::hub::{HubClient, HubError};
 use crate::lock::Lockfile;
 use crate::repo::RepoKey;
@@ -186,10 +187,29 @@ pub enum FetchError {
         failures: Vec<String>,
         /// How many blobs were attempted.
         total: usize,
+        /// The distinct hints of the failures, each once.
+        hints: Vec<String>,
     },
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What to do about a failed fetch: the hints its blobs' failures had, or how to fill the
+/// store without network.
+impl Hint for FetchError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            FetchError::Missing(_) => Some(
+                "offline, blobs come from the store (MODELBAKE_STORE or --store) and from \
+                 huggingface_hub caches ($HF_HUB_CACHE, more with --reuse DIR): point them at a \
+                 copy that has the files, e.g. a CI cache of the store keyed on models.lock"
+                    .to_owned(),
+            ),
+            FetchError::Failed { hints, .. } => (!hints.is_empty()).then(|| hints.join("; ")),
+            FetchError::Store(e) => e.hint(),
+        }
+    }
 }
 
 /// The failure of one blob, with the file it belongs to.
@@ -207,6 +227,22 @@ enum BlobError {
     /// have come from another source); the partial was discarded.
     #[error("{label}: {source}")]
     ResumedMismatch { label: String, source: StoreError },
+}
+
+impl Hint for BlobError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            BlobError::Store { source, .. } => source.hint(),
+            BlobError::Hub { source, .. } => source.hint(),
+            BlobError::ResumedMismatch { .. } => Some(
+                "the download resumed a partial file (left by an earlier run or another source) \
+                 whose bytes were wrong; it was discarded, so running `modelbake fetch` again \
+                 downloads the file from its first byte"
+                    .to_owned(),
+            ),
+            BlobError::Other { .. } | BlobError::Offline { .. } => None,
+        }
+    }
 }
 
 impl BlobError {
@@ -316,6 +352,7 @@ pub async fn fetch(
 
     let mut missing = Vec::new();
     let mut failures = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
     for (job, result) in results {
         match result {
             Ok(outcome) => {
@@ -328,7 +365,14 @@ pub async fn fetch(
                 progress.blob_done(&job, outcome);
             }
             Err(BlobError::Offline { label }) => missing.push(label),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                failures.push(e.to_string());
+                if let Some(hint) = e.hint()
+                    && !hints.contains(&hint)
+                {
+                    hints.push(hint);
+                }
+            }
         }
     }
     report.downloaded_bytes = run.received.load(Ordering::Relaxed);
@@ -343,7 +387,11 @@ pub async fn fetch(
     missing.sort();
     failures.sort();
     if !failures.is_empty() {
-        return Err(FetchError::Failed { failures, total });
+        return Err(FetchError::Failed {
+            failures,
+            total,
+            hints,
+        });
     }
     if !missing.is_empty() {
         return Err(FetchError::Missing(missing));

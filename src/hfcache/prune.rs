@@ -360,34 +360,77 @@ fn trash_name(dir: &Path, what: &Path) -> PathBuf {
     dir.join(format!(".modelbake-trash-{name}-{:08x}", fastrand::u32(..)))
 }
 
+/// Why a duration (`--older-than`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No leading number.
+    #[error("`{input}` is not a duration like 30d, 12h, 90m or 2w")]
+    NotADuration {
+        /// The text, trimmed.
+        input: String,
+    },
+    /// A suffix other than s, m, h, d or w.
+    #[error("`{input}`: unknown unit `{unit}`; use s, m, h, d or w")]
+    UnknownUnit {
+        /// The text, trimmed.
+        input: String,
+        /// The suffix.
+        unit: String,
+    },
+}
+
 /// Parses `30d`, `12h`, `90m`, `45s`, `2w` into seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, DurationError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30d, 12h, 90m or 2w"))?;
+    let n: u64 = num.parse().map_err(|_| DurationError::NotADuration {
+        input: s.to_owned(),
+    })?;
     let mult = match unit {
         "s" | "" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h, d or w")),
+        _ => {
+            return Err(DurationError::UnknownUnit {
+                input: s.to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
     };
     Ok(n * mult)
 }
 
+/// Why a size (`--max-size`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No leading number.
+    #[error("`{input}` is not a size like 50GB, 500MB or 2GiB")]
+    NotASize {
+        /// The text as given.
+        input: String,
+    },
+    /// A unit other than B, kB, MB, GB, TB, KiB, MiB, GiB or TiB (any case).
+    #[error("`{input}`: unknown unit `{unit}`")]
+    UnknownUnit {
+        /// The text as given.
+        input: String,
+        /// The unit, trimmed and lowercased.
+        unit: String,
+    },
+}
+
 /// Parses `50GB`, `1.5G`, `500MB`, `2GiB` or a byte count.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 50GB, 500MB or 2GiB"))?;
+    let n: f64 = num.parse().map_err(|_| SizeError::NotASize {
+        input: s.to_owned(),
+    })?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -398,7 +441,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024f64.powi(4),
-        other => return Err(format!("`{s}`: unknown unit `{other}`")),
+        other => {
+            return Err(SizeError::UnknownUnit {
+                input: s.to_owned(),
+                unit: other.to_owned(),
+            });
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -431,16 +479,69 @@ pub struct PruneOutcome {
     pub freed: u64,
 }
 
+/// Why `cache prune` failed; nothing was deleted unless the failure is [`PruneError::Apply`].
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// The cache could not be scanned.
+    #[error("{}: {source}", .cache.display())]
+    Scan {
+        /// The huggingface_hub cache.
+        cache: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The lock beside the manifest (for the pruner plugin's pin) could not be read.
+    #[error(transparent)]
+    Lock(#[from] crate::manifest::SourceError),
+    /// The pruner plugin could not be loaded, or failed.
+    #[error(transparent)]
+    Plugin(#[from] plugin::PluginError),
+    /// The pruner plugin was loaded but cannot be found in its set (a bug).
+    #[error("plugin `{0}` did not load")]
+    NotLoaded(String),
+    /// The deleting task stopped before it finished (it panicked or was cancelled).
+    #[error(transparent)]
+    Interrupted(#[from] tokio::task::JoinError),
+    /// Deleting failed part-way.
+    #[error("pruning {}: {source}", .cache.display())]
+    Apply {
+        /// The huggingface_hub cache.
+        cache: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What to do about a failed prune: the hints of the lock or plugin it stopped on.
+impl crate::hint::Hint for PruneError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            PruneError::Lock(e) => e.hint(),
+            PruneError::Plugin(e) => e.hint(),
+            PruneError::Scan { .. } => Some(
+                "--hub-cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub) must name a huggingface_hub \
+                 cache: the folder that holds the models--ORG--NAME folders"
+                    .to_owned(),
+            ),
+            PruneError::NotLoaded(_) | PruneError::Interrupted(_) | PruneError::Apply { .. } => {
+                None
+            }
+        }
+    }
+}
+
 /// `cache prune` as one call: scan with every lock, ask the pruner plugin if any, plan, and
 /// apply when asked.
-pub async fn prune(req: PruneRequest<'_>) -> anyhow::Result<PruneOutcome> {
+pub async fn prune(req: PruneRequest<'_>) -> Result<PruneOutcome, PruneError> {
     let mut criteria = req.criteria;
     criteria.keep_locked = !req.keep_locked.is_empty();
     criteria.protect_locked = req.policy.is_some();
     let mut locks = req.keep_locked;
     locks.extend(req.protect);
-    let scan = super::scan::scan(req.cache, &locks)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", req.cache.display()))?;
+    let scan = super::scan::scan(req.cache, &locks).map_err(|source| PruneError::Scan {
+        cache: req.cache.to_owned(),
+        source,
+    })?;
     if let Some((manifest, name)) = req.policy {
         criteria.decided = pruner_plan(manifest, name, &scan, criteria.now, req.plugin_dir).await?;
     }
@@ -449,7 +550,10 @@ pub async fn prune(req: PruneRequest<'_>) -> anyhow::Result<PruneOutcome> {
         let (s, p) = (scan.clone(), plan.clone());
         tokio::task::spawn_blocking(move || apply(&s, &p))
             .await?
-            .map_err(|e| anyhow::anyhow!("pruning {}: {e}", req.cache.display()))?
+            .map_err(|source| PruneError::Apply {
+                cache: req.cache.to_owned(),
+                source,
+            })?
     } else {
         0
     };
@@ -464,7 +568,7 @@ pub async fn pruner_plan(
     scan: &CacheScan,
     now: u64,
     dir: Option<PathBuf>,
-) -> anyhow::Result<std::collections::BTreeMap<(String, String), String>> {
+) -> Result<std::collections::BTreeMap<(String, String), String>, PruneError> {
     use crate::plugin::{PluginKind, PruneContext};
     let pins = crate::lock::Lockfile::read_if_exists(&manifest.lock_path())?
         .map(|lock| lock.plugins)
@@ -488,7 +592,7 @@ pub async fn pruner_plan(
         .await?;
     let p = plugins
         .get(name)
-        .ok_or_else(|| anyhow::anyhow!("plugin `{name}` did not load"))?;
+        .ok_or_else(|| PruneError::NotLoaded(name.to_owned()))?;
     let deletions = p.plugin.plan(
         &p.config,
         PruneContext {
@@ -514,5 +618,22 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("lots").is_err());
+        // The messages clap shows for a bad --older-than / --max-size.
+        assert_eq!(
+            parse_duration(" 3y ").unwrap_err().to_string(),
+            "`3y`: unknown unit `y`; use s, m, h, d or w"
+        );
+        assert_eq!(
+            parse_duration("d").unwrap_err().to_string(),
+            "`d` is not a duration like 30d, 12h, 90m or 2w"
+        );
+        assert_eq!(
+            parse_size(" lots").unwrap_err().to_string(),
+            "` lots` is not a size like 50GB, 500MB or 2GiB"
+        );
+        assert_eq!(
+            parse_size("5 Zb").unwrap_err().to_string(),
+            "`5 Zb`: unknown unit `zb`"
+        );
     }
 }

@@ -153,7 +153,7 @@ pub fn scan(hub_cache: &Path, locks: &[(PathBuf, Lockfile)]) -> std::io::Result<
         }
         match scan_repo(&path, &name, locks) {
             Ok(repo) => repos.push(repo),
-            Err(w) => warnings.push(w),
+            Err(corrupt) => warnings.push(corrupt.to_string()),
         }
     }
     repos.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
@@ -192,146 +192,133 @@ pub(crate) fn lock_kind(kind: &str) -> Option<RepoKind> {
     RepoKind::from_name(kind)
 }
 
-fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<CachedRepo, String> {
-    if !path.is_dir() {
-        return Err(format!("Repo path is not a directory: {}", path.display()));
+/// Why a folder of the cache is not a valid repo, in huggingface_hub's words (its
+/// `CorruptedCacheException` messages); the scan leaves the repo out with this as a warning.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptRepo {
+    /// A file where a repo folder belongs.
+    #[error("Repo path is not a directory: {}", .0.display())]
+    NotADirectory(PathBuf),
+    /// A folder name without the `<kind>--` prefix.
+    #[error("Repo path is not a valid HuggingFace cache directory: {}", .0.display())]
+    BadName(PathBuf),
+    /// A prefix that names no repo kind.
+    #[error(
+        "Repo type must be one of datasets, kernels, models, spaces, found `{prefix}` ({})",
+        .path.display()
+    )]
+    UnknownKind {
+        /// The prefix found.
+        prefix: String,
+        /// The repo folder.
+        path: PathBuf,
+    },
+    /// No `snapshots/` folder.
+    #[error("Snapshots dir doesn't exist in cached repo: {}", .0.display())]
+    NoSnapshots(PathBuf),
+    /// `refs` is a file.
+    #[error("Refs directory cannot be a file: {}", .0.display())]
+    RefsIsFile(PathBuf),
+    /// A folder or ref that could not be read.
+    #[error("{}: {source}", .path.display())]
+    Unreadable {
+        /// What could not be read.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file directly under `snapshots/`.
+    #[error("Snapshots folder corrupted. Found a file: {}", .0.display())]
+    SnapshotIsFile(PathBuf),
+    /// A snapshot entry whose blob is gone.
+    #[error("Blob missing (broken symlink): {}", .0.display())]
+    BrokenSymlink(PathBuf),
+    /// Refs naming commits that have no snapshot.
+    #[error(
+        "Reference(s) refer to missing commit hashes: {{{}}} ({})",
+        .dangling.join(", "),
+        .path.display()
+    )]
+    DanglingRefs {
+        /// `"<commit>": {"<ref>", ...}` for each missing commit.
+        dangling: Vec<String>,
+        /// The repo folder.
+        path: PathBuf,
+    },
+}
+
+/// `Unreadable` with its path, for `map_err`.
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> CorruptRepo + '_ {
+    move |source| CorruptRepo::Unreadable {
+        path: path.to_owned(),
+        source,
     }
-    let Some((prefix, rest)) = name.split_once("--") else {
-        return Err(format!(
-            "Repo path is not a valid HuggingFace cache directory: {}",
-            path.display()
-        ));
-    };
-    let kind = kind_of(prefix).ok_or_else(|| {
-        format!(
-            "Repo type must be one of datasets, kernels, models, spaces, found `{prefix}` ({})",
-            path.display()
-        )
-    })?;
-    let id = rest.replace("--", "/");
+}
+
+/// The file name of `p`, lossily, or empty.
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads one repo folder the way huggingface_hub's `_scan_cached_repo` does: its snapshots,
+/// refs and blobs, and which of `locks` pin each revision.
+fn scan_repo(
+    path: &Path,
+    name: &str,
+    locks: &[(PathBuf, Lockfile)],
+) -> Result<CachedRepo, CorruptRepo> {
+    let (kind, id) = repo_identity(path, name)?;
     let snapshots = path.join("snapshots");
     if !snapshots.is_dir() {
-        return Err(format!(
-            "Snapshots dir doesn't exist in cached repo: {}",
-            snapshots.display()
-        ));
+        return Err(CorruptRepo::NoSnapshots(snapshots));
     }
-    let refs_dir = path.join("refs");
-    let mut refs_by_commit: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    if refs_dir.is_file() {
-        return Err(format!(
-            "Refs directory cannot be a file: {}",
-            refs_dir.display()
-        ));
-    }
-    if refs_dir.is_dir() {
-        let refs =
-            super::files_under(&refs_dir).map_err(|e| format!("{}: {e}", refs_dir.display()))?;
-        for p in refs {
-            let file = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if IGNORED[..3].contains(&file.as_str()) {
-                continue;
-            }
-            let commit = String::from_utf8_lossy(
-                &fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?,
-            )
-            .into_owned();
-            let name = p
-                .strip_prefix(&refs_dir)
-                .map(|r| r.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            refs_by_commit.entry(commit).or_default().insert(name);
-        }
-    }
+    let mut refs_by_commit = read_refs(&path.join("refs"))?;
 
     let mut blob_stats: BTreeMap<PathBuf, fs::Metadata> = BTreeMap::new();
     let mut revisions = Vec::new();
     let mut snaps: Vec<PathBuf> = fs::read_dir(&snapshots)
-        .map_err(|e| format!("{}: {e}", snapshots.display()))?
+        .map_err(unreadable(&snapshots))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .collect();
     snaps.sort();
     for rev_path in snaps {
-        let commit = rev_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let commit = file_name(&rev_path);
         if IGNORED[..3].contains(&commit.as_str()) {
             continue;
         }
         if rev_path.is_file() {
-            return Err(format!(
-                "Snapshots folder corrupted. Found a file: {}",
-                rev_path.display()
-            ));
+            return Err(CorruptRepo::SnapshotIsFile(rev_path));
         }
-        let mut files = Vec::new();
-        for p in
-            super::files_under(&rev_path).map_err(|e| format!("{}: {e}", rev_path.display()))?
-        {
-            // huggingface_hub: os.path.abspath(parent / readlink), without resolving further.
-            let blob = match fs::read_link(&p) {
-                Ok(target) => normalize(&p.parent().unwrap_or(Path::new("/")).join(target)),
-                Err(_) => p.clone(),
-            };
-            let meta = fs::metadata(&blob)
-                .map_err(|_| format!("Blob missing (broken symlink): {}", blob.display()))?;
-            let size = meta.len();
-            blob_stats.entry(blob.clone()).or_insert(meta);
-            let rel = p
-                .strip_prefix(&rev_path)
-                .map(|r| r.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            files.push(CachedFile {
-                path: rel,
-                blob,
-                size,
-            });
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let files = snapshot_files(&rev_path, &mut blob_stats)?;
         let distinct: BTreeSet<&PathBuf> = files.iter().map(|f| &f.blob).collect();
         let size_on_disk = distinct.iter().map(|b| blob_stats[*b].len()).sum();
         let (last_accessed, last_modified) =
             times(distinct.iter().map(|b| &blob_stats[*b]), &rev_path);
-        let locked_by = locks
-            .iter()
-            .filter(|(_, l)| {
-                lock_kind(kind).is_some_and(|k| {
-                    l.repos
-                        .iter()
-                        .any(|r| r.kind == k && r.id.as_str() == id && r.commit == commit)
-                })
-            })
-            .map(|(p, _)| p.display().to_string())
-            .collect();
         revisions.push(CachedRevision {
             refs: refs_by_commit
                 .remove(&commit)
                 .map(|s| s.into_iter().collect())
                 .unwrap_or_default(),
+            locked_by: locked_by(locks, kind, &id, &commit),
             commit,
             size_on_disk,
             nb_files: files.len(),
             last_modified,
             last_accessed,
-            locked_by,
             files,
         });
     }
     if !refs_by_commit.is_empty() {
-        let dangling: Vec<String> = refs_by_commit
-            .iter()
-            .map(|(c, r)| format!("{c:?}: {:?}", r))
-            .collect();
-        return Err(format!(
-            "Reference(s) refer to missing commit hashes: {{{}}} ({})",
-            dangling.join(", "),
-            path.display()
-        ));
+        return Err(CorruptRepo::DanglingRefs {
+            dangling: refs_by_commit
+                .iter()
+                .map(|(c, r)| format!("{c:?}: {:?}", r))
+                .collect(),
+            path: path.to_owned(),
+        });
     }
     let size_on_disk = blob_stats.values().map(|m| m.len()).sum();
     let (last_accessed, last_modified) = times(blob_stats.values(), path);
@@ -347,6 +334,89 @@ fn scan_repo(path: &Path, name: &str, locks: &[(PathBuf, Lockfile)]) -> Result<C
     })
 }
 
+/// The scan kind and the repo id a repo folder's name (`models--org--name`) stands for.
+fn repo_identity(path: &Path, name: &str) -> Result<(&'static str, String), CorruptRepo> {
+    if !path.is_dir() {
+        return Err(CorruptRepo::NotADirectory(path.to_owned()));
+    }
+    let Some((prefix, rest)) = name.split_once("--") else {
+        return Err(CorruptRepo::BadName(path.to_owned()));
+    };
+    let kind = kind_of(prefix).ok_or_else(|| CorruptRepo::UnknownKind {
+        prefix: prefix.to_owned(),
+        path: path.to_owned(),
+    })?;
+    Ok((kind, rest.replace("--", "/")))
+}
+
+/// The refs under `refs_dir` (none when it does not exist), by the commit each one names.
+fn read_refs(refs_dir: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, CorruptRepo> {
+    let mut refs_by_commit: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if refs_dir.is_file() {
+        return Err(CorruptRepo::RefsIsFile(refs_dir.to_owned()));
+    }
+    if !refs_dir.is_dir() {
+        return Ok(refs_by_commit);
+    }
+    for p in super::files_under(refs_dir).map_err(unreadable(refs_dir))? {
+        if IGNORED[..3].contains(&file_name(&p).as_str()) {
+            continue;
+        }
+        let commit = String::from_utf8_lossy(&fs::read(&p).map_err(unreadable(&p))?).into_owned();
+        let name = p
+            .strip_prefix(refs_dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        refs_by_commit.entry(commit).or_default().insert(name);
+    }
+    Ok(refs_by_commit)
+}
+
+/// The files of the snapshot `rev_path`, sorted by path, each with the blob it resolves to;
+/// every blob's metadata is recorded once in `blob_stats`.
+fn snapshot_files(
+    rev_path: &Path,
+    blob_stats: &mut BTreeMap<PathBuf, fs::Metadata>,
+) -> Result<Vec<CachedFile>, CorruptRepo> {
+    let mut files = Vec::new();
+    for p in super::files_under(rev_path).map_err(unreadable(rev_path))? {
+        // huggingface_hub: os.path.abspath(parent / readlink), without resolving further.
+        let blob = match fs::read_link(&p) {
+            Ok(target) => normalize(&p.parent().unwrap_or(Path::new("/")).join(target)),
+            Err(_) => p.clone(),
+        };
+        let meta = fs::metadata(&blob).map_err(|_| CorruptRepo::BrokenSymlink(blob.clone()))?;
+        let size = meta.len();
+        blob_stats.entry(blob.clone()).or_insert(meta);
+        let rel = p
+            .strip_prefix(rev_path)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push(CachedFile {
+            path: rel,
+            blob,
+            size,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// The locks (their paths) that pin the `kind` repo `id` at `commit`.
+fn locked_by(locks: &[(PathBuf, Lockfile)], kind: &str, id: &str, commit: &str) -> Vec<String> {
+    locks
+        .iter()
+        .filter(|(_, l)| {
+            lock_kind(kind).is_some_and(|k| {
+                l.repos
+                    .iter()
+                    .any(|r| r.kind == k && r.id.as_str() == id && r.commit == commit)
+            })
+        })
+        .map(|(p, _)| p.display().to_string())
+        .collect()
+}
+
 /// `os.path.abspath`: removes `.` and `..` lexically.
 pub(super) fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -360,4 +430,94 @@ pub(super) fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A valid repo folder `models--acme--<name>` with one file at commit `c` under `main`.
+    fn repo(cache: &Path, name: &str, commit: &str) -> PathBuf {
+        let root = cache.join(format!("models--acme--{name}"));
+        fs::create_dir_all(root.join("blobs")).unwrap();
+        fs::create_dir_all(root.join("refs")).unwrap();
+        fs::create_dir_all(root.join("snapshots").join(commit)).unwrap();
+        fs::write(root.join("blobs/b1"), b"hello").unwrap();
+        fs::write(root.join("refs/main"), commit).unwrap();
+        symlink(
+            "../../blobs/b1",
+            root.join("snapshots").join(commit).join("a.txt"),
+        )
+        .unwrap();
+        root
+    }
+
+    #[test]
+    fn valid_repos_are_read_and_corrupt_ones_are_left_out_with_huggingface_hubs_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let good = repo(cache, "good", "c1");
+        fs::write(cache.join("models--acme--file"), b"").unwrap();
+        fs::create_dir(cache.join("plain")).unwrap();
+        fs::create_dir(cache.join("widgets--acme--x")).unwrap();
+        fs::create_dir(cache.join("models--acme--nosnap")).unwrap();
+        let refs_file = repo(cache, "refsfile", "c1");
+        fs::remove_dir_all(refs_file.join("refs")).unwrap();
+        fs::write(refs_file.join("refs"), b"").unwrap();
+        let snap_file = repo(cache, "snapfile", "c1");
+        fs::write(snap_file.join("snapshots/stray"), b"").unwrap();
+        let broken = repo(cache, "broken", "c1");
+        fs::remove_file(broken.join("blobs/b1")).unwrap();
+        let dangling = repo(cache, "dangling", "c1");
+        fs::write(dangling.join("refs/v1"), "c2").unwrap();
+
+        let scan = scan(cache, &[]).unwrap();
+        assert_eq!(scan.repos.len(), 1, "{:?}", scan.warnings);
+        let r = &scan.repos[0];
+        assert_eq!((r.kind.as_str(), r.id.as_str()), ("model", "acme/good"));
+        assert_eq!((r.nb_files, r.size_on_disk), (1, 5));
+        assert_eq!(r.revisions[0].refs, ["main"]);
+        assert_eq!(r.revisions[0].files[0].blob, good.join("blobs/b1"));
+
+        let d = |p: PathBuf| p.display().to_string();
+        let mut expected = vec![
+            format!(
+                "Repo path is not a directory: {}",
+                d(cache.join("models--acme--file"))
+            ),
+            format!(
+                "Repo path is not a valid HuggingFace cache directory: {}",
+                d(cache.join("plain"))
+            ),
+            format!(
+                "Repo type must be one of datasets, kernels, models, spaces, found `widgets` ({})",
+                d(cache.join("widgets--acme--x"))
+            ),
+            format!(
+                "Snapshots dir doesn't exist in cached repo: {}",
+                d(cache.join("models--acme--nosnap/snapshots"))
+            ),
+            format!(
+                "Refs directory cannot be a file: {}",
+                d(refs_file.join("refs"))
+            ),
+            format!(
+                "Snapshots folder corrupted. Found a file: {}",
+                d(snap_file.join("snapshots/stray"))
+            ),
+            format!(
+                "Blob missing (broken symlink): {}",
+                d(broken.join("blobs/b1"))
+            ),
+            format!(
+                "Reference(s) refer to missing commit hashes: {{\"c2\": {{\"v1\"}}}} ({})",
+                d(dangling)
+            ),
+        ];
+        expected.sort();
+        let mut warnings = scan.warnings.clone();
+        warnings.sort();
+        assert_eq!(warnings, expected);
+    }
 }

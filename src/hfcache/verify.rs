@@ -279,7 +279,7 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
         .map(|(file, uses)| async move {
             let result = tokio::task::spawn_blocking(move || hash_file(&file))
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             (uses, result)
         })
         .buffer_unordered(parallelism.max(1))
@@ -338,9 +338,9 @@ fn symlinked_folders(repo: &LockedRepo, root: &Path) -> Vec<Problem> {
 /// A locked file expected at a path: (repo path, sha256, size).
 type Expected = (String, String, u64);
 /// What a file hashed to: (sha256, size), or why it could not be read.
-type Hashed = Result<(String, u64), String>;
+type Hashed = std::io::Result<(String, u64)>;
 
+/// Hashes one cache file.
 fn hash_file(path: &Path) -> Hashed {
-    let file = fs::File::open(path).map_err(|e| e.to_string())?;
-    sha256_of_reader(file).map_err(|e| e.to_string())
+    sha256_of_reader(fs::File::open(path)?)
 }

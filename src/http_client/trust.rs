@@ -75,9 +75,18 @@ fn load(env: &dyn Fn(&str) -> Option<String>) -> Loaded {
     }
 }
 
+/// Why a CA bundle gave no certificate.
+#[derive(Debug, thiserror::Error)]
+enum PemError {
+    #[error("cannot read it ({0})")]
+    Unreadable(std::io::Error),
+    #[error("{0}")]
+    Unparsable(String),
+}
+
 /// The certificates of a PEM file, or of every PEM file in a folder.
-fn pem_file_or_folder(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it ({e})"))?;
+fn pem_file_or_folder(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let meta = std::fs::metadata(path).map_err(PemError::Unreadable)?;
     let (file, dir) = if meta.is_dir() {
         (None, Some(path))
     } else {
@@ -85,7 +94,7 @@ fn pem_file_or_folder(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
     };
     let loaded = rustls_native_certs::load_certs_from_paths(file, dir);
     match loaded.errors.first() {
-        Some(e) if loaded.certs.is_empty() => Err(e.to_string()),
+        Some(e) if loaded.certs.is_empty() => Err(PemError::Unparsable(e.to_string())),
         _ => Ok(loaded.certs),
     }
 }

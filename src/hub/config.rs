@@ -16,22 +16,52 @@ pub struct Endpoint {
     url: Url,
 }
 
+/// Why an endpoint was refused. Messages show the endpoint with any `user:password@` removed
+/// (and control characters escaped); the error never holds the credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL at all.
+    #[error(
+        "endpoint `{endpoint}` is not a URL ({source}); expected e.g. `https://huggingface.co`"
+    )]
+    NotAUrl {
+        /// The endpoint as messages show it.
+        endpoint: String,
+        /// Why the URL parser refused it.
+        source: url::ParseError,
+    },
+    /// A scheme other than http or https.
+    #[error("endpoint `{endpoint}` must use http:// or https://")]
+    Scheme {
+        /// The endpoint as messages show it.
+        endpoint: String,
+    },
+    /// A query, a fragment or no host.
+    #[error("endpoint `{endpoint}` must be a plain base URL (host and optional path, no query)")]
+    NotABase {
+        /// The endpoint as messages show it.
+        endpoint: String,
+    },
+    /// The endpoint came from `HF_ENDPOINT` and is wrong.
+    #[error("HF_ENDPOINT: {0}")]
+    FromEnv(#[source] Box<EndpointError>),
+}
+
 impl Endpoint {
     /// Validates an endpoint: an absolute `http`/`https` URL without query or fragment.
     /// Messages show it with any `user:password@` removed.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, EndpointError> {
         let base = raw.trim().trim_end_matches('/').to_owned();
-        let shown = crate::ui::clean(&crate::redact::url_str(raw));
-        let url = Url::parse(&base).map_err(|e| {
-            format!("endpoint `{shown}` is not a URL ({e}); expected e.g. `https://huggingface.co`")
+        let shown = || crate::ui::clean(&crate::redact::url_str(raw));
+        let url = Url::parse(&base).map_err(|source| EndpointError::NotAUrl {
+            endpoint: shown(),
+            source,
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("endpoint `{shown}` must use http:// or https://"));
+            return Err(EndpointError::Scheme { endpoint: shown() });
         }
         if url.query().is_some() || url.fragment().is_some() || url.host().is_none() {
-            return Err(format!(
-                "endpoint `{shown}` must be a plain base URL (host and optional path, no query)"
-            ));
+            return Err(EndpointError::NotABase { endpoint: shown() });
         }
         Ok(Endpoint { base, url })
     }
@@ -41,11 +71,11 @@ impl Endpoint {
     pub fn choose(
         flag: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EndpointError> {
         match flag {
             Some(f) => Endpoint::parse(f),
             None => match env("HF_ENDPOINT").filter(|v| !v.trim().is_empty()) {
-                Some(v) => Endpoint::parse(&v).map_err(|e| format!("HF_ENDPOINT: {e}")),
+                Some(v) => Endpoint::parse(&v).map_err(|e| EndpointError::FromEnv(Box::new(e))),
                 None => Endpoint::parse(DEFAULT_ENDPOINT),
             },
         }
@@ -169,7 +199,9 @@ mod tests {
             e.join("/api").unwrap().as_str().contains("s3cret"),
             "requests keep them"
         );
-        let err = Endpoint::parse("ftp://user:s3cret@host").unwrap_err();
+        let err = Endpoint::parse("ftp://user:s3cret@host")
+            .unwrap_err()
+            .to_string();
         assert!(
             !err.contains("s3cret") && err.contains("ftp://***@host"),
             "{err}"

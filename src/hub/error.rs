@@ -131,7 +131,98 @@ pub enum HubError {
         /// What was wrong with it.
         detail: String,
     },
-    /// Local configuration problem (endpoint, TLS setup).
+    /// The endpoint (`--endpoint`, `HF_ENDPOINT`) is not a usable base URL.
+    #[error(transparent)]
+    Endpoint(#[from] crate::hub::config::EndpointError),
+    /// A retry override (`MODELBAKE_HTTP_RETRIES`, `MODELBAKE_HTTP_BACKOFF_MS`) is not a number.
+    #[error(transparent)]
+    RetryEnv(#[from] crate::retry::RetryEnvError),
+    /// The HTTP client could not be set up (certificate files, proxies).
+    #[error(transparent)]
+    Client(#[from] crate::http_client::ClientError),
+    /// Local configuration problem (a URL that cannot be built).
     #[error("{0}")]
     Config(String),
+}
+
+/// How to give modelbake a Hub token, in the places it reads one from (huggingface_hub's).
+const SET_A_TOKEN: &str = "create a read token (on huggingface.co: https://huggingface.co/settings/tokens) with an account that can read the repo, then `export HF_TOKEN=hf_...`, or run `hf auth login` (`huggingface-cli login` in older versions), which writes $HF_HOME/token where modelbake finds it";
+
+/// What to do about each Hub failure, beyond what its message says.
+impl crate::hint::Hint for HubError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            HubError::RepoNotFound {
+                authenticated: false,
+                ..
+            } => SET_A_TOKEN.to_owned(),
+            HubError::RepoNotFound { repo, .. } => format!(
+                "open {} while logged in as the token's account: if the page shows the repo, the token cannot read it (a fine-grained token must list the repo, or grant read access to public gated repos)",
+                repo.page
+            ),
+            HubError::AuthRequired { .. } => SET_A_TOKEN.to_owned(),
+            HubError::AccessNotGranted { repo, .. } => format!(
+                "access is granted per account: open {} logged in as the account the token belongs to and accept the conditions there; some repos wait for the authors to approve each request",
+                repo.page
+            ),
+            HubError::InvalidToken { .. } => format!(
+                "the token may have been revoked, expired or mistyped; {SET_A_TOKEN}"
+            ),
+            HubError::RevisionNotFound { repo, .. } => format!(
+                "{} lists the repo's branches and tags (its branch menu); pin a 40-hex commit to lock a revision that can neither move nor vanish",
+                repo.page
+            ),
+            HubError::RateLimited { .. } => {
+                "requests with a token get higher limits: set HF_TOKEN; fewer parallel requests (`-j 2` on `lock` and `fetch`) also spread them out".to_owned()
+            }
+            HubError::GaveUp { .. } => {
+                "on a flaky network, retry longer: MODELBAKE_HTTP_RETRIES (default 5) and MODELBAKE_HTTP_BACKOFF_MS (default 500); behind a proxy, check HTTPS_PROXY; the Hub's status is at https://status.huggingface.co".to_owned()
+            }
+            HubError::Http { status: 407, .. } => {
+                "the proxy wants credentials: put them in the proxy URL (HTTPS_PROXY=http://user:password@proxy:port)".to_owned()
+            }
+            HubError::Permanent { .. } => {
+                "check the endpoint (--endpoint, HF_ENDPOINT) and its scheme; for certificate problems, the trusted CAs come from the system store, SSL_CERT_FILE and SSL_CERT_DIR (see docs/tls-and-proxies.md)".to_owned()
+            }
+            HubError::InvalidResponse { .. } => {
+                "check that --endpoint / HF_ENDPOINT names the Hub or a Hub-compatible mirror such as `modelbake serve`, and that no proxy answers in its place (a captive portal, a login page)".to_owned()
+            }
+            HubError::Body(crate::http_body::BodyError::TooLarge { .. }) => {
+                "check that --endpoint / HF_ENDPOINT names the Hub or a Hub-compatible mirror".to_owned()
+            }
+            HubError::Endpoint(e) => return e.hint(),
+            HubError::RetryEnv(e) => return e.hint(),
+            HubError::Client(_) => {
+                "the trusted CAs come from the system store, SSL_CERT_FILE and SSL_CERT_DIR, proxies from HTTPS_PROXY and NO_PROXY (see docs/tls-and-proxies.md)".to_owned()
+            }
+            HubError::EntryNotFound { .. }
+            | HubError::Http { .. }
+            | HubError::Body(_)
+            | HubError::Config(_) => return None,
+        };
+        Some(hint)
+    }
+}
+
+/// What a well-formed endpoint looks like.
+impl crate::hint::Hint for crate::hub::config::EndpointError {
+    fn hint(&self) -> Option<String> {
+        Some(
+            "--endpoint and HF_ENDPOINT take the base URL of the Hub or of a mirror, e.g. https://huggingface.co, https://hf-mirror.example/hub or http://127.0.0.1:8080 for `modelbake serve`; unset HF_ENDPOINT for the public Hub"
+                .to_owned(),
+        )
+    }
+}
+
+/// What a retry override may be set to.
+impl crate::hint::Hint for crate::retry::RetryEnvError {
+    fn hint(&self) -> Option<String> {
+        let default = crate::retry::RetryPolicy::default();
+        Some(format!(
+            "set {} to a whole number, or unset it for the default (MODELBAKE_HTTP_RETRIES={}, MODELBAKE_HTTP_BACKOFF_MS={})",
+            self.var,
+            default.max_retries,
+            default.base.as_millis()
+        ))
+    }
 }

@@ -56,9 +56,9 @@ impl HubConfig {
     pub fn from_env(endpoint_flag: Option<&str>) -> Result<Self, HubError> {
         let env = config::process_env;
         Ok(HubConfig {
-            endpoint: Endpoint::choose(endpoint_flag, &env).map_err(HubError::Config)?,
+            endpoint: Endpoint::choose(endpoint_flag, &env)?,
             token: config::discover_token(&env),
-            retry: RetryPolicy::from_env(&env).map_err(HubError::Config)?,
+            retry: RetryPolicy::try_from_env(&env)?,
         })
     }
 }
@@ -104,8 +104,7 @@ impl HubClient {
             b.redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(Duration::from_secs(10))
                 .read_timeout(Duration::from_secs(60))
-        })
-        .map_err(|e| HubError::Config(e.to_string()))?;
+        })?;
         Ok(HubClient { http, config })
     }
 
@@ -113,8 +112,7 @@ impl HubClient {
     /// `token`, a mirror credential, goes only there, never the Hub token) and at most one
     /// retry, since the next source is a better bet than waiting.
     pub fn for_mirror(&self, url: &Url, token: Option<Token>) -> Result<HubClient, HubError> {
-        let endpoint =
-            Endpoint::parse(&url.origin().ascii_serialization()).map_err(HubError::Config)?;
+        let endpoint = Endpoint::parse(&url.origin().ascii_serialization())?;
         let mut retry = self.config.retry;
         retry.max_retries = retry.max_retries.min(1);
         Ok(HubClient {

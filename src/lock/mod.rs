@@ -139,45 +139,77 @@ impl LockedRepo {
     }
 
     /// Checks what the type system cannot: hex formats, safe sorted unique paths, the digest.
-    fn validate(&self) -> Result<(), String> {
-        let label = self.label();
+    fn validate(&self) -> Result<(), InvalidEntry> {
+        let invalid = |problem: EntryProblem| InvalidEntry {
+            repo: self.label(),
+            problem,
+        };
         if !is_commit_hash(&self.commit) {
-            return Err(format!(
-                "{label}: commit `{}` is not 40 lowercase hex characters",
-                self.commit
-            ));
+            return Err(invalid(EntryProblem::BadCommit(self.commit.clone())));
         }
         for (i, f) in self.files.iter().enumerate() {
-            check_repo_path(&f.path).map_err(|e| format!("{label}: {e}"))?;
+            check_repo_path(&f.path).map_err(|e| invalid(e.into()))?;
             if i > 0 && self.files[i - 1].path >= f.path {
-                return Err(format!(
-                    "{label}: files are not sorted by path or `{}` is listed twice",
-                    f.path
-                ));
+                return Err(invalid(EntryProblem::Unsorted(f.path.clone())));
             }
             if !is_lower_hex(&f.sha256, 64) {
-                return Err(format!("{label}: `{}` has a malformed sha256", f.path));
+                return Err(invalid(EntryProblem::BadSha256(f.path.clone())));
             }
             let blob_ok = match &f.pointer {
                 Some(p) => f.blob == f.sha256 && is_lower_hex(p, 40),
                 None => is_lower_hex(&f.blob, 40),
             };
             if !blob_ok {
-                return Err(format!(
-                    "{label}: `{}` has a malformed blob (regular files: 40-hex git sha1; LFS files: the sha256 plus a 40-hex pointer)",
-                    f.path
-                ));
+                return Err(invalid(EntryProblem::BadBlob(f.path.clone())));
             }
         }
         check_tree_paths(self.files.iter().map(|f| f.path.as_str()))
-            .map_err(|e| format!("{label}: {e}"))?;
+            .map_err(|e| invalid(e.into()))?;
         if self.digest != self.compute_digest() {
-            return Err(format!(
-                "{label}: digest does not match the files (was the lock edited by hand?)"
-            ));
+            return Err(invalid(EntryProblem::DigestMismatch));
         }
         Ok(())
     }
+}
+
+/// A locked repo entry that breaks the lock's invariants (what [`Lockfile::parse`] checks
+/// beyond the TOML shape): it names the repo and the problem, so a hand edit or a damaged
+/// merge is found before any command trusts the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{repo}: {problem}")]
+pub struct InvalidEntry {
+    /// The repo, as messages name it (`model `acme/tiny``).
+    pub repo: String,
+    /// What is wrong with its entry.
+    pub problem: EntryProblem,
+}
+
+/// What is wrong with a locked repo entry; see [`InvalidEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// The commit is not a full lowercase 40-hex id.
+    #[error("commit `{0}` is not 40 lowercase hex characters")]
+    BadCommit(String),
+    /// A file path that could not be laid out safely.
+    #[error(transparent)]
+    Path(#[from] crate::repo::RepoPathError),
+    /// Files out of order, or one listed twice.
+    #[error("files are not sorted by path or `{0}` is listed twice")]
+    Unsorted(String),
+    /// A file's sha256 is not 64 lowercase hex characters.
+    #[error("`{0}` has a malformed sha256")]
+    BadSha256(String),
+    /// A file's blob (and pointer) do not have the shape its kind requires.
+    #[error(
+        "`{0}` has a malformed blob (regular files: 40-hex git sha1; LFS files: the sha256 plus a 40-hex pointer)"
+    )]
+    BadBlob(String),
+    /// Paths that no filesystem can hold together.
+    #[error(transparent)]
+    Tree(#[from] crate::repo::TreePathError),
+    /// The digest does not cover these files.
+    #[error("digest does not match the files (was the lock edited by hand?)")]
+    DigestMismatch,
 }
 
 impl Lockfile {

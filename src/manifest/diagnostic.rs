@@ -84,6 +84,30 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
+/// What to do about a mistake in a manifest or a lock. The two are told apart by the file's
+/// extension (locks are `*.lock`); files that could not be read get no hint, the OS error says
+/// it all.
+impl crate::hint::Hint for SourceError {
+    fn hint(&self) -> Option<String> {
+        if self.message.starts_with("cannot read") {
+            return None;
+        }
+        if self.path.extension().is_some_and(|e| e == "lock") {
+            return Some(format!(
+                "{} is written by `modelbake lock`, not by hand: undo edits to it (`git checkout -- {0}`), \
+                 or run `modelbake lock` to write it afresh; after a merge conflict in it, keep \
+                 either side and run `modelbake lock`",
+                crate::ui::display_path(&self.path)
+            ));
+        }
+        Some(
+            "`modelbake lock --help` describes the manifest's tables; editors check it as you type \
+             with the JSON schema manifests/models.toml.schema.json of the modelbake repository"
+                .to_owned(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,7 +249,7 @@ impl Manifest {
                         .map(|item| {
                             let span = item.span();
                             Pattern::parse(item.get_ref())
-                                .map_err(|e| SourceError::at(path, text, Some(span), e))
+                                .map_err(|e| SourceError::at(path, text, Some(span), e.to_string()))
                         })
                         .collect()
                 })

@@ -22,32 +22,95 @@ pub struct Pattern {
     regex: Option<Regex>,
 }
 
+/// Why a pattern was refused: it could never match a repo path as written. Each message says
+/// what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Nothing was written.
+    #[error("empty pattern; expected a glob such as `*.safetensors` or `onnx/`")]
+    Empty,
+    /// A leading `/`; repo paths are relative.
+    #[error(
+        "pattern `{pattern}` starts with `/`, but repo paths are relative: write `{}`",
+        .pattern.trim_start_matches('/')
+    )]
+    Absolute {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// A backslash: repo paths use `/`, and fnmatch has no escapes.
+    #[error(
+        "pattern `{}` contains a backslash; repo paths use `/` and patterns have no escapes (use `[*]` for a literal `*`)",
+        .pattern.escape_debug()
+    )]
+    Backslash {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// A malformed `[...]` set.
+    #[error("pattern `{pattern}`: {problem}")]
+    Set {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with the set.
+        problem: SetError,
+    },
+    /// The translated regex was refused (too large for the regex engine).
+    #[error("pattern `{pattern}`: {detail}")]
+    Regex {
+        /// The pattern as written.
+        pattern: String,
+        /// The regex engine's message.
+        detail: String,
+    },
+}
+
+/// What is wrong with a `[...]` character set (see [`PatternError::Set`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    /// No closing `]`.
+    #[error("unclosed `[`; close the character set with `]` or write `[[]` for a literal `[`")]
+    Unclosed,
+    /// A range such as `z-a`.
+    #[error("range `{lo}-{hi}` in `[...]` is reversed")]
+    ReversedRange {
+        /// The range's first character.
+        lo: char,
+        /// The range's last character.
+        hi: char,
+    },
+}
+
 impl Pattern {
     /// Compiles `source`; rejects patterns that can never match a repo path (empty, absolute,
     /// backslashes, an unclosed `[`) with a message that says what to write instead.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub fn parse(source: &str) -> Result<Self, PatternError> {
         if source.is_empty() {
-            return Err("empty pattern; expected a glob such as `*.safetensors` or `onnx/`".into());
+            return Err(PatternError::Empty);
         }
         if source.starts_with('/') {
-            return Err(format!(
-                "pattern `{source}` starts with `/`, but repo paths are relative: write `{}`",
-                source.trim_start_matches('/')
-            ));
+            return Err(PatternError::Absolute {
+                pattern: source.to_owned(),
+            });
         }
         if source.contains('\\') {
-            return Err(format!(
-                "pattern `{}` contains a backslash; repo paths use `/` and patterns have no escapes (use `[*]` for a literal `*`)",
-                source.escape_debug()
-            ));
+            return Err(PatternError::Backslash {
+                pattern: source.to_owned(),
+            });
         }
         let effective = if source.ends_with('/') {
             format!("{source}*")
         } else {
             source.to_owned()
         };
-        let regex = translate(&effective).map_err(|e| format!("pattern `{source}`: {e}"))?;
-        let regex = Regex::new(&regex).map_err(|e| format!("pattern `{source}`: {e}"))?;
+        let regex = translate(&effective).map_err(|problem| PatternError::Set {
+            pattern: source.to_owned(),
+            problem,
+        })?;
+        let regex = Regex::new(&regex).map_err(|e| PatternError::Regex {
+            pattern: source.to_owned(),
+            detail: e.to_string(),
+        })?;
         Ok(Pattern {
             source: source.to_owned(),
             regex: Some(regex),
@@ -73,7 +136,7 @@ pub fn is_selected(path: &str, include: &[Pattern], exclude: &[Pattern]) -> bool
 }
 
 /// Translates a Python `fnmatch` pattern to an anchored regex (what `fnmatch.translate` does).
-fn translate(pat: &str) -> Result<String, String> {
+fn translate(pat: &str) -> Result<String, SetError> {
     let chars: Vec<char> = pat.chars().collect();
     let mut out = String::from("^(?s:");
     let mut i = 0;
@@ -102,10 +165,7 @@ fn translate(pat: &str) -> Result<String, String> {
                     j += 1;
                 }
                 if j >= chars.len() {
-                    return Err(
-                        "unclosed `[`; close the character set with `]` or write `[[]` for a literal `[`"
-                            .into(),
-                    );
+                    return Err(SetError::Unclosed);
                 }
                 out.push_str(&translate_set(&chars[i..j])?);
                 i = j + 1;
@@ -118,7 +178,7 @@ fn translate(pat: &str) -> Result<String, String> {
 }
 
 /// Translates the inside of a `[...]` set; `!` negates and `a-z` is a range.
-fn translate_set(set: &[char]) -> Result<String, String> {
+fn translate_set(set: &[char]) -> Result<String, SetError> {
     let (negated, body) = match set.first() {
         Some('!') => (true, &set[1..]),
         _ => (false, set),
@@ -138,7 +198,7 @@ fn translate_set(set: &[char]) -> Result<String, String> {
         if k + 2 < body.len() && body[k + 1] == '-' {
             let hi = body[k + 2];
             if lo > hi {
-                return Err(format!("range `{lo}-{hi}` in `[...]` is reversed"));
+                return Err(SetError::ReversedRange { lo, hi });
             }
             push_set_char(&mut out, lo);
             out.push('-');
@@ -163,7 +223,7 @@ fn push_set_char(out: &mut String, c: char) {
 }
 
 impl TryFrom<String> for Pattern {
-    type Error = String;
+    type Error = PatternError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         Pattern::parse(&value)
     }
@@ -245,19 +305,12 @@ mod tests {
 
     #[test]
     fn rejects_patterns_that_cannot_be_meant() {
-        assert!(Pattern::parse("").unwrap_err().contains("empty"));
-        assert!(
-            Pattern::parse("/config.json")
-                .unwrap_err()
-                .contains("write `config.json`")
-        );
-        assert!(Pattern::parse("sub\\x").unwrap_err().contains("backslash"));
-        assert!(
-            Pattern::parse("model[12.bin")
-                .unwrap_err()
-                .contains("unclosed")
-        );
-        assert!(Pattern::parse("[z-a]").unwrap_err().contains("reversed"));
+        let e = |p: &str| Pattern::parse(p).unwrap_err().to_string();
+        assert!(e("").contains("empty"));
+        assert!(e("/config.json").contains("write `config.json`"));
+        assert!(e("sub\\x").contains("backslash"));
+        assert!(e("model[12.bin").contains("unclosed"));
+        assert!(e("[z-a]").contains("reversed"));
     }
 
     #[test]

@@ -172,3 +172,9 @@ impl OciError {
         move |source| OciError::Io { path, source }
     }
 }
+
+impl crate::hint::Hint for OciError {
+    fn hint(&self) -> Option<String> {
+        OciError::hint(self).map(str::to_owned)
+    }
+}

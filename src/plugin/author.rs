@@ -6,9 +6,146 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
-
 use super::PluginKind;
+use super::sdk_bundle::SdkBundleError;
+
+/// An error from a library that reports its failures as opaque boxed errors (wit-component),
+/// kept with its chain of causes.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why `plugin build` or `plugin new` failed: each variant names what was being done and, where
+/// there is one, the file or folder.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorError {
+    /// The core module carries no usable WIT world.
+    #[error(
+        "reading the module's embedded WIT world (was it built with the modelbake plugin SDK / wit-bindgen?)"
+    )]
+    ReadWorld(#[source] BoxError),
+    /// The module could not be turned into a component.
+    #[error("turning the module into a component")]
+    Encode(#[source] BoxError),
+    /// `cargo metadata` failed.
+    #[error("reading the cargo metadata of {}", .manifest.display())]
+    Metadata {
+        /// The `Cargo.toml` asked about.
+        manifest: PathBuf,
+        /// What cargo said.
+        source: cargo_metadata::Error,
+    },
+    /// The crate's `Cargo.toml` is not there.
+    #[error("cannot find {}", .path.display())]
+    NotFound {
+        /// The path looked for.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No crate at the path (or of the names asked for) builds a `cdylib`.
+    #[error(
+        "no plugin crate (a `crate-type = [\"cdylib\"]` library) at {}{}; create one with `modelbake plugin new NAME`",
+        .manifest.display(),
+        if .packages.is_empty() { String::new() } else { format!(" named {}", .packages.join(", ")) }
+    )]
+    NoPluginCrate {
+        /// The `Cargo.toml` looked at.
+        manifest: PathBuf,
+        /// The `-p` names asked for, if any.
+        packages: Vec<String>,
+    },
+    /// cargo could not be started.
+    #[error("running cargo (is the Rust toolchain installed?)")]
+    RunCargo(#[source] std::io::Error),
+    /// `cargo build` failed; its diagnostics are already on stderr.
+    #[error(
+        "cargo build failed (see above); if the target is missing, run `rustup target add {target}`"
+    )]
+    CargoFailed {
+        /// The target built for.
+        target: String,
+    },
+    /// cargo reported no `.wasm` artifact.
+    #[error("cargo built nothing with a .wasm output for target {target}")]
+    NothingBuilt {
+        /// The target built for.
+        target: String,
+    },
+    /// A built module could not be turned into a component.
+    #[error("componentizing {}", .file.display())]
+    Componentize {
+        /// The module cargo wrote.
+        file: PathBuf,
+        /// Why.
+        source: Box<AuthorError>,
+    },
+    /// A file or folder could not be read, created or written.
+    #[error("{what} {}", .path.display())]
+    Io {
+        /// What was being done (`reading`, `creating`, `writing`, `writing the crate at`).
+        what: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `plugin new` was given a name cargo would refuse.
+    #[error("plugin crate names use lowercase letters, digits and `-`, e.g. `corp-mirror`")]
+    BadName,
+    /// `plugin new` would overwrite a folder.
+    #[error("{} already exists; pick another name or --dir", .0.display())]
+    Exists(PathBuf),
+    /// `plugin new --sdk` names no folder.
+    #[error("cannot find the plugin SDK at {}", .path.display())]
+    NoSdk {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bundled SDK could not be written.
+    #[error(transparent)]
+    Sdk(#[from] SdkBundleError),
+}
+
+/// What plugin authors can do about a failed build or scaffold.
+impl crate::hint::Hint for AuthorError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            AuthorError::ReadWorld(_) => {
+                "build the crate with `modelbake plugin build`, depending on modelbake-plugin-sdk \
+                 (`modelbake plugin new NAME` sets that up), so the module embeds its WIT world"
+            }
+            AuthorError::NoPluginCrate { .. } => {
+                "a plugin crate is a library with `crate-type = [\"cdylib\"]` under [lib] in its \
+                 Cargo.toml; pass its folder, or `-p NAME` for one crate of a workspace"
+            }
+            AuthorError::RunCargo(_) => {
+                "install Rust with rustup (https://rustup.rs), or set CARGO to the cargo binary to use"
+            }
+            AuthorError::NothingBuilt { .. } => {
+                "check that the crate's [lib] has `crate-type = [\"cdylib\"]`: only a cdylib \
+                 builds a .wasm"
+            }
+            AuthorError::Componentize { source, .. } => return source.hint(),
+            AuthorError::Encode(_)
+            | AuthorError::Metadata { .. }
+            | AuthorError::NotFound { .. }
+            | AuthorError::CargoFailed { .. }
+            | AuthorError::Io { .. }
+            | AuthorError::BadName
+            | AuthorError::Exists(_)
+            | AuthorError::NoSdk { .. }
+            | AuthorError::Sdk(_) => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
+/// `Io` with what was being done and the path, for `map_err`.
+fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuthorError {
+    let path = path.into();
+    move |source| AuthorError::Io { what, path, source }
+}
 
 /// The default guest target: no WASI, so the component imports only our interfaces.
 pub const DEFAULT_TARGET: &str = "wasm32-unknown-unknown";
@@ -33,16 +170,16 @@ pub fn is_core_module(bytes: &[u8]) -> bool {
 
 /// Turns a core module built with wit-bindgen (which embeds its WIT world in a custom
 /// section) into a component; components are returned unchanged.
-pub fn componentize(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub fn componentize(bytes: &[u8]) -> Result<Vec<u8>, AuthorError> {
     if !is_core_module(bytes) {
         return Ok(bytes.to_vec());
     }
     wit_component::ComponentEncoder::default()
         .validate(true)
         .module(bytes)
-        .context("reading the module's embedded WIT world (was it built with the modelbake plugin SDK / wit-bindgen?)")?
+        .map_err(|e| AuthorError::ReadWorld(e.into()))?
         .encode()
-        .context("turning the module into a component")
+        .map_err(|e| AuthorError::Encode(e.into()))
 }
 
 /// Builds the plugin crate(s) at `dir` (a crate, or a workspace: every cdylib member) for
@@ -54,7 +191,7 @@ pub fn build(
     release: bool,
     packages: &[String],
     out: Option<&Path>,
-) -> anyhow::Result<Vec<BuiltPlugin>> {
+) -> Result<Vec<BuiltPlugin>, AuthorError> {
     let manifest = if dir.is_file() {
         dir.to_owned()
     } else {
@@ -64,9 +201,15 @@ pub fn build(
         .manifest_path(&manifest)
         .no_deps()
         .exec()
-        .with_context(|| format!("reading the cargo metadata of {}", manifest.display()))?;
-    let manifest_abs = std::fs::canonicalize(&manifest)
-        .with_context(|| format!("cannot find {}", manifest.display()))?;
+        .map_err(|source| AuthorError::Metadata {
+            manifest: manifest.clone(),
+            source,
+        })?;
+    let manifest_abs =
+        std::fs::canonicalize(&manifest).map_err(|source| AuthorError::NotFound {
+            path: manifest.clone(),
+            source,
+        })?;
     let is_plugin = |p: &cargo_metadata::Package| {
         p.targets
             .iter()
@@ -89,15 +232,10 @@ pub fn build(
         })
         .collect();
     if chosen.is_empty() {
-        bail!(
-            "no plugin crate (a `crate-type = [\"cdylib\"]` library) at {}{}; create one with `modelbake plugin new NAME`",
-            manifest.display(),
-            if packages.is_empty() {
-                String::new()
-            } else {
-                format!(" named {}", packages.join(", "))
-            }
-        );
+        return Err(AuthorError::NoPluginCrate {
+            manifest,
+            packages: packages.to_vec(),
+        });
     }
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.arg("build")
@@ -115,20 +253,18 @@ pub fn build(
     for p in &chosen {
         cmd.arg("-p").arg(p.name.as_str());
     }
-    let output = cmd
-        .output()
-        .context("running cargo (is the Rust toolchain installed?)")?;
+    let output = cmd.output().map_err(AuthorError::RunCargo)?;
     if !output.status.success() {
-        bail!(
-            "cargo build failed (see above); if the target is missing, run `rustup target add {target}`"
-        );
+        return Err(AuthorError::CargoFailed {
+            target: target.to_owned(),
+        });
     }
     let out_dir = out.map(Path::to_owned).unwrap_or_else(|| {
         meta.target_directory
             .join("modelbake-plugins")
             .into_std_path_buf()
     });
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).map_err(io("creating", &out_dir))?;
     let mut built = Vec::new();
     for msg in cargo_metadata::Message::parse_stream(&output.stdout[..]) {
         let Ok(cargo_metadata::Message::CompilerArtifact(art)) = msg else {
@@ -142,13 +278,15 @@ pub fn build(
             .iter()
             .filter(|f| f.extension() == Some("wasm"))
         {
-            let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
-            let component =
-                componentize(&bytes).with_context(|| format!("componentizing {file}"))?;
+            let bytes = std::fs::read(file).map_err(io("reading", file))?;
+            let component = componentize(&bytes).map_err(|e| AuthorError::Componentize {
+                file: file.clone().into_std_path_buf(),
+                source: Box::new(e),
+            })?;
             let name = format!("{}.wasm", art.target.name.replace('-', "_"));
             let dest = out_dir.join(name);
             crate::fs_atomic::write_atomic(&dest, &component, crate::fs_atomic::Mode::KeepExisting)
-                .with_context(|| format!("writing {}", dest.display()))?;
+                .map_err(io("writing", &dest))?;
             built.push(BuiltPlugin {
                 package: pkg.name.to_string(),
                 path: dest,
@@ -158,21 +296,26 @@ pub fn build(
         }
     }
     if built.is_empty() {
-        bail!("cargo built nothing with a .wasm output for target {target}");
+        return Err(AuthorError::NothingBuilt {
+            target: target.to_owned(),
+        });
     }
     built.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(built)
 }
 
+/// `--kind` named no plugin kind (what clap shows for a bad value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown plugin kind `{0}`: expected mirror, policy or pruner")]
+pub struct UnknownKind(pub String);
+
 /// Parses `--kind`.
-pub fn parse_kind(s: &str) -> Result<PluginKind, String> {
+pub fn parse_kind(s: &str) -> Result<PluginKind, UnknownKind> {
     match s {
         "mirror" => Ok(PluginKind::Mirror),
         "policy" => Ok(PluginKind::Policy),
         "pruner" => Ok(PluginKind::Pruner),
-        other => Err(format!(
-            "unknown plugin kind `{other}`: expected mirror, policy or pruner"
-        )),
+        other => Err(UnknownKind(other.to_owned())),
     }
 }
 
@@ -186,26 +329,25 @@ pub fn scaffold(
     name: &str,
     kind: PluginKind,
     sdk: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, AuthorError> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         || name.starts_with('-')
     {
-        bail!("plugin crate names use lowercase letters, digits and `-`, e.g. `corp-mirror`");
+        return Err(AuthorError::BadName);
     }
     let root = dir.join(name);
     if root.exists() {
-        bail!(
-            "{} already exists; pick another name or --dir",
-            root.display()
-        );
+        return Err(AuthorError::Exists(root));
     }
     let (sdk_path, workspace_tables) = match sdk {
         Some(sdk) => {
-            let sdk = std::fs::canonicalize(sdk)
-                .with_context(|| format!("cannot find the plugin SDK at {}", sdk.display()))?;
+            let sdk = std::fs::canonicalize(sdk).map_err(|source| AuthorError::NoSdk {
+                path: sdk.to_owned(),
+                source,
+            })?;
             (sdk.display().to_string().replace('\\', "/"), String::new())
         }
         None => (
@@ -254,11 +396,11 @@ strip = "debuginfo"
         .and_then(|()| std::fs::write(root.join("src/lib.rs"), lib))
         .and_then(|()| std::fs::write(root.join("wit/plugin.wit"), super::WIT_TEXT))
         .and_then(|()| std::fs::write(root.join(".gitignore"), "/target\n"))
-        .with_context(|| format!("writing the crate at {}", root.display()))?;
+        .map_err(io("writing the crate at", &root))?;
     if sdk.is_none() {
         super::sdk_bundle::write(&root)?;
-        std::fs::write(root.join("Cargo.lock"), super::sdk_bundle::PLUGINS_LOCK)
-            .with_context(|| format!("writing {}", root.join("Cargo.lock").display()))?;
+        let lock = root.join("Cargo.lock");
+        std::fs::write(&lock, super::sdk_bundle::PLUGINS_LOCK).map_err(io("writing", &lock))?;
     }
     Ok(root)
 }

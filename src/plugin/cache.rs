@@ -70,8 +70,10 @@ impl CompileCache {
         Ok(component)
     }
 
-    fn write(&self, path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
-        let bytes = component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?;
+    fn write(&self, path: &std::path::Path, component: &Component) -> Result<(), CacheWriteError> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| CacheWriteError::Serialize(e.into()))?;
         if !self.dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -80,11 +82,25 @@ impl CompileCache {
                 .create(&self.dir)?;
         }
         if !trusted(&self.dir) {
-            anyhow::bail!("the folder is not private to this user");
+            return Err(CacheWriteError::Untrusted);
         }
         crate::fs_atomic::write_atomic(path, &bytes, crate::fs_atomic::Mode::KeepExisting)?;
         Ok(())
     }
+}
+
+/// Why a compiled plugin was not cached (logged; the plugin still runs, compiled afresh).
+#[derive(Debug, thiserror::Error)]
+enum CacheWriteError {
+    /// wasmtime could not serialize the compiled component.
+    #[error("{0}")]
+    Serialize(Box<dyn std::error::Error + Send + Sync>),
+    /// The cache folder could not be created or the entry written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The folder exists but others could write into it: native code from it is not trusted.
+    #[error("the folder is not private to this user")]
+    Untrusted,
 }
 
 /// True when `path` exists, belongs to the current user and is not writable by group or

@@ -80,6 +80,11 @@ impl std::fmt::Display for PluginKind {
 pub enum FailureKind {
     /// The bytes are not a loadable component, or it imports what modelbake does not grant.
     Load,
+    /// Its bytes could not be had: not declared, unreadable, not downloadable, or not
+    /// downloaded yet under `--offline`.
+    Unavailable,
+    /// Its bytes or configuration differ from what the manifest's `sha256` or models.lock pins.
+    Stale,
     /// It ran out of fuel or memory.
     Limit,
     /// It trapped (panic, forbidden call, bug).
@@ -112,6 +117,51 @@ impl PluginError {
             code: None,
             message: message.into(),
         }
+    }
+}
+
+/// What to do about a plugin failure, by its category.
+impl crate::hint::Hint for PluginError {
+    fn hint(&self) -> Option<String> {
+        let name = &self.plugin;
+        let hint = match (self.kind, self.code) {
+            (FailureKind::Load, _) => {
+                "`modelbake plugin check FILE.wasm` shows what the component imports and exports \
+                 and whether this modelbake can host it; `modelbake plugin build` builds plugins \
+                 that import nothing modelbake refuses"
+                    .to_owned()
+            }
+            (FailureKind::Unavailable, _) => format!(
+                "[plugins.{name}] takes a `path` (relative to the manifest; `modelbake plugin build` \
+                 writes the .wasm) or an https `url`, downloaded once and then kept in the store"
+            ),
+            (FailureKind::Stale, _) => format!(
+                "if the change is intended, run `modelbake lock --update {name}` (or update its \
+                 `sha256` in [plugins.{name}]) and commit models.lock; if not, restore the plugin \
+                 and its config as they were pinned (`git diff` shows what changed)"
+            ),
+            (FailureKind::Limit, _) => format!(
+                "every call gets a fixed CPU budget (fuel, more for larger inputs) and {} MiB of \
+                 memory, so a plugin cannot hang or exhaust the machine: look for an endless loop or \
+                 a large allocation in the plugin (`-vv` shows what it logged), or give it less input \
+                 (fewer repos, narrower include patterns)",
+                sandbox::MEMORY_LIMIT >> 20
+            ),
+            (FailureKind::Crash, _) => {
+                "run with `-vv` to see everything the plugin logged before it stopped, and report \
+                 the failure to its author with that log"
+                    .to_owned()
+            }
+            (FailureKind::Refused, Some(ErrorCode::InvalidConfig)) => format!(
+                "fix the `config` of [plugins.{name}] in the manifest; `modelbake plugin check FILE.wasm` \
+                 lists the keys it accepts"
+            ),
+            (FailureKind::Refused, _) | (FailureKind::BadOutput, _) => format!(
+                "this is the plugin's own doing, not modelbake's: report it to its author, or stop \
+                 using `{name}` in the manifest until it is fixed"
+            ),
+        };
+        Some(hint)
     }
 }
 

@@ -28,22 +28,57 @@ pub struct Selection {
     pub dropped: Vec<(String, String)>,
 }
 
+/// Why a mirror's candidate URL was refused. Each message completes "the URL …", as
+/// rejections are reported (`plugin `x` proposed `u` for `f`: rejected, the URL …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CandidateUrlError {
+    /// Whitespace, a control character or a backslash anywhere.
+    #[error("contains whitespace, control characters or a backslash")]
+    BadCharacters,
+    /// No `scheme://`.
+    #[error("is not an absolute URL (relative URLs are refused)")]
+    Relative,
+    /// A scheme other than http and https.
+    #[error("uses `{scheme}:`; only http and https are allowed")]
+    Scheme {
+        /// The scheme as written.
+        scheme: String,
+    },
+    /// A `.` or `..` segment, raw or percent-encoded.
+    #[error("has `.` or `..` path segments")]
+    DotSegments,
+    /// A percent-encoded `/`, `\` or control character in a segment.
+    #[error("has encoded `/`, `\\` or control characters in a path segment")]
+    EncodedSeparator,
+    /// The URL parser refused it.
+    #[error("is not a valid URL ({0})")]
+    Invalid(#[source] url::ParseError),
+    /// No host, or an empty one.
+    #[error("has no host")]
+    NoHost,
+    /// `user:password@`: secrets travel as credential names, never in URLs.
+    #[error("carries user info; return a credential name instead")]
+    UserInfo,
+}
+
 /// Accepts only what can safely be downloaded from: an absolute `http://` or `https://` URL
 /// with a host, no user info, no backslash or control characters and no `.`/`..` path
 /// segments (raw or percent-encoded), so a plugin cannot point at local files or play games
 /// with path normalisation.
-pub fn check_candidate_url(raw: &str) -> Result<Url, String> {
+pub fn check_candidate_url(raw: &str) -> Result<Url, CandidateUrlError> {
     if raw
         .chars()
         .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
     {
-        return Err("contains whitespace, control characters or a backslash".into());
+        return Err(CandidateUrlError::BadCharacters);
     }
     let Some((scheme, rest)) = raw.split_once("://") else {
-        return Err("is not an absolute URL (relative URLs are refused)".into());
+        return Err(CandidateUrlError::Relative);
     };
     if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
-        return Err(format!("uses `{scheme}:`; only http and https are allowed"));
+        return Err(CandidateUrlError::Scheme {
+            scheme: scheme.to_owned(),
+        });
     }
     let path = rest.split(['?', '#']).next().unwrap_or("");
     let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
@@ -53,18 +88,18 @@ pub fn check_candidate_url(raw: &str) -> Result<Url, String> {
         }
         let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
         if decoded == "." || decoded == ".." {
-            return Err("has `.` or `..` path segments".into());
+            return Err(CandidateUrlError::DotSegments);
         }
         if decoded.contains(['/', '\\']) || decoded.chars().any(char::is_control) {
-            return Err("has encoded `/`, `\\` or control characters in a path segment".into());
+            return Err(CandidateUrlError::EncodedSeparator);
         }
     }
-    let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
+    let url = Url::parse(raw).map_err(CandidateUrlError::Invalid)?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
+        return Err(CandidateUrlError::NoHost);
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("carries user info; return a credential name instead".into());
+        return Err(CandidateUrlError::UserInfo);
     }
     Ok(url)
 }
@@ -216,7 +251,7 @@ mod tests {
             ("https://example.com/a\\b", "backslash"),
             ("https://:80/x", "host"),
         ] {
-            let e = check_candidate_url(bad).unwrap_err();
+            let e = check_candidate_url(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -2,9 +2,7 @@
 //! from an installed modelbake (a wheel, a tarball, an image) with no checkout: the new crate
 //! gets a vendored copy at this binary's version and depends on it by a relative path.
 
-use std::path::Path;
-
-use anyhow::Context;
+use std::path::{Path, PathBuf};
 
 /// Where the vendored copy goes, relative to the new crate.
 pub const VENDOR_DIR: &str = "vendor/modelbake-plugin-sdk";
@@ -45,9 +43,33 @@ pub fn sdk_crate_path() -> String {
     format!("{VENDOR_DIR}/sdk")
 }
 
+/// Why the bundled SDK could not be written or its workspace tables read.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkBundleError {
+    /// A folder or file of the vendored copy could not be written.
+    #[error("{what} {}", .path.display())]
+    Io {
+        /// What was being done (`creating`, `writing`).
+        what: &'static str,
+        /// The folder or file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bundled `plugins/Cargo.toml` does not parse (a broken build of modelbake).
+    #[error("the bundled plugins/Cargo.toml is not TOML")]
+    NotToml(#[source] toml::de::Error),
+    /// The bundled `plugins/Cargo.toml` lacks a table the SDK crates inherit from.
+    #[error("the bundled plugins/Cargo.toml has no [{0}]")]
+    MissingTable(String),
+    /// The tables could not be written back as TOML.
+    #[error("writing the workspace tables")]
+    Serialize(#[source] toml::ser::Error),
+}
+
 /// Writes the SDK and WIT under `crate_root/VENDOR_DIR`, with a README saying where they came
 /// from.
-pub fn write(crate_root: &Path) -> anyhow::Result<()> {
+pub fn write(crate_root: &Path) -> Result<(), SdkBundleError> {
     let root = crate_root.join(VENDOR_DIR);
     let readme = format!(
         "The modelbake plugin SDK and WIT of modelbake {} (commit {}), written by \
@@ -63,10 +85,17 @@ pub fn write(crate_root: &Path) -> anyhow::Result<()> {
     for (rel, contents) in files {
         let dest = root.join(rel);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|source| SdkBundleError::Io {
+                what: "creating",
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        std::fs::write(&dest, contents).with_context(|| format!("writing {}", dest.display()))?;
+        std::fs::write(&dest, contents).map_err(|source| SdkBundleError::Io {
+            what: "writing",
+            path: dest.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -74,19 +103,19 @@ pub fn write(crate_root: &Path) -> anyhow::Result<()> {
 /// The `[workspace.package]` and `[workspace.dependencies]` tables the vendored SDK crates
 /// inherit from, as TOML: the plugins workspace's own, with the version set to this binary's
 /// and the SDK path pointing at the vendored copy.
-pub fn workspace_tables() -> anyhow::Result<String> {
+pub fn workspace_tables() -> Result<String, SdkBundleError> {
     let manifest: toml::Table =
-        toml::from_str(PLUGINS_MANIFEST).context("the bundled plugins/Cargo.toml is not TOML")?;
+        toml::from_str(PLUGINS_MANIFEST).map_err(SdkBundleError::NotToml)?;
     let workspace = manifest
         .get("workspace")
         .and_then(toml::Value::as_table)
-        .context("the bundled plugins/Cargo.toml has no [workspace]")?;
+        .ok_or_else(|| SdkBundleError::MissingTable("workspace".into()))?;
     let table = |name: &str| {
         workspace
             .get(name)
             .and_then(toml::Value::as_table)
             .cloned()
-            .with_context(|| format!("the bundled plugins/Cargo.toml has no [workspace.{name}]"))
+            .ok_or_else(|| SdkBundleError::MissingTable(format!("workspace.{name}")))
     };
     let mut package = table("package")?;
     package.insert("version".into(), env!("CARGO_PKG_VERSION").into());
@@ -99,7 +128,7 @@ pub fn workspace_tables() -> anyhow::Result<String> {
     ws.insert("package".into(), package.into());
     ws.insert("dependencies".into(), deps.into());
     out.insert("workspace".into(), ws.into());
-    toml::to_string(&out).context("writing the workspace tables")
+    toml::to_string(&out).map_err(SdkBundleError::Serialize)
 }
 
 #[cfg(test)]

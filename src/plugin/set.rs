@@ -76,7 +76,7 @@ impl PluginSet {
             let spec = manifest.plugins.get(name).ok_or_else(|| {
                 PluginError::new(
                     name,
-                    super::FailureKind::Load,
+                    super::FailureKind::Unavailable,
                     "is not declared in the manifest's [plugins] tables",
                 )
             })?;
@@ -87,7 +87,7 @@ impl PluginSet {
             {
                 return Err(PluginError::new(
                     name,
-                    super::FailureKind::Load,
+                    super::FailureKind::Stale,
                     format!(
                         "its config in {} changed since models.lock was written; run `modelbake lock` \
                          (and commit the lock) to use the new config",

@@ -27,7 +27,7 @@ pub async fn obtain(
     store_plugins: Option<&Path>,
     offline: bool,
 ) -> Result<PluginBytes, PluginError> {
-    let fail = |m: String| PluginError::new(&spec.name, FailureKind::Load, m);
+    let fail = |m: String| PluginError::new(&spec.name, FailureKind::Unavailable, m);
     let expected = spec.sha256.as_deref().or(pinned);
     let bytes = match &spec.source {
         PluginSource::Path { path, .. } => std::fs::read(path).map_err(|e| {
@@ -47,7 +47,7 @@ pub async fn obtain(
                         "--offline: {url} has not been downloaded yet; run once with network access"
                     )));
                 }
-                None => download(url).await.map_err(fail)?,
+                None => download(url).await.map_err(|e| fail(e.to_string()))?,
             }
         }
     };
@@ -55,11 +55,15 @@ pub async fn obtain(
     if let Some(want) = &spec.sha256
         && *want != sha256
     {
-        return Err(fail(format!(
-            "its bytes have sha256 {sha256}, but [plugins.{}] requires {want}; the file changed or \
+        return Err(PluginError::new(
+            &spec.name,
+            FailureKind::Stale,
+            format!(
+                "its bytes have sha256 {sha256}, but [plugins.{}] requires {want}; the file changed or \
              the download was tampered with",
-            spec.name
-        )));
+                spec.name
+            ),
+        ));
     }
     check_pin(spec, &sha256, pinned)?;
     if let (PluginSource::Url(_), Some(dir)) = (&spec.source, store_plugins) {
@@ -78,7 +82,7 @@ pub fn check_pin(spec: &PluginSpec, sha256: &str, pinned: Option<&str>) -> Resul
     match pinned {
         Some(want) if want != sha256 => Err(PluginError::new(
             &spec.name,
-            FailureKind::Load,
+            FailureKind::Stale,
             format!(
                 "changed since models.lock was written (sha256 {sha256}, the lock pins {want}); \
                  run `modelbake lock --update {}` to accept the new plugin, and commit the lock",
@@ -93,7 +97,34 @@ fn sources_dir(store_plugins: &Path) -> PathBuf {
     store_plugins.join("sources")
 }
 
-async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
+/// Why a plugin could not be downloaded (its message becomes the plugin error's).
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Client(#[from] crate::http_client::ClientError),
+    /// No answer (or a refused redirect).
+    #[error("cannot download {url}: {detail}")]
+    Send {
+        /// The URL, credentials removed.
+        url: String,
+        /// The transport error chain, credentials removed.
+        detail: String,
+    },
+    /// An error status.
+    #[error("cannot download {url}: HTTP {status}")]
+    Status {
+        /// The URL, credentials removed.
+        url: String,
+        /// The status.
+        status: reqwest::StatusCode,
+    },
+    /// The body was too large or the connection dropped.
+    #[error(transparent)]
+    Body(#[from] crate::http_body::BodyError),
+}
+
+async fn download(url: &url::Url) -> Result<Vec<u8>, DownloadError> {
     // Redirects may not leave https (plain http only between loopback hosts).
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > 10 {
@@ -110,19 +141,21 @@ async fn download(url: &url::Url) -> Result<Vec<u8>, String> {
     let client = crate::http_client::client(|b| {
         b.redirect(policy)
             .timeout(std::time::Duration::from_secs(120))
-    })
-    .map_err(|e| e.to_string())?;
-    let shown = crate::redact::url_str(url.as_str());
-    let resp = client.get(url.clone()).send().await.map_err(|e| {
-        format!(
-            "cannot download {shown}: {}",
-            crate::redact::error_chain(&e)
-        )
     })?;
-    if !resp.status().is_success() {
-        return Err(format!("cannot download {shown}: HTTP {}", resp.status()));
-    }
-    crate::http_body::read_capped(resp, MAX_PLUGIN_BYTES, "a plugin")
+    let shown = crate::redact::url_str(url.as_str());
+    let resp = client
+        .get(url.clone())
+        .send()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| DownloadError::Send {
+            url: shown.clone(),
+            detail: crate::redact::error_chain(&e),
+        })?;
+    if !resp.status().is_success() {
+        return Err(DownloadError::Status {
+            url: shown,
+            status: resp.status(),
+        });
+    }
+    Ok(crate::http_body::read_capped(resp, MAX_PLUGIN_BYTES, "a plugin").await?)
 }

@@ -13,6 +13,7 @@ mod commit;
 mod plan;
 mod plugins;
 mod resolver;
+pub use resolver::ListingError;
 
 use std::path::PathBuf;
 
@@ -178,6 +179,14 @@ pub enum LockError {
         /// What was wrong.
         detail: String,
     },
+    /// The Hub's listing of a repo cannot be locked (unsafe names, an impossible tree).
+    #[error("{repo}: {source}")]
+    Listing {
+        /// `model `acme/tiny``.
+        repo: String,
+        /// What is wrong with the listing.
+        source: ListingError,
+    },
     /// A plugin could not be loaded or failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -189,6 +198,39 @@ pub enum LockError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// What to do when `lock` fails.
+impl crate::hint::Hint for LockError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            LockError::Source(e) => return e.hint(),
+            LockError::Hub(e) => return e.hint(),
+            LockError::Plugin(e) => return e.hint(),
+            LockError::Missing(_) | LockError::NeedsNetwork(_) => {
+                "run `modelbake lock` once with network access to the Hub and commit models.lock; \
+                 `--locked` and `--offline` then only check it"
+            }
+            LockError::OutOfDate { .. } => {
+                "run `modelbake lock` (it keeps every entry that still matches; `--update ID` also \
+                 moves a repo to its branch's tip), review `git diff models.lock`, and commit it"
+            }
+            LockError::UnknownUpdate(_) => {
+                "--update takes an `id` of a [[model]], [[dataset]] or [[space]] in the manifest, or \
+                 the NAME of a [plugins.NAME] table"
+            }
+            LockError::BadData { .. } => {
+                "check --endpoint / HF_ENDPOINT: a mirror or proxy may be serving other content; if \
+                 it is the real Hub, try again later"
+            }
+            LockError::Write { .. } => {
+                "models.lock is written beside the manifest (a temporary file, then a rename), so \
+                 that folder must be writable"
+            }
+            LockError::Listing { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
 }
 
 impl LockError {

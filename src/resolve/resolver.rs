@@ -144,17 +144,28 @@ fn known_sha256(old: Option<&Lockfile>) -> HashMap<(String, u64), String> {
         .collect()
 }
 
+/// What the Hub's listing of a repo is not: a tree that can be locked and laid out on disk.
+const NOT_A_REPO: &str = "the Hub's listing is not a valid repository; check the endpoint, and report it to the repo's owners if it is the real Hub";
+
+/// Why a repo's listing was refused (see [`check_listing`]): no lock is written from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListingError {
+    /// A file name that is unsafe or too long for a filesystem.
+    #[error("the Hub listed an unusable file name: {0}; {not_a_repo}", not_a_repo = NOT_A_REPO)]
+    UnusableName(#[source] crate::repo::RepoPathError),
+    /// Paths that cannot all exist: one listed twice, or a file that is also a folder.
+    #[error("the Hub listed an impossible tree: {0}; {not_a_repo}", not_a_repo = NOT_A_REPO)]
+    ImpossibleTree(#[source] crate::repo::TreePathError),
+}
+
 /// Refuses a listing that cannot be locked and laid out on disk: unsafe or control-character
 /// names, names or paths too long for a filesystem, a path listed twice, a file that is also
 /// a folder. Checked over every listed file, selected or not: such a listing is not a git tree.
-fn check_listing(files: &[&TreeEntry]) -> Result<(), String> {
-    let hint = "the Hub's listing is not a valid repository; check the endpoint, and report it to the repo's owners if it is the real Hub";
+fn check_listing(files: &[&TreeEntry]) -> Result<(), ListingError> {
     for entry in files {
-        check_repo_path(&entry.path)
-            .map_err(|e| format!("the Hub listed an unusable file name: {e}; {hint}"))?;
+        check_repo_path(&entry.path).map_err(ListingError::UnusableName)?;
     }
-    check_tree_paths(files.iter().map(|e| e.path.as_str()))
-        .map_err(|e| format!("the Hub listed an impossible tree: {e}; {hint}"))
+    check_tree_paths(files.iter().map(|e| e.path.as_str())).map_err(ListingError::ImpossibleTree)
 }
 
 /// Resolves one repo: commit (no call for a pinned commit), full file listing, selection, and
@@ -180,7 +191,10 @@ async fn resolve_repo(
     let entries = client.list_tree(spec.kind, &spec.id, &commit).await?;
 
     let listed: Vec<&TreeEntry> = entries.iter().filter(|e| e.is_file()).collect();
-    check_listing(&listed).map_err(&bad)?;
+    check_listing(&listed).map_err(|source| LockError::Listing {
+        repo: label.clone(),
+        source,
+    })?;
     let all_files = listed.len();
     let selected: Vec<&TreeEntry> = listed
         .into_iter()

@@ -92,6 +92,22 @@ fn hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// What to do about a store failure. Full and read-only disks are named in the `Io` message
+/// itself (a failed blob's message is all `fetch` keeps of it), so they need no hint here.
+impl crate::hint::Hint for StoreError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::HashMismatch { .. } | StoreError::SizeMismatch { .. } => Some(
+                "run the command again: nothing was kept, so the file is downloaded afresh. If it \
+                 happens again, something alters the downloads (a proxy, or the source a [mirror] \
+                 plugin proposed) or models.lock was edited by hand (`git diff models.lock`)"
+                    .to_owned(),
+            ),
+            StoreError::Io { .. } | StoreError::SymlinkedFolder { .. } => None,
+        }
+    }
+}
+
 /// Attaches a path and an action to an I/O error.
 pub(crate) fn io_err<'a>(
     what: &'static str,

@@ -79,6 +79,49 @@ pub fn build(layer: &BuiltLayer, plan: &LayerPlan, key: &str) -> Result<Vec<u8>,
     canonical_json(&manifest)
 }
 
+/// Why a record is not used for the layer a bake needs (each one a warning, never a failure).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordMismatch {
+    /// Not a readable OCI document.
+    #[error(transparent)]
+    Unreadable(#[from] OciError),
+    /// An index where a record manifest belongs.
+    #[error("it is an index, not a record manifest")]
+    NotAManifest,
+    /// Another record format version, or no record at all.
+    #[error(
+        "its artifactType is {0:?}, not {ARTIFACT_TYPE} (another format version or not a record)"
+    )]
+    ArtifactType(Option<String>),
+    /// Not exactly one layer.
+    #[error("it lists {0} layers instead of one")]
+    LayerCount(usize),
+    /// A layer annotation that ties it to another repo, commit, part, key or file list.
+    #[error("its layer says {name} = {got}, the lock needs {want}")]
+    Annotation {
+        /// The annotation.
+        name: &'static str,
+        /// Its value in the record.
+        got: String,
+        /// The value this bake needs.
+        want: String,
+    },
+    /// Another compression than this bake's.
+    #[error("its layer is {found}, this bake makes {wanted}")]
+    MediaType {
+        /// The record's layer media type.
+        found: String,
+        /// This bake's.
+        wanted: String,
+    },
+    /// No DiffID annotation.
+    #[error("its layer has no DiffID annotation")]
+    NoDiffId,
+    /// A DiffID that is no digest.
+    #[error("its layer's DiffID is not a sha256 digest")]
+    BadDiffId,
+}
+
 /// Reads a record back and checks it names the layer `plan` needs under `key` in
 /// `media_type`: the record's own type and key, and the layer's repo, commit, part, file list,
 /// media type and DiffID. On success the layer (its `path` empty: the blob is in the
@@ -88,20 +131,17 @@ pub fn check(
     plan: &LayerPlan,
     key: &str,
     media_type: &str,
-) -> Result<BuiltLayer, String> {
-    let Document::Manifest(m) = Document::parse(bytes, Some(MEDIA_MANIFEST), "the cache record")
-        .map_err(|e| e.to_string())?
+) -> Result<BuiltLayer, RecordMismatch> {
+    let Document::Manifest(m) = Document::parse(bytes, Some(MEDIA_MANIFEST), "the cache record")?
     else {
-        return Err("it is an index, not a record manifest".into());
+        return Err(RecordMismatch::NotAManifest);
     };
     let artifact = m.extra.get("artifactType").and_then(|v| v.as_str());
     if artifact != Some(ARTIFACT_TYPE) {
-        return Err(format!(
-            "its artifactType is {artifact:?}, not {ARTIFACT_TYPE} (another format version or not a record)"
-        ));
+        return Err(RecordMismatch::ArtifactType(artifact.map(str::to_owned)));
     }
     let [layer] = m.layers.as_slice() else {
-        return Err(format!("it lists {} layers instead of one", m.layers.len()));
+        return Err(RecordMismatch::LayerCount(m.layers.len()));
     };
     let part = format!("{}/{}", plan.part.0, plan.part.1);
     let files = files_digest(plan);
@@ -115,22 +155,23 @@ pub fn check(
     for (name, want) in expect {
         let got = layer.annotation(name);
         if got != Some(want) {
-            return Err(format!(
-                "its layer says {name} = {}, the lock needs {want}",
-                got.unwrap_or("(nothing)")
-            ));
+            return Err(RecordMismatch::Annotation {
+                name,
+                got: got.unwrap_or("(nothing)").to_owned(),
+                want: want.to_owned(),
+            });
         }
     }
     if layer.media_type != media_type {
-        return Err(format!(
-            "its layer is {}, this bake makes {media_type}",
-            layer.media_type
-        ));
+        return Err(RecordMismatch::MediaType {
+            found: layer.media_type.clone(),
+            wanted: media_type.to_owned(),
+        });
     }
     let diff_id = layer
         .annotation(ANNOTATION_DIFF_ID)
-        .ok_or("its layer has no DiffID annotation")
-        .and_then(|d| Digest::parse(d).map_err(|_| "its layer's DiffID is not a sha256 digest"))?;
+        .ok_or(RecordMismatch::NoDiffId)
+        .and_then(|d| Digest::parse(d).map_err(|_| RecordMismatch::BadDiffId))?;
     Ok(BuiltLayer {
         digest: layer.digest.clone(),
         diff_id,
@@ -197,7 +238,9 @@ mod tests {
     fn a_record_for_another_commit_key_files_or_format_is_refused() {
         let (c, d) = ("c".repeat(40), "d".repeat(40));
         let other_commit = build(&layer(&d), &plan(&d), "k1").unwrap();
-        let err = check(&other_commit, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR).unwrap_err();
+        let err = check(&other_commit, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("commit"), "{err}");
         let bytes = build(&layer(&c), &plan(&c), "k1").unwrap();
         assert!(check(&bytes, &plan(&c), "k2", crate::oci::MEDIA_LAYER_TAR).is_err());
@@ -207,7 +250,9 @@ mod tests {
             sha256: "b".repeat(64),
             size: 3,
         };
-        let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR).unwrap_err();
+        let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(ANNOTATION_FILES), "{err}");
         let other_type = String::from_utf8(bytes)
             .unwrap()

@@ -163,8 +163,8 @@ impl Registry {
             detail: e.to_string(),
         })?;
         let scheme = if insecure { "http" } else { "https" };
-        let retry =
-            RetryPolicy::from_env(&crate::env::process_env).map_err(RegistryError::Config)?;
+        let retry = RetryPolicy::try_from_env(&crate::env::process_env)
+            .map_err(|e| RegistryError::Config(e.to_string()))?;
         Ok(Registry {
             http,
             base: format!("{scheme}://{api_host}"),
@@ -496,6 +496,12 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
 }
 
 mod lookup;
+
+impl crate::hint::Hint for RegistryError {
+    fn hint(&self) -> Option<String> {
+        RegistryError::hint(self).map(str::to_owned)
+    }
+}
 
 #[cfg(test)]
 mod fuzz_tests;
