@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{Cli, Failure, load_locked};
 use crate::doctor::{DoctorReport, RepoState, diagnose_host, diagnose_layout};
-use crate::hub::config::process_env;
+use crate::env::process_env;
 use crate::oci::source::LayoutSource;
 
 /// Arguments of `modelbake doctor`.

@@ -2,6 +2,7 @@
 //! and the token (`HF_TOKEN`, `HF_TOKEN_PATH`, `$HF_HOME/token`), with huggingface_hub's
 //! precedence so a machine set up for Python works unchanged.
 
+use crate::env::{expand_home, hf_home};
 use std::fmt;
 
 use url::Url;
@@ -154,8 +155,6 @@ pub fn discover_token(env: &dyn Fn(&str) -> Option<String>) -> Option<Token> {
     let v = text.trim();
     (!v.is_empty()).then(|| Token::new(v, path.display().to_string()))
 }
-
-pub use crate::env::{expand_home, hf_home, process_env};
 
 #[cfg(test)]
 mod tests {

@@ -54,7 +54,7 @@ impl HubConfig {
     /// Reads the configuration the way huggingface_hub does: `--endpoint` flag, `HF_ENDPOINT`,
     /// token variables and files, plus modelbake's retry overrides.
     pub fn from_env(endpoint_flag: Option<&str>) -> Result<Self, HubError> {
-        let env = config::process_env;
+        let env = crate::env::process_env;
         Ok(HubConfig {
             endpoint: Endpoint::choose(endpoint_flag, &env)?,
             token: config::discover_token(&env),
