@@ -7,13 +7,13 @@
 
 pub mod author;
 mod bindings;
-mod cache;
+mod compiled;
 pub mod config;
+pub mod origin;
 mod outputs;
 mod sandbox;
 mod sdk_bundle;
 pub mod set;
-pub mod source;
 
 use std::path::PathBuf;
 
@@ -181,7 +181,7 @@ pub struct PluginInfo {
 /// Compiles and instantiates plugins. One per command; cheap to share by reference.
 pub struct PluginHost {
     engine: Engine,
-    cache: Option<cache::CompileCache>,
+    cache: Option<compiled::CompiledPlugins>,
 }
 
 impl PluginHost {
@@ -195,7 +195,7 @@ impl PluginHost {
                 format!("cannot start wasmtime: {e}"),
             )
         })?;
-        let cache = cache_dir.map(|dir| cache::CompileCache::new(&engine, dir));
+        let cache = cache_dir.map(|dir| compiled::CompiledPlugins::new(&engine, dir));
         Ok(PluginHost { engine, cache })
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::source::{PluginBytes, check_pin, obtain};
+use super::origin::{PluginBytes, check_pin, obtain};
 use super::{Plugin, PluginConfig, PluginError, PluginHost, PluginKind};
 use crate::manifest::Manifest;
 

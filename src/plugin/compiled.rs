@@ -1,4 +1,4 @@
-//! The compiled-plugin cache: compiling a component takes tens of milliseconds (seconds in a
+//! Compiled plugins (the compile cache): compiling a component takes tens of milliseconds (seconds in a
 //! debug build), loading its compiled form a fraction of one. Entries are keyed by the plugin's
 //! sha256 and the engine's compatibility hash (wasmtime version, target, settings), written
 //! atomically into a folder only the user can write (0700). A compiled plugin is native code,
@@ -12,16 +12,16 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// Where compiled plugins are kept.
-pub(super) struct CompileCache {
+pub(super) struct CompiledPlugins {
     dir: PathBuf,
     engine_key: String,
 }
 
-impl CompileCache {
+impl CompiledPlugins {
     pub(super) fn new(engine: &Engine, dir: PathBuf) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        CompileCache {
+        CompiledPlugins {
             dir,
             engine_key: format!("{:016x}", h.finish()),
         }
