@@ -409,3 +409,59 @@ fn a_well_formed_layout_base_still_bakes_and_verifies() {
     assert!(scene.out().join("blobs/sha256").join(&layer[7..]).is_file());
     run(f.cmd().args(["verify", "--oci"]).arg(scene.out())).ok();
 }
+
+/// A one-layer base layout in `dir` (as [`base_layout`]) whose config lists `diff_ids` DiffIDs.
+fn base_layout_with_diff_ids(dir: &Path, diff_ids: usize) {
+    base_layout(dir, |m| m);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blobs = dir.join("blobs/sha256");
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest_digest[7..])).unwrap()).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        vec![format!("\"sha256:{}\"", "1".repeat(64)); diff_ids].join(",")
+    );
+    let config_digest = digest_of(config.as_bytes());
+    std::fs::write(blobs.join(&config_digest[7..]), &config).unwrap();
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config.len().into();
+    rewrite_manifest(dir, &manifest);
+}
+
+/// Stores `manifest` as the layout's (only) image manifest and points index.json at it.
+fn rewrite_manifest(dir: &Path, manifest: &serde_json::Value) {
+    let bytes = serde_json::to_vec(manifest).unwrap();
+    let digest = digest_of(&bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&digest[7..]), &bytes).unwrap();
+    let path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_base_whose_config_lists_more_diff_ids_than_layers_is_refused() {
+    let (_hub, f) = fetched();
+    let scene = Scene::new();
+    base_layout_with_diff_ids(&scene.base(), 2);
+    let r = bake_on_base(&f, &scene);
+    r.assert_clean_failure(LIMIT);
+    assert!(
+        r.stderr.contains("2 DiffIDs") && r.stderr.contains("1 layer"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !scene.out().join("index.json").exists(),
+        "an image was written"
+    );
+    // One DiffID per layer is fine.
+    let good = Scene::new();
+    base_layout_with_diff_ids(&good.base(), 1);
+    let r = bake_on_base(&f, &good);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
