@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::hfcache::repo_folder;
 use crate::loaders::{self, Loader};
 use crate::lock::{LockedRepo, Lockfile};
-use crate::oci::source::{self, LayoutSource, blob_path};
+use crate::oci::source::{self, ImageSource, LayoutSource, blob_path};
 use crate::oci::tar_reader::{TarEntry, TarKind, read_entries};
 use crate::oci::{OciError, Platform};
 
@@ -341,7 +341,9 @@ pub fn diagnose_layout(
     let mut entries = BTreeMap::new();
     for desc in &image.layers {
         let path = blob_path(dir, &desc.digest);
-        for e in read_entries(&path, &keep).map_err(OciError::io(&path))? {
+        let what = format!("blob {} of {}", desc.digest, src.label());
+        let file = source::open_sized(&path, desc, &what)?;
+        for e in read_entries(file, &keep).map_err(OciError::io(&path))? {
             entries.insert(e.path.clone(), e);
         }
     }

@@ -239,8 +239,9 @@ pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs/sha256").join(digest.hex())
 }
 
-/// Opens a layout blob without following symlinks and checks it is a regular file.
-fn open_blob(path: &Path) -> Result<File, OciError> {
+/// Opens a layout blob without following symlinks and checks it is a regular file (its size is
+/// the caller's to compare: [`open_sized`]).
+pub fn open_blob(path: &Path) -> Result<File, OciError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -313,10 +314,10 @@ impl LayoutSource {
     }
 }
 
-/// Opens `path` without following symlinks, checks it is a regular file of `desc`'s size and
-/// hashes it (read once, in 1 MiB pieces) against `desc`'s digest.
-pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<VerifiedBlob, OciError> {
-    let mut file = open_blob(path)?;
+/// Opens `path` without following symlinks and checks it is a regular file of `desc`'s size;
+/// its bytes are left to the caller to read (and hash against `desc`'s digest).
+pub fn open_sized(path: &Path, desc: &Descriptor, what: &str) -> Result<File, OciError> {
+    let file = open_blob(path)?;
     let meta = file.metadata().map_err(OciError::io(path))?;
     if meta.len() != desc.size {
         return Err(OciError::Size {
@@ -325,6 +326,14 @@ pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<Verifie
             actual: meta.len(),
         });
     }
+    Ok(file)
+}
+
+/// Opens `path` without following symlinks, checks it is a regular file of `desc`'s size and
+/// hashes it (read once, in 1 MiB pieces) against `desc`'s digest.
+pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<VerifiedBlob, OciError> {
+    let mut file = open_sized(path, desc, what)?;
+    let meta = file.metadata().map_err(OciError::io(path))?;
     let (hex, _) = sha256_of_reader(&mut file).map_err(OciError::io(path))?;
     let actual = Digest::from_sha256_hex(&hex).map_err(|source| OciError::Digest {
         what: what.to_owned(),

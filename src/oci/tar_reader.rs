@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::Path;
 
 use crate::hash::HashingReader;
 
@@ -42,9 +41,11 @@ impl Read for Decoded {
     }
 }
 
-/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed.
-pub fn decode(path: &Path) -> io::Result<Decoded> {
-    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
+/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed. The
+/// caller opens the blob (a layout's blobs without following symlinks, their size checked:
+/// [`super::source::open_sized`]).
+pub fn decode(file: File) -> io::Result<Decoded> {
+    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, file));
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
@@ -85,8 +86,8 @@ pub enum TarKind {
 
 /// Every entry of a layer blob (plain, gzip or zstd), with the content of those whose path
 /// `keep` accepts (at most 64 KiB each).
-pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
-    let mut archive = tar::Archive::new(decode(path)?);
+pub fn read_entries(file: File, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
+    let mut archive = tar::Archive::new(decode(file)?);
     let mut out = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;

@@ -465,3 +465,69 @@ fn a_base_whose_config_lists_more_diff_ids_than_layers_is_refused() {
     let r = bake_on_base(&f, &good);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// The layout's (only) image manifest.
+fn read_manifest(dir: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap())
+        .unwrap()
+}
+
+/// Bakes acme/tiny (uncompressed, no base) into `out`; the digest of its model layer.
+fn bake_plain(f: &Fetched, out: &Path) -> String {
+    run(f
+        .cmd()
+        .args(["bake", "--compression", "none", "--oci"])
+        .arg(out))
+    .ok();
+    run(f.cmd().args(["verify", "--oci"]).arg(out)).ok();
+    read_manifest(out)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn verify_refuses_a_layer_descriptor_of_the_wrong_size() {
+    let (_hub, f) = fetched();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    bake_plain(&f, &out);
+    let mut manifest = read_manifest(&out);
+    manifest["layers"][0]["size"] = u64::MAX.into();
+    rewrite_manifest(&out, &manifest);
+    let v = run(f.cmd().args(["verify", "--json", "--oci"]).arg(&out));
+    assert_eq!(v.code, 1, "verify accepted a size of 2^64-1: {}", v.stdout);
+    assert!(v.stdout.contains("\"layer_blob\""), "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains(&u64::MAX.to_string()),
+        "the size is named: {}\n{}",
+        v.stdout,
+        v.stderr
+    );
+}
+
+#[test]
+fn verify_refuses_a_layer_blob_that_is_a_symlink() {
+    let (_hub, f) = fetched();
+    let scene = Scene::new();
+    let out = scene.out();
+    let layer = bake_plain(&f, &out);
+    // The blob becomes a symlink to a file outside the layout with the very same bytes.
+    let blob = out.join("blobs/sha256").join(&layer[7..]);
+    let elsewhere = scene.victim().join("x/same-layer");
+    std::fs::copy(&blob, &elsewhere).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &blob).unwrap();
+    let v = run(f.cmd().args(["verify", "--json", "--oci"]).arg(&out));
+    assert_eq!(v.code, 1, "verify followed the symlink: {}", v.stdout);
+    assert!(v.stdout.contains("\"layer_blob\""), "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains("symlink"),
+        "{}\n{}",
+        v.stdout,
+        v.stderr
+    );
+}
