@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::ANNOTATION_REPO;
-use super::plan::{EntryKind, check_layout, plan_repo};
+use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo};
 use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
@@ -347,12 +347,12 @@ fn check_layer(
     file: File,
     name: String,
     want: &BTreeMap<String, (String, Expect)>,
-    settings: &BakeSettings,
+    owner: (u32, u32),
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
     let tar_hash = HashingReader::new(decode(file)?);
     let mut archive = tar::Archive::new(tar_hash);
-    let (owner_uid, owner_gid) = settings.owner;
+    let (owner_uid, owner_gid) = owner;
     let mut problems = Vec::new();
     let mut repos = BTreeSet::new();
     let mut seen = BTreeSet::new();
@@ -466,7 +466,7 @@ pub fn verify_layer(
     let want = expected(lock, settings);
     // A file named on the command line: followed if it is a symlink, like any other argument.
     let file = File::open(path)?;
-    let (report, _, _, _) = check_layer(file, path.display().to_string(), &want, settings)?;
+    let (report, _, _, _) = check_layer(file, path.display().to_string(), &want, settings.owner)?;
     let ok = report.problems.is_empty() && !report.repos.is_empty();
     let problems = if report.repos.is_empty() {
         vec![Problem::NoLockedFiles]
@@ -478,6 +478,51 @@ pub fn verify_layer(
         layers: vec![report],
         problems,
     })
+}
+
+/// Checks a layer file against one plan, as `bake` does before it uses or keeps a layer it did
+/// not build (one downloaded from the cache repository): every entry of the plan and nothing
+/// else, each with its type, mode, owner (`owner`), link target and content (each file's size
+/// and sha256), and the tar's DiffID against `diff_id`. `Ok(Err(why))` names the first problems.
+pub fn check_planned_layer(
+    file: File,
+    plan: &LayerPlan,
+    owner: (u32, u32),
+    diff_id: &Digest,
+) -> io::Result<Result<(), String>> {
+    let want: BTreeMap<String, (String, Expect)> = plan
+        .entries
+        .iter()
+        .map(|e| {
+            let kind = e.kind.clone();
+            (e.path.clone(), (plan.repo.clone(), Expect { kind }))
+        })
+        .collect();
+    let (report, _, actual, seen) = check_layer(file, String::new(), &want, owner)?;
+    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    problems.extend(
+        want.keys()
+            .filter(|p| !seen.contains(*p))
+            .map(|p| format!("{} is missing", escaped(p))),
+    );
+    if diff_id.as_str() != format!("sha256:{actual}") {
+        problems.push(format!(
+            "its DiffID is sha256:{actual}, its record says {diff_id}"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(Ok(()));
+    }
+    let shown = problems
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Err(match problems.len() {
+        n if n > 5 => format!("{shown}; and {} more", n - 5),
+        _ => shown,
+    }))
 }
 
 /// What the image's loaders would not find: for each loader, the locked snapshots missing from
@@ -759,9 +804,13 @@ impl Checker<'_> {
             Err(e) => return Ok(Err(e.to_string())),
         };
         let size = file.metadata().map_err(OciError::io(&path))?.len();
-        let (mut report, blob_hex, diff_id, seen) =
-            check_layer(file, desc.digest.to_string(), &self.want, self.settings)
-                .map_err(OciError::io(&path))?;
+        let (mut report, blob_hex, diff_id, seen) = check_layer(
+            file,
+            desc.digest.to_string(),
+            &self.want,
+            self.settings.owner,
+        )
+        .map_err(OciError::io(&path))?;
         if size != desc.size {
             report.problems.push(Problem::LayerBlob {
                 digest: desc.digest.to_string(),
