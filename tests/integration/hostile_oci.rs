@@ -531,3 +531,90 @@ fn verify_refuses_a_layer_blob_that_is_a_symlink() {
         v.stderr
     );
 }
+
+#[test]
+fn doctor_streams_a_layer_of_many_long_paths_with_bounded_memory() {
+    let (_hub, f) = fetched();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // 20,000 empty files, each named by a PAX path of about 3,800 bytes: about 110 MB of tar
+    // (plain, so the test spends no time compressing), 76 MB of path names. Keeping every entry
+    // took about 180 MiB; streaming needs a few.
+    let tar_path = work.path().join("layer.tar");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tar_path).unwrap());
+        let mut b = tar::Builder::new(file);
+        let stem = format!("opt/{}", "d".repeat(250)).repeat(15);
+        for i in 0..20_000 {
+            let path = format!("{stem}/{i:08}");
+            b.append_pax_extensions([("path", path.as_bytes())])
+                .unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path(format!("f{i}")).unwrap();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        b.into_inner().unwrap().flush().unwrap();
+    }
+    let layer_digest = {
+        let mut file = std::fs::File::open(&tar_path).unwrap();
+        let mut h = Sha256::new();
+        std::io::copy(&mut file, &mut h).unwrap();
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let size = std::fs::metadata(&tar_path).unwrap().len();
+    std::fs::rename(&tar_path, blobs.join(&layer_digest[7..])).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = digest_of(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["HF_HOME=/models"]}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    );
+    let config_digest = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","size":{size},"digest":"{layer_digest}"}}]}}"#,
+        config.len()
+    );
+    let manifest_digest = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":{},"digest":"{manifest_digest}","annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    let r = run_measured(
+        f.cmd()
+            .args(["doctor", "--json", "--oci"])
+            .arg(format!("{}:t", dir.display())),
+        LIMIT,
+    );
+    eprintln!(
+        "doctor: exit {} in {:?}, peak {} MiB",
+        r.code,
+        r.wall,
+        r.peak_rss >> 20
+    );
+    assert!(!r.killed && !r.stderr.contains("panicked"), "{}", r.stderr);
+    // The model is not in this image: a report saying so (exit 1), not a failure.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["loaders"].is_array(),
+        "a diagnosis, not an error: {report}"
+    );
+    r.assert_peak_under_mib(100);
+}
