@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::hfcache::repo_folder;
 use crate::loaders::{self, Loader};
 use crate::lock::{LockedRepo, Lockfile};
-use crate::oci::source::{self, LayoutSource, blob_path};
-use crate::oci::tar_reader::{TarEntry, TarKind, read_entries};
+use crate::oci::source::{self, ImageSource, LayoutSource, blob_path};
+use crate::oci::tar_reader::{TarEntry, TarKind, Want, read_entries};
 use crate::oci::{OciError, Platform};
 
 /// How one locked repo fares with one loader.
@@ -93,20 +93,57 @@ trait Tree {
     fn readable(&self, path: &str) -> bool;
 }
 
+/// The paths an offline load of a repo from a cache looks at (absolute, as [`check_repo`]
+/// asks the tree about them).
+struct RepoPaths {
+    /// The ref file, when the locked revision is not the commit itself (its content is read).
+    refs: Option<String>,
+    /// The snapshot folder.
+    snapshot: String,
+    /// Each locked path in the snapshot, then each blob.
+    files: Vec<String>,
+    /// Each blob (the snapshot links resolve to them).
+    blobs: Vec<String>,
+}
+
+impl RepoPaths {
+    /// The paths of `repo` in `cache`; `None` for a cache that is not an absolute path.
+    fn of(cache: &str, repo: &LockedRepo) -> Option<Self> {
+        if !cache.starts_with('/') {
+            return None;
+        }
+        let root = format!(
+            "{}/{}",
+            cache.trim_end_matches('/'),
+            repo_folder(repo.kind, &repo.id)
+        );
+        let snapshot = format!("{root}/snapshots/{}", repo.commit);
+        Some(RepoPaths {
+            refs: (repo.revision.as_str() != repo.commit)
+                .then(|| format!("{root}/refs/{}", repo.revision)),
+            files: repo
+                .files
+                .iter()
+                .map(|f| format!("{snapshot}/{}", f.path))
+                .collect(),
+            blobs: repo
+                .files
+                .iter()
+                .map(|f| format!("{root}/blobs/{}", f.blob))
+                .collect(),
+            snapshot,
+        })
+    }
+}
+
 /// What an offline load of `repo` from `cache` would find.
 fn check_repo(tree: &dyn Tree, cache: &str, repo: &LockedRepo) -> RepoState {
-    if !cache.starts_with('/') {
+    let Some(paths) = RepoPaths::of(cache, repo) else {
         return RepoState::Missing {
             path: cache.to_owned(),
         };
-    }
-    let root = format!(
-        "{}/{}",
-        cache.trim_end_matches('/'),
-        repo_folder(repo.kind, &repo.id)
-    );
-    if repo.revision.as_str() != repo.commit {
-        let path = format!("{root}/refs/{}", repo.revision);
+    };
+    if let Some(path) = paths.refs {
         match tree.small(&path) {
             None => return RepoState::Missing { path },
             Some(bytes) if bytes != repo.commit.as_bytes() => {
@@ -118,28 +155,57 @@ fn check_repo(tree: &dyn Tree, cache: &str, repo: &LockedRepo) -> RepoState {
             Some(_) => {}
         }
     }
-    let snapshot = format!("{root}/snapshots/{}", repo.commit);
     // Presence: the snapshot folder, each locked path in it and each blob.
-    let mut paths = vec![snapshot.clone()];
-    for f in &repo.files {
-        paths.push(format!("{snapshot}/{}", f.path));
-        paths.push(format!("{root}/blobs/{}", f.blob));
-    }
-    if let Some(path) = paths.iter().find(|p| !tree.exists(p)) {
+    let present = std::iter::once(&paths.snapshot)
+        .chain(
+            paths
+                .files
+                .iter()
+                .zip(&paths.blobs)
+                .flat_map(|(f, b)| [f, b]),
+        )
+        .find(|p| !tree.exists(p));
+    if let Some(path) = present {
         return RepoState::Missing { path: path.clone() };
     }
     // Read access: the snapshot folder and every blob (the snapshot links resolve to them).
-    let blobs = repo
-        .files
-        .iter()
-        .map(|f| format!("{root}/blobs/{}", f.blob));
-    match std::iter::once(snapshot)
-        .chain(blobs)
+    match std::iter::once(&paths.snapshot)
+        .chain(&paths.blobs)
         .find(|p| !tree.readable(p))
     {
-        Some(path) => RepoState::Unreadable { path },
+        Some(path) => RepoState::Unreadable { path: path.clone() },
         None => RepoState::Present,
     }
+}
+
+/// The image entries a diagnosis of `lock` in `caches` asks about (paths without the leading
+/// `/`, as an image's entries are keyed), each with whether its content is read: every path
+/// [`check_repo`] looks at and every folder above it ([`Image::readable`] walks them), and
+/// `/etc/passwd`.
+fn wanted_entries(lock: &Lockfile, caches: &[String]) -> BTreeMap<String, Want> {
+    let mut out = BTreeMap::from([("etc/passwd".to_owned(), Want::Content)]);
+    let mut add = |path: &str, want: Want| {
+        let mut cur = path.trim_start_matches('/');
+        out.insert(cur.to_owned(), want);
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            out.entry(parent.to_owned()).or_insert(Want::Entry);
+            cur = parent;
+        }
+    };
+    for cache in caches {
+        for paths in lock.repos.iter().filter_map(|r| RepoPaths::of(cache, r)) {
+            if let Some(refs) = &paths.refs {
+                add(refs, Want::Content);
+            }
+            for p in std::iter::once(&paths.snapshot)
+                .chain(&paths.files)
+                .chain(&paths.blobs)
+            {
+                add(p, Want::Entry);
+            }
+        }
+    }
+    out
 }
 
 /// Diagnoses `tree` as `env` resolves the loaders.
@@ -320,6 +386,27 @@ fn image_user(
     Some((uid, gid, home))
 }
 
+/// The entries of `layers` (blobs of the layout `src`, opened as the base reader opens them)
+/// that `wanted` names, later layers winning; every other entry is read past.
+fn image_entries(
+    src: &LayoutSource,
+    layers: &[crate::oci::model::Descriptor],
+    wanted: &BTreeMap<String, Want>,
+) -> Result<BTreeMap<String, TarEntry>, OciError> {
+    let want = |p: &str| wanted.get(p).copied().unwrap_or(Want::Skip);
+    let mut entries = BTreeMap::new();
+    for desc in layers {
+        let path = blob_path(&src.dir, &desc.digest);
+        let what = format!("blob {} of {}", desc.digest, src.label());
+        let file = source::open_sized(&path, desc, &what)?;
+        read_entries(file, &want, &mut |e| {
+            entries.insert(e.path.clone(), e);
+        })
+        .map_err(OciError::io(&path))?;
+    }
+    Ok(entries)
+}
+
 /// Diagnoses the image `dir`:`tag` as its config's `Env` and `User` resolve the loaders.
 pub fn diagnose_layout(
     dir: &Path,
@@ -337,29 +424,38 @@ pub fn diagnose_layout(
     };
     // A layout source does no network I/O: its futures complete on first poll.
     let image = futures::executor::block_on(source::read_image(&src, &platform))?;
-    let keep = |p: &str| p == "etc/passwd" || p.contains("/refs/");
-    let mut entries = BTreeMap::new();
-    for desc in &image.layers {
-        let path = blob_path(dir, &desc.digest);
-        for e in read_entries(&path, &keep).map_err(OciError::io(&path))? {
-            entries.insert(e.path.clone(), e);
-        }
-    }
+    let user_field = image.config["config"]["User"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let vars: Vec<String> = crate::oci::model::string_list(&image.config["config"]["Env"]);
+    let caches = |home: Option<&str>| -> Vec<String> {
+        let env = loaders::image_env(&vars, home);
+        loaders::resolve_all(&env)
+            .into_iter()
+            .map(|r| r.cache)
+            .collect()
+    };
+    // Only the entries the diagnosis asks about are kept, so memory follows the lock, not the
+    // image. Which those are depends on the user's home, which may come from the image's
+    // /etc/passwd: the layers are read once with the home the User alone gives, and again only
+    // when /etc/passwd gives another home that moves a loader's cache.
+    let guessed = caches(loaders::default_home(&user_field));
+    let mut entries = image_entries(&src, &image.layers, &wanted_entries(lock, &guessed))?;
     let users = entries
         .get("etc/passwd")
         .and_then(|e| e.content.as_deref())
         .map(|c| passwd(&String::from_utf8_lossy(c)))
         .unwrap_or_default();
-    let user_field = image.config["config"]["User"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let resolved = image_user(&user_field, &users);
-    let vars: Vec<String> = crate::oci::model::string_list(&image.config["config"]["Env"]);
     let home = resolved
         .as_ref()
         .and_then(|(_, _, h)| h.clone())
         .or_else(|| loaders::default_home(&user_field).map(str::to_owned));
+    let actual = caches(home.as_deref());
+    if actual != guessed {
+        entries = image_entries(&src, &image.layers, &wanted_entries(lock, &actual))?;
+    }
     let env = loaders::image_env(&vars, home.as_deref());
     let user = match &resolved {
         Some((uid, gid, _)) if user_field.is_empty() => format!("uid {uid}, gid {gid} (no User)"),
@@ -416,6 +512,109 @@ mod tests {
         assert!(!image.readable("/opt/mine"));
         image.user = None;
         assert!(!image.readable("/opt"));
+    }
+
+    /// A one-layer image layout in `dir`, tag `t`, with `config` and the tar `layer`.
+    fn write_layout(dir: &Path, config: &serde_json::Value, layer: &[u8]) {
+        use crate::oci::digest::Digest;
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = Digest::of(bytes);
+            std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+            (d.to_string(), bytes.len())
+        };
+        let (layer_digest, layer_size) = put(layer);
+        let (config_digest, config_size) = put(&serde_json::to_vec(config).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::MEDIA_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": crate::oci::MEDIA_LAYER_TAR,
+                        "digest": layer_digest, "size": layer_size}],
+        });
+        let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": crate::oci::MEDIA_MANIFEST, "digest": manifest_digest,
+                           "size": manifest_size,
+                           "annotations": {"org.opencontainers.image.ref.name": "t"}}],
+        });
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_home_that_only_etc_passwd_gives_is_looked_in() {
+        use crate::repo::RepoKind;
+        use crate::test_support::fuzz::locked_repo;
+        let commit = "1".repeat(40);
+        let repo = locked_repo(
+            RepoKind::Model,
+            "acme/tiny",
+            &commit,
+            &[("config.json", b"{}\n", false)],
+        );
+        let blob = repo.files[0].blob.clone();
+        let mut lock = Lockfile::new();
+        lock.repos.push(repo);
+        // The cache is under the home /etc/passwd gives `app`; the User alone gives none, so
+        // the first reading of the layers cannot know which entries the diagnosis needs.
+        let root = "home/app/.cache/huggingface/hub/models--acme--tiny";
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, body: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(body.len() as u64);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match link {
+                Some(target) => b.append_link(&mut h, path, target).unwrap(),
+                None => b.append_data(&mut h, path, body).unwrap(),
+            }
+        };
+        add(
+            "etc/passwd",
+            tar::EntryType::Regular,
+            b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            None,
+        );
+        for dir in ["home", "home/app", root] {
+            add(dir, tar::EntryType::Directory, b"", None);
+        }
+        let snapshot = format!("{root}/snapshots/{commit}");
+        add(&snapshot, tar::EntryType::Directory, b"", None);
+        add(
+            &format!("{root}/refs/main"),
+            tar::EntryType::Regular,
+            commit.as_bytes(),
+            None,
+        );
+        add(
+            &format!("{root}/blobs/{blob}"),
+            tar::EntryType::Regular,
+            b"{}\n",
+            None,
+        );
+        add(
+            &format!("{snapshot}/config.json"),
+            tar::EntryType::Symlink,
+            b"",
+            Some(&format!("../../blobs/{blob}")),
+        );
+        let layer = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {"User": "app"},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        write_layout(dir.path(), &config, &layer);
+        let report = diagnose_layout(dir.path(), Some("t"), "linux/amd64", &lock).unwrap();
+        let hub = &report.loaders[0];
+        assert_eq!(hub.cache, "/home/app/.cache/huggingface/hub", "{report:?}");
+        assert!(report.ok, "{report:?}");
     }
 
     #[test]

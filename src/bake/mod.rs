@@ -109,7 +109,7 @@ pub enum BakeError {
         /// The store.
         store: PathBuf,
         /// Why the cache repository did not help, when there is one.
-        why: &'static str,
+        why: String,
         /// The first 20, one per line.
         list: String,
     },

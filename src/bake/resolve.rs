@@ -56,16 +56,30 @@ pub async fn layers(
         .await?;
         resolved.outcome = Some(outcome);
     }
-    check_store(lock, store, plans, format, &recorded, cache.is_some())?;
+    if let Err(mut e) = check_store(lock, store, plans, format, &recorded, cache.is_some()) {
+        // Why the cache repository did not help belongs with the error: the warnings of a
+        // bake that stops are never printed.
+        if let (BakeError::MissingFiles { why, .. }, Some(outcome)) = (&mut e, &resolved.outcome)
+            && !outcome.warnings.is_empty()
+        {
+            why.push_str(&format!(
+                "; it warned:\n  {}",
+                outcome.warnings.join("\n  ")
+            ));
+        }
+        return Err(e);
+    }
     resolved.from_record = recorded.iter().map(Option::is_some).collect();
     resolved.layers = build_all(store, plans, recorded, format, jobs, on_layer).await?;
     Ok(resolved)
 }
 
-/// Looks up each plan's record in `cache`, filling `recorded`; a hit is downloaded into the
-/// layer cache when `wants_files` (and the layer cache lacks it). Records that do not match
-/// are warnings in `outcome`. Returns true when the registry could not be asked (then no
-/// further layer is looked up).
+/// Looks up each plan's record in `cache`, filling `recorded`. When `wants_files`, a hit is
+/// taken from the layer cache when it has the layer, else downloaded into it, checked entry by
+/// entry against the lock ([`CacheRepo::download`]); a downloaded layer that does not match is
+/// not recorded here (it is built instead). Records and layers that do not match are warnings
+/// in `outcome`. Returns true when the registry could not be asked (then no further layer is
+/// looked up).
 pub async fn from_records(
     cache: &CacheRepo,
     store: &Store,
@@ -77,16 +91,33 @@ pub async fn from_records(
 ) -> Result<bool, BakeError> {
     for (i, plan) in plans.iter().enumerate() {
         match cache.lookup(plan, format).await {
-            Lookup::Hit(found) => {
-                let found = if wants_files && layer_cache::cached(store, plan, format).is_none() {
-                    let got = cache.download(store, plan, format, found).await?;
-                    outcome.downloaded += 1;
-                    got
-                } else {
-                    found
-                };
-                recorded[i] = Some(found);
-            }
+            Lookup::Hit(found) if !wants_files => recorded[i] = Some(found),
+            Lookup::Hit(found) => match layer_cache::cached(store, plan, format) {
+                // The layer cache holds only layers built or checked here: it wins over the
+                // record, whose layer would reach the output unchecked.
+                Some(local) => {
+                    if local.digest != found.digest {
+                        outcome.warnings.push(format!(
+                            "cache repository {}: the record of {} layer {}/{} names {}, this \
+                             store's layer cache has {}; the layer cache's is used",
+                            cache.name(),
+                            plan.repo,
+                            plan.part.0,
+                            plan.part.1,
+                            found.digest,
+                            local.digest
+                        ));
+                    }
+                    recorded[i] = Some(local);
+                }
+                None => match cache.download(store, plan, format, found).await? {
+                    Ok(got) => {
+                        outcome.downloaded += 1;
+                        recorded[i] = Some(got);
+                    }
+                    Err(warning) => outcome.warnings.push(warning),
+                },
+            },
             Lookup::Miss(None) => {}
             Lookup::Rejected(w) => outcome.warnings.push(w),
             Lookup::Miss(Some(w)) => {
@@ -129,9 +160,9 @@ pub fn check_store(
         count: missing.len(),
         store: store.root().to_owned(),
         why: if has_cache {
-            " (the cache repository has no usable record of their layers)"
+            " (the cache repository has no usable record of their layers)".into()
         } else {
-            ""
+            String::new()
         },
         list: missing
             .iter()

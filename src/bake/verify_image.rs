@@ -4,13 +4,14 @@
 //! whole image, or every platform of an index) that nothing locked is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::ANNOTATION_REPO;
-use super::plan::{EntryKind, check_layout, plan_repo};
+use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo};
 use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
@@ -101,6 +102,14 @@ pub enum Problem {
         diff_ids: usize,
         /// Layers in the manifest.
         layers: usize,
+    },
+    /// One of our layers whose blob is not what its descriptor says: missing, a symlink or not
+    /// a regular file, or of another size.
+    LayerBlob {
+        /// Its digest.
+        digest: String,
+        /// What is wrong.
+        detail: String,
     },
     /// A base layer that is missing or does not match its digest.
     BaseLayer {
@@ -221,6 +230,7 @@ impl std::fmt::Display for Problem {
             Problem::DiffIdCount { diff_ids, layers } => {
                 write!(f, "config lists {diff_ids} DiffIDs for {layers} layers")
             }
+            Problem::LayerBlob { digest, detail } => write!(f, "layer {digest}: {detail}"),
             Problem::BaseLayer { digest, detail } => write!(f, "base layer {digest}: {detail}"),
             Problem::Missing { repo, path } => {
                 write!(f, "{repo}: {path} is missing from the image")
@@ -331,17 +341,18 @@ fn describe(kind: tar::EntryType, link: Option<&str>) -> String {
     }
 }
 
-/// Checks one layer blob; returns its report, (blob sha256, diff_id) and the paths seen.
+/// Checks one layer blob (`file`, read from its start); returns its report, (blob sha256,
+/// diff_id) and the paths seen.
 fn check_layer(
-    path: &Path,
+    file: File,
     name: String,
     want: &BTreeMap<String, (String, Expect)>,
-    settings: &BakeSettings,
+    owner: (u32, u32),
 ) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
-    let tar_hash = HashingReader::new(decode(path)?);
+    let tar_hash = HashingReader::new(decode(file)?);
     let mut archive = tar::Archive::new(tar_hash);
-    let (owner_uid, owner_gid) = settings.owner;
+    let (owner_uid, owner_gid) = owner;
     let mut problems = Vec::new();
     let mut repos = BTreeSet::new();
     let mut seen = BTreeSet::new();
@@ -453,7 +464,9 @@ pub fn verify_layer(
     settings: &BakeSettings,
 ) -> io::Result<OciReport> {
     let want = expected(lock, settings);
-    let (report, _, _, _) = check_layer(path, path.display().to_string(), &want, settings)?;
+    // A file named on the command line: followed if it is a symlink, like any other argument.
+    let file = File::open(path)?;
+    let (report, _, _, _) = check_layer(file, path.display().to_string(), &want, settings.owner)?;
     let ok = report.problems.is_empty() && !report.repos.is_empty();
     let problems = if report.repos.is_empty() {
         vec![Problem::NoLockedFiles]
@@ -465,6 +478,51 @@ pub fn verify_layer(
         layers: vec![report],
         problems,
     })
+}
+
+/// Checks a layer file against one plan, as `bake` does before it uses or keeps a layer it did
+/// not build (one downloaded from the cache repository): every entry of the plan and nothing
+/// else, each with its type, mode, owner (`owner`), link target and content (each file's size
+/// and sha256), and the tar's DiffID against `diff_id`. `Ok(Err(why))` names the first problems.
+pub fn check_planned_layer(
+    file: File,
+    plan: &LayerPlan,
+    owner: (u32, u32),
+    diff_id: &Digest,
+) -> io::Result<Result<(), String>> {
+    let want: BTreeMap<String, (String, Expect)> = plan
+        .entries
+        .iter()
+        .map(|e| {
+            let kind = e.kind.clone();
+            (e.path.clone(), (plan.repo.clone(), Expect { kind }))
+        })
+        .collect();
+    let (report, _, actual, seen) = check_layer(file, String::new(), &want, owner)?;
+    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    problems.extend(
+        want.keys()
+            .filter(|p| !seen.contains(*p))
+            .map(|p| format!("{} is missing", escaped(p))),
+    );
+    if diff_id.as_str() != format!("sha256:{actual}") {
+        problems.push(format!(
+            "its DiffID is sha256:{actual}, its record says {diff_id}"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(Ok(()));
+    }
+    let shown = problems
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Err(match problems.len() {
+        n if n > 5 => format!("{shown}; and {} more", n - 5),
+        _ => shown,
+    }))
 }
 
 /// What the image's loaders would not find: for each loader, the locked snapshots missing from
@@ -681,7 +739,7 @@ impl Checker<'_> {
             let ours = desc.annotation(ANNOTATION_REPO).is_some();
             if !self.checked.contains_key(&desc.digest) {
                 let verdict = if ours {
-                    Ok(self.our_layer(desc)?)
+                    self.our_layer(desc)?
                 } else {
                     self.src
                         .verified_blob(desc)
@@ -691,6 +749,10 @@ impl Checker<'_> {
                 self.checked.insert(desc.digest.clone(), verdict);
             }
             match &self.checked[&desc.digest] {
+                Err(detail) if ours => problems.push(Problem::LayerBlob {
+                    digest: desc.digest.to_string(),
+                    detail: detail.clone(),
+                }),
                 Err(detail) => problems.push(Problem::BaseLayer {
                     digest: desc.digest.to_string(),
                     detail: detail.clone(),
@@ -731,15 +793,30 @@ impl Checker<'_> {
         Ok(problems)
     }
 
-    /// Reads and hashes one of our layers, recording its report.
-    fn our_layer(
-        &mut self,
-        desc: &model::Descriptor,
-    ) -> Result<(String, BTreeSet<String>), OciError> {
+    /// Reads and hashes one of our layers, recording its report. The blob is opened as the base
+    /// reader opens one (never through a symlink, a regular file only): one that cannot be is
+    /// its verdict's error; one of another size than its descriptor says is a problem of its
+    /// report, and its entries are still checked.
+    fn our_layer(&mut self, desc: &model::Descriptor) -> Result<Verdict, OciError> {
         let path = blob_path(&self.src.dir, &desc.digest);
-        let (mut report, blob_hex, diff_id, seen) =
-            check_layer(&path, desc.digest.to_string(), &self.want, self.settings)
-                .map_err(OciError::io(&path))?;
+        let file = match source::open_blob(&path) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let size = file.metadata().map_err(OciError::io(&path))?.len();
+        let (mut report, blob_hex, diff_id, seen) = check_layer(
+            file,
+            desc.digest.to_string(),
+            &self.want,
+            self.settings.owner,
+        )
+        .map_err(OciError::io(&path))?;
+        if size != desc.size {
+            report.problems.push(Problem::LayerBlob {
+                digest: desc.digest.to_string(),
+                detail: format!("{size} bytes, but its descriptor says {}", desc.size),
+            });
+        }
         let blob = Digest::from_sha256_hex(&blob_hex).map_err(|source| OciError::Digest {
             what: path.display().to_string(),
             source,
@@ -751,6 +828,6 @@ impl Checker<'_> {
             });
         }
         self.layers.push(report);
-        Ok((format!("sha256:{diff_id}"), seen))
+        Ok(Ok((format!("sha256:{diff_id}"), seen)))
     }
 }

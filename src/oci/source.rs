@@ -163,9 +163,30 @@ pub async fn read_image<S: ImageSource>(
     Ok(SourceImage { config, layers })
 }
 
+/// Refuses a base whose config does not list one DiffID per layer: layers appended to it would
+/// be paired with the wrong DiffIDs, and runtimes (and `verify --oci`) reject the image.
+pub fn check_diff_ids(image: &SourceImage, label: &str) -> Result<(), OciError> {
+    let diff_ids = image.config["rootfs"]["diff_ids"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if diff_ids == image.layers.len() {
+        return Ok(());
+    }
+    Err(OciError::Invalid {
+        what: format!("the base {label}"),
+        detail: format!(
+            "its config lists {diff_ids} DiffIDs for {} layer(s); an image built on it could not \
+             be unpacked: rebuild the base (or pick another one) so that rootfs.diff_ids has one \
+             entry per layer",
+            image.layers.len()
+        ),
+    })
+}
+
 /// Reads the image for `platform` that `reference` names (`oci:DIR[:TAG]`, or a registry
 /// reference; plain http only with `insecure`) as a [`Base`] to build on: its config, and its
-/// layers with where their bytes are (never downloaded here).
+/// layers with where their bytes are (never downloaded here). A base whose config does not list
+/// one DiffID per layer is refused ([`check_diff_ids`]).
 pub async fn read_base(
     reference: &str,
     platform: &Platform,
@@ -174,6 +195,7 @@ pub async fn read_base(
     let (image, source) = if let Some(rest) = reference.strip_prefix("oci:") {
         let src = LayoutSource::parse(rest);
         let image = read_image(&src, platform).await?;
+        check_diff_ids(&image, &src.label())?;
         (image, BlobSource::Layout(Arc::new(src)))
     } else {
         let image_ref = ImageRef::parse(reference).map_err(|e| OciError::Invalid {
@@ -186,6 +208,7 @@ pub async fn read_base(
             image: image_ref,
         };
         let image = read_image(&src, platform).await?;
+        check_diff_ids(&image, &src.label())?;
         (image, BlobSource::Registry(Arc::new(src)))
     };
     Ok(Base {
@@ -216,8 +239,9 @@ pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs/sha256").join(digest.hex())
 }
 
-/// Opens a layout blob without following symlinks and checks it is a regular file.
-fn open_blob(path: &Path) -> Result<File, OciError> {
+/// Opens a layout blob without following symlinks and checks it is a regular file (its size is
+/// the caller's to compare: [`open_sized`]).
+pub fn open_blob(path: &Path) -> Result<File, OciError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -290,10 +314,10 @@ impl LayoutSource {
     }
 }
 
-/// Opens `path` without following symlinks, checks it is a regular file of `desc`'s size and
-/// hashes it (read once, in 1 MiB pieces) against `desc`'s digest.
-pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<VerifiedBlob, OciError> {
-    let mut file = open_blob(path)?;
+/// Opens `path` without following symlinks and checks it is a regular file of `desc`'s size;
+/// its bytes are left to the caller to read (and hash against `desc`'s digest).
+pub fn open_sized(path: &Path, desc: &Descriptor, what: &str) -> Result<File, OciError> {
+    let file = open_blob(path)?;
     let meta = file.metadata().map_err(OciError::io(path))?;
     if meta.len() != desc.size {
         return Err(OciError::Size {
@@ -302,6 +326,14 @@ pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<Verifie
             actual: meta.len(),
         });
     }
+    Ok(file)
+}
+
+/// Opens `path` without following symlinks, checks it is a regular file of `desc`'s size and
+/// hashes it (read once, in 1 MiB pieces) against `desc`'s digest.
+pub fn verify_file(path: &Path, desc: &Descriptor, what: &str) -> Result<VerifiedBlob, OciError> {
+    let mut file = open_sized(path, desc, what)?;
+    let meta = file.metadata().map_err(OciError::io(path))?;
     let (hex, _) = sha256_of_reader(&mut file).map_err(OciError::io(path))?;
     let actual = Digest::from_sha256_hex(&hex).map_err(|source| OciError::Digest {
         what: what.to_owned(),

@@ -1,10 +1,10 @@
 //! Reading a layer blob of any image: its tar stream decompressed as its magic bytes say
-//! (plain, gzip or zstd) while its raw bytes are hashed ([`decode`]), and its entries as
-//! [`TarEntry`]s ([`read_entries`], for `doctor`). The writing side is [`super::tar`].
+//! (plain, gzip or zstd) while its raw bytes are hashed ([`decode`]), and its entries streamed
+//! as [`TarEntry`]s, only those the reader wants ([`read_entries`], for `doctor`). The writing
+//! side is [`super::tar`].
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::Path;
 
 use crate::hash::HashingReader;
 
@@ -42,9 +42,11 @@ impl Read for Decoded {
     }
 }
 
-/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed.
-pub fn decode(path: &Path) -> io::Result<Decoded> {
-    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, File::open(path)?));
+/// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed. The
+/// caller opens the blob (a layout's blobs without following symlinks, their size checked:
+/// [`super::source::open_sized`]).
+pub fn decode(file: File) -> io::Result<Decoded> {
+    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, file));
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);
@@ -54,6 +56,14 @@ pub fn decode(path: &Path) -> io::Result<Decoded> {
         _ => Decoded::Plain(blob),
     })
 }
+
+/// The most entries [`read_entries`] reads from one layer: the Hub's own cap on a repo's file
+/// listing, far above any real image layer.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// The longest entry path [`read_entries`] accepts, in bytes: what Linux accepts
+/// ([`crate::repo::MAX_PATH_BYTES`]), as for every path that comes from outside.
+pub const MAX_PATH_BYTES: usize = crate::repo::MAX_PATH_BYTES;
 
 /// One entry of a layer, as `doctor` reads an image's tree.
 #[derive(Debug, Clone)]
@@ -68,7 +78,7 @@ pub struct TarEntry {
     pub uid: u64,
     /// Group.
     pub gid: u64,
-    /// The content, for the entries `keep` asked for.
+    /// The content, for the entries whose [`Want`] is [`Want::Content`].
     pub content: Option<Vec<u8>>,
 }
 
@@ -83,19 +93,52 @@ pub enum TarKind {
     File,
 }
 
-/// Every entry of a layer blob (plain, gzip or zstd), with the content of those whose path
-/// `keep` accepts (at most 64 KiB each).
-pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<TarEntry>> {
-    let mut archive = tar::Archive::new(decode(path)?);
-    let mut out = Vec::new();
-    for entry in archive.entries()? {
+/// What a reader of [`read_entries`] wants of one entry, by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing: the entry is read past and forgotten.
+    Skip,
+    /// Its type, mode and owner.
+    Entry,
+    /// Those and, for a file, its content (at most 64 KiB).
+    Content,
+}
+
+/// Streams the entries of a layer blob (plain, gzip or zstd; `file` from its start): each one
+/// whose path `want` asks for is handed to `on_entry`, every other one is read past, so memory
+/// stays at one entry whatever the layer holds. A layer of more than [`MAX_ENTRIES`] entries,
+/// or with a path longer than [`MAX_PATH_BYTES`], is refused.
+pub fn read_entries(
+    file: File,
+    want: &dyn Fn(&str) -> Want,
+    on_entry: &mut dyn FnMut(TarEntry),
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(decode(file)?);
+    for (n, entry) in archive.entries()?.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(io::Error::other(format!(
+                "the layer holds more than {MAX_ENTRIES} entries; no image layer needs that many"
+            )));
+        }
         let mut entry = entry?;
-        let raw = entry.path()?.to_string_lossy().into_owned();
+        let raw = entry.path_bytes();
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(io::Error::other(format!(
+                "entry {} has a path of {} bytes, longer than the {MAX_PATH_BYTES} a file system accepts",
+                n + 1,
+                raw.len()
+            )));
+        }
+        let raw = String::from_utf8_lossy(&raw).into_owned();
         let path = raw
             .trim_start_matches("./")
             .trim_start_matches('/')
-            .trim_end_matches('/')
-            .to_owned();
+            .trim_end_matches('/');
+        let wanted = want(path);
+        if wanted == Want::Skip {
+            continue;
+        }
+        let path = path.to_owned();
         let header = entry.header();
         let (mode, uid, gid) = (header.mode()? & 0o7777, header.uid()?, header.gid()?);
         let kind = match header.entry_type() {
@@ -108,14 +151,14 @@ pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<
             ),
             _ => TarKind::File,
         };
-        let content = if kind == TarKind::File && keep(&path) {
+        let content = if kind == TarKind::File && wanted == Want::Content {
             let mut got = Vec::new();
             (&mut entry).take(64 * 1024).read_to_end(&mut got)?;
             Some(got)
         } else {
             None
         };
-        out.push(TarEntry {
+        on_entry(TarEntry {
             path,
             kind,
             mode,
@@ -124,5 +167,59 @@ pub fn read_entries(path: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<
             content,
         });
     }
-    Ok(out)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_file(paths: &[String]) -> tempfile::NamedTempFile {
+        let mut b = tar::Builder::new(Vec::new());
+        for path in paths {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(2);
+            b.append_data(&mut h, path, &b"hi"[..]).unwrap();
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b.into_inner().unwrap()).unwrap();
+        file
+    }
+
+    #[test]
+    fn only_wanted_entries_are_handed_over_and_long_paths_are_refused() {
+        let file = layer_file(&["a/keep".into(), "a/skip".into(), "a/meta".into()]);
+        let want = |p: &str| match p {
+            "a/keep" => Want::Content,
+            "a/meta" => Want::Entry,
+            _ => Want::Skip,
+        };
+        let mut got = Vec::new();
+        read_entries(File::open(file.path()).unwrap(), &want, &mut |e| {
+            got.push((e.path, e.content))
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                ("a/keep".to_owned(), Some(b"hi".to_vec())),
+                ("a/meta".to_owned(), None)
+            ]
+        );
+
+        let long = format!("a/{}", "b".repeat(MAX_PATH_BYTES));
+        let file = layer_file(&["a/ok".into(), long]);
+        let e = read_entries(
+            File::open(file.path()).unwrap(),
+            &|_| Want::Entry,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("longer than the 4096"), "{e}");
+    }
 }

@@ -409,3 +409,212 @@ fn a_well_formed_layout_base_still_bakes_and_verifies() {
     assert!(scene.out().join("blobs/sha256").join(&layer[7..]).is_file());
     run(f.cmd().args(["verify", "--oci"]).arg(scene.out())).ok();
 }
+
+/// A one-layer base layout in `dir` (as [`base_layout`]) whose config lists `diff_ids` DiffIDs.
+fn base_layout_with_diff_ids(dir: &Path, diff_ids: usize) {
+    base_layout(dir, |m| m);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blobs = dir.join("blobs/sha256");
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest_digest[7..])).unwrap()).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        vec![format!("\"sha256:{}\"", "1".repeat(64)); diff_ids].join(",")
+    );
+    let config_digest = digest_of(config.as_bytes());
+    std::fs::write(blobs.join(&config_digest[7..]), &config).unwrap();
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config.len().into();
+    rewrite_manifest(dir, &manifest);
+}
+
+/// Stores `manifest` as the layout's (only) image manifest and points index.json at it.
+fn rewrite_manifest(dir: &Path, manifest: &serde_json::Value) {
+    let bytes = serde_json::to_vec(manifest).unwrap();
+    let digest = digest_of(&bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&digest[7..]), &bytes).unwrap();
+    let path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_base_whose_config_lists_more_diff_ids_than_layers_is_refused() {
+    let (_hub, f) = fetched();
+    let scene = Scene::new();
+    base_layout_with_diff_ids(&scene.base(), 2);
+    let r = bake_on_base(&f, &scene);
+    r.assert_clean_failure(LIMIT);
+    assert!(
+        r.stderr.contains("2 DiffIDs") && r.stderr.contains("1 layer"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !scene.out().join("index.json").exists(),
+        "an image was written"
+    );
+    // One DiffID per layer is fine.
+    let good = Scene::new();
+    base_layout_with_diff_ids(&good.base(), 1);
+    let r = bake_on_base(&f, &good);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// The layout's (only) image manifest.
+fn read_manifest(dir: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap())
+        .unwrap()
+}
+
+/// Bakes acme/tiny (uncompressed, no base) into `out`; the digest of its model layer.
+fn bake_plain(f: &Fetched, out: &Path) -> String {
+    run(f
+        .cmd()
+        .args(["bake", "--compression", "none", "--oci"])
+        .arg(out))
+    .ok();
+    run(f.cmd().args(["verify", "--oci"]).arg(out)).ok();
+    read_manifest(out)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn verify_refuses_a_layer_descriptor_of_the_wrong_size() {
+    let (_hub, f) = fetched();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    bake_plain(&f, &out);
+    let mut manifest = read_manifest(&out);
+    manifest["layers"][0]["size"] = u64::MAX.into();
+    rewrite_manifest(&out, &manifest);
+    let v = run(f.cmd().args(["verify", "--json", "--oci"]).arg(&out));
+    assert_eq!(v.code, 1, "verify accepted a size of 2^64-1: {}", v.stdout);
+    assert!(v.stdout.contains("\"layer_blob\""), "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains(&u64::MAX.to_string()),
+        "the size is named: {}\n{}",
+        v.stdout,
+        v.stderr
+    );
+}
+
+#[test]
+fn verify_refuses_a_layer_blob_that_is_a_symlink() {
+    let (_hub, f) = fetched();
+    let scene = Scene::new();
+    let out = scene.out();
+    let layer = bake_plain(&f, &out);
+    // The blob becomes a symlink to a file outside the layout with the very same bytes.
+    let blob = out.join("blobs/sha256").join(&layer[7..]);
+    let elsewhere = scene.victim().join("x/same-layer");
+    std::fs::copy(&blob, &elsewhere).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &blob).unwrap();
+    let v = run(f.cmd().args(["verify", "--json", "--oci"]).arg(&out));
+    assert_eq!(v.code, 1, "verify followed the symlink: {}", v.stdout);
+    assert!(v.stdout.contains("\"layer_blob\""), "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains("symlink"),
+        "{}\n{}",
+        v.stdout,
+        v.stderr
+    );
+}
+
+#[test]
+fn doctor_streams_a_layer_of_many_long_paths_with_bounded_memory() {
+    let (_hub, f) = fetched();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // 20,000 empty files, each named by a PAX path of about 3,800 bytes: about 110 MB of tar
+    // (plain, so the test spends no time compressing), 76 MB of path names. Keeping every entry
+    // took about 180 MiB; streaming needs a few.
+    let tar_path = work.path().join("layer.tar");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tar_path).unwrap());
+        let mut b = tar::Builder::new(file);
+        let stem = format!("opt/{}", "d".repeat(250)).repeat(15);
+        for i in 0..20_000 {
+            let path = format!("{stem}/{i:08}");
+            b.append_pax_extensions([("path", path.as_bytes())])
+                .unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path(format!("f{i}")).unwrap();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        b.into_inner().unwrap().flush().unwrap();
+    }
+    let layer_digest = {
+        let mut file = std::fs::File::open(&tar_path).unwrap();
+        let mut h = Sha256::new();
+        std::io::copy(&mut file, &mut h).unwrap();
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let size = std::fs::metadata(&tar_path).unwrap().len();
+    std::fs::rename(&tar_path, blobs.join(&layer_digest[7..])).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = digest_of(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["HF_HOME=/models"]}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    );
+    let config_digest = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","size":{size},"digest":"{layer_digest}"}}]}}"#,
+        config.len()
+    );
+    let manifest_digest = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":{},"digest":"{manifest_digest}","annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    let r = run_measured(
+        f.cmd()
+            .args(["doctor", "--json", "--oci"])
+            .arg(format!("{}:t", dir.display())),
+        LIMIT,
+    );
+    eprintln!(
+        "doctor: exit {} in {:?}, peak {} MiB",
+        r.code,
+        r.wall,
+        r.peak_rss >> 20
+    );
+    assert!(!r.killed && !r.stderr.contains("panicked"), "{}", r.stderr);
+    // The model is not in this image: a report saying so (exit 1), not a failure.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["loaders"].is_array(),
+        "a diagnosis, not an error: {report}"
+    );
+    r.assert_peak_under_mib(100);
+}

@@ -289,6 +289,40 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Uploads `bytes` as a blob of the cache repository `cache/models`; its digest.
+fn push_blob(reg: &str, bytes: &[u8], dir: &Path) -> String {
+    let digest = format!("sha256:{}", sha256_hex(bytes));
+    let file = dir.join("blob");
+    fs::write(&file, bytes).unwrap();
+    let out = String::from_utf8(curl(&[
+        "-i",
+        "-X",
+        "POST",
+        &format!("http://{reg}/v2/cache/models/blobs/uploads/"),
+    ]))
+    .unwrap();
+    let location = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or(l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{location}{sep}digest={digest}"),
+    ]);
+    digest
+}
+
 #[test]
 fn tampered_records_are_ignored_and_the_fetch_falls_back_to_the_hub() {
     let (Some(registry_bin), Some(skopeo)) = (tool("docker-registry"), tool("skopeo")) else {
@@ -379,35 +413,7 @@ fn tampered_records_are_ignored_and_the_fetch_falls_back_to_the_hub() {
         .position(|w| w == CONFIG_JSON.as_bytes())
         .expect("config.json in the uncompressed layer");
     blob[at + 3] ^= 0x01;
-    let flipped = format!("sha256:{}", sha256_hex(&blob));
-    let file = work.path().join("flipped");
-    fs::write(&file, &blob).unwrap();
-    let out = String::from_utf8(curl(&[
-        "-i",
-        "-X",
-        "POST",
-        &format!("http://{reg}/v2/cache/models/blobs/uploads/"),
-    ]))
-    .unwrap();
-    let location = out
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Location: ")
-                .or(l.strip_prefix("location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        &format!("{location}{sep}digest={flipped}"),
-    ]);
+    let flipped = push_blob(&reg, &blob, work.path());
     let tampered = String::from_utf8(genuine.clone())
         .unwrap()
         .replace(layer, &flipped);
@@ -596,5 +602,119 @@ fn without_a_cache_no_registry_is_asked() {
         1,
         "{}",
         r.stdout
+    );
+}
+
+#[test]
+fn a_poisoned_record_is_checked_file_by_file_and_never_kept() {
+    let Some(registry_bin) = tool("docker-registry") else {
+        return;
+    };
+    let registry = Registry::start(&registry_bin);
+    let reg = registry.addr.clone();
+    let cache = format!("{reg}/cache/models");
+    let work = tempfile::tempdir().unwrap();
+    let hub = emulator();
+    let a = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
+    a.fetch(&hub, &[]).ok();
+    // Runner A bakes and records the genuine layer.
+    let r = run(a
+        .cmd()
+        .args(["bake", "--json", "--insecure", "--cache", &cache, "--oci"])
+        .arg(work.path().join("a")));
+    r.ok();
+    let genuine_image = json(&r)["manifest_digest"].clone();
+    let tags = serde_json::from_slice::<serde_json::Value>(&curl(&[&format!(
+        "http://{reg}/v2/cache/models/tags/list"
+    )]))
+    .unwrap();
+    let [tag] = strings(&tags["tags"]).try_into().unwrap();
+    let url = format!("http://{reg}/v2/cache/models/manifests/{tag}");
+    let genuine = curl(&["-H", &format!("Accept: {MEDIA_MANIFEST}"), &url]);
+    let record: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    let layer = record["layers"][0]["digest"].as_str().unwrap();
+
+    // The layer with one flipped byte inside config.json (same size), under a record whose
+    // digest names it and whose every annotation is the genuine one.
+    let mut blob = curl(&[&format!("http://{reg}/v2/cache/models/blobs/{layer}"), "-L"]);
+    let at = blob
+        .windows(CONFIG_JSON.len())
+        .position(|w| w == CONFIG_JSON.as_bytes())
+        .expect("config.json in the uncompressed layer");
+    blob[at + 3] ^= 0x01;
+    let poisoned = push_blob(&reg, &blob, work.path());
+    let tampered = String::from_utf8(genuine.clone())
+        .unwrap()
+        .replace(layer, &poisoned);
+    put_record(&reg, &tag, tampered.as_bytes(), work.path());
+
+    // Runner A's own layer cache wins over the record.
+    let r = run(a
+        .cmd()
+        .args(["bake", "--json", "--insecure", "--cache", &cache, "--oci"])
+        .arg(work.path().join("a2")));
+    r.ok();
+    assert_eq!(json(&r)["manifest_digest"], genuine_image, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the layer cache's is used"),
+        "{}",
+        r.stderr
+    );
+
+    // Runner B has the store files but no layer cache: the download is checked against the
+    // lock, refused with a warning, and the layer is built here instead.
+    let store_b = tempfile::tempdir().unwrap();
+    run(runner(&a.project, store_b.path(), &hub).args(["fetch", "--endpoint", &hub.endpoint()]))
+        .ok();
+    let oci_b = work.path().join("b");
+    let r = run(runner(&a.project, store_b.path(), &hub)
+        .args(["bake", "--json", "--insecure", "--cache", &cache, "--oci"])
+        .arg(&oci_b));
+    r.ok();
+    let v = json(&r);
+    assert!(
+        r.stderr.contains("warning: cache repository") && r.stderr.contains(&poisoned),
+        "no warning about the poisoned layer: {}",
+        r.stderr
+    );
+    assert_eq!(v["manifest_digest"], genuine_image, "{v}");
+    assert_eq!(v["cache"]["downloaded"], 0, "{v}");
+    // The layer built here is recorded again, in place of the poisoned record.
+    assert_eq!(strings(&v["cache"]["recorded"]), [layer], "{v}");
+    run(runner(&a.project, store_b.path(), &hub)
+        .args(["verify", "--oci"])
+        .arg(&oci_b))
+    .ok();
+    let kept = store_b
+        .path()
+        .join("layers/blobs/sha256")
+        .join(&poisoned[7..]);
+    assert!(!kept.exists(), "the poisoned layer is in the layer cache");
+    // Nothing poisoned is reused either.
+    let r = run(runner(&a.project, store_b.path(), &hub)
+        .args(["bake", "--json", "--no-cache", "--oci"])
+        .arg(work.path().join("b2")));
+    r.ok();
+    assert_eq!(json(&r)["manifest_digest"], genuine_image);
+
+    // Runner C has nothing: the bake stops, saying why the record did not help.
+    put_record(&reg, &tag, tampered.as_bytes(), work.path());
+    let store_c = tempfile::tempdir().unwrap();
+    let r = run(runner(&a.project, store_c.path(), &hub)
+        .args(["bake", "--insecure", "--cache", &cache, "--oci"])
+        .arg(work.path().join("c")));
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not in the store") && r.stderr.contains(&poisoned),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !store_c
+            .path()
+            .join("layers/blobs/sha256")
+            .join(&poisoned[7..])
+            .exists(),
+        "the poisoned layer is in runner C's layer cache"
     );
 }

@@ -4,8 +4,10 @@
 //! alive and mountable. `bake` reads records to push images without the layers' files and
 //! writes records for the layers it built; `fetch` unpacks recorded layers into the store
 //! ([`fill`]), checking every file against the lock. Records are checked before use and a
-//! record that does not match is ignored with a warning. Format and trust rules:
-//! docs/cache-repository.md.
+//! record that does not match is ignored with a warning; a layer downloaded for `--oci` or
+//! `--layers` is checked file by file against the lock before the layer cache keeps it
+//! ([`CacheRepo::download`]). A layer `--push` only mounts is never read: the cache repository
+//! is then a trust boundary. Format and trust rules: docs/cache-repository.md.
 
 pub mod fill;
 pub mod record;
@@ -17,6 +19,7 @@ use serde::Serialize;
 use super::assemble::layer_descriptor;
 use super::layer_cache::{self as layer, BuiltLayer};
 use super::plan::{LayerFormat, LayerPlan};
+use super::verify_image::check_planned_layer;
 use crate::oci::MEDIA_MANIFEST;
 use crate::oci::digest::Digest;
 use crate::oci::error::OciError;
@@ -136,15 +139,19 @@ impl CacheRepo {
         self.source.clone()
     }
 
-    /// Downloads the recorded layer into the store's layer cache (digest-checked on the way),
-    /// so that `--oci` and `--layers` can use it like a layer built here.
+    /// Downloads the recorded layer into the store's layer cache, so that `--oci` and
+    /// `--layers` can use it like a layer built here. Its digest is checked on the way, then
+    /// every entry against the lock ([`check_planned_layer`]: the plan's entries and nothing
+    /// else, each file's sha256, the DiffID the record gives) before the layer cache keeps it.
+    /// `Ok(Err(warning))` for a layer that does not match: it is deleted, never kept, and the
+    /// caller builds the layer instead.
     pub async fn download(
         &self,
         store: &Store,
         plan: &LayerPlan,
         format: LayerFormat,
         found: BuiltLayer,
-    ) -> Result<BuiltLayer, OciError> {
+    ) -> Result<Result<BuiltLayer, String>, OciError> {
         let key = layer::cache_key(plan, format);
         let tmp = layer::temp_path(store, &key).map_err(OciError::io(store.root()))?;
         let desc = layer_descriptor(&found);
@@ -152,9 +159,37 @@ impl CacheRepo {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
+        let checked = {
+            let (tmp, plan) = (tmp.clone(), plan.clone());
+            let owner = (format.stamp.uid, format.stamp.gid);
+            let diff_id = found.diff_id.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&tmp)
+                    .and_then(|file| check_planned_layer(file, &plan, owner, &diff_id))
+            })
+            .await
+        };
+        let refused = match checked {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(why))) => Some(why),
+            Ok(Err(e)) => Some(format!("it cannot be read as a tar: {e}")),
+            Err(e) => Some(format!("the check stopped: {e}")),
+        };
+        if let Some(why) = refused {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(Err(format!(
+                "cache repository {}: layer {} of {} {}/{} does not match the lock and is not used \
+                 ({why}); its record may have been tampered with",
+                self.name(),
+                found.digest,
+                plan.repo,
+                plan.part.0,
+                plan.part.1
+            )));
+        }
         let mut got = layer::adopt(store, &key, found, &tmp).map_err(OciError::io(&tmp))?;
         got.reused = true;
-        Ok(got)
+        Ok(Ok(got))
     }
 
     /// Step 5 of a bake: lists the layers taken from records as hits and records every
