@@ -82,6 +82,18 @@ pub enum RegistryError {
         /// The last failure.
         last: String,
     },
+    /// A server that is not the registry (an upload `Location` or a redirect on another
+    /// origin) answered `401`: the registry's credentials are not sent to it, nor to the token
+    /// realm it names.
+    #[error(
+        "{host} asks for credentials, but it is not {registry} (an upload location or a redirect of {registry} led there): credentials are only sent to the registry and to the token service the registry names; check the registry's storage or proxy settings"
+    )]
+    ForeignChallenge {
+        /// The other server (`host[:port]`).
+        host: String,
+        /// The registry.
+        registry: String,
+    },
     /// A setting (an environment variable) is wrong.
     #[error("{0}")]
     Config(String),
@@ -256,14 +268,18 @@ impl Registry {
     /// The `Authorization` earned for `scope`, only for a URL on this registry's own origin: an
     /// upload `Location` on another host (object storage, a CDN) never receives it.
     fn auth_for(&self, url: &str, scope: &str) -> Option<String> {
-        let same_origin = match (Url::parse(url), Url::parse(&self.base)) {
-            (Ok(a), Ok(b)) => a.origin() == b.origin(),
-            _ => false,
-        };
-        if !same_origin {
+        if !self.is_own_origin(url) {
             return None;
         }
         self.tokens.lock().ok().and_then(|t| t.get(scope).cloned())
+    }
+
+    /// True when `url` is on this registry's own origin (scheme, host and port).
+    fn is_own_origin(&self, url: &str) -> bool {
+        match (Url::parse(url), Url::parse(&self.base)) {
+            (Ok(a), Ok(b)) => a.origin() == b.origin(),
+            _ => false,
+        }
     }
 
     /// The `Authorization` value that answers `challenge` for `scope`.
@@ -499,6 +515,9 @@ mod lookup;
 
 #[cfg(test)]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod origin_tests;
 
 #[cfg(test)]
 mod tests {
