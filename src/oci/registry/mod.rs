@@ -297,7 +297,7 @@ impl Registry {
                     detail: format!("bearer challenge without realm: {challenge}"),
                 })?;
                 let mut url = Url::parse(realm).map_err(|e| RegistryError::Http {
-                    url: realm.clone(),
+                    url: crate::redact::url_str(realm),
                     detail: e.to_string(),
                 })?;
                 let scopes = scope.split(' ').filter(|s| !s.is_empty());
@@ -342,7 +342,7 @@ impl Registry {
                     .retrying(url.as_str(), async || {
                         let Some(attempt) = req.try_clone() else {
                             return Err(RegistryError::Http {
-                                url: url.to_string(),
+                                url: crate::redact::url_str(url.as_str()),
                                 detail: "the token request cannot be repeated".into(),
                             });
                         };
@@ -358,14 +358,14 @@ impl Registry {
                 let body = read_capped(resp, TOKEN_LIMIT, "a token answer").await?;
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
-                        url: url.to_string(),
+                        url: crate::redact::url_str(url.as_str()),
                         detail: format!("the token answer is not JSON: {e}"),
                     })?;
                 let token = v["token"]
                     .as_str()
                     .or(v["access_token"].as_str())
                     .ok_or_else(|| RegistryError::Http {
-                        url: url.to_string(),
+                        url: crate::redact::url_str(url.as_str()),
                         detail: "no token in the answer".into(),
                     })?;
                 Ok(format!("Bearer {token}"))
@@ -506,7 +506,7 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| body.chars().take(200).collect());
     Err(RegistryError::Http {
-        url: url.to_owned(),
+        url: crate::redact::url_str(url),
         detail: format!("HTTP {status}: {msg}"),
     })
 }
