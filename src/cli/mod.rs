@@ -404,6 +404,23 @@ fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// stderr for log lines, with every URL in them passed through [`crate::redact::text`]: our
+/// own fields already are, this also covers other crates' trace lines (`MODELBAKE_LOG=trace`)
+/// and any URL a field carries whole. The formatter writes one event per `write`.
+struct RedactedStderr;
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = crate::redact::text(&String::from_utf8_lossy(buf));
+        std::io::stderr().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
@@ -418,7 +435,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactedStderr)
         .without_time()
         .with_target(false)
         .try_init();

@@ -50,7 +50,7 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Res
                 let note = format!(
                     "mirror `{}` failed for {label} ({}): {}; trying the next source",
                     m.plugin,
-                    m.url,
+                    crate::hub::shown(&m.url),
                     e.mirror_detail()
                 );
                 tracing::warn!("{note}");

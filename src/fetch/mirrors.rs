@@ -174,7 +174,7 @@ impl MirrorPlan {
                                     bound => {
                                         plan.rejected.push(format!(
                                             "plugin `{name}` proposed {} for `{}` with credential `{cred}`, {}: skipped",
-                                            c.url,
+                                            crate::hub::shown(&c.url),
                                             file.path,
                                             match bound {
                                                 Some(o) => format!("which may only be sent to {}", o.ascii_serialization()),
@@ -190,7 +190,8 @@ impl MirrorPlan {
                                     None => {
                                         plan.rejected.push(format!(
                                             "plugin `{name}` proposed {} for `{}` with credential `{cred}`, but {var} is not set: skipped",
-                                            c.url, file.path
+                                            crate::hub::shown(&c.url),
+                                            file.path
                                         ));
                                         continue;
                                     }

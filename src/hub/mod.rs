@@ -696,7 +696,8 @@ fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
     }
 }
 
-/// A URL as messages and logs show it: without any `user:password@`.
+/// A URL as messages and logs show it: without any `user:password@`, query values as `***`
+/// (a signed CDN URL's query is a bearer credential; see [`crate::redact`]).
 pub(crate) fn shown(url: &Url) -> String {
     crate::redact::url_str(url.as_str())
 }

@@ -404,6 +404,83 @@ fn credentials_in_the_endpoint_are_never_printed() {
     scene.assert_untouched();
 }
 
+/// The marker in every value of the signed query the resolve redirects to.
+const SIGNED: &str = "SIGNED-MARKER-7q2";
+
+/// Redirects every LFS file of `acme/tiny` to its CDN object under a presigned-looking URL
+/// (`X-Amz-Signature`, `X-Amz-Credential`, `Expires`, `token`, all carrying [`SIGNED`]).
+fn sign_cdn_redirects(hub: &HubEmulator) -> usize {
+    let cdn = hub.cdn_addr();
+    let lfs: Vec<_> = hub
+        .files_at(hub_emulator::Kind::Model, "acme/tiny", "main")
+        .into_iter()
+        .filter(|f| f.lfs)
+        .collect();
+    for f in &lfs {
+        hub.inject(
+            Fault::on(&format!("/{}", f.path))
+                .host(Host::Hub)
+                .action(FaultAction::Redirect(format!(
+                    "http://{cdn}/lfs/{}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={SIGNED}-cred%2F20250101&X-Amz-Signature={SIGNED}-sig&Expires=1&token={SIGNED}-tok&sig={SIGNED}",
+                    f.sha256
+                ))),
+        );
+    }
+    lfs.len()
+}
+
+#[track_caller]
+fn assert_no_signature(m: &Measured) {
+    for (name, text) in [("stdout", &m.stdout), ("stderr", &m.stderr)] {
+        assert!(
+            !text.contains(SIGNED),
+            "{name} shows a signed URL's query:\n{text}"
+        );
+    }
+}
+
+/// Hostile review (issue 23): the query of a signed CDN URL is a bearer credential. A fetch
+/// through such redirects prints none of it, in `--json`, `-vv` and trace logs, whether the
+/// download works or the CDN answers with an error.
+#[test]
+fn signed_cdn_urls_never_print_their_query() {
+    let hub = emulator();
+    let scene = Scene::locked(&hub, TINY);
+    assert!(sign_cdn_redirects(&hub) > 0, "acme/tiny has an LFS file");
+    let endpoint = hub.endpoint();
+    let m = scene.run(&["fetch", "--json", "-vv", "--endpoint", &endpoint], &[]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert_no_signature(&m);
+    assert!(
+        hub.requests()
+            .iter()
+            .any(|r| r.host == Host::Cdn && r.query.as_deref().is_some_and(|q| q.contains(SIGNED))),
+        "the signed URL was used"
+    );
+
+    // The CDN refuses (no retry can fix it), then fails (retried, then given up): the errors
+    // name the CDN's host and path, not the signature.
+    let fast = [("MODELBAKE_HTTP_RETRIES", "1")];
+    for status in [403, 500] {
+        let scene = Scene::locked(&hub, TINY);
+        hub.clear_faults();
+        sign_cdn_redirects(&hub);
+        hub.inject(Fault::on("/lfs/").host(Host::Cdn).status(status));
+        for (args, env) in [
+            (&["fetch", "--json", "-vv"][..], &fast[..]),
+            (&["fetch"][..], &[fast[0], ("MODELBAKE_LOG", "trace")][..]),
+        ] {
+            let mut args = args.to_vec();
+            args.extend(["--endpoint", &endpoint]);
+            let m = scene.run(&args, env);
+            m.assert_clean_failure(IN_TIME);
+            assert_no_signature(&m);
+            assert_mentions(&m, &[&format!("{}/lfs/", hub.cdn_addr())]);
+        }
+    }
+    scene.assert_untouched();
+}
+
 // ---- class 5: control characters from the Hub -------------------------------------------
 
 #[test]

@@ -257,6 +257,51 @@ fn a_failing_helper_is_named_with_the_registry() {
     );
 }
 
+/// Hostile review (issue 23): a helper that prints its answer (secret included) and then
+/// exits non-zero. The error names the helper, its exit status and how to test it, and quotes
+/// nothing of its stdout: not on stderr, not in `--json`.
+#[test]
+fn a_failing_helpers_answer_is_not_quoted() {
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let hub = emulator();
+    let f = project(&hub);
+    let home = Home::new();
+    home.helper(
+        "leaky",
+        r#"echo '{"ServerURL":"x","Username":"u","Secret":"SECRET-MARKER"}'; exit 1"#,
+    );
+    home.docker_config(&format!(
+        r#"{{"credHelpers":{{"{}":"leaky"}}}}"#,
+        registry.addr
+    ));
+    let r = push(&f, &home, &format!("{}/private/app:v1", registry.addr), &[]);
+    r.expect_code(1);
+    assert!(
+        !r.stdout.contains("SECRET-MARKER") && !r.stderr.contains("SECRET-MARKER"),
+        "--- stdout\n{}\n--- stderr\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("docker-credential-leaky")
+            && r.stderr.contains("exit status 1")
+            && r.stderr.contains("docker-credential-leaky get"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("docker-credential-leaky"),
+        "{}",
+        r.stdout
+    );
+}
+
 /// A registry delegating to a token service where `alice` may push and `REFRESH` stands for
 /// her.
 fn token_registry() -> Option<(TokenService, Registry)> {

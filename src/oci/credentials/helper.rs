@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -52,21 +52,27 @@ fn get_key(
         registry: registry.to_owned(),
         detail,
     };
-    let (ok, stdout, stderr) = run(program, key).map_err(|e| fail(e.to_string()))?;
-    if !ok {
-        let said = format!("{stdout}\n{stderr}");
-        if said.to_ascii_lowercase().contains(NOT_FOUND) {
+    let (status, stdout, stderr) = run(program, key).map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        // Docker's helpers say "credentials not found" on stdout: detected there, never echoed.
+        if format!("{stdout}\n{stderr}")
+            .to_ascii_lowercase()
+            .contains(NOT_FOUND)
+        {
             return Ok(None);
         }
-        // A failing helper's words are its error message, not a secret; shown short and safe.
-        let first = said
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("(no message)");
+        // stdout may hold the answer (with the secret) of a helper that then failed: it never
+        // goes into a message. stderr's first line does, unless it could be that answer.
+        let exited = match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "exit status: killed by a signal".to_owned(),
+        };
+        let said = match stderr_line(&stderr, &stdout) {
+            Some(line) => format!(": {line}"),
+            None => String::new(),
+        };
         return Err(fail(format!(
-            "it exited with an error: {}",
-            printable(first)
+            "it exited with an error ({exited}){said}; its output is not shown, as it may hold the secret; test it with `echo {key} | {helper} get`"
         )));
     }
     #[derive(serde::Deserialize)]
@@ -108,8 +114,8 @@ enum RunFailure {
     OutputOpen,
 }
 
-/// Runs `program get` with `key` on stdin: (success, stdout, stderr), each output capped.
-fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), RunFailure> {
+/// Runs `program get` with `key` on stdin: (exit status, stdout, stderr), each output capped.
+fn run(program: &OsStr, key: &str) -> Result<(ExitStatus, String, String), RunFailure> {
     let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -173,7 +179,25 @@ fn run(program: &OsStr, key: &str) -> Result<(bool, String, String), RunFailure>
         out[i] = text;
     }
     let [stdout, stderr] = out;
-    Ok((status.success(), stdout, stderr))
+    Ok((status, stdout, stderr))
+}
+
+/// The first non-empty line of a failing helper's stderr, printable, when it cannot be the
+/// credential answer: not JSON-like, and holding no secret that `stdout` answered with.
+fn stderr_line(stderr: &str, stdout: &str) -> Option<String> {
+    let line = stderr.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let lower = line.to_ascii_lowercase();
+    if line.starts_with('{') || lower.contains("\"secret\"") || lower.contains("\"username\"") {
+        return None;
+    }
+    let answered = serde_json::from_str::<serde_json::Value>(stdout)
+        .ok()
+        .and_then(|v| v.get("Secret").and_then(|s| s.as_str()).map(str::to_owned))
+        .filter(|s| !s.is_empty());
+    if answered.is_some_and(|secret| stderr.contains(&secret)) {
+        return None;
+    }
+    Some(printable(line))
 }
 
 /// A helper's message, cut to 200 characters without control characters.
@@ -234,6 +258,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not the JSON") && !e.contains("s3cr3t"), "{e}");
+    }
+
+    /// Hostile review (issue 23): a helper that prints its answer, secret included, and then
+    /// exits non-zero must not get that answer quoted in the error (stderr, `--json`).
+    #[test]
+    fn a_failing_helpers_stdout_is_never_quoted() {
+        for body in [
+            r#"echo '{"ServerURL":"x","Username":"u","Secret":"SECRET-MARKER"}'; exit 1"#,
+            r#"echo '{"ServerURL":"x","Username":"u","Secret":"SECRET-MARKER"}'; echo '{"Secret":"SECRET-MARKER"}' >&2; exit 1"#,
+            r#"echo '{"ServerURL":"x","Username":"u","Secret":"SECRET-MARKER"}'; echo 'oops SECRET-MARKER' >&2; exit 1"#,
+            r#"echo 'SECRET-MARKER'; exit 7"#,
+        ] {
+            let e = get_with(body).unwrap_err().to_string();
+            assert!(!e.contains("SECRET-MARKER"), "{body}: {e}");
+            assert!(
+                e.contains("exit status")
+                    && e.contains("echo reg.example | docker-credential-test get"),
+                "{body}: {e}"
+            );
+        }
+        let e = get_with("echo '{}'; exit 7").unwrap_err().to_string();
+        assert!(e.contains("exit status 7"), "{e}");
     }
 
     #[test]

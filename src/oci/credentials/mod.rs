@@ -121,7 +121,7 @@ impl CredentialError {
     pub fn hint(&self) -> &'static str {
         match self {
             CredentialError::Helper { .. } => {
-                "run `docker-credential-NAME get` with the registry on stdin to see its own message; log in again with it, or remove the registry from `credHelpers` (or `credsStore`) in the file named"
+                "run `echo REGISTRY | docker-credential-NAME get` to see its own message (and its answer, which holds the secret: in your terminal only); log in again with it, or remove the registry from `credHelpers` (or `credsStore`) in the file named"
             }
             CredentialError::File { .. } => {
                 "fix or remove the file (it must be JSON with `auths`, as `docker login`, `podman login` or `modelbake login` write it), or point REGISTRY_AUTH_FILE / DOCKER_CONFIG elsewhere"

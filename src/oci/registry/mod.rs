@@ -82,6 +82,18 @@ pub enum RegistryError {
         /// The last failure.
         last: String,
     },
+    /// A server that is not the registry (an upload `Location` or a redirect on another
+    /// origin) answered `401`: the registry's credentials are not sent to it, nor to the token
+    /// realm it names.
+    #[error(
+        "{host} asks for credentials, but it is not {registry} (an upload location or a redirect of {registry} led there): credentials are only sent to the registry and to the token service the registry names; check the registry's storage or proxy settings"
+    )]
+    ForeignChallenge {
+        /// The other server (`host[:port]`).
+        host: String,
+        /// The registry.
+        registry: String,
+    },
     /// A setting (an environment variable) is wrong.
     #[error("{0}")]
     Config(String),
@@ -256,14 +268,18 @@ impl Registry {
     /// The `Authorization` earned for `scope`, only for a URL on this registry's own origin: an
     /// upload `Location` on another host (object storage, a CDN) never receives it.
     fn auth_for(&self, url: &str, scope: &str) -> Option<String> {
-        let same_origin = match (Url::parse(url), Url::parse(&self.base)) {
-            (Ok(a), Ok(b)) => a.origin() == b.origin(),
-            _ => false,
-        };
-        if !same_origin {
+        if !self.is_own_origin(url) {
             return None;
         }
         self.tokens.lock().ok().and_then(|t| t.get(scope).cloned())
+    }
+
+    /// True when `url` is on this registry's own origin (scheme, host and port).
+    fn is_own_origin(&self, url: &str) -> bool {
+        match (Url::parse(url), Url::parse(&self.base)) {
+            (Ok(a), Ok(b)) => a.origin() == b.origin(),
+            _ => false,
+        }
     }
 
     /// The `Authorization` value that answers `challenge` for `scope`.
@@ -281,7 +297,7 @@ impl Registry {
                     detail: format!("bearer challenge without realm: {challenge}"),
                 })?;
                 let mut url = Url::parse(realm).map_err(|e| RegistryError::Http {
-                    url: realm.clone(),
+                    url: crate::redact::url_str(realm),
                     detail: e.to_string(),
                 })?;
                 let scopes = scope.split(' ').filter(|s| !s.is_empty());
@@ -326,7 +342,7 @@ impl Registry {
                     .retrying(url.as_str(), async || {
                         let Some(attempt) = req.try_clone() else {
                             return Err(RegistryError::Http {
-                                url: url.to_string(),
+                                url: crate::redact::url_str(url.as_str()),
                                 detail: "the token request cannot be repeated".into(),
                             });
                         };
@@ -342,14 +358,14 @@ impl Registry {
                 let body = read_capped(resp, TOKEN_LIMIT, "a token answer").await?;
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
-                        url: url.to_string(),
+                        url: crate::redact::url_str(url.as_str()),
                         detail: format!("the token answer is not JSON: {e}"),
                     })?;
                 let token = v["token"]
                     .as_str()
                     .or(v["access_token"].as_str())
                     .ok_or_else(|| RegistryError::Http {
-                        url: url.to_string(),
+                        url: crate::redact::url_str(url.as_str()),
                         detail: "no token in the answer".into(),
                     })?;
                 Ok(format!("Bearer {token}"))
@@ -490,7 +506,7 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| body.chars().take(200).collect());
     Err(RegistryError::Http {
-        url: url.to_owned(),
+        url: crate::redact::url_str(url),
         detail: format!("HTTP {status}: {msg}"),
     })
 }
@@ -505,6 +521,9 @@ impl crate::hint::Hint for RegistryError {
 
 #[cfg(test)]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod origin_tests;
 
 #[cfg(test)]
 mod tests {

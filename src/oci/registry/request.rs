@@ -163,6 +163,22 @@ impl Registry {
             if resp.status() != StatusCode::UNAUTHORIZED || round == 1 {
                 return Ok(Sent::Answer(resp));
             }
+            // Only the registry's own challenge is answered: a 401 from another origin (an
+            // upload Location, the target of a redirect) would have the registry's credentials
+            // sent to a realm of its choosing, and the token it mints sent to the registry.
+            if !self.is_own_origin(resp.url().as_str()) {
+                let other = resp.url();
+                let host = match (other.host_str(), other.port()) {
+                    (Some(h), Some(p)) => format!("{h}:{p}"),
+                    (Some(h), None) => h.to_owned(),
+                    (None, _) => crate::redact::url_str(other.as_str()),
+                };
+                debug!(%host, registry = %self.host, "401 from another origin: not answered");
+                return Err(RegistryError::ForeignChallenge {
+                    host,
+                    registry: self.host.clone(),
+                });
+            }
             let challenge = resp
                 .headers()
                 .get(WWW_AUTHENTICATE)
