@@ -386,4 +386,42 @@ mod tests {
         assert!(!remove_login(&dir.path().join("none.json"), "x").unwrap());
         assert!(!dir.path().join("none.json").exists());
     }
+
+    /// The mode of every temp file `write_atomic` creates on this thread while `f` runs, with
+    /// the umask cleared so that only the mode modelbake asks for counts.
+    fn temp_modes_during(f: impl FnOnce()) -> Vec<u32> {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = seen.clone();
+        crate::fs_atomic::ON_TEMP_CREATED.set(Some(Box::new(move |p: &Path| {
+            let mode = std::fs::metadata(p).map_or(0o777, |m| m.permissions().mode() & 0o777);
+            record.borrow_mut().push(mode);
+        })));
+        // SAFETY: umask has no memory effects; nextest runs each test in its own process.
+        let old = unsafe { libc::umask(0) };
+        f();
+        unsafe { libc::umask(old) };
+        crate::fs_atomic::ON_TEMP_CREATED.set(None);
+        seen.take()
+    }
+
+    #[test]
+    fn the_auth_file_is_private_from_the_moment_it_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        let modes = temp_modes_during(|| {
+            store_login(&path, "a.example", "u", &Secret::new("p")).unwrap();
+            store_login(&path, "b.example", "u", &Secret::new("p")).unwrap();
+            assert!(remove_login(&path, "a.example").unwrap());
+        });
+        assert_eq!(modes.len(), 3, "{modes:?}");
+        for m in modes {
+            assert_eq!(
+                m & 0o077,
+                0,
+                "a temp file was created {m:o}: others could open it"
+            );
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }
