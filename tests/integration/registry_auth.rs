@@ -4,7 +4,7 @@
 //! stderr (with `--json` and trace logging) is searched for the secrets.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -532,4 +532,121 @@ fn login_answers_a_bearer_challenge() {
         ("basic", 200),
         "{last:?}"
     );
+}
+
+/// Runs `cmd` with `stdin` written to it, under a 4 GiB address-space limit, and kills it and
+/// fails when it has not exited in 30 s: a read that blocks (a FIFO) or never ends
+/// (`/dev/zero`) fails the test instead of hanging it or eating the machine.
+fn run_within(cmd: &Command, stdin: &str) -> Run {
+    let mut limited = Command::new("sh");
+    limited
+        .args(["-c", "ulimit -v 4194304 && exec \"$0\" \"$@\""])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = cmd.get_current_dir() {
+        limited.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    let mut child = limited.spawn().unwrap();
+    {
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    clean(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `modelbake ARGS` in `home`.
+fn modelbake(home: &Home, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelbake"));
+    home.env(&mut cmd).args(args);
+    cmd
+}
+
+#[test]
+fn fifo_and_device_auth_files_are_refused_not_read() {
+    let home = Home::new();
+    let fifo = home.path("auth.json");
+    sh(Command::new("mkfifo").arg(&fifo));
+    let zero = Path::new("/dev/zero");
+    let fifo_arg = ["--authfile", fifo.to_str().unwrap()];
+    let refused = |r: &Run, kind: &str| {
+        r.expect_code(1);
+        assert!(
+            r.stderr.contains(kind) && r.stderr.contains("regular file"),
+            "{}",
+            r.stderr
+        );
+    };
+    let logout = ["logout", "reg.example"];
+    refused(
+        &run_within(&modelbake(&home, &[&logout[..], &fifo_arg].concat()), ""),
+        "FIFO",
+    );
+    let r = run_within(
+        modelbake(&home, &logout).env("REGISTRY_AUTH_FILE", zero),
+        "",
+    );
+    refused(&r, "device");
+    assert!(r.stderr.contains("REGISTRY_AUTH_FILE"), "{}", r.stderr);
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // login, and a push that needs credentials, refuse them too.
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let login = [
+        "login",
+        &registry.addr,
+        "-u",
+        USER,
+        "--password-stdin",
+        "--insecure",
+    ];
+    refused(
+        &run_within(
+            &modelbake(&home, &[&login[..], &fifo_arg].concat()),
+            PASSWORD,
+        ),
+        "FIFO",
+    );
+    let r = run_within(
+        modelbake(&home, &login).env("REGISTRY_AUTH_FILE", zero),
+        PASSWORD,
+    );
+    refused(&r, "device");
+    let hub = emulator();
+    let f = project(&hub);
+    let target = format!("{}/private/app:v1", registry.addr);
+    for (file, kind) in [(fifo.as_path(), "FIFO"), (zero, "device")] {
+        let mut cmd = f.cmd();
+        home.env(&mut cmd).env("REGISTRY_AUTH_FILE", file).args([
+            "bake",
+            "--insecure",
+            "--push",
+            &target,
+        ]);
+        refused(&run_within(&cmd, ""), kind);
+    }
 }

@@ -59,19 +59,15 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// The file at `path`; `None` when it does not exist.
+    /// The file at `path`; `None` when it does not exist. Anything but a regular file (after
+    /// symlinks) is refused unread: a FIFO would block forever, a device never end.
     pub fn read(path: &Path) -> Result<Option<Self>, CredentialError> {
         let bad = |detail: String| CredentialError::File {
             path: path.to_owned(),
             detail,
         };
-        let bytes = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(bad(e.to_string())),
-            Ok(m) if m.len() > FILE_LIMIT => {
-                return Err(bad(format!("larger than {FILE_LIMIT} bytes")));
-            }
-            Ok(_) => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+        let Some(bytes) = read_capped(path)? else {
+            return Ok(None);
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Some(AuthConfig::default()));
@@ -151,6 +147,76 @@ impl AuthConfig {
             _ => None,
         })
     }
+}
+
+/// What a file that is not a regular file is, for messages.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Refuses anything at `path` (after symlinks) that is not a regular file.
+fn regular(path: &Path, t: std::fs::FileType) -> Result<(), CredentialError> {
+    if t.is_file() {
+        return Ok(());
+    }
+    Err(CredentialError::File {
+        path: path.to_owned(),
+        detail: format!(
+            "it is {}, not a regular file: point REGISTRY_AUTH_FILE (or --authfile) at a regular file, or replace it with one",
+            kind_of(t)
+        ),
+    })
+}
+
+/// The bytes of the auth file at `path` (at most [`FILE_LIMIT`]), `None` when it does not
+/// exist. The type is checked before opening, and again on the opened file (opened
+/// non-blocking, so a FIFO swapped in between cannot block either).
+fn read_capped(path: &Path) -> Result<Option<Vec<u8>>, CredentialError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |detail: String| CredentialError::File {
+        path: path.to_owned(),
+        detail,
+    };
+    let too_big = || bad(format!("larger than {FILE_LIMIT} bytes"));
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+        Ok(m) => regular(path, m.file_type())?,
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+        Ok(f) => f,
+    };
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    regular(path, meta.file_type())?;
+    if meta.len() > FILE_LIMIT {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(too_big());
+    }
+    Ok(Some(bytes))
 }
 
 /// `base64(user:password)` as basic credentials.
@@ -248,7 +314,7 @@ pub fn remove_login(path: &Path, registry: &str) -> Result<bool, CredentialError
 mod tests {
     use super::*;
     use crate::test_support::env_of;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     #[test]
     fn files_in_podman_order_and_the_override_alone() {
@@ -423,5 +489,56 @@ mod tests {
         }
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    /// `AuthConfig::read(path)` on another thread, or `None` when it has not returned in 10 s.
+    fn read_within(path: &Path) -> Option<Result<Option<AuthConfig>, CredentialError>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || tx.send(AuthConfig::read(&path)));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("auth.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_within(&fifo)
+            .expect("reading a FIFO hung")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FIFO") && e.contains("regular file"), "{e}");
+        let e = store_login(&fifo, "a.example", "u", &Secret::new("p"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+
+        let zero = Path::new("/dev/zero");
+        let e = read_within(zero)
+            .expect("reading /dev/zero hung")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device") && e.contains("regular file"), "{e}");
+        let link = dir.path().join("zero.json");
+        std::os::unix::fs::symlink(zero, &link).unwrap();
+        let e = read_within(&link)
+            .expect("reading /dev/zero hung")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device"), "{e}");
+        let e = read_within(dir.path())
+            .expect("reading a folder hung")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("folder"), "{e}");
     }
 }
