@@ -650,3 +650,71 @@ fn fifo_and_device_auth_files_are_refused_not_read() {
         refused(&run_within(&cmd, ""), kind);
     }
 }
+
+#[test]
+fn concurrent_logins_into_one_file_keep_every_entry() {
+    let (Some(bin), Some(htpasswd)) = (tool("docker-registry"), tool("htpasswd")) else {
+        return;
+    };
+    let users = sh(Command::new(htpasswd).args(["-Bbn", USER, PASSWORD]));
+    let registries: Vec<Registry> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| Registry::start_with(&bin, Some(&users))))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let home = Home::new();
+    for round in 0..3 {
+        let authfile = home.path(&format!("auth-{round}.json"));
+        // All eight wait on stdin, then get their password at once: their edits overlap.
+        let mut children: Vec<_> = registries
+            .iter()
+            .map(|r| {
+                home.env(&mut Command::new(env!("CARGO_BIN_EXE_modelbake")))
+                    .args([
+                        "login",
+                        &r.addr,
+                        "-u",
+                        USER,
+                        "--password-stdin",
+                        "--insecure",
+                    ])
+                    .arg("--authfile")
+                    .arg(&authfile)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in &mut children {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(PASSWORD.as_bytes())
+                .unwrap();
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            clean(Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+            .ok();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&authfile).unwrap()).unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        for r in &registries {
+            assert_eq!(
+                v["auths"][&r.addr]["auth"], auth,
+                "round {round}: the login to {} was lost: {v}",
+                r.addr
+            );
+        }
+        assert_eq!(mode(&authfile), 0o600);
+    }
+}

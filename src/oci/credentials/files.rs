@@ -240,12 +240,51 @@ fn edit_error(path: &Path, what: &str, e: impl std::fmt::Display) -> CredentialE
     }
 }
 
-/// Reads `path` (or an empty object), lets `change` edit its `auths`, and writes it back
-/// atomically with mode 0600, keeping every other entry and key. Returns what `change` did.
-fn edit_auths<T>(
+/// The lock beside `path` (`auth.json.lock`, mode 0600, left in place): held with `flock`
+/// around every read-modify-write, so concurrent `login`s and `logout`s into one file keep
+/// each other's entries. Released when dropped.
+fn lock_beside(path: &Path) -> Result<std::fs::File, CredentialError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&lock_path)
+        .map_err(|e| edit_error(path, &format!("open its lock {}", lock_path.display()), e))?;
+    match file.lock() {
+        Ok(()) => Ok(file),
+        // Where the filesystem has no locks, edit unlocked (as before).
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(file),
+        Err(e) => Err(edit_error(
+            path,
+            &format!("lock {}", lock_path.display()),
+            e,
+        )),
+    }
+}
+
+/// Under the lock beside `path`: reads `path` (or an empty object), lets `change` edit its
+/// `auths`, and, when `change` says it changed something, writes it back atomically with
+/// mode 0600, keeping every other entry and key. Returns what `change` said.
+fn edit_auths(
     path: &Path,
-    change: impl FnOnce(&mut Map<String, Value>) -> T,
-) -> Result<T, CredentialError> {
+    change: impl FnOnce(&mut Map<String, Value>) -> bool,
+) -> Result<bool, CredentialError> {
+    // Nothing is created beside a file that could not be edited anyway.
+    match std::fs::metadata(path) {
+        Ok(m) => regular(path, m.file_type())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(edit_error(path, "read it", e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|e| edit_error(path, "create its folder", e))?;
+    }
+    let _lock = lock_beside(path)?;
     let mut config = AuthConfig::read(path)?.unwrap_or_default();
     let auths = config
         .json
@@ -254,15 +293,14 @@ fn edit_auths<T>(
     let Value::Object(auths) = auths else {
         return Err(edit_error(path, "edit it", "`auths` is not an object"));
     };
-    let out = change(auths);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(|e| edit_error(path, "create its folder", e))?;
+    if !change(auths) {
+        return Ok(false);
     }
     let mut bytes = serde_json::to_vec_pretty(&Value::Object(config.json))
         .map_err(|e| edit_error(path, "write it", e))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes, Mode::Fixed(0o600)).map_err(|e| edit_error(path, "write it", e))?;
-    Ok(out)
+    Ok(true)
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (credentials live there).
@@ -288,7 +326,9 @@ pub fn store_login(
     edit_auths(path, |auths| {
         auths.retain(|k, _| normalize_registry(k) != key);
         auths.insert(key.clone(), serde_json::json!({ "auth": auth }));
-    })
+        true
+    })?;
+    Ok(())
 }
 
 /// Removes every `auths` entry for `registry` from `path`; true when there was one. A missing
@@ -304,10 +344,12 @@ pub fn remove_login(path: &Path, registry: &str) -> Result<bool, CredentialError
     if !present {
         return Ok(false);
     }
+    // Checked again under the lock: another logout may have removed it meanwhile.
     edit_auths(path, |auths| {
-        auths.retain(|k, _| normalize_registry(k) != key)
-    })?;
-    Ok(true)
+        let before = auths.len();
+        auths.retain(|k, _| normalize_registry(k) != key);
+        auths.len() != before
+    })
 }
 
 #[cfg(test)]
@@ -540,5 +582,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("folder"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_logins_keep_every_entry() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("auth.json");
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for i in 0..8 {
+                    let (path, barrier) = (&path, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        store_login(path, &format!("r{i}.example"), "u", &Secret::new("p"))
+                            .unwrap();
+                    });
+                }
+            });
+            let c = AuthConfig::read(&path).unwrap().unwrap();
+            let n = c.json["auths"].as_object().unwrap().len();
+            assert_eq!(n, 8, "round {round}: {n} of 8 logins left an entry");
+        }
     }
 }
