@@ -718,3 +718,48 @@ fn concurrent_logins_into_one_file_keep_every_entry() {
         assert_eq!(mode(&authfile), 0o600);
     }
 }
+
+#[test]
+fn logout_through_a_symlinked_auth_file_removes_the_secret_from_its_target() {
+    let home = Home::new();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let target = home.path("secrets/auth.json");
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    fs::write(
+        &target,
+        format!(r#"{{"auths":{{"reg.example:5000":{{"auth":"{auth}"}},"other.example":{{"auth":"eDp5"}}}}}}"#),
+    )
+    .unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = home.path(".config/containers/auth.json");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let r = run_within(&modelbake(&home, &["logout", "reg.example:5000"]), "");
+    r.ok();
+    assert!(r.stderr.contains("Logged out"), "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let left = fs::read_to_string(&target).unwrap();
+    assert!(
+        !left.contains(&auth),
+        "the secret is still in the target: {left}"
+    );
+    assert!(left.contains("other.example"), "{left}");
+    assert_eq!(mode(&target), 0o600);
+    // Nothing left to remove: not logged in, and the link stays.
+    let r = run_within(&modelbake(&home, &["logout", "reg.example:5000"]), "");
+    r.ok();
+    assert!(r.stderr.contains("Not logged in"), "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}

@@ -268,13 +268,41 @@ fn lock_beside(path: &Path) -> Result<std::fs::File, CredentialError> {
     }
 }
 
-/// Under the lock beside `path`: reads `path` (or an empty object), lets `change` edit its
+/// The file an edit writes: `path`, or, when `path` is a symlink, the file it points to
+/// (followed to the end, and created there when missing), so that the link stays and no
+/// secret lingers in its target.
+fn edit_target(path: &Path) -> Result<PathBuf, CredentialError> {
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p)
+                    .map_err(|e| edit_error(path, "follow its symlink", e))?;
+                // A relative target is relative to the link's folder; an absolute one replaces.
+                p = match p.parent() {
+                    Some(dir) => dir.join(to),
+                    None => to,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(edit_error(
+        path,
+        "follow its symlink",
+        "more than 40 links in a row: point it at the auth file itself",
+    ))
+}
+
+/// Under the lock beside `path` (through a symlink, its target): reads it (or an empty object), lets `change` edit its
 /// `auths`, and, when `change` says it changed something, writes it back atomically with
 /// mode 0600, keeping every other entry and key. Returns what `change` said.
 fn edit_auths(
     path: &Path,
     change: impl FnOnce(&mut Map<String, Value>) -> bool,
 ) -> Result<bool, CredentialError> {
+    let target = edit_target(path)?;
+    let path = target.as_path();
     // Nothing is created beside a file that could not be edited anyway.
     match std::fs::metadata(path) {
         Ok(m) => regular(path, m.file_type())?,
@@ -604,5 +632,33 @@ mod tests {
             let n = c.json["auths"].as_object().unwrap().len();
             assert_eq!(n, 8, "round {round}: {n} of 8 logins left an entry");
         }
+    }
+
+    #[test]
+    fn edits_go_through_a_symlink_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real/auth.json");
+        let link = dir.path().join("auth.json");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("real/auth.json", &link).unwrap();
+        store_login(&link, "a.example", "u", &Secret::new("p-secret")).unwrap();
+        store_login(&link, "b.example", "u", &Secret::new("p")).unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p-secret");
+        assert!(std::fs::read_to_string(&target).unwrap().contains(&auth));
+
+        assert!(remove_login(&link, "a.example").unwrap());
+        assert!(
+            link.symlink_metadata().unwrap().file_type().is_symlink(),
+            "logout replaced the link"
+        );
+        let left = std::fs::read_to_string(&target).unwrap();
+        assert!(
+            !left.contains(&auth),
+            "the secret stayed in the target: {left}"
+        );
+        assert!(left.contains("b.example"), "{left}");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }
