@@ -763,3 +763,41 @@ fn logout_through_a_symlinked_auth_file_removes_the_secret_from_its_target() {
             .is_symlink()
     );
 }
+
+#[test]
+fn entries_modelbake_does_not_own_pass_through_login_and_logout_byte_for_byte() {
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let home = Home::new();
+    let authfile = home.path("auth.json");
+    let other = r#"{"big":123456789012345678901234567890,"e":1e5,"z":-0}"#;
+    let entry = r#"{"auth":"eDp5","expires":1E+10,"n":-0.0e0}"#;
+    fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"keep.example":{entry}}},"other":{other}}}"#),
+    )
+    .unwrap();
+    let file = ["--authfile", authfile.to_str().unwrap()];
+    let login = [
+        "login",
+        &registry.addr,
+        "-u",
+        USER,
+        "--password-stdin",
+        "--insecure",
+    ];
+    let r = run_within(&modelbake(&home, &[&login[..], &file].concat()), PASSWORD);
+    r.ok();
+    let text = fs::read_to_string(&authfile).unwrap();
+    assert!(text.contains(other) && text.contains(entry), "{text}");
+    assert!(text.contains(&registry.addr), "{text}");
+    let r = run_within(
+        &modelbake(&home, &[&["logout", &registry.addr][..], &file].concat()),
+        "",
+    );
+    r.ok();
+    let text = fs::read_to_string(&authfile).unwrap();
+    assert!(text.contains(other) && text.contains(entry), "{text}");
+    assert!(!text.contains(&registry.addr), "{text}");
+}

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{Credential, CredentialError, Secret, normalize_registry};
@@ -62,19 +63,24 @@ impl AuthConfig {
     /// The file at `path`; `None` when it does not exist. Anything but a regular file (after
     /// symlinks) is refused unread: a FIFO would block forever, a device never end.
     pub fn read(path: &Path) -> Result<Option<Self>, CredentialError> {
+        let Some(bytes) = read_capped(path)? else {
+            return Ok(None);
+        };
+        Self::parse(path, &bytes).map(Some)
+    }
+
+    /// The auth file `path` holding `bytes` (blank: an empty object).
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, CredentialError> {
         let bad = |detail: String| CredentialError::File {
             path: path.to_owned(),
             detail,
         };
-        let Some(bytes) = read_capped(path)? else {
-            return Ok(None);
-        };
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Some(AuthConfig::default()));
+            return Ok(AuthConfig::default());
         }
         // serde_json's messages give a position, never the text around it.
-        match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(json)) => Ok(Some(AuthConfig { json })),
+        match serde_json::from_slice(bytes) {
+            Ok(Value::Object(json)) => Ok(AuthConfig { json }),
             Ok(_) => Err(bad("not a JSON object".into())),
             Err(e) => Err(bad(format!("not valid JSON: {e}"))),
         }
@@ -232,6 +238,87 @@ fn decode_auth(auth: &str) -> Option<Credential> {
     })
 }
 
+/// A JSON object's members in file order, each value kept as the exact text it was written
+/// as: what `login` and `logout` do not own (other keys, other registries' entries) is copied
+/// byte for byte, so no number is rewritten (`1e5`, `-0`, integers beyond `f64`).
+#[derive(Debug, Default)]
+struct RawMembers(Vec<(String, Box<RawValue>)>);
+
+impl RawMembers {
+    /// Parses the object `text` (`None` when it is not a JSON object).
+    fn parse(text: &[u8]) -> Option<Self> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Some(RawMembers::default());
+        }
+        serde_json::from_slice(text).ok()
+    }
+
+    /// The value of `key`.
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// Sets `key`, in its place when present (a key written twice keeps its first place and,
+    /// as every reader does, its last value), else first (`put_first`) or last.
+    fn set(&mut self, key: String, value: Box<RawValue>, put_first: bool) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else if put_first {
+            self.0.insert(0, (key, value));
+        } else {
+            self.0.push((key, value));
+        }
+    }
+
+    /// The object as JSON, one member a line, indented for nesting at `depth` spaces (values
+    /// as they were written).
+    fn to_text(&self, depth: usize) -> String {
+        if self.0.is_empty() {
+            return "{}".into();
+        }
+        let inner = " ".repeat(depth + 2);
+        let members: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{inner}{}: {}", json_string(k), v.get()))
+            .collect();
+        format!("{{\n{}\n{}}}", members.join(",\n"), " ".repeat(depth))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = RawMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawMembers, A::Error> {
+                let mut members = RawMembers::default();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.set(k, v, false);
+                }
+                Ok(members)
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// Raw JSON that modelbake built itself (always valid).
+fn raw(text: String) -> Result<Box<RawValue>, serde_json::Error> {
+    RawValue::from_string(text)
+}
+
 /// Why `login`/`logout` could not change the file.
 fn edit_error(path: &Path, what: &str, e: impl std::fmt::Display) -> CredentialError {
     CredentialError::File {
@@ -299,7 +386,7 @@ fn edit_target(path: &Path) -> Result<PathBuf, CredentialError> {
 /// mode 0600, keeping every other entry and key. Returns what `change` said.
 fn edit_auths(
     path: &Path,
-    change: impl FnOnce(&mut Map<String, Value>) -> bool,
+    change: impl FnOnce(&mut RawMembers) -> bool,
 ) -> Result<bool, CredentialError> {
     let target = edit_target(path)?;
     let path = target.as_path();
@@ -313,19 +400,22 @@ fn edit_auths(
         create_private_dir(dir).map_err(|e| edit_error(path, "create its folder", e))?;
     }
     let _lock = lock_beside(path)?;
-    let mut config = AuthConfig::read(path)?.unwrap_or_default();
-    let auths = config
-        .json
-        .entry("auths")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(auths) = auths else {
-        return Err(edit_error(path, "edit it", "`auths` is not an object"));
+    let bytes = read_capped(path)?.unwrap_or_default();
+    // Checked as any reader sees it (a JSON object), then edited as text.
+    AuthConfig::parse(path, &bytes)?;
+    let not_json = |e: &str| edit_error(path, "edit it", e);
+    let mut top = RawMembers::parse(&bytes).ok_or_else(|| not_json("not a JSON object"))?;
+    let mut auths = match top.get("auths") {
+        None => RawMembers::default(),
+        Some(v) => RawMembers::parse(v.get().as_bytes())
+            .ok_or_else(|| not_json("`auths` is not an object"))?,
     };
-    if !change(auths) {
+    if !change(&mut auths) {
         return Ok(false);
     }
-    let mut bytes = serde_json::to_vec_pretty(&Value::Object(config.json))
-        .map_err(|e| edit_error(path, "write it", e))?;
+    let auths = raw(auths.to_text(2)).map_err(|e| edit_error(path, "write it", e))?;
+    top.set("auths".into(), auths, true);
+    let mut bytes = top.to_text(0).into_bytes();
     bytes.push(b'\n');
     write_atomic(path, &bytes, Mode::Fixed(0o600)).map_err(|e| edit_error(path, "write it", e))?;
     Ok(true)
@@ -351,9 +441,14 @@ pub fn store_login(
     let key = normalize_registry(registry);
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{username}:{}", password.expose()));
+    let entry = raw(format!(
+        "{{\n      \"auth\": {}\n    }}",
+        json_string(&auth)
+    ))
+    .map_err(|e| edit_error(path, "write it", e))?;
     edit_auths(path, |auths| {
-        auths.retain(|k, _| normalize_registry(k) != key);
-        auths.insert(key.clone(), serde_json::json!({ "auth": auth }));
+        auths.0.retain(|(k, _)| normalize_registry(k) != key);
+        auths.0.push((key, entry));
         true
     })?;
     Ok(())
@@ -374,9 +469,9 @@ pub fn remove_login(path: &Path, registry: &str) -> Result<bool, CredentialError
     }
     // Checked again under the lock: another logout may have removed it meanwhile.
     edit_auths(path, |auths| {
-        let before = auths.len();
-        auths.retain(|k, _| normalize_registry(k) != key);
-        auths.len() != before
+        let before = auths.0.len();
+        auths.0.retain(|(k, _)| normalize_registry(k) != key);
+        auths.0.len() != before
     })
 }
 
@@ -660,5 +755,32 @@ mod tests {
         assert!(left.contains("b.example"), "{left}");
         let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn entries_modelbake_does_not_own_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        let other = r#"{"big":123456789012345678901234567890,"e":1e5,"z":-0,"f":1.50}"#;
+        let entry = r#"{"auth":"eDp5","expires":1e10,  "n":-0}"#;
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"auths":{{"keep.example":{entry}}},"other":{other},"credsStore":"pass"}}"#
+            ),
+        )
+        .unwrap();
+        store_login(&path, "new.example", "u", &Secret::new("p")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(other), "{text}");
+        assert!(text.contains(entry), "{text}");
+        assert!(remove_login(&path, "new.example").unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(other), "{text}");
+        assert!(text.contains(entry), "{text}");
+        let c = AuthConfig::read(&path).unwrap().unwrap();
+        assert_eq!(c.creds_store(), Some("pass"));
+        assert!(c.auth_for("keep.example", &path).unwrap().is_some());
+        assert!(c.auth_for("new.example", &path).unwrap().is_none());
     }
 }
