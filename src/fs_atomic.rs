@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A unique hidden name beside `path` (same folder, so the rename is atomic); scanners and
@@ -32,7 +32,20 @@ pub enum Mode {
     KeepExisting,
 }
 
-/// Replaces `path` with `bytes`: temp file, fsync, rename. The temp file is removed on failure.
+/// What [`ON_TEMP_CREATED`] holds.
+#[cfg(test)]
+pub(crate) type TempHook = Option<Box<dyn FnMut(&Path)>>;
+
+#[cfg(test)]
+thread_local! {
+    /// Called with each temp file [`write_atomic`] creates, right after creating it, on this
+    /// thread (tests look at what another user could see at that moment).
+    pub(crate) static ON_TEMP_CREATED: std::cell::RefCell<TempHook> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces `path` with `bytes`: temp file (created new, already with the chosen mode), fsync,
+/// rename. The temp file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     let perm = match mode {
         Mode::Fixed(m) => m,
@@ -40,9 +53,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     };
     let tmp = temp_sibling(path);
     let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        // Created with its final mode (less what the umask takes) and no wider: a secret
+        // written next is never readable by others, not even for a moment.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(perm & 0o7777)
+            .open(&tmp)?;
+        #[cfg(test)]
+        ON_TEMP_CREATED.with_borrow_mut(|hook| hook.as_mut().map(|h| h(&tmp)));
+        // Back the bits the umask took, as before.
         f.set_permissions(fs::Permissions::from_mode(perm))?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -119,6 +119,9 @@ pub async fn run_login(_cli: &Cli, args: &LoginArgs, ui: &Ui) -> Result<ExitCode
         username: args.username.clone(),
         password: password.clone(),
     };
+    // An auth file that cannot take the login (not a regular file, not JSON) is refused
+    // before the registry is asked.
+    files::AuthConfig::read(&file)?;
     Registry::for_registry(&registry, args.insecure)?
         .with_credential(credential, "modelbake login")
         .check_login()

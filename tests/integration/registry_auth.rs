@@ -4,7 +4,7 @@
 //! stderr (with `--json` and trace logging) is searched for the secrets.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -577,4 +577,272 @@ fn login_answers_a_bearer_challenge() {
         ("basic", 200),
         "{last:?}"
     );
+}
+
+/// Runs `cmd` with `stdin` written to it, under a 4 GiB address-space limit, and kills it and
+/// fails when it has not exited in 30 s: a read that blocks (a FIFO) or never ends
+/// (`/dev/zero`) fails the test instead of hanging it or eating the machine.
+fn run_within(cmd: &Command, stdin: &str) -> Run {
+    let mut limited = Command::new("sh");
+    limited
+        .args(["-c", "ulimit -v 4194304 && exec \"$0\" \"$@\""])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = cmd.get_current_dir() {
+        limited.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    let mut child = limited.spawn().unwrap();
+    {
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    clean(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `modelbake ARGS` in `home`.
+fn modelbake(home: &Home, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelbake"));
+    home.env(&mut cmd).args(args);
+    cmd
+}
+
+#[test]
+fn fifo_and_device_auth_files_are_refused_not_read() {
+    let home = Home::new();
+    let fifo = home.path("auth.json");
+    sh(Command::new("mkfifo").arg(&fifo));
+    let zero = Path::new("/dev/zero");
+    let fifo_arg = ["--authfile", fifo.to_str().unwrap()];
+    let refused = |r: &Run, kind: &str| {
+        r.expect_code(1);
+        assert!(
+            r.stderr.contains(kind) && r.stderr.contains("regular file"),
+            "{}",
+            r.stderr
+        );
+    };
+    let logout = ["logout", "reg.example"];
+    refused(
+        &run_within(&modelbake(&home, &[&logout[..], &fifo_arg].concat()), ""),
+        "FIFO",
+    );
+    let r = run_within(
+        modelbake(&home, &logout).env("REGISTRY_AUTH_FILE", zero),
+        "",
+    );
+    refused(&r, "device");
+    assert!(r.stderr.contains("REGISTRY_AUTH_FILE"), "{}", r.stderr);
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // login, and a push that needs credentials, refuse them too.
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let login = [
+        "login",
+        &registry.addr,
+        "-u",
+        USER,
+        "--password-stdin",
+        "--insecure",
+    ];
+    refused(
+        &run_within(
+            &modelbake(&home, &[&login[..], &fifo_arg].concat()),
+            PASSWORD,
+        ),
+        "FIFO",
+    );
+    let r = run_within(
+        modelbake(&home, &login).env("REGISTRY_AUTH_FILE", zero),
+        PASSWORD,
+    );
+    refused(&r, "device");
+    let hub = emulator();
+    let f = project(&hub);
+    let target = format!("{}/private/app:v1", registry.addr);
+    for (file, kind) in [(fifo.as_path(), "FIFO"), (zero, "device")] {
+        let mut cmd = f.cmd();
+        home.env(&mut cmd).env("REGISTRY_AUTH_FILE", file).args([
+            "bake",
+            "--insecure",
+            "--push",
+            &target,
+        ]);
+        refused(&run_within(&cmd, ""), kind);
+    }
+}
+
+#[test]
+fn concurrent_logins_into_one_file_keep_every_entry() {
+    let (Some(bin), Some(htpasswd)) = (tool("docker-registry"), tool("htpasswd")) else {
+        return;
+    };
+    let users = sh(Command::new(htpasswd).args(["-Bbn", USER, PASSWORD]));
+    let registries: Vec<Registry> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| Registry::start_with(&bin, Some(&users))))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let home = Home::new();
+    for round in 0..3 {
+        let authfile = home.path(&format!("auth-{round}.json"));
+        // All eight wait on stdin, then get their password at once: their edits overlap.
+        let mut children: Vec<_> = registries
+            .iter()
+            .map(|r| {
+                home.env(&mut Command::new(env!("CARGO_BIN_EXE_modelbake")))
+                    .args([
+                        "login",
+                        &r.addr,
+                        "-u",
+                        USER,
+                        "--password-stdin",
+                        "--insecure",
+                    ])
+                    .arg("--authfile")
+                    .arg(&authfile)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in &mut children {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(PASSWORD.as_bytes())
+                .unwrap();
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            clean(Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+            .ok();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&authfile).unwrap()).unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        for r in &registries {
+            assert_eq!(
+                v["auths"][&r.addr]["auth"], auth,
+                "round {round}: the login to {} was lost: {v}",
+                r.addr
+            );
+        }
+        assert_eq!(mode(&authfile), 0o600);
+    }
+}
+
+#[test]
+fn logout_through_a_symlinked_auth_file_removes_the_secret_from_its_target() {
+    let home = Home::new();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let target = home.path("secrets/auth.json");
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    fs::write(
+        &target,
+        format!(r#"{{"auths":{{"reg.example:5000":{{"auth":"{auth}"}},"other.example":{{"auth":"eDp5"}}}}}}"#),
+    )
+    .unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = home.path(".config/containers/auth.json");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let r = run_within(&modelbake(&home, &["logout", "reg.example:5000"]), "");
+    r.ok();
+    assert!(r.stderr.contains("Logged out"), "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let left = fs::read_to_string(&target).unwrap();
+    assert!(
+        !left.contains(&auth),
+        "the secret is still in the target: {left}"
+    );
+    assert!(left.contains("other.example"), "{left}");
+    assert_eq!(mode(&target), 0o600);
+    // Nothing left to remove: not logged in, and the link stays.
+    let r = run_within(&modelbake(&home, &["logout", "reg.example:5000"]), "");
+    r.ok();
+    assert!(r.stderr.contains("Not logged in"), "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn entries_modelbake_does_not_own_pass_through_login_and_logout_byte_for_byte() {
+    let Some(registry) = htpasswd_registry() else {
+        return;
+    };
+    let home = Home::new();
+    let authfile = home.path("auth.json");
+    let other = r#"{"big":123456789012345678901234567890,"e":1e5,"z":-0}"#;
+    let entry = r#"{"auth":"eDp5","expires":1E+10,"n":-0.0e0}"#;
+    fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"keep.example":{entry}}},"other":{other}}}"#),
+    )
+    .unwrap();
+    let file = ["--authfile", authfile.to_str().unwrap()];
+    let login = [
+        "login",
+        &registry.addr,
+        "-u",
+        USER,
+        "--password-stdin",
+        "--insecure",
+    ];
+    let r = run_within(&modelbake(&home, &[&login[..], &file].concat()), PASSWORD);
+    r.ok();
+    let text = fs::read_to_string(&authfile).unwrap();
+    assert!(text.contains(other) && text.contains(entry), "{text}");
+    assert!(text.contains(&registry.addr), "{text}");
+    let r = run_within(
+        &modelbake(&home, &[&["logout", &registry.addr][..], &file].concat()),
+        "",
+    );
+    r.ok();
+    let text = fs::read_to_string(&authfile).unwrap();
+    assert!(text.contains(other) && text.contains(entry), "{text}");
+    assert!(!text.contains(&registry.addr), "{text}");
 }
