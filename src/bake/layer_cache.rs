@@ -236,13 +236,18 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
     Ok(report)
 }
 
-/// `store gc` as a whole: the store's blobs and partial downloads
+/// `store gc` as a whole: with `apply`, the store held alone first (waiting up to `wait` for
+/// the commands that have it open), then the store's blobs and partial downloads
 /// ([`crate::store::gc::gc`]), then this layer cache's records and blobs.
 pub fn collect_store(
     store: &Store,
     keep: &[Lockfile],
     apply: bool,
+    wait: std::time::Duration,
 ) -> Result<crate::store::gc::GcReport, StoreError> {
+    if apply {
+        store.use_alone(wait)?;
+    }
     let mut report = crate::store::gc::gc(store, keep, apply)?;
     let layers = collect_cache(store, keep, apply).map_err(|source| StoreError::Io {
         what: "collecting the layer cache of",

@@ -14,8 +14,9 @@ use crate::ui::{Ui, display_path, human_size};
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Delete store blobs, partial downloads and cached layers that none of the --keep locks
-    /// needs (dry run unless --yes). Safe while `fetch` runs: a blob being downloaded or
-    /// published is never collected.
+    /// needs (dry run unless --yes). With --yes it first waits (--wait) until no other
+    /// modelbake command has the store open, and commands started meanwhile wait for it, so
+    /// nothing a running fetch, export, bake or serve uses disappears under it.
     Gc(GcArgs),
 }
 
@@ -28,6 +29,10 @@ pub struct GcArgs {
     /// Really delete (default: only show what would go).
     #[arg(long)]
     pub yes: bool,
+    /// With --yes: seconds to wait for other commands using the store to finish before giving
+    /// up (nothing is removed then).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub wait: u64,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -39,10 +44,10 @@ pub async fn run(_cli: &Cli, args: &GcArgs, ui: &Ui) -> Result<ExitCode, Failure
         .into_iter()
         .map(|(_, l)| l)
         .collect();
-    let apply = args.yes;
+    let (apply, wait) = (args.yes, std::time::Duration::from_secs(args.wait));
     let s = store.clone();
     let report = tokio::task::spawn_blocking(move || {
-        crate::bake::layer_cache::collect_store(&s, &locks, apply)
+        crate::bake::layer_cache::collect_store(&s, &locks, apply, wait)
     })
     .await??;
     if ui.json {

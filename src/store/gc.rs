@@ -35,7 +35,8 @@ pub struct GcReport {
     pub applied: bool,
 }
 
-/// Finds (and with `apply`, removes) what none of `keep` references.
+/// Finds (and with `apply`, removes) what none of `keep` references. With `apply` the caller
+/// holds the store alone first ([`Store::use_alone`], as `store gc` does).
 pub fn gc(store: &Store, keep: &[Lockfile], apply: bool) -> Result<GcReport, StoreError> {
     let wanted: BTreeSet<&str> = keep
         .iter()

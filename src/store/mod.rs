@@ -35,6 +35,17 @@ use crate::hash::is_lower_hex;
 /// A failure in the store, with the path involved and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `store gc` while another command has the store open.
+    #[error(
+        "another modelbake command (fetch, export, bake, serve, …) still had the store {} open after {waited} s; store gc removed nothing",
+        .root.display()
+    )]
+    InUse {
+        /// The store.
+        root: PathBuf,
+        /// Seconds waited.
+        waited: u64,
+    },
     /// An I/O operation failed.
     #[error("{what} {}: {source}{}", .path.display(), hint(.source))]
     Io {
@@ -103,6 +114,12 @@ impl crate::hint::Hint for StoreError {
                  plugin proposed) or models.lock was edited by hand (`git diff models.lock`)"
                     .to_owned(),
             ),
+            StoreError::InUse { .. } => Some(
+                "run `modelbake store gc` again once the other commands have finished, or give \
+                 it longer with --wait SECONDS (a running `modelbake serve` keeps the store in \
+                 use until it is stopped)"
+                    .to_owned(),
+            ),
             StoreError::Io { .. } | StoreError::SymlinkedFolder { .. } => None,
         }
     }
@@ -125,6 +142,28 @@ pub(crate) fn io_err<'a>(
 pub struct Store {
     layout: StorePaths,
     durable: bool,
+    /// A shared `flock` on `locks/store.lock`, held as long as any clone of this store lives:
+    /// `store gc` removes blobs only when it can turn its own into an exclusive one, so nothing
+    /// another command uses disappears under it (see docs/concurrency.md). `None` where the
+    /// filesystem has no locks.
+    in_use: Option<std::sync::Arc<File>>,
+}
+
+/// Opens `path` and takes a shared `flock` on it, waiting while a `store gc` holds it
+/// exclusively; `None` where the filesystem does not support locks.
+fn hold_shared(path: &Path) -> Result<Option<std::sync::Arc<File>>, StoreError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err("opening the lock file", path))?;
+    match file.lock_shared() {
+        Ok(()) => Ok(Some(std::sync::Arc::new(file))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP)) => Ok(None),
+        Err(e) => Err(io_err("locking", path)(e)),
+    }
 }
 
 /// An exclusive claim on one blob (a `flock` on its claim file, `locks/<sha256>.lock`),
@@ -167,10 +206,44 @@ impl Store {
         for dir in layout.required_dirs() {
             real_dir(&dir)?;
         }
+        let in_use = hold_shared(&layout.in_use())?;
         Ok(Store {
             layout,
             durable: true,
+            in_use,
         })
+    }
+
+    /// Makes this process the store's only user for as long as it runs: `store gc` calls it
+    /// before it removes anything. Waits up to `wait` for the other commands (`fetch`,
+    /// `export`, `bake`, `serve`, …) that have the store open to finish, then fails, having
+    /// changed nothing. Commands that open the store meanwhile wait for this one.
+    pub fn use_alone(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        let Some(file) = &self.in_use else {
+            return Ok(()); // no locks on this filesystem: nothing to wait for
+        };
+        // Give up our own shared hold first: two collections waiting to upgrade would
+        // otherwise wait for each other.
+        file.unlock()
+            .map_err(io_err("unlocking", &self.layout.in_use()))?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::InUse {
+                        root: self.root().to_owned(),
+                        waited: wait.as_secs(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_err("locking", &self.layout.in_use())(e));
+                }
+            }
+        }
     }
 
     /// Whether blobs are fsynced before they are published (the default). Turning it off

@@ -11,6 +11,7 @@
 //! | `blobs/sha256/<aa>/<sha256>` | published blobs (0444) |
 //! | `tmp/<sha256>.<pid>-<16 hex>.part` | partial downloads |
 //! | `locks/<sha256>.lock` | per-blob claim files (`flock`) |
+//! | `locks/store.lock` | shared by every process using the store, exclusive for `store gc` |
 //! | `layers/` | the layer cache: `<key>.json` records, `blobs/sha256/<hex>` layers |
 //! | `plugins/` | downloaded plugin files and compiled plugins |
 
@@ -24,6 +25,8 @@ const BLOBS: &str = "blobs/sha256";
 const TMP: &str = "tmp";
 /// Per-blob claim files. Named `locks` on disk since the first release; kept for compatibility.
 const CLAIMS: &str = "locks";
+/// In `locks/`: the store-wide lock (no sha256 is called `store`, so it never meets a claim).
+const IN_USE: &str = "store.lock";
 /// The layer cache.
 const LAYERS: &str = "layers";
 /// Plugin downloads and compiled plugins.
@@ -89,6 +92,12 @@ impl StorePaths {
     pub fn partial_of(name: &str) -> Option<&str> {
         let (sha256, rest) = name.split_once('.')?;
         (is_lower_hex(sha256, 64) && rest.ends_with(".part")).then_some(sha256)
+    }
+
+    /// `locks/store.lock`: every process with the store open holds a shared `flock` on it;
+    /// `store gc` needs it alone.
+    pub fn in_use(&self) -> PathBuf {
+        self.claims().join(IN_USE)
     }
 
     /// `locks/`: the per-blob claim files.
