@@ -366,20 +366,22 @@ impl Registry {
         Ok(Some((url, offset)))
     }
 
-    /// Sends `[start, start + len)` of the blob on `method` to `url` with `headers` and sorts
-    /// the answer into a [`Step`] (`done` says which success statuses finish the upload).
-    #[allow(clippy::too_many_arguments)] // one private helper for PATCH and PUT
+    /// Sends `[start, start + len)` of the blob as `req` and sorts the answer into a [`Step`]
+    /// (`finishes`: a success ends the upload).
     async fn transfer<S: Source>(
         &self,
-        method: Method,
-        url: &Url,
-        scope: &str,
-        headers: &[(&str, &str)],
+        req: ChunkRequest<'_>,
         src: &mut S,
         (start, len): (u64, u64),
         sent: &Arc<AtomicU64>,
         finishes: bool,
     ) -> Result<Step> {
+        let ChunkRequest {
+            method,
+            url,
+            scope,
+            headers,
+        } = req;
         let answer = self
             .exchange(&method, url.as_str(), scope, headers, async || {
                 Ok(Some((src.body(start, len, sent).await?, len)))
@@ -446,10 +448,12 @@ impl Registry {
                         ("content-range", range.as_str()),
                     ];
                     self.transfer(
-                        Method::PATCH,
-                        &session.url,
-                        &scope,
-                        &headers,
+                        ChunkRequest {
+                            method: Method::PATCH,
+                            url: &session.url,
+                            scope: &scope,
+                            headers: &headers,
+                        },
                         src,
                         (offset, len),
                         &sent,
@@ -461,10 +465,12 @@ impl Registry {
                     put.query_pairs_mut().append_pair("digest", digest.as_str());
                     let headers = [("content-type", "application/octet-stream")];
                     self.transfer(
-                        Method::PUT,
-                        &put,
-                        &scope,
-                        &headers,
+                        ChunkRequest {
+                            method: Method::PUT,
+                            url: &put,
+                            scope: &scope,
+                            headers: &headers,
+                        },
                         src,
                         (offset, size - offset),
                         &sent,
@@ -526,6 +532,14 @@ impl Registry {
         stats.bytes_sent = sent.load(Ordering::Relaxed);
         Ok(stats)
     }
+}
+
+/// Where one piece of an upload goes: PATCH to the session, or the final PUT.
+struct ChunkRequest<'a> {
+    method: Method,
+    url: &'a Url,
+    scope: &'a str,
+    headers: &'a [(&'a str, &'a str)],
 }
 
 #[cfg(test)]
