@@ -6,6 +6,7 @@ mod cache;
 mod doctor;
 mod export;
 mod fetch;
+mod hints;
 mod lock;
 mod login;
 mod plugin;
@@ -371,9 +372,9 @@ fn left_alone(ui: &Ui, links: &[PathBuf], holding: &str, todo: &str) -> Result<E
 }
 
 /// What the user can do about `error`: the hint of the first error in its chain that has one
-/// (see [`crate::hint`]). Hints are data on the error types, not sentences glued into messages.
+/// (see `cli::hints`). Hints are data on the error types, not sentences glued into messages.
 fn hint_of(error: &anyhow::Error) -> Option<String> {
-    error.chain().find_map(crate::hint::find)
+    error.chain().find_map(hints::find)
 }
 
 fn report_error(ui: &Ui, error: &anyhow::Error, code: u8) -> ExitCode {
