@@ -330,23 +330,6 @@ for i in range(int(sys.argv[1])):
     assert!(lines.iter().all(|l| *l == expected));
 }
 
-fn store_blobs(store: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(store.join("blobs/sha256"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| {
-            fs::read_dir(d.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn gc_keeps_exactly_what_the_locks_reference() {
     let hub = emulator();

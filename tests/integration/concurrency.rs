@@ -15,24 +15,6 @@ use hub_emulator::{Fault, FaultAction, Host, HubEmulator};
 use crate::cache::Serving;
 use crate::support::*;
 
-/// Every published blob of the store at `root`, sorted.
-fn blobs(root: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(root.join("blobs/sha256"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|shard| {
-            fs::read_dir(shard.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Starts `cmd` with its stderr captured.
 fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null())
@@ -160,7 +142,7 @@ fn gc_removes_nothing_while_serve_has_the_store_open() {
     let hub = emulator();
     let f = Fetched::new(&hub, "[[model]]\nid = \"acme/tiny\"\n");
     f.fetch(&hub, &[]).ok();
-    let before = blobs(f.store.path());
+    let before = store_blobs(f.store.path());
     assert!(!before.is_empty());
     let nothing = f.cache.path().join("nothing.lock");
     fs::write(&nothing, "version = 1\n").unwrap();
@@ -179,7 +161,11 @@ fn gc_removes_nothing_while_serve_has_the_store_open() {
         "{}",
         refused.stderr
     );
-    assert_eq!(blobs(f.store.path()), before, "gc removed nothing in use");
+    assert_eq!(
+        store_blobs(f.store.path()),
+        before,
+        "gc removed nothing in use"
+    );
     // The mirror still serves what it served: a lock against it is the same lock.
     let p = Project::new("[[model]]\nid = \"acme/tiny\"\n");
     run(p.cmd().args(["lock", "--endpoint", &mirror.endpoint])).ok();
@@ -187,7 +173,10 @@ fn gc_removes_nothing_while_serve_has_the_store_open() {
 
     drop(mirror);
     gc("10").ok();
-    assert!(blobs(f.store.path()).is_empty(), "once alone, gc collects");
+    assert!(
+        store_blobs(f.store.path()).is_empty(),
+        "once alone, gc collects"
+    );
 }
 
 #[test]
@@ -223,5 +212,5 @@ fn gc_of_another_lock_waits_for_a_running_fetch_and_then_collects_it_whole() {
         .map(|b| b[0].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(removed, wanted, "{report}");
-    assert!(blobs(f.store.path()).is_empty());
+    assert!(store_blobs(f.store.path()).is_empty());
 }

@@ -400,3 +400,21 @@ pub fn plugin(stem: &str) -> PathBuf {
     assert!(path.is_file(), "no plugin {}", path.display());
     path
 }
+
+/// Every published blob (its sha256) of the store at `store`, sorted.
+pub fn store_blobs(store: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(store.join("blobs/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    out.sort();
+    out
+}
