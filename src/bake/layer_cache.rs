@@ -217,7 +217,12 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
             drop.push((path, layer));
         }
     }
+    // The record goes before its blob: a kill between the two leaves a blob no record names
+    // (rebuilt over by the next bake of that layer), never a record naming a missing blob.
     for (record, layer) in drop {
+        if apply {
+            fs::remove_file(&record)?;
+        }
         if !kept.contains(&layer.digest) {
             if let Ok(m) = fs::symlink_metadata(&layer.path)
                 && m.is_file()
@@ -228,9 +233,6 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
                 }
             }
             report.blobs.push(layer.path);
-        }
-        if apply {
-            fs::remove_file(&record)?;
         }
     }
     Ok(report)
