@@ -123,10 +123,10 @@ fn sha256_file(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// A temp name the code documents: `fs_atomic`'s hidden `.<name>.tmp-<pid>-<hex>` siblings and
-/// the layer cache's hidden `.<key>.<pid>-<hex>.tmp` files.
+/// A temp name the code documents: `fs_atomic`'s hidden `.<name>.tmp-<pid>-<hex>` siblings
+/// (whole files go there first, then are renamed over `<name>`).
 fn is_temp(name: &str) -> bool {
-    name.starts_with('.') && (name.contains(".tmp-") || name.ends_with(".tmp"))
+    name.starts_with('.') && name.contains(".tmp-")
 }
 
 /// The entries of `dir` (none when it does not exist), as (name, path).
@@ -169,14 +169,16 @@ fn check_blob_dir(dir: &Path, sharded: bool, what: &str) -> Vec<String> {
     names
 }
 
-/// The store after a kill: published blobs are whole (partials live only in `tmp/`), every
-/// layer-cache record parses and names a whole layer blob of its size.
+/// The store after a kill: published blobs are whole (partials live only in `tmp/`), layers
+/// being built are in `tmp/` too, and every layer-cache record parses and names a whole layer
+/// blob of its size.
 fn check_store(store: &Path, what: &str) {
     check_blob_dir(&store.join("blobs/sha256"), true, what);
     let layers = store.join("layers");
     let layer_blobs = check_blob_dir(&layers.join("blobs/sha256"), false, what);
     for (name, path) in entries(&layers) {
-        if name == "blobs" || is_temp(&name) {
+        // Besides records and blobs, only the temp siblings of records being written.
+        if name == "blobs" || (is_temp(&name) && name.contains(".json.tmp-")) {
             continue;
         }
         assert!(name.ends_with(".json"), "{what}: layers/{name}");
