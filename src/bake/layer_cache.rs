@@ -87,12 +87,14 @@ pub fn cached(store: &Store, plan: &LayerPlan, format: LayerFormat) -> Option<Bu
     None
 }
 
-/// A temp file in the layer cache folder for the layer of `key`, to be [`adopt`]ed.
+/// A temp file for the layer of `key` being built or downloaded, to be [`adopt`]ed: in the
+/// store's `tmp/` (the same file system as the layer cache, so adopting it is a rename), so
+/// that a killed bake leaves its half-built layer there and nothing half-done in `layers/`.
 pub fn temp_path(store: &Store, key: &str) -> io::Result<PathBuf> {
-    let dir = store.paths().layers();
     fs::create_dir_all(store.paths().layer_blobs())?;
-    Ok(dir.join(format!(
-        ".{key}.{}-{:08x}.tmp",
+    fs::create_dir_all(store.paths().tmp())?;
+    Ok(store.paths().tmp().join(format!(
+        "layer-{key}.{}-{:08x}.tmp",
         std::process::id(),
         fastrand::u32(..)
     )))
@@ -217,7 +219,12 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
             drop.push((path, layer));
         }
     }
+    // The record goes before its blob: a kill between the two leaves a blob no record names
+    // (rebuilt over by the next bake of that layer), never a record naming a missing blob.
     for (record, layer) in drop {
+        if apply {
+            fs::remove_file(&record)?;
+        }
         if !kept.contains(&layer.digest) {
             if let Ok(m) = fs::symlink_metadata(&layer.path)
                 && m.is_file()
@@ -228,9 +235,6 @@ pub fn collect_cache(store: &Store, keep: &[Lockfile], apply: bool) -> io::Resul
                 }
             }
             report.blobs.push(layer.path);
-        }
-        if apply {
-            fs::remove_file(&record)?;
         }
     }
     Ok(report)

@@ -72,7 +72,7 @@ impl StorePaths {
         self.blobs().join(shard).join(sha256)
     }
 
-    /// `tmp/`: partial downloads.
+    /// `tmp/`: partial downloads, and layers being built or downloaded for the layer cache.
     pub fn tmp(&self) -> PathBuf {
         self.root.join(TMP)
     }

@@ -20,6 +20,7 @@ mod hostile_hub;
 mod hostile_oci;
 mod hub_client;
 mod image_volumes;
+mod kill_anywhere;
 mod loaders;
 mod lock;
 mod lock_faults;
