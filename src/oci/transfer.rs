@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::OciError;
 use super::image::BlobSource;
 use super::model::Descriptor;
-use super::registry::{Payload, Registry};
+use super::registry::{Payload, Registry, blob_body};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use crate::fs_atomic::link_or_copy;
 
@@ -228,15 +228,17 @@ fn link_verified(src: &LayoutSource, desc: &Descriptor, tmp: &Path) -> Result<()
     Ok(())
 }
 
-/// Downloads a registry blob into `tmp`, hashing it as it arrives; the caller renames it into
-/// place only when this succeeded.
+/// Downloads a registry blob into `tmp`, hashing it as it arrives (a cut body is resumed,
+/// [`blob_body`]); the caller renames it into place only when this succeeded.
 pub async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
-    let resp = src
-        .registry
-        .blob_stream(&src.image.repository, &desc.digest)
-        .await?;
+    let body = blob_body(
+        &src.registry,
+        &src.image.repository,
+        &desc.digest,
+        desc.size,
+    );
     let what = format!("base layer {} from {}", desc.digest, src.image);
-    let mut body = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what.clone());
+    let mut body = VerifyingStream::new(Box::pin(body), desc.clone(), what.clone());
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(OciError::io(tmp))?;
