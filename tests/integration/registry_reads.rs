@@ -186,6 +186,48 @@ fn a_base_layer_cut_where_ranges_are_not_served_is_read_again_from_its_first_byt
 }
 
 #[test]
+fn a_base_layer_streamed_to_another_registry_survives_a_cut_source() {
+    let Some(s) = setup(|layer| Faults {
+        response_cuts: vec![ResponseCut::once(
+            "GET",
+            &format!("/blobs/{layer}"),
+            100_000,
+        )],
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    // The base is read through the proxy, the push goes to the registry itself: another
+    // host, so the layer is streamed from one to the other.
+    let r = run(s.f.cmd().args([
+        "bake",
+        "--json",
+        "--insecure",
+        "--base",
+        &format!("{}/base/busybox:1", s.proxy.addr),
+        "--push",
+        &format!("{}/models/app:v1", s.registry.addr),
+    ]));
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["copied"], 1, "{v}");
+    let log = s.proxy.log();
+    let reads = gets(&log, &format!("/blobs/{}", s.layer));
+    assert_eq!(reads.len(), 2, "{log:#?}");
+    assert!(reads[0].answer_cut, "{log:#?}");
+    let (Some(skopeo), pulled) = (tool("skopeo"), s.f.cache.path().join("pulled")) else {
+        return;
+    };
+    crate::support::oci::pull_and_verify(
+        &s.f,
+        &skopeo,
+        &["--src-tls-verify=false"],
+        &format!("{}/models/app:v1", s.registry.addr),
+        &pulled,
+    );
+}
+
+#[test]
 fn a_base_layer_reset_mid_body_resumes() {
     let Some(s) = setup(|layer| Faults {
         response_cuts: vec![ResponseCut {

@@ -19,7 +19,6 @@ use crate::bake::layer_cache::BuiltLayer;
 use crate::bake::plan::{self as layer, EntryKind, LayerFormat, LayerPlan};
 use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
-use crate::oci::registry::blob_body;
 use crate::oci::source::VerifyingStream;
 use crate::oci::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD};
 use crate::store::Store;
@@ -143,7 +142,14 @@ async fn unpack(
     let what = format!("layer {}", found.digest);
     let desc = layer_descriptor(found);
     // A cut body is resumed: the unpacker sees the layer's bytes once, in order.
-    let raw = blob_body(cache.registry(), cache.repo(), &found.digest, desc.size);
+    let raw = match cache
+        .registry()
+        .blob_body(cache.repo(), &found.digest, desc.size)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return (Vec::new(), Some(e.to_string())),
+    };
     let mut body = VerifyingStream::new(Box::pin(raw), desc, what);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let reader = ChannelReader {

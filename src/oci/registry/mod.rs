@@ -13,7 +13,7 @@ mod request;
 mod upload;
 
 pub use options::RegistryOptions;
-pub use read::blob_body;
+pub use read::SyncStream;
 pub use request::Payload;
 
 use std::collections::HashMap;
@@ -423,24 +423,6 @@ impl Registry {
             .get_small(&path, &scope, &[], limit, "an image config")
             .await?;
         Ok(bytes)
-    }
-
-    /// A blob as a response to stream from (one request: a body cut on the way is the
-    /// caller's; [`blob_body`] resumes).
-    pub async fn blob_stream(&self, repo: &str, digest: &Digest) -> Result<reqwest::Response> {
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        ok(
-            self.send(
-                Method::GET,
-                &path,
-                &format!("repository:{repo}:pull"),
-                &[],
-                &Payload::Empty,
-            )
-            .await?,
-            &self.url(&path),
-        )
-        .await
     }
 
     /// True when `repo` already has the blob (a HEAD, nothing transferred).
