@@ -228,6 +228,43 @@ fn a_base_layer_streamed_to_another_registry_survives_a_cut_source() {
 }
 
 #[test]
+fn a_resumed_base_layer_request_answered_429_waits_and_goes_on() {
+    let Some(s) = setup(|layer| Faults {
+        response_cuts: vec![ResponseCut::once(
+            "GET",
+            &format!("/blobs/{layer}"),
+            100_000,
+        )],
+        // The second GET of the layer (the resumption) gets 429 with `Retry-After: 1`.
+        statuses: vec![StatusFault {
+            skip: 1,
+            ..StatusFault::once("GET", &format!("/blobs/{layer}"), 429)
+        }],
+        ..Faults::default()
+    }) else {
+        return;
+    };
+    let (r, out) = s.bake(&[]);
+    r.ok();
+    s.check(&out);
+    let log = s.proxy.log();
+    let reads = gets(&log, &format!("/blobs/{}", s.layer));
+    let seen: Vec<(u16, Option<&str>)> = reads
+        .iter()
+        .map(|l| (l.status, l.range.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (200, None),
+            (429, Some("bytes=100000-")),
+            (206, Some("bytes=100000-"))
+        ],
+        "{log:#?}"
+    );
+}
+
+#[test]
 fn a_base_layer_reset_mid_body_resumes() {
     let Some(s) = setup(|layer| Faults {
         response_cuts: vec![ResponseCut {

@@ -18,7 +18,7 @@ use super::request::Payload;
 use super::{Registry, RegistryError, Result, ok};
 use crate::http_body::read_capped;
 use crate::oci::digest::Digest;
-use crate::retry::is_retryable_status;
+use crate::retry::{is_retryable_status, server_wait};
 
 impl Registry {
     /// GETs `path` and reads its whole body (at most `limit` bytes, named `what` in errors),
@@ -79,25 +79,29 @@ struct Reading {
     done: bool,
 }
 
+/// Why an attempt failed and the wait the registry asked for, when it did.
+type Failed = (String, Option<std::time::Duration>);
+
 /// GETs the blob at `url` again from byte `offset` on (with the `Authorization` of the first
 /// request): the answer and the bytes of it to skip, or why this attempt failed
-/// (`Ok(Err(why))`, worth another one).
+/// (`Ok(Err(..))`, worth another one).
 async fn reopen(
     http: &reqwest::Client,
     url: &str,
     auth: Option<&str>,
     offset: u64,
-) -> Result<std::result::Result<(reqwest::Response, u64), String>> {
+) -> Result<std::result::Result<(reqwest::Response, u64), Failed>> {
     let mut req = http.get(url).header(RANGE, format!("bytes={offset}-"));
     if let Some(a) = auth {
         req = req.header(AUTHORIZATION, a);
     }
     let resp = match super::request::sent(url, req.send().await)? {
         super::request::Sent::Answer(resp) => resp,
-        super::request::Sent::Dropped(why) => return Ok(Err(why)),
+        super::request::Sent::Dropped(why) => return Ok(Err((why, None))),
     };
     if is_retryable_status(resp.status().as_u16()) {
-        return Ok(Err(format!("HTTP {}", resp.status())));
+        let wait = server_wait(resp.headers());
+        return Ok(Err((format!("HTTP {}", resp.status()), wait)));
     }
     checked_range(resp, url, offset).await.map(Ok)
 }
@@ -173,14 +177,14 @@ impl Registry {
                 if st.done {
                     return None;
                 }
-                let why = match st.body.as_mut() {
+                let (why, wait) = match st.body.as_mut() {
                     None => match reopen(&st.http, &st.url, st.auth.as_deref(), st.offset).await {
                         Ok(Ok((resp, skip))) => {
                             st.skip = skip;
                             st.body = Some(resp.bytes_stream().boxed());
                             continue;
                         }
-                        Ok(Err(why)) => why,
+                        Ok(Err(failed)) => failed,
                         Err(e) => {
                             st.done = true;
                             return Some((Err(std::io::Error::other(e.to_string())), st));
@@ -204,8 +208,8 @@ impl Registry {
                         }
                         // The end: a short or long blob is the digest check's to refuse.
                         None if st.offset >= st.size || st.skip > 0 => return None,
-                        None => "the answer ended early".to_owned(),
-                        Some(Err(e)) => crate::redact::error_chain(&e),
+                        None => ("the answer ended early".to_owned(), None),
+                        Some(Err(e)) => (crate::redact::error_chain(&e), None),
                     },
                 };
                 st.body = None;
@@ -220,7 +224,10 @@ impl Registry {
                     );
                     return Some((Err(std::io::Error::other(msg)), st));
                 }
-                let delay = st.retry.backoff(st.failures);
+                // The registry's own wait when it gave one it is worth waiting for.
+                let delay = wait
+                    .filter(|w| *w <= st.retry.max_server_wait)
+                    .unwrap_or_else(|| st.retry.backoff(st.failures));
                 debug!(%url, offset = st.offset, %why, ?delay, "blob body cut: resuming");
                 tokio::time::sleep(delay).await;
                 st.failures += 1;
