@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::OciError;
 use super::image::BlobSource;
 use super::model::Descriptor;
-use super::registry::{Payload, Registry};
+use super::registry::{Payload, Registry, SyncStream};
 use super::source::{LayoutSource, RegistrySource, VerifyingStream, blob_path, verify_file};
 use crate::fs_atomic::link_or_copy;
 
@@ -181,13 +181,14 @@ async fn copy_from_registry(
         return Ok((Action::Mounted, 0));
     }
     let open = async || {
-        let resp = src
+        // A cut source body is resumed in the stream; the upload's own restarts open it again.
+        let body = src
             .registry
-            .blob_stream(&src.image.repository, &desc.digest)
+            .blob_body(&src.image.repository, &desc.digest, desc.size)
             .await?;
         let what = format!("layer {} from {}", desc.digest, src.image);
         Ok(VerifyingStream::new(
-            resp.bytes_stream(),
+            SyncStream::new(Box::pin(body)),
             desc.clone(),
             what,
         ))
@@ -228,15 +229,15 @@ fn link_verified(src: &LayoutSource, desc: &Descriptor, tmp: &Path) -> Result<()
     Ok(())
 }
 
-/// Downloads a registry blob into `tmp`, hashing it as it arrives; the caller renames it into
-/// place only when this succeeded.
+/// Downloads a registry blob into `tmp`, hashing it as it arrives (a cut body is resumed,
+/// [`Registry::blob_body`]); the caller renames it into place only when this succeeded.
 pub async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
-    let resp = src
+    let body = src
         .registry
-        .blob_stream(&src.image.repository, &desc.digest)
+        .blob_body(&src.image.repository, &desc.digest, desc.size)
         .await?;
     let what = format!("base layer {} from {}", desc.digest, src.image);
-    let mut body = VerifyingStream::new(resp.bytes_stream(), desc.clone(), what.clone());
+    let mut body = VerifyingStream::new(Box::pin(body), desc.clone(), what.clone());
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(OciError::io(tmp))?;

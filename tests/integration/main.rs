@@ -29,5 +29,6 @@ mod registry_auth;
 mod registry_cache;
 mod registry_faults;
 mod registry_push;
+mod registry_reads;
 mod schema;
 mod tls;

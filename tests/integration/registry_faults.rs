@@ -338,6 +338,7 @@ fn all_faults_together() {
         min_chunk: Some(MIB),
         max_chunk: Some(MIB),
         delay: Some(("PATCH", std::time::Duration::from_millis(20))),
+        ..Faults::default()
     };
     let Some(p) = push_through(faults, MIB, 0) else {
         return;

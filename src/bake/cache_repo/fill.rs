@@ -139,16 +139,18 @@ async fn unpack(
     found: &BuiltLayer,
     wanted: BTreeSet<String>,
 ) -> (Vec<(String, u64)>, Option<String>) {
-    let resp = match cache
+    let what = format!("layer {}", found.digest);
+    let desc = layer_descriptor(found);
+    // A cut body is resumed: the unpacker sees the layer's bytes once, in order.
+    let raw = match cache
         .registry()
-        .blob_stream(cache.repo(), &found.digest)
+        .blob_body(cache.repo(), &found.digest, desc.size)
         .await
     {
         Ok(r) => r,
         Err(e) => return (Vec::new(), Some(e.to_string())),
     };
-    let what = format!("layer {}", found.digest);
-    let mut body = VerifyingStream::new(resp.bytes_stream(), layer_descriptor(found), what);
+    let mut body = VerifyingStream::new(Box::pin(raw), desc, what);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let reader = ChannelReader {
         rx,

@@ -1,16 +1,19 @@
 //! A client for the OCI distribution API: manifests, blob existence, cross-repository mounts,
 //! uploads (monolithic or chunked and resumable, [`upload`]) and streamed copies between
-//! registries. Every request is retried on transient failures ([`request`]). Authentication
+//! registries. Every request is retried on transient failures ([`request`]); reads survive cut
+//! bodies ([`read`]: small answers are read again, blobs resume with `Range`). Authentication
 //! as Docker and skopeo do it: credentials from [`super::credentials`] (looked up at the first
 //! challenge), then the registry's challenge decides (bearer token from its realm, fetched with
 //! basic credentials or exchanged for an identity token; or basic); a token that expires
 //! mid-push is renewed on the 401 and the request repeated.
 
 pub mod options;
+mod read;
 mod request;
 mod upload;
 
 pub use options::RegistryOptions;
+pub use read::SyncStream;
 pub use request::Payload;
 
 use std::collections::HashMap;
@@ -402,48 +405,24 @@ impl Registry {
         ]
         .join(", ");
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let resp = self
-            .send(
-                Method::GET,
-                &path,
-                &scope,
-                &[("accept", accept.as_str())],
-                &Payload::Empty,
-            )
-            .await?;
-        let resp = ok(resp, &self.url(&path)).await?;
-        let media = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        let bytes = read_capped(resp, limit, "a manifest").await?;
-        Ok((bytes, media))
+        self.get_small(
+            &path,
+            &scope,
+            &[("accept", accept.as_str())],
+            limit,
+            "a manifest",
+        )
+        .await
     }
 
     /// A blob's bytes (for configs and small JSON), at most `limit` of them.
     pub async fn blob_bytes(&self, repo: &str, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let resp = self.blob_stream(repo, digest).await?;
-        Ok(read_capped(resp, limit, "an image config").await?)
-    }
-
-    /// A blob as a response to stream from.
-    pub async fn blob_stream(&self, repo: &str, digest: &Digest) -> Result<reqwest::Response> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        ok(
-            self.send(
-                Method::GET,
-                &path,
-                &format!("repository:{repo}:pull"),
-                &[],
-                &Payload::Empty,
-            )
-            .await?,
-            &self.url(&path),
-        )
-        .await
+        let scope = format!("repository:{repo}:pull");
+        let (bytes, _) = self
+            .get_small(&path, &scope, &[], limit, "an image config")
+            .await?;
+        Ok(bytes)
     }
 
     /// True when `repo` already has the blob (a HEAD, nothing transferred).

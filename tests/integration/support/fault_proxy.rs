@@ -1,5 +1,6 @@
 //! A fault-injecting HTTP/1.1 proxy to put in front of a real registry on 127.0.0.1: it cuts a
-//! request body after N bytes, answers a status instead of the registry, turns PATCH's 202
+//! request body after N bytes, cuts or resets the registry's answer (after N body bytes, or
+//! before any), answers a status instead of the registry, turns PATCH's 202
 //! into ECR's 201, enforces chunk sizes as registries do, and logs every request with the body
 //! bytes it received. One request per connection (`Connection: close` both ways), so each
 //! fault hits exactly one request.
@@ -44,6 +45,31 @@ impl StatusFault {
     }
 }
 
+/// Cut the registry's answer to the requests of `method` whose path contains `path`, `times`
+/// times: the client gets the head and the first `after` body bytes (`None`: nothing at all),
+/// then the connection closes, with a reset (RST) when `reset` is set.
+#[derive(Clone, Debug)]
+pub struct ResponseCut {
+    pub method: &'static str,
+    pub path: String,
+    pub after: Option<u64>,
+    pub reset: bool,
+    pub times: usize,
+}
+
+impl ResponseCut {
+    /// Cut the first answer of `method` for `path` after `after` body bytes, once.
+    pub fn once(method: &'static str, path: &str, after: u64) -> Self {
+        ResponseCut {
+            method,
+            path: path.to_owned(),
+            after: Some(after),
+            reset: false,
+            times: 1,
+        }
+    }
+}
+
 /// The faults one proxy injects.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -58,6 +84,11 @@ pub struct Faults {
     pub max_chunk: Option<u64>,
     /// Hold each request of this method this long before forwarding it (a slow link).
     pub delay: Option<(&'static str, std::time::Duration)>,
+    /// Answers cut short or reset.
+    pub response_cuts: Vec<ResponseCut>,
+    /// Drop the requests' `Range` header (a registry, or a proxy, without range support: it
+    /// answers `200` with the whole blob).
+    pub no_ranges: bool,
 }
 
 /// One request as the proxy saw it.
@@ -70,6 +101,12 @@ pub struct Logged {
     pub body: u64,
     /// The status sent back; 0 when the connection was cut.
     pub status: u16,
+    /// The request's `Range` header.
+    pub range: Option<String>,
+    /// Answer body bytes sent back (after a [`ResponseCut`], fewer than the registry's).
+    pub sent: u64,
+    /// True when the answer was cut short or reset ([`ResponseCut`]).
+    pub answer_cut: bool,
 }
 
 #[derive(Default)]
@@ -80,6 +117,7 @@ struct State {
     seen_by_fault: HashMap<usize, usize>,
     fired_by_fault: HashMap<usize, usize>,
     cut_done: bool,
+    fired_by_response_cut: HashMap<usize, usize>,
     short_sessions: HashSet<String>,
 }
 
@@ -128,6 +166,9 @@ enum Plan {
     Answer(u16, &'static str),
     Cut(u64, bool),
     Forward,
+    /// Forward, then send the head and this many body bytes (`None`: nothing), then close
+    /// (resetting when true).
+    CutAnswer(Option<u64>, bool),
 }
 
 fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
@@ -155,6 +196,10 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
                 .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
+    let range = head.iter().find_map(|h| {
+        let (k, v) = h.split_once(':')?;
+        k.eq_ignore_ascii_case("range").then(|| v.trim().to_owned())
+    });
 
     let plan = {
         let mut s = state.lock().unwrap();
@@ -194,11 +239,21 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             s.cut_done = true;
             plan = Plan::Cut(cut.after.saturating_sub(before), cut.forward_partial);
         }
+        if matches!(plan, Plan::Forward) {
+            for (i, c) in s.faults.response_cuts.clone().iter().enumerate() {
+                let fired = s.fired_by_response_cut.get(&i).copied().unwrap_or(0);
+                if c.method == method && path.contains(&c.path) && fired < c.times {
+                    s.fired_by_response_cut.insert(i, fired + 1);
+                    plan = Plan::CutAnswer(c.after, c.reset);
+                    break;
+                }
+            }
+        }
         plan
     };
 
     let mut client_w = client.try_clone()?;
-    let (received, status) = match plan {
+    let (received, status, sent, answer_cut) = match plan {
         Plan::Answer(status, why) => {
             let got = std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
             let body = if why.is_empty() {
@@ -216,7 +271,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
                 "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
                 body.len()
             )?;
-            (got, status)
+            (got, status, body.len() as u64, false)
         }
         Plan::Cut(at, forward) => {
             let mut partial = Vec::new();
@@ -232,19 +287,31 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
             let _ = client.shutdown(Shutdown::Both);
-            (partial.len() as u64, 0)
+            (partial.len() as u64, 0, 0, false)
         }
-        Plan::Forward => {
+        Plan::CutAnswer(None, reset) => {
+            let got = std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
+            if reset {
+                reset_on_close(&client);
+            } else {
+                let _ = client.shutdown(Shutdown::Both);
+            }
+            (got, 0, 0, true)
+        }
+        Plan::Forward | Plan::CutAnswer(Some(_), _) => {
             let delay = state.lock().unwrap().faults.delay;
             if let Some((m, d)) = delay
                 && m == method
             {
                 std::thread::sleep(d);
             }
+            let no_ranges = state.lock().unwrap().faults.no_ranges;
             let mut up = TcpStream::connect(upstream)?;
             for h in &head {
                 let name = h.split(':').next().unwrap_or_default();
-                if !name.eq_ignore_ascii_case("connection") && h != "\r\n" {
+                let dropped = name.eq_ignore_ascii_case("connection")
+                    || (no_ranges && name.eq_ignore_ascii_case("range"));
+                if !dropped && h != "\r\n" {
                     up.write_all(h.as_bytes())?;
                 }
             }
@@ -255,12 +322,34 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             let mut answer = Vec::new();
             let _ = up.read_to_end(&mut answer);
             let (status, rewritten) = rewrite(&answer, &method, state);
-            client_w.write_all(&rewritten)?;
-            (got, status)
+            let body_at = rewritten
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(rewritten.len(), |p| p + 4);
+            let body_len = (rewritten.len() - body_at) as u64;
+            if let Plan::CutAnswer(Some(after), reset) = plan {
+                let keep = body_at + usize::try_from(after.min(body_len)).unwrap();
+                client_w.write_all(&rewritten[..keep])?;
+                let _ = client_w.flush();
+                // Let the client take what was sent before the connection goes.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if reset {
+                    reset_on_close(&client);
+                } else {
+                    let _ = client.shutdown(Shutdown::Both);
+                }
+                (got, status, after.min(body_len), true)
+            } else {
+                client_w.write_all(&rewritten)?;
+                (got, status, body_len, false)
+            }
         }
     };
     let _ = client_w.flush();
-    let _ = client.shutdown(Shutdown::Both);
+    if !answer_cut {
+        let _ = client.shutdown(Shutdown::Both);
+    }
+    drop((client, client_w, reader));
     let mut s = state.lock().unwrap();
     *s.bytes_by_method.entry(method.clone()).or_insert(0) += received;
     s.log.push(Logged {
@@ -268,8 +357,30 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
         path,
         body: received,
         status,
+        range,
+        sent,
+        answer_cut,
     });
     Ok(())
+}
+
+/// Makes the next close of `conn` a reset (RST, `SO_LINGER` 0) instead of an orderly FIN.
+fn reset_on_close(conn: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of the size given.
+    unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// The registry's answer as the client gets it: `Connection: close`, PATCH's 202 as 201 when
