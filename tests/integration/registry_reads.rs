@@ -62,6 +62,11 @@ fn gets<'a>(log: &'a [Logged], part: &str) -> Vec<&'a Logged> {
         .collect()
 }
 
+/// A cut of the first GET of blob `layer`'s answer after `after` body bytes.
+fn cut_blob(layer: &str, after: u64) -> ResponseCut {
+    ResponseCut::once("GET", &format!("/blobs/{layer}"), after)
+}
+
 /// A registry with the busybox base at `base/busybox:1`, pushed to it directly; the proxy in
 /// front of it with `faults`; a project with `acme/tiny` fetched. `None` without the tools.
 struct Setup {
@@ -135,11 +140,7 @@ impl Setup {
 #[test]
 fn a_base_layer_cut_mid_body_resumes_with_a_range() {
     let Some(s) = setup(|layer| Faults {
-        response_cuts: vec![ResponseCut::once(
-            "GET",
-            &format!("/blobs/{layer}"),
-            100_000,
-        )],
+        response_cuts: vec![cut_blob(layer, 100_000)],
         ..Faults::default()
     }) else {
         return;
@@ -158,11 +159,7 @@ fn a_base_layer_cut_mid_body_resumes_with_a_range() {
 #[test]
 fn a_base_layer_cut_where_ranges_are_not_served_is_read_again_from_its_first_byte() {
     let Some(s) = setup(|layer| Faults {
-        response_cuts: vec![ResponseCut::once(
-            "GET",
-            &format!("/blobs/{layer}"),
-            100_000,
-        )],
+        response_cuts: vec![cut_blob(layer, 100_000)],
         no_ranges: true,
         ..Faults::default()
     }) else {
@@ -188,11 +185,7 @@ fn a_base_layer_cut_where_ranges_are_not_served_is_read_again_from_its_first_byt
 #[test]
 fn a_base_layer_streamed_to_another_registry_survives_a_cut_source() {
     let Some(s) = setup(|layer| Faults {
-        response_cuts: vec![ResponseCut::once(
-            "GET",
-            &format!("/blobs/{layer}"),
-            100_000,
-        )],
+        response_cuts: vec![cut_blob(layer, 100_000)],
         ..Faults::default()
     }) else {
         return;
@@ -230,11 +223,7 @@ fn a_base_layer_streamed_to_another_registry_survives_a_cut_source() {
 #[test]
 fn a_resumed_base_layer_request_answered_429_waits_and_goes_on() {
     let Some(s) = setup(|layer| Faults {
-        response_cuts: vec![ResponseCut::once(
-            "GET",
-            &format!("/blobs/{layer}"),
-            100_000,
-        )],
+        response_cuts: vec![cut_blob(layer, 100_000)],
         // The second GET of the layer (the resumption) gets 429 with `Retry-After: 1`.
         statuses: vec![StatusFault {
             skip: 1,
@@ -269,7 +258,7 @@ fn a_base_layer_reset_mid_body_resumes() {
     let Some(s) = setup(|layer| Faults {
         response_cuts: vec![ResponseCut {
             reset: true,
-            ..ResponseCut::once("GET", &format!("/blobs/{layer}"), 70_000)
+            ..cut_blob(layer, 70_000)
         }],
         ..Faults::default()
     }) else {
@@ -341,7 +330,7 @@ fn a_read_fault_that_never_stops_fails_within_the_retry_budget() {
         // The head, then no byte of the body, every time.
         response_cuts: vec![ResponseCut {
             times: 1000,
-            ..ResponseCut::once("GET", &format!("/blobs/{layer}"), 0)
+            ..cut_blob(layer, 0)
         }],
         ..Faults::default()
     }) else {
@@ -400,7 +389,7 @@ fn a_cache_repository_layer_cut_mid_body_resumes_for_oci_and_fetch() {
             Faults {
                 response_cuts: vec![ResponseCut {
                     reset,
-                    ..ResponseCut::once("GET", &format!("/blobs/{layer}"), size / 2)
+                    ..cut_blob(&layer, size / 2)
                 }],
                 ..Faults::default()
             },
@@ -447,11 +436,7 @@ fn a_cache_repository_layer_cut_mid_body_resumes_for_oci_and_fetch() {
     let proxy = FaultProxy::start(
         &reg,
         Faults {
-            response_cuts: vec![ResponseCut::once(
-                "GET",
-                &format!("/blobs/{layer}"),
-                size / 2,
-            )],
+            response_cuts: vec![cut_blob(&layer, size / 2)],
             ..Faults::default()
         },
     );
