@@ -87,6 +87,10 @@ pub struct BakeOptions {
     /// `--cache REGISTRY/REPO` (or `[cache] registry`): the shared layer cache; `None` makes no
     /// request of any kind.
     pub cache: Option<String>,
+    /// `--cache-sign-key`: sign the records this bake writes.
+    pub cache_sign_key: Option<PathBuf>,
+    /// `--cache-trust-key`: use only records this key signed.
+    pub cache_trust_key: Option<PathBuf>,
 }
 
 /// What went wrong in a bake, each with what to do about it (its [`Hint`]).
@@ -124,6 +128,9 @@ pub enum BakeError {
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH=`{0}` is not a number of seconds")]
     Epoch(String),
+    /// A cache signing or trust key that cannot be used.
+    #[error(transparent)]
+    Key(#[from] cache_repo::signing::KeyError),
     /// A worker thread of the bake stopped.
     #[error("a layer worker stopped: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -148,6 +155,7 @@ impl Hint for BakeError {
                 "set SOURCE_DATE_EPOCH to whole seconds since 1970 (e.g. `git log -1 --format=%ct`) or unset it"
                     .into(),
             ),
+            BakeError::Key(e) => Hint::hint(e),
             BakeError::Worker(_) => None,
         }
     }
@@ -223,7 +231,19 @@ pub async fn bake(
     let plans = plan::plan_lock(lock, &opts.settings)?;
 
     let cache = match &opts.cache {
-        Some(reference) => Some(CacheRepo::open(reference, opts.insecure)?),
+        Some(reference) => {
+            let signer = opts
+                .cache_sign_key
+                .as_deref()
+                .map(cache_repo::signing::RecordSigner::from_file)
+                .transpose()?;
+            let trust = opts
+                .cache_trust_key
+                .as_deref()
+                .map(cache_repo::signing::RecordTrust::from_file)
+                .transpose()?;
+            Some(CacheRepo::open(reference, opts.insecure)?.with_keys(signer, trust))
+        }
         None => None,
     };
     let wants_files = opts.layers_dir.is_some() || opts.oci_dir.is_some();

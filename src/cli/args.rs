@@ -121,6 +121,15 @@ pub struct CacheArgs {
     /// Use no cache repository even if models.toml names one.
     #[arg(long, conflicts_with = "cache")]
     pub no_cache: bool,
+    /// Sign every record `bake` writes to the cache repository with this ECDSA P-256 private
+    /// key (PKCS#8 PEM), so other runners can trust only records it signed.
+    #[arg(long, value_name = "FILE")]
+    pub cache_sign_key: Option<PathBuf>,
+    /// Use only cache records signed with this ECDSA P-256 public key (PEM); unsigned or
+    /// otherwise signed records are ignored with a warning. With --push a recorded layer is
+    /// mounted, never downloaded: this is what makes the cache repository trustworthy there.
+    #[arg(long, value_name = "FILE")]
+    pub cache_trust_key: Option<PathBuf>,
 }
 
 impl CacheArgs {

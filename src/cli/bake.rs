@@ -175,6 +175,8 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         jobs: usize::from(args.jobs),
         push_jobs: usize::from(args.push_jobs),
         cache: args.cache.resolve(&manifest),
+        cache_sign_key: args.cache.cache_sign_key.clone(),
+        cache_trust_key: args.cache.cache_trust_key.clone(),
     };
     let on_layer = |l: &crate::bake::layer_cache::BuiltLayer| {
         let verb = match (l.reused, l.path.as_os_str().is_empty()) {

@@ -117,7 +117,24 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
     };
     let from_cache = match args.cache.resolve(&manifest).filter(|_| !args.offline) {
         Some(reference) => {
-            Some(fill_from_cache(&reference, args.insecure, &manifest, &lock, &store, ui).await?)
+            let trust = args
+                .cache
+                .cache_trust_key
+                .as_deref()
+                .map(crate::bake::cache_repo::signing::RecordTrust::from_file)
+                .transpose()?;
+            Some(
+                fill_from_cache(
+                    &reference,
+                    args.insecure,
+                    trust,
+                    &manifest,
+                    &lock,
+                    &store,
+                    ui,
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -178,13 +195,14 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
 async fn fill_from_cache(
     reference: &str,
     insecure: bool,
+    trust: Option<crate::bake::cache_repo::signing::RecordTrust>,
     manifest: &crate::manifest::Manifest,
     lock: &crate::lock::Lockfile,
     store: &crate::store::Store,
     ui: &Ui,
 ) -> anyhow::Result<crate::bake::cache_repo::fill::FillReport> {
     use crate::bake::cache_repo::{CacheRepo, fill};
-    let cache = CacheRepo::open(reference, insecure)?;
+    let cache = CacheRepo::open(reference, insecure)?.with_keys(None, trust);
     let mtime = crate::bake::mtime_from_env(&process_env)?;
     let format = crate::bake::plan::LayerFormat::new(&manifest.bake, mtime);
     let on_file = |s: &fill::Served| {

@@ -718,3 +718,101 @@ fn a_poisoned_record_is_checked_file_by_file_and_never_kept() {
         "the poisoned layer is in runner C's layer cache"
     );
 }
+
+/// An ECDSA P-256 key pair made with openssl: (private PKCS#8 PEM, public PEM).
+fn p256_keys(openssl: &Path, dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    sh(Command::new(openssl)
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    sh(Command::new(openssl)
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public));
+    (key, public)
+}
+
+#[test]
+fn with_a_trust_key_only_records_signed_by_its_key_are_used() {
+    let (Some(registry_bin), Some(openssl)) = (tool("docker-registry"), tool("openssl")) else {
+        return;
+    };
+    let registry = Registry::start(&registry_bin);
+    let reg = registry.addr.clone();
+    let keys = tempfile::tempdir().unwrap();
+    let (signing, trusted) = p256_keys(&openssl, keys.path(), "ci");
+    let (_, other) = p256_keys(&openssl, keys.path(), "other");
+    let hub = emulator();
+    let a = Fetched::new(&hub, TWO_REPOS);
+    a.fetch(&hub, &[]).ok();
+    // `bake --oci` of `a`'s lock with `store`, the cache repository `cache` and a key flag.
+    let bake = |store: &Path, cache: &str, key: Option<(&str, &Path)>| {
+        let out = tempfile::tempdir().unwrap();
+        let mut c = runner(&a.project, store, &hub);
+        c.args([
+            "bake",
+            "--json",
+            "--insecure",
+            "--no-base",
+            "--cache",
+            cache,
+            "--oci",
+        ])
+        .arg(out.path());
+        if let Some((flag, path)) = key {
+            c.arg(flag).arg(path);
+        }
+        let r = run(&mut c);
+        r.ok();
+        json(&r)
+    };
+    // Runner A signs what it records; an unsigned runner records into another repository.
+    let signed = format!("{reg}/cache/signed");
+    let unsigned = format!("{reg}/cache/unsigned");
+    let va = bake(
+        a.store.path(),
+        &signed,
+        Some(("--cache-sign-key", &signing)),
+    );
+    assert_eq!(strings(&va["cache"]["recorded"]).len(), 2, "{va}");
+    bake(a.store.path(), &unsigned, None);
+
+    // Runner B (empty store) trusts A's key: A's records are used, no Hub request.
+    let store_b = tempfile::tempdir().unwrap();
+    hub.clear_requests();
+    let vb = bake(
+        store_b.path(),
+        &signed,
+        Some(("--cache-trust-key", &trusted)),
+    );
+    assert_eq!(strings(&vb["cache"]["hits"]).len(), 2, "{vb}");
+    assert!(hub.requests().is_empty(), "{:?}", hub.requests());
+    assert_eq!(vb["manifest_digest"], va["manifest_digest"]);
+
+    // With another key, or on unsigned records, nothing is taken from the cache: the layers
+    // are built from the (fetched) store, each record ignored with a warning.
+    for (cache, key, why) in [
+        (&signed, &other, "does not verify"),
+        (&unsigned, &trusted, "is not signed"),
+    ] {
+        let v = bake(a.store.path(), cache, Some(("--cache-trust-key", key)));
+        assert!(strings(&v["cache"]["hits"]).is_empty(), "{v}");
+        let warnings = strings(&v["cache"]["warnings"]);
+        assert!(
+            warnings.len() >= 2 && warnings.iter().all(|w| w.contains(why)),
+            "{warnings:?}"
+        );
+        assert_eq!(v["manifest_digest"], va["manifest_digest"]);
+    }
+}

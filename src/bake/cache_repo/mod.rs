@@ -11,6 +11,7 @@
 
 pub mod fill;
 pub mod record;
+pub mod signing;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use crate::oci::registry::{Payload, Registry, RegistryError};
 use crate::oci::source::RegistrySource;
 use crate::oci::transfer::download;
 use crate::store::Store;
+use signing::{RecordSigner, RecordTrust};
 
 /// What the cache repository did for a bake.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,6 +50,10 @@ pub struct CacheOutcome {
 /// The cache repository: where it is and a client for its registry.
 pub struct CacheRepo {
     source: Arc<RegistrySource>,
+    /// `--cache-sign-key`: records written are signed.
+    signer: Option<RecordSigner>,
+    /// `--cache-trust-key`: only records this key signed are used.
+    trust: Option<RecordTrust>,
 }
 
 /// What a lookup found for one layer.
@@ -71,7 +77,17 @@ impl CacheRepo {
         let registry = Registry::new(&image, insecure)?;
         Ok(CacheRepo {
             source: Arc::new(RegistrySource { registry, image }),
+            signer: None,
+            trust: None,
         })
+    }
+
+    /// This cache repository with records signed by `signer` when written and, with `trust`,
+    /// only records that key signed used (see [`signing`]).
+    pub fn with_keys(mut self, signer: Option<RecordSigner>, trust: Option<RecordTrust>) -> Self {
+        self.signer = signer;
+        self.trust = trust;
+        self
     }
 
     /// `registry/repo`, for messages.
@@ -110,15 +126,16 @@ impl CacheRepo {
                 )));
             }
         };
-        let found = match record::check(&bytes, plan, &key, format.media_type()) {
-            Ok(l) => l,
-            Err(why) => {
-                return Lookup::Rejected(format!(
-                    "cache repository {}: the record {tag} of {what} is ignored: {why}",
-                    self.name()
-                ));
-            }
-        };
+        let found =
+            match record::check(&bytes, plan, &key, format.media_type(), self.trust.as_ref()) {
+                Ok(l) => l,
+                Err(why) => {
+                    return Lookup::Rejected(format!(
+                        "cache repository {}: the record {tag} of {what} is ignored: {why}",
+                        self.name()
+                    ));
+                }
+            };
         match self.registry().has_blob(self.repo(), &found.digest).await {
             Ok(true) => Lookup::Hit(found),
             Ok(false) => Lookup::Rejected(format!(
@@ -233,9 +250,11 @@ impl CacheRepo {
         pushed_to: Option<&ImageRef>,
     ) -> Result<(), RegistryError> {
         let key = layer::cache_key(plan, format);
-        let bytes = record::build(layer, plan, &key).map_err(|e| RegistryError::Http {
-            url: self.name(),
-            detail: e.to_string(),
+        let bytes = record::build(layer, plan, &key, self.signer.as_ref()).map_err(|e| {
+            RegistryError::Http {
+                url: self.name(),
+                detail: e.to_string(),
+            }
         })?;
         let (reg, repo) = (self.registry(), self.repo());
         if !reg.has_blob(repo, &layer.digest).await? {

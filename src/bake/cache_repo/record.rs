@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
+use super::signing::{KeyError, RecordSigner, RecordTrust};
 use crate::bake::assemble::layer_descriptor;
 use crate::bake::layer_cache::BuiltLayer;
 use crate::bake::plan::{EntryKind, LayerPlan};
@@ -35,6 +36,10 @@ pub const TAG_PREFIX: &str = "modelbake-layer-v1-";
 /// The most bytes a record may weigh when read back.
 pub const RECORD_LIMIT: u64 = 256 << 10;
 
+/// Annotation on the record (with `--cache-sign-key`): the base64 ECDSA P-256 signature of the
+/// record's canonical bytes without this annotation.
+pub const ANNOTATION_SIGNATURE: &str = "dev.modelbake.signature";
+
 /// The tag naming the record of the layer with cache key `key`.
 pub fn tag(key: &str) -> String {
     format!("{TAG_PREFIX}{key}")
@@ -61,8 +66,14 @@ pub fn files_digest(plan: &LayerPlan) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-/// The record manifest for `layer`, built from `plan` under cache key `key`.
-pub fn build(layer: &BuiltLayer, plan: &LayerPlan, key: &str) -> Result<Vec<u8>, OciError> {
+/// The record manifest for `layer`, built from `plan` under cache key `key`; with `signer`,
+/// signed (see [`signed_bytes`]). Without one the bytes are what every release wrote.
+pub fn build(
+    layer: &BuiltLayer,
+    plan: &LayerPlan,
+    key: &str,
+    signer: Option<&RecordSigner>,
+) -> Result<Vec<u8>, RecordBuildError> {
     let mut desc = layer_descriptor(layer);
     let annotations = desc.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(ANNOTATION_KEY.into(), key.into());
@@ -76,7 +87,36 @@ pub fn build(layer: &BuiltLayer, plan: &LayerPlan, key: &str) -> Result<Vec<u8>,
         "layers": [desc],
         "annotations": { ANNOTATION_KEY: key },
     });
-    canonical_json(&manifest)
+    let unsigned = canonical_json(&manifest)?;
+    let Some(signer) = signer else {
+        return Ok(unsigned);
+    };
+    let mut manifest = manifest;
+    manifest["annotations"][ANNOTATION_SIGNATURE] = serde_json::json!(signer.sign(&unsigned)?);
+    Ok(canonical_json(&manifest)?)
+}
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordBuildError {
+    /// Serialising it.
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    /// Signing it.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// What a record's signature covers: its canonical bytes without the signature annotation
+/// (exactly the bytes of the unsigned record), and the signature, if any.
+pub fn signed_bytes(bytes: &[u8]) -> Option<(Vec<u8>, String)> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let sig = value
+        .get_mut("annotations")?
+        .as_object_mut()?
+        .remove(ANNOTATION_SIGNATURE)?;
+    let sig = sig.as_str()?.to_owned();
+    Some((canonical_json(&value).ok()?, sig))
 }
 
 /// Why a record is not used for the layer a bake needs (each one a warning, never a failure).
@@ -120,6 +160,12 @@ pub enum RecordMismatch {
     /// A DiffID that is no digest.
     #[error("its layer's DiffID is not a sha256 digest")]
     BadDiffId,
+    /// `--cache-trust-key` is set and the record carries no signature.
+    #[error("it is not signed, and --cache-trust-key accepts only signed records")]
+    Unsigned,
+    /// `--cache-trust-key` is set and the signature is not that key's.
+    #[error("its signature does not verify with the --cache-trust-key key")]
+    BadSignature,
 }
 
 /// Reads a record back and checks it names the layer `plan` needs under `key` in
@@ -131,7 +177,15 @@ pub fn check(
     plan: &LayerPlan,
     key: &str,
     media_type: &str,
+    trust: Option<&RecordTrust>,
 ) -> Result<BuiltLayer, RecordMismatch> {
+    if let Some(trust) = trust {
+        match signed_bytes(bytes) {
+            Some((message, sig)) if trust.verifies(&message, &sig) => {}
+            Some(_) => return Err(RecordMismatch::BadSignature),
+            None => return Err(RecordMismatch::Unsigned),
+        }
+    }
     let Document::Manifest(m) = Document::parse(bytes, Some(MEDIA_MANIFEST), "the cache record")?
     else {
         return Err(RecordMismatch::NotAManifest);
@@ -222,8 +276,8 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_its_layer() {
         let c = "c".repeat(40);
-        let bytes = build(&layer(&c), &plan(&c), "k1").unwrap();
-        let back = check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR).unwrap();
+        let bytes = build(&layer(&c), &plan(&c), "k1", None).unwrap();
+        let back = check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR, None).unwrap();
         assert_eq!(
             (back.digest, back.diff_id, back.size),
             (Digest::of(b"layer"), Digest::of(b"tar"), 5)
@@ -237,20 +291,26 @@ mod tests {
     #[test]
     fn a_record_for_another_commit_key_files_or_format_is_refused() {
         let (c, d) = ("c".repeat(40), "d".repeat(40));
-        let other_commit = build(&layer(&d), &plan(&d), "k1").unwrap();
-        let err = check(&other_commit, &plan(&c), "k1", crate::oci::MEDIA_LAYER_TAR)
-            .unwrap_err()
-            .to_string();
+        let other_commit = build(&layer(&d), &plan(&d), "k1", None).unwrap();
+        let err = check(
+            &other_commit,
+            &plan(&c),
+            "k1",
+            crate::oci::MEDIA_LAYER_TAR,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("commit"), "{err}");
-        let bytes = build(&layer(&c), &plan(&c), "k1").unwrap();
-        assert!(check(&bytes, &plan(&c), "k2", crate::oci::MEDIA_LAYER_TAR).is_err());
-        assert!(check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_GZIP).is_err());
+        let bytes = build(&layer(&c), &plan(&c), "k1", None).unwrap();
+        assert!(check(&bytes, &plan(&c), "k2", crate::oci::MEDIA_LAYER_TAR, None).is_err());
+        assert!(check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_GZIP, None).is_err());
         let mut more = plan(&c);
         more.entries[0].kind = EntryKind::Blob {
             sha256: "b".repeat(64),
             size: 3,
         };
-        let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR)
+        let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains(ANNOTATION_FILES), "{err}");
@@ -262,9 +322,45 @@ mod tests {
                 other_type.as_bytes(),
                 &plan(&c),
                 "k1",
-                crate::oci::MEDIA_LAYER_TAR
+                crate::oci::MEDIA_LAYER_TAR,
+                None
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn with_a_trust_key_only_records_that_key_signed_are_used() {
+        use crate::bake::cache_repo::signing::tests::key_pair;
+        let c = "c".repeat(40);
+        let (signer, trust) = key_pair();
+        let (other_signer, _) = key_pair();
+        let tar = crate::oci::MEDIA_LAYER_TAR;
+        let unsigned = build(&layer(&c), &plan(&c), "k1", None).unwrap();
+        let signed = build(&layer(&c), &plan(&c), "k1", Some(&signer)).unwrap();
+        // Signing adds one annotation and covers exactly the unsigned bytes.
+        let (message, _) = signed_bytes(&signed).unwrap();
+        assert_eq!(message, unsigned);
+        assert!(check(&signed, &plan(&c), "k1", tar, Some(&trust)).is_ok());
+        // Without a trust key, signed records read as before.
+        assert!(check(&signed, &plan(&c), "k1", tar, None).is_ok());
+        let unsigned_err = check(&unsigned, &plan(&c), "k1", tar, Some(&trust)).unwrap_err();
+        assert!(
+            matches!(unsigned_err, RecordMismatch::Unsigned),
+            "{unsigned_err}"
+        );
+        let foreign = build(&layer(&c), &plan(&c), "k1", Some(&other_signer)).unwrap();
+        assert!(matches!(
+            check(&foreign, &plan(&c), "k1", tar, Some(&trust)),
+            Err(RecordMismatch::BadSignature)
+        ));
+        // A signed record edited afterwards (another layer digest) no longer verifies.
+        let tampered = String::from_utf8(signed.clone())
+            .unwrap()
+            .replace(&Digest::of(b"layer").hex().to_string(), &"e".repeat(64));
+        assert!(matches!(
+            check(tampered.as_bytes(), &plan(&c), "k1", tar, Some(&trust)),
+            Err(RecordMismatch::BadSignature)
+        ));
     }
 }
