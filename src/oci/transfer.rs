@@ -229,14 +229,15 @@ fn link_verified(src: &LayoutSource, desc: &Descriptor, tmp: &Path) -> Result<()
     Ok(())
 }
 
-/// Downloads a registry blob into `tmp`, hashing it as it arrives (a cut body is resumed,
-/// [`Registry::blob_body`]); the caller renames it into place only when this succeeded.
+/// Downloads a registry blob (a base layer, a cache repository's layer) into `tmp`, hashing it
+/// as it arrives (a cut body is resumed, [`Registry::blob_body`]); the caller renames it into
+/// place only when this succeeded.
 pub async fn download(src: &RegistrySource, desc: &Descriptor, tmp: &Path) -> Result<(), OciError> {
     let body = src
         .registry
         .blob_body(&src.image.repository, &desc.digest, desc.size)
         .await?;
-    let what = format!("base layer {} from {}", desc.digest, src.image);
+    let what = format!("layer {} from {}", desc.digest, src.image);
     let mut body = VerifyingStream::new(Box::pin(body), desc.clone(), what.clone());
     let mut file = tokio::fs::File::create(tmp)
         .await

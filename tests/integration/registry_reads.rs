@@ -123,6 +123,14 @@ impl Setup {
         (run(&mut cmd), out)
     }
 
+    /// `bake --oci` through the proxy succeeds and [`Setup::check`] holds; what the proxy saw.
+    fn bake_and_check(&self) -> Vec<Logged> {
+        let (r, out) = self.bake(&[]);
+        r.ok();
+        self.check(&out);
+        self.proxy.log()
+    }
+
     /// The layout passes `verify --oci` and holds the base layer byte for byte.
     fn check(&self, out: &Path) {
         run(self
@@ -145,10 +153,7 @@ fn a_base_layer_cut_mid_body_resumes_with_a_range() {
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     let reads = gets(&log, &format!("/blobs/{}", s.layer));
     assert_eq!(reads.len(), 2, "{log:#?}");
     assert!(reads[0].answer_cut && reads[0].sent == 100_000, "{log:#?}");
@@ -165,10 +170,7 @@ fn a_base_layer_cut_where_ranges_are_not_served_is_read_again_from_its_first_byt
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     let reads = gets(&log, &format!("/blobs/{}", s.layer));
     assert_eq!(reads.len(), 2, "{log:#?}");
     assert!(reads[0].answer_cut && reads[0].sent == 100_000, "{log:#?}");
@@ -233,10 +235,7 @@ fn a_resumed_base_layer_request_answered_429_waits_and_goes_on() {
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     let reads = gets(&log, &format!("/blobs/{}", s.layer));
     let seen: Vec<(u16, Option<&str>)> = reads
         .iter()
@@ -264,10 +263,7 @@ fn a_base_layer_reset_mid_body_resumes() {
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     let reads = gets(&log, &format!("/blobs/{}", s.layer));
     assert_eq!(reads.len(), 2, "{log:#?}");
     assert!(reads[0].answer_cut, "{log:#?}");
@@ -289,10 +285,7 @@ fn manifests_survive_503_and_429_with_retry_after() {
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     let statuses: Vec<u16> = gets(&log, "/manifests/").iter().map(|l| l.status).collect();
     assert_eq!(&statuses[..3], &[503, 429, 200], "{log:#?}");
 }
@@ -309,10 +302,7 @@ fn a_cut_manifest_and_a_cut_config_are_read_again() {
     }) else {
         return;
     };
-    let (r, out) = s.bake(&[]);
-    r.ok();
-    s.check(&out);
-    let log = s.proxy.log();
+    let log = s.bake_and_check();
     for part in ["/manifests/", "/blobs/sha256:"] {
         let reads = gets(&log, part);
         assert!(reads[0].answer_cut, "{part}: {log:#?}");
