@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod attest;
 pub(crate) mod bake;
 pub mod cli;
 pub(crate) mod doctor;
@@ -18,6 +19,7 @@ pub(crate) mod fs_atomic;
 pub mod hash;
 pub(crate) mod hfcache;
 pub(crate) mod hint;
+pub(crate) mod keys;
 pub(crate) mod http_body;
 pub(crate) mod http_client;
 pub(crate) mod http_header;

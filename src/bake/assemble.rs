@@ -29,6 +29,8 @@ pub struct Assembled {
     pub corrected: Vec<Correction>,
     /// Layers each platform's base has, in platform order.
     pub base_layers: Vec<usize>,
+    /// Each platform's base manifest digest (`None` without a base), in platform order.
+    pub bases: Vec<Option<crate::oci::digest::Digest>>,
 }
 
 impl Assembled {
@@ -90,6 +92,7 @@ pub async fn assemble(
     let mut images = Vec::new();
     let mut corrected = Vec::new();
     let mut base_layers = Vec::new();
+    let mut bases = Vec::new();
     for platform in platforms {
         let mut base = match &settings.base {
             Some(reference) => Some(load_base(reference, platform, insecure, strict).await?),
@@ -103,6 +106,7 @@ pub async fn assemble(
             corrected = fixed;
         }
         base_layers.push(base.as_ref().map_or(0, |b| b.layers.len()));
+        bases.push(base.as_ref().and_then(|b| b.digest.clone()));
         images.push(Image::build(base.as_ref(), platform, &added, &env, &meta)?);
     }
     let artifact = if strict {
@@ -118,6 +122,7 @@ pub async fn assemble(
         artifact,
         corrected,
         base_layers,
+        bases,
     })
 }
 

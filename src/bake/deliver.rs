@@ -18,7 +18,7 @@ use crate::oci::registry::{Registry, RegistryOptions};
 use crate::oci::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, layout};
 
 /// Where the artifact went.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Delivered {
     /// `--layers DIR`, written.
     pub layers_dir: Option<PathBuf>,
@@ -26,6 +26,8 @@ pub struct Delivered {
     pub oci: Option<PathBuf>,
     /// What the push did (empty without `--push`).
     pub push: PushReport,
+    /// The registry pushed to (its authentication reused by the next steps).
+    pub registry: Option<Registry>,
 }
 
 /// Writes `artifact` (built from `layers`) to every output `opts` names: layer files, then the
@@ -55,6 +57,7 @@ pub async fn deliver(
         let mut target = target.clone();
         target.tag.get_or_insert_with(|| opts.tag.clone());
         delivered.push = push(&registry, &target, artifact, opts.push_jobs, on_push).await?;
+        delivered.registry = Some(registry);
     }
     Ok(delivered)
 }

@@ -10,7 +10,9 @@
 //!    ([`image_env`]), one [`crate::oci::image::Image`] per platform, an index for several;
 //! 4. **deliver** ([`deliver`]): the artifact handed to each requested sink (layer files, an OCI
 //!    layout, a registry push);
-//! 5. **record**: the layers built now recorded in the cache repository.
+//! 5. **attest** ([`attach`]): the SBOM, provenance and model signing statements of every
+//!    image, signed with `--sign-key`, attached as referrers where the image went;
+//! 6. **record**: the layers built now recorded in the cache repository.
 //!
 //! [`verify_image`] checks layers and images against the lock (`verify --oci`/`--layer`).
 //!
@@ -28,6 +30,7 @@
 //!   cache key.
 
 pub mod assemble;
+pub mod attach;
 pub mod cache_repo;
 pub mod deliver;
 pub mod image_env;
@@ -35,7 +38,9 @@ pub mod layer_build;
 pub mod layer_cache;
 pub mod plan;
 pub mod resolve;
+pub mod verify_attestations;
 pub mod verify_image;
+pub mod verify_source;
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -91,6 +96,8 @@ pub struct BakeOptions {
     pub cache_sign_key: Option<PathBuf>,
     /// `--cache-trust-key`: use only records this key signed.
     pub cache_trust_key: Option<PathBuf>,
+    /// The attestations attached to every image (step 5).
+    pub attest: attach::AttestOptions,
 }
 
 /// What went wrong in a bake, each with what to do about it (its [`Hint`]).
@@ -128,9 +135,9 @@ pub enum BakeError {
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH=`{0}` is not a number of seconds")]
     Epoch(String),
-    /// A cache signing or trust key that cannot be used.
+    /// A signing or trust key that cannot be used.
     #[error(transparent)]
-    Key(#[from] cache_repo::signing::KeyError),
+    Key(#[from] crate::keys::KeyError),
     /// A worker thread of the bake stopped.
     #[error("a layer worker stopped: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -202,6 +209,9 @@ pub struct BakeReport {
     /// What the cache repository did (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheOutcome>,
+    /// The attestations attached (absent with `--no-attestations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestations: Option<attach::AttestReport>,
 }
 
 /// What a bake wrote for one platform.
@@ -217,7 +227,8 @@ pub struct PlatformReport {
     pub base_layers: usize,
 }
 
-/// Runs a bake: plan → resolve layers → assemble → deliver → record (see the module note).
+/// Runs a bake: plan → resolve layers → assemble → deliver → attest → record (see the module
+/// note).
 /// `on_layer` is told about each layer as it is ready, `on_push` about the push.
 pub async fn bake(
     lock: &Lockfile,
@@ -229,6 +240,7 @@ pub async fn bake(
     let platforms = Platform::parse_list(&opts.settings.platform).map_err(plan::PlanError::from)?;
     let format = LayerFormat::new(&opts.settings, opts.mtime);
     let plans = plan::plan_lock(lock, &opts.settings)?;
+    let sign_key = attach::load_key(&opts.attest)?;
 
     let cache = match &opts.cache {
         Some(reference) => {
@@ -272,6 +284,22 @@ pub async fn bake(
     report.layers_dir = delivered.layers_dir;
     report.oci = delivered.oci;
     report.push = delivered.push;
+
+    if opts.attest.enabled {
+        let pushed = delivered.registry.as_ref().zip(opts.push.as_ref());
+        report.attestations = Some(
+            attach::attach(
+                lock,
+                store,
+                opts,
+                &assembled.artifact,
+                &assembled.bases,
+                sign_key.as_ref(),
+                pushed,
+            )
+            .await?,
+        );
+    }
 
     if let Some(cache) = &cache {
         let mut outcome = resolved.outcome.unwrap_or_default();

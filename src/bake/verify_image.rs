@@ -11,7 +11,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::ANNOTATION_REPO;
-use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo};
+use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo, repo_root};
+use super::verify_source::VerifySource;
 use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
@@ -21,7 +22,7 @@ use crate::oci::Platform;
 use crate::oci::digest::Digest;
 use crate::oci::error::OciError;
 use crate::oci::model::{self, Document};
-use crate::oci::source::{self, ImageSource, LayoutSource, blob_path};
+use crate::oci::source::{self, LayoutSource};
 use crate::oci::tar_reader::decode;
 
 /// One thing wrong in a layer or an image. Paths from the layer are shown escaped, so a
@@ -177,6 +178,14 @@ pub enum Problem {
         /// The platforms expected.
         platforms: String,
     },
+    /// A locked repo that no layer of the image is annotated with (`verify --attestations-only`,
+    /// which reads no layer).
+    LayerMissing {
+        /// The repo (`model/acme/tiny`).
+        repo: String,
+        /// Its locked commit.
+        commit: String,
+    },
     /// A problem of one platform's image in an index.
     InPlatform {
         /// `linux/arm64`…
@@ -275,6 +284,10 @@ impl std::fmt::Display for Problem {
                 "the tag names a single image, not an index of {platforms}: bake with --platform {platforms}"
             ),
             Problem::InPlatform { platform, detail } => write!(f, "{platform}: {detail}"),
+            Problem::LayerMissing { repo, commit } => write!(
+                f,
+                "no layer of the image holds {repo} at commit {commit}"
+            ),
         }
     }
 }
@@ -341,16 +354,25 @@ fn describe(kind: tar::EntryType, link: Option<&str>) -> String {
     }
 }
 
-/// Checks one layer blob (`file`, read from its start); returns its report, (blob sha256,
-/// diff_id) and the paths seen.
+/// What reading one layer found: its report, the blob's sha256 and size, its DiffID (hex) and
+/// the locked paths it holds.
+struct LayerRead {
+    report: LayerReport,
+    blob_hex: String,
+    blob_size: u64,
+    diff_id: String,
+    seen: BTreeSet<String>,
+}
+
+/// Checks one layer blob (`blob`, read from its start).
 fn check_layer(
-    file: File,
+    blob: impl Read + Send + 'static,
     name: String,
     want: &BTreeMap<String, (String, Expect)>,
     owner: (u32, u32),
-) -> io::Result<(LayerReport, String, String, BTreeSet<String>)> {
+) -> io::Result<LayerRead> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
-    let tar_hash = HashingReader::new(decode(file)?);
+    let tar_hash = HashingReader::new(decode(blob)?);
     let mut archive = tar::Archive::new(tar_hash);
     let (owner_uid, owner_gid) = owner;
     let mut problems = Vec::new();
@@ -447,14 +469,20 @@ fn check_layer(
     let (diff_id, _, decoded) = tar_hash.finish();
     let mut raw = decoded.into_raw();
     io::copy(&mut raw, &mut io::sink())?;
-    let (blob_hex, _, _) = raw.into_inner().1.finish();
+    let (blob_hex, blob_size, _) = raw.into_inner().1.finish();
     let report = LayerReport {
         layer: name,
         repos: repos.into_iter().collect(),
         entries: seen.len(),
         problems,
     };
-    Ok((report, blob_hex, diff_id, seen))
+    Ok(LayerRead {
+        report,
+        blob_hex,
+        blob_size,
+        diff_id,
+        seen,
+    })
 }
 
 /// Checks one layer file (`verify --layer`): every entry it holds must match the lock.
@@ -466,7 +494,7 @@ pub fn verify_layer(
     let want = expected(lock, settings);
     // A file named on the command line: followed if it is a symlink, like any other argument.
     let file = File::open(path)?;
-    let (report, _, _, _) = check_layer(file, path.display().to_string(), &want, settings.owner)?;
+    let report = check_layer(file, path.display().to_string(), &want, settings.owner)?.report;
     let ok = report.problems.is_empty() && !report.repos.is_empty();
     let problems = if report.repos.is_empty() {
         vec![Problem::NoLockedFiles]
@@ -498,7 +526,12 @@ pub fn check_planned_layer(
             (e.path.clone(), (plan.repo.clone(), Expect { kind }))
         })
         .collect();
-    let (report, _, actual, seen) = check_layer(file, String::new(), &want, owner)?;
+    let LayerRead {
+        report,
+        diff_id: actual,
+        seen,
+        ..
+    } = check_layer(file, String::new(), &want, owner)?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(
         want.keys()
@@ -585,18 +618,46 @@ fn loader_problems(
     problems
 }
 
-/// Checks an image in an OCI layout (`verify --oci`): the manifest and config against their
-/// digests, every base layer against its digest, our layers' digests, DiffIDs and every entry,
-/// nothing locked missing, and the config environment: for the `hf-cache` layout `HF_HOME` and
-/// every loader's cache as the `Env` resolves it (crate::loaders), and the offline switch. A
-/// tag naming an index is checked platform by platform (every platform it lists, and every
-/// platform asked for must be listed); a layer shared by several platforms is hashed once.
+/// Checks an image in an OCI layout (`verify --oci`); see [`verify_source`].
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
     lock: &Lockfile,
     settings: &BakeSettings,
 ) -> Result<OciReport, OciError> {
+    let src = LayoutSource {
+        dir: dir.to_owned(),
+        tag: Some(tag.to_owned()),
+    };
+    verify_source(&src, lock, settings, true).map(|v| v.report)
+}
+
+/// An image found and checked: the verdict, and the documents it is made of (what its
+/// attestations must name).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The verdict.
+    pub report: OciReport,
+    /// The document the reference names (a manifest, or an index).
+    pub root: model::Descriptor,
+    /// For an index, each platform's manifest.
+    pub manifests: Vec<model::Descriptor>,
+}
+
+/// Checks the image `src` names against the lock: the manifest and config against their
+/// digests, every base layer (hashed in a layout; never downloaded from a registry), our
+/// layers' digests, sizes, DiffIDs and every entry, nothing locked missing, and the config
+/// environment: for the `hf-cache` layout `HF_HOME` and every loader's cache as the `Env`
+/// resolves it (crate::loaders), and the offline switch. An index is checked platform by
+/// platform (every platform it lists, and every platform asked for must be listed); a layer
+/// shared by several platforms is read once. Without `content` (`--attestations-only`) no layer
+/// is read: each locked repo must only have a layer annotated with its commit.
+pub fn verify_source(
+    src: &dyn VerifySource,
+    lock: &Lockfile,
+    settings: &BakeSettings,
+    content: bool,
+) -> Result<Verified, OciError> {
     check_layout(lock, settings).map_err(|e| OciError::Invalid {
         what: "the layout options".into(),
         detail: e.to_string(),
@@ -605,27 +666,37 @@ pub fn verify_layout(
         what: "--platform".into(),
         detail: e.to_string(),
     })?;
-    let src = LayoutSource {
-        dir: dir.to_owned(),
-        tag: Some(tag.to_owned()),
-    };
     let label = src.label();
-    // A layout source does no network I/O: its futures complete on first poll.
-    let (bytes, declared) = futures::executor::block_on(src.root())?;
+    let (bytes, declared) = src.root()?;
     let mut checker = Checker {
-        src: &src,
+        src,
         want: expected(lock, settings),
         lock,
         settings,
+        content,
         layers: Vec::new(),
         checked: BTreeMap::new(),
     };
     let mut problems = Vec::new();
-    match Document::parse(
+    let mut manifests = Vec::new();
+    let doc = Document::parse(
         &bytes,
         declared.as_deref(),
         &format!("the manifest of {label}"),
-    )? {
+    )?;
+    let root_type = match &doc {
+        Document::Manifest(m) => m.media_type.clone(),
+        Document::Index(i) => i.media_type.clone(),
+    };
+    let root = model::Descriptor::new(
+        declared
+            .as_deref()
+            .or(root_type.as_deref())
+            .unwrap_or(crate::oci::MEDIA_MANIFEST),
+        Digest::of(&bytes),
+        bytes.len() as u64,
+    );
+    match doc {
         Document::Manifest(manifest) => {
             if platforms.len() > 1 {
                 problems.push(Problem::NotAnIndex {
@@ -663,11 +734,7 @@ pub fn verify_layout(
             }
             for (entry, platform) in index.manifests.iter().zip(&listed) {
                 let what = format!("the {platform} manifest of {label}");
-                let bytes = futures::executor::block_on(src.small_blob(
-                    entry,
-                    crate::http_body::METADATA_LIMIT,
-                    &what,
-                ))?;
+                let bytes = src.small_blob(entry, crate::http_body::METADATA_LIMIT, &what)?;
                 let Document::Manifest(manifest) =
                     Document::parse(&bytes, Some(&entry.media_type), &what)?
                 else {
@@ -676,6 +743,7 @@ pub fn verify_layout(
                         detail: "an index inside the index; modelbake writes one level".into(),
                     });
                 };
+                manifests.push(entry.clone());
                 problems.extend(checker.image(&manifest)?.into_iter().map(|p| {
                     Problem::InPlatform {
                         platform: platform.clone(),
@@ -687,20 +755,26 @@ pub fn verify_layout(
     }
     let layers = checker.layers;
     let ok = problems.is_empty() && layers.iter().all(|l| l.problems.is_empty());
-    Ok(OciReport {
-        ok,
-        layers,
-        problems,
+    Ok(Verified {
+        report: OciReport {
+            ok,
+            layers,
+            problems,
+        },
+        root,
+        manifests,
     })
 }
 
-/// Checks the images of one layout, remembering each layer's verdict so that a layer shared
+/// Checks the images of one source, remembering each layer's verdict so that a layer shared
 /// by several platforms is read and hashed once.
 struct Checker<'a> {
-    src: &'a LayoutSource,
+    src: &'a dyn VerifySource,
     want: BTreeMap<String, (String, Expect)>,
     lock: &'a Lockfile,
     settings: &'a BakeSettings,
+    /// Read our layers (false: `--attestations-only`).
+    content: bool,
     /// Reports of our layers, each once, in the order first met.
     layers: Vec<LayerReport>,
     /// Per layer digest: the verdict on it.
@@ -716,11 +790,9 @@ impl Checker<'_> {
     fn image(&mut self, manifest: &model::Manifest) -> Result<Vec<Problem>, OciError> {
         let label = self.src.label();
         let config_what = format!("the config of {label}");
-        let bytes = futures::executor::block_on(self.src.small_blob(
-            &manifest.config,
-            source::CONFIG_LIMIT,
-            &config_what,
-        ))?;
+        let bytes = self
+            .src
+            .small_blob(&manifest.config, source::CONFIG_LIMIT, &config_what)?;
         let config: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
                 what: config_what,
@@ -734,6 +806,11 @@ impl Checker<'_> {
                 layers: manifest.layers.len(),
             });
         }
+        if !self.content {
+            problems.extend(self.annotated_layers(manifest));
+            problems.extend(self.env_problems(&config, None));
+            return Ok(problems);
+        }
         let mut seen_all = BTreeSet::new();
         for (i, desc) in manifest.layers.iter().enumerate() {
             let ours = desc.annotation(ANNOTATION_REPO).is_some();
@@ -742,9 +819,8 @@ impl Checker<'_> {
                     self.our_layer(desc)?
                 } else {
                     self.src
-                        .verified_blob(desc)
+                        .base_layer(desc)
                         .map(|_| (String::new(), BTreeSet::new()))
-                        .map_err(|e| e.to_string())
                 };
                 self.checked.insert(desc.digest.clone(), verdict);
             }
@@ -777,6 +853,18 @@ impl Checker<'_> {
                 });
             }
         }
+        problems.extend(self.env_problems(&config, Some(&seen_all)));
+        Ok(problems)
+    }
+
+    /// The config environment's problems: `HF_HOME` for the `hf-cache` layout, the loaders'
+    /// caches (only when the image's entries were read: `seen`), the offline switch.
+    fn env_problems(
+        &self,
+        config: &serde_json::Value,
+        seen: Option<&BTreeSet<String>>,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
         if self.settings.layout == ModelArrangement::HfCache {
             let env = model::string_list(&config["config"]["Env"]);
             let want_env = format!("HF_HOME={}", self.settings.hf_home);
@@ -784,41 +872,68 @@ impl Checker<'_> {
                 problems.push(Problem::Env { expected: want_env });
             }
         }
-        problems.extend(loader_problems(
-            &config,
-            self.lock,
-            self.settings,
-            &seen_all,
-        ));
-        Ok(problems)
+        let all: BTreeSet<String>;
+        let seen = match seen {
+            Some(s) => s,
+            None => {
+                // Unread layers: take every locked snapshot as present, and check only where
+                // the loaders look and the offline switch.
+                all = self.lock.repos.iter().map(|r| snapshot_path(self.settings, r)).collect();
+                &all
+            }
+        };
+        problems.extend(loader_problems(config, self.lock, self.settings, seen));
+        problems
     }
 
-    /// Reads and hashes one of our layers, recording its report. The blob is opened as the base
-    /// reader opens one (never through a symlink, a regular file only): one that cannot be is
-    /// its verdict's error; one of another size than its descriptor says is a problem of its
-    /// report, and its entries are still checked.
+    /// `--attestations-only`: each locked repo must have a layer annotated with its commit.
+    fn annotated_layers(&self, manifest: &model::Manifest) -> Vec<Problem> {
+        self.lock
+            .repos
+            .iter()
+            .filter(|r| {
+                let name = format!("{}/{}", r.kind, r.id);
+                !manifest.layers.iter().any(|l| {
+                    l.annotation(ANNOTATION_REPO) == Some(name.as_str())
+                        && l.annotation(super::ANNOTATION_COMMIT) == Some(r.commit.as_str())
+                })
+            })
+            .map(|r| Problem::LayerMissing {
+                repo: format!("{}/{}", r.kind, r.id),
+                commit: r.commit.clone(),
+            })
+            .collect()
+    }
+
+    /// Reads and hashes one of our layers, recording its report. A blob that cannot be opened
+    /// is its verdict's error; one of another size than its descriptor says is a problem of
+    /// its report, and its entries are still checked.
     fn our_layer(&mut self, desc: &model::Descriptor) -> Result<Verdict, OciError> {
-        let path = blob_path(&self.src.dir, &desc.digest);
-        let file = match source::open_blob(&path) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e.to_string())),
+        let blob = match self.src.open_layer(desc) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
         };
-        let size = file.metadata().map_err(OciError::io(&path))?.len();
-        let (mut report, blob_hex, diff_id, seen) = check_layer(
-            file,
+        let read = match check_layer(
+            blob,
             desc.digest.to_string(),
             &self.want,
             self.settings.owner,
-        )
-        .map_err(OciError::io(&path))?;
-        if size != desc.size {
+        ) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("reading it failed: {e}"))),
+        };
+        let mut report = read.report;
+        if read.blob_size != desc.size {
             report.problems.push(Problem::LayerBlob {
                 digest: desc.digest.to_string(),
-                detail: format!("{size} bytes, but its descriptor says {}", desc.size),
+                detail: format!(
+                    "{} bytes, but its descriptor says {}",
+                    read.blob_size, desc.size
+                ),
             });
         }
-        let blob = Digest::from_sha256_hex(&blob_hex).map_err(|source| OciError::Digest {
-            what: path.display().to_string(),
+        let blob = Digest::from_sha256_hex(&read.blob_hex).map_err(|source| OciError::Digest {
+            what: desc.digest.to_string(),
             source,
         })?;
         if blob != desc.digest {
@@ -828,6 +943,11 @@ impl Checker<'_> {
             });
         }
         self.layers.push(report);
-        Ok(Ok((format!("sha256:{diff_id}"), seen)))
+        Ok(Ok((format!("sha256:{}", read.diff_id), read.seen)))
     }
+}
+
+/// Where a repo's snapshot folder is in an `hf-cache` image, as layer paths are written.
+fn snapshot_path(settings: &BakeSettings, repo: &crate::lock::LockedRepo) -> String {
+    format!("{}/snapshots/{}", repo_root(repo, settings), repo.commit)
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use clap::Args;
 use indicatif::ProgressBar;
 
@@ -73,6 +74,21 @@ pub struct BakeArgs {
     /// Layers built at once.
     #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Sign the attestations (SBOM, provenance, model signatures) with this ECDSA P-256
+    /// private key (PKCS#8 or SEC1 PEM): each becomes a Sigstore bundle that `verify --image
+    /// --key`, cosign (`verify-attestation --key`) and `model_signing verify key` check. Without
+    /// it the statements are attached unsigned.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_attestations")]
+    pub sign_key: Option<PathBuf>,
+    /// Also write the image's attestations here as files: sbom.cdx.json, provenance.json and
+    /// model-signing/<namespace>/<name>.json (bundles with --sign-key), e.g. for `cosign
+    /// attest` or `actions/attest` to sign them keyless in CI.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_attestations")]
+    pub attestations: Option<PathBuf>,
+    /// Attach no attestations (every image gets an SBOM, provenance and model signing
+    /// statements as OCI referrers otherwise).
+    #[arg(long)]
+    pub no_attestations: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -151,6 +167,11 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         .into());
     }
     let (manifest, lock) = load_locked(cli, ui)?;
+    let lock_path = manifest.lock_path();
+    let lock_sha256 = crate::hash::sha256_hex(
+        &std::fs::read(&lock_path)
+            .with_context(|| format!("reading {}", display_path(&lock_path)))?,
+    );
     let store = args.store.open()?;
     let settings = manifest.bake.clone().with(&BakeOverrides {
         base: args.base.clone(),
@@ -177,6 +198,16 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         cache: args.cache.resolve(&manifest),
         cache_sign_key: args.cache.cache_sign_key.clone(),
         cache_trust_key: args.cache.cache_trust_key.clone(),
+        attest: crate::bake::attach::AttestOptions {
+            enabled: !args.no_attestations,
+            sign_key: args.sign_key.clone(),
+            out_dir: args.attestations.clone(),
+            lock_name: lock_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "models.lock".into()),
+            lock_sha256,
+        },
     };
     let on_layer = |l: &crate::bake::layer_cache::BuiltLayer| {
         let verb = match (l.reused, l.path.as_os_str().is_empty()) {
@@ -232,6 +263,29 @@ fn print_report(
                 c.recorded.len()
             ),
         );
+    }
+    if let Some(a) = &report.attestations {
+        for w in &a.warnings {
+            eprintln!("warning: {w}");
+        }
+        let subjects: std::collections::BTreeSet<&str> =
+            a.attached.iter().map(|x| x.subject.as_str()).collect();
+        let per = a.attached.len() / subjects.len().max(1);
+        ui.status(
+            "Attested",
+            format!(
+                "{} image(s): SBOM, provenance and {} model signing statement(s) each, {}",
+                subjects.len(),
+                per.saturating_sub(2),
+                match &a.key_hint {
+                    Some(h) => format!("signed (key {})", &h[..12.min(h.len())]),
+                    None => "unsigned (sign with --sign-key)".into(),
+                }
+            ),
+        );
+        if let Some(dir) = &a.files {
+            ui.status("Wrote", format!("attestations to {}", display_path(dir)));
+        }
     }
     if ui.json {
         let mut v = serde_json::to_value(report)?;

@@ -13,6 +13,7 @@ mod plugin;
 mod serve;
 mod store;
 mod verify;
+mod verify_image;
 mod version;
 
 use std::path::PathBuf;
@@ -41,7 +42,9 @@ Files:
 ";
 
 const EXIT_HELP: &str =
-    "Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked).";
+    "Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked), 4 image \
+     content differs from the lock (verify --image), 5 attestations missing or invalid (verify \
+     --image --key).";
 
 /// The text after `--help`'s options: the files, every environment variable
 /// ([`crate::env::VARS`]) and the exit codes.
@@ -281,6 +284,15 @@ impl Failure {
             error: error.into(),
             code,
             json_done: false,
+        }
+    }
+
+    /// A failure with a specific exit code whose JSON report is already on stdout.
+    pub fn reported_with_code(error: impl Into<anyhow::Error>, code: u8) -> Self {
+        Failure {
+            error: error.into(),
+            code,
+            json_done: true,
         }
     }
 

@@ -23,12 +23,30 @@ pub struct VerifyArgs {
     /// Tag of the image in --oci.
     #[arg(long, default_value = "latest", requires = "oci")]
     pub tag: String,
-    /// The image was baked with --no-offline-env: do not require HF_HUB_OFFLINE=1 in --oci.
-    #[arg(long, requires = "oci")]
+    /// The image was baked with --no-offline-env: do not require HF_HUB_OFFLINE=1 in the image.
+    #[arg(long)]
     pub no_offline_env: bool,
     /// Check one layer tarball (plain, gzip or zstd) instead of a cache.
     #[arg(long, value_name = "FILE", conflicts_with = "hub_cache")]
     pub layer: Option<PathBuf>,
+    /// Check an image in a registry (REGISTRY/REPO[:TAG|@DIGEST]) or a layout (oci:DIR[:TAG])
+    /// in place, storing nothing: its manifest (or index and each manifest) and config, every
+    /// model layer streamed and checked entry by entry; base layers are not downloaded. Exit 4
+    /// when the content differs from the lock.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["oci", "layer", "hub_cache"])]
+    pub image: Option<String>,
+    /// With --image: also require the attestations bake attaches (SBOM, provenance naming this
+    /// models.lock, a model signature per repo), signed by this ECDSA P-256 public key (PEM).
+    /// Exit 5 when one is missing or invalid.
+    #[arg(long, value_name = "PUB", requires = "image")]
+    pub key: Option<PathBuf>,
+    /// With --image --key: read no layer; trust the signed attestations for the content (the
+    /// manifest and config are still checked).
+    #[arg(long, requires = "key")]
+    pub attestations_only: bool,
+    /// With --image: allow a plain-http registry (local test registries only).
+    #[arg(long, requires = "image")]
+    pub insecure: bool,
     #[command(flatten)]
     pub layout: LayoutArgs,
 }
@@ -36,6 +54,20 @@ pub struct VerifyArgs {
 /// Runs `modelbake verify`.
 pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let (manifest, lock) = load_locked(cli, ui)?;
+    if let Some(reference) = &args.image {
+        let settings = manifest.bake.clone().with(&BakeOverrides {
+            no_offline_env: args.no_offline_env,
+            ..args.layout.overrides()
+        });
+        let check = super::verify_image::ImageCheck {
+            reference,
+            insecure: args.insecure,
+            key: args.key.as_ref(),
+            attestations_only: args.attestations_only,
+            lock_path: manifest.lock_path(),
+        };
+        return super::verify_image::run(&check, lock, settings, ui).await;
+    }
     if args.oci.is_some() || args.layer.is_some() {
         let settings = manifest.bake.clone().with(&BakeOverrides {
             no_offline_env: args.no_offline_env,

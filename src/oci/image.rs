@@ -29,6 +29,9 @@ pub enum BlobSource {
     /// A blob of a repository in a registry (a base image, a cache repository): mounted when
     /// the target is the same registry, otherwise streamed and checked on the way.
     Registry(Arc<RegistrySource>),
+    /// A small blob made in memory by this process (an attestation document): written or
+    /// uploaded as it is.
+    Bytes(Arc<[u8]>),
 }
 
 impl std::fmt::Debug for BlobSource {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for BlobSource {
             BlobSource::File(p) => write!(f, "File({})", p.display()),
             BlobSource::Layout(l) => write!(f, "Layout({})", l.dir.display()),
             BlobSource::Registry(r) => write!(f, "Registry({})", r.image),
+            BlobSource::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct NewLayer {
 /// What an image is built on: the base's config and its layers (with their sources).
 #[derive(Debug, Clone)]
 pub struct Base {
+    /// The digest of the base's manifest for the platform (what provenance and SBOMs name).
+    pub digest: Option<Digest>,
     /// The base config JSON.
     pub config: Value,
     /// The base layers, media types already in OCI terms.
@@ -181,11 +187,19 @@ impl Image {
     ) -> Result<Image, OciError> {
         super::source::check_bytes(&manifest.config, &config, "the config")?;
         let manifest_bytes = canonical_json(manifest)?;
-        let manifest_desc = Descriptor::new(
+        let mut manifest_desc = Descriptor::new(
             manifest.media_type.as_deref().unwrap_or(MEDIA_MANIFEST),
             Digest::of(&manifest_bytes),
             manifest_bytes.len() as u64,
         );
+        // A referrer is listed (in a referrers index, an OCI layout) with its artifact type and
+        // annotations, so that readers can pick it without fetching it.
+        if manifest.extra.contains_key("subject") {
+            if let Some(t) = manifest.extra.get("artifactType") {
+                manifest_desc.extra.insert("artifactType".into(), t.clone());
+            }
+            manifest_desc.annotations = manifest.annotations.clone();
+        }
         Ok(Image {
             platform,
             config,
@@ -327,6 +341,7 @@ mod tests {
 
     fn base() -> Base {
         Base {
+            digest: None,
             config: json!({
                 "architecture": "amd64",
                 "os": "linux",

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod limits;
 pub mod model;
 pub mod push;
+pub mod referrers;
 pub mod reference;
 pub mod registry;
 pub mod source;

@@ -74,14 +74,18 @@ pub fn check_bytes(desc: &Descriptor, bytes: &[u8], what: &str) -> Result<(), Oc
     Ok(())
 }
 
-/// Follows indexes from the source's root to the manifest for `platform`.
-pub async fn resolve<S: ImageSource>(src: &S, platform: &Platform) -> Result<Manifest, OciError> {
+/// Follows indexes from the source's root to the manifest for `platform`; returns it with the
+/// digest of its bytes.
+pub async fn resolve<S: ImageSource>(
+    src: &S,
+    platform: &Platform,
+) -> Result<(Manifest, Digest), OciError> {
     let label = src.label();
     let (mut bytes, mut declared) = src.root().await?;
     for _ in 0..=MAX_INDEX_DEPTH {
         let what = format!("the manifest of {label}");
         match Document::parse(&bytes, declared.as_deref(), &what)? {
-            Document::Manifest(manifest) => return Ok(*manifest),
+            Document::Manifest(manifest) => return Ok((*manifest, Digest::of(&bytes))),
             Document::Index(index) => {
                 let chosen = choose_platform(&index, platform, &label)?.clone();
                 bytes = src
@@ -130,6 +134,8 @@ fn choose_platform<'a>(
 /// An image read from a source: its config and layers (media types in OCI terms).
 #[derive(Debug, Clone)]
 pub struct SourceImage {
+    /// The digest of the platform's manifest.
+    pub manifest_digest: Digest,
     /// The config JSON (unknown fields kept).
     pub config: Value,
     /// The layers, media types mapped to OCI names.
@@ -141,7 +147,7 @@ pub async fn read_image<S: ImageSource>(
     src: &S,
     platform: &Platform,
 ) -> Result<SourceImage, OciError> {
-    let manifest = resolve(src, platform).await?;
+    let (manifest, manifest_digest) = resolve(src, platform).await?;
     let label = src.label();
     let config_what = format!("the config of {label}");
     let bytes = src
@@ -160,7 +166,11 @@ pub async fn read_image<S: ImageSource>(
             d
         })
         .collect();
-    Ok(SourceImage { config, layers })
+    Ok(SourceImage {
+        manifest_digest,
+        config,
+        layers,
+    })
 }
 
 /// Refuses a base whose config does not list one DiffID per layer: layers appended to it would
@@ -212,6 +222,7 @@ pub async fn read_base(
         (image, BlobSource::Registry(Arc::new(src)))
     };
     Ok(Base {
+        digest: Some(image.manifest_digest),
         config: image.config,
         layers: image
             .layers

@@ -8,8 +8,11 @@ use std::io::{self, BufReader, Read};
 
 use crate::hash::HashingReader;
 
+/// Where a layer blob's bytes come from: a file, or a registry's answer read as it arrives.
+pub type BlobReader = Box<dyn Read + Send>;
+
 /// The raw bytes of a layer blob: the magic bytes already read, then the rest, hashed.
-pub type Raw = io::Chain<io::Cursor<Vec<u8>>, HashingReader<BufReader<File>>>;
+pub type Raw = io::Chain<io::Cursor<Vec<u8>>, HashingReader<BufReader<BlobReader>>>;
 
 /// A layer's tar stream, decompressed as its magic bytes say, with the raw reader recoverable.
 pub enum Decoded {
@@ -44,9 +47,10 @@ impl Read for Decoded {
 
 /// A layer blob's tar stream, decompressed as its magic bytes say, its raw bytes hashed. The
 /// caller opens the blob (a layout's blobs without following symlinks, their size checked:
-/// [`super::source::open_sized`]).
-pub fn decode(file: File) -> io::Result<Decoded> {
-    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+/// [`super::source::open_sized`]; a registry's as a stream).
+pub fn decode(blob: impl Read + Send + 'static) -> io::Result<Decoded> {
+    let blob: BlobReader = Box::new(blob);
+    let mut file = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
     let blob = io::Cursor::new(magic[..n].to_vec()).chain(file);

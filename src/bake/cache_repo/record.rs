@@ -15,14 +15,11 @@ use crate::bake::{ANNOTATION_COMMIT, ANNOTATION_PART, ANNOTATION_REPO};
 use crate::oci::MEDIA_MANIFEST;
 use crate::oci::digest::Digest;
 use crate::oci::error::OciError;
-use crate::oci::model::{Descriptor, Document, canonical_json};
+use crate::oci::model::{Document, canonical_json};
 
 /// The `artifactType` of a record manifest; the `v1` is the record format version.
 pub const ARTIFACT_TYPE: &str = "application/vnd.modelbake.layer-cache.v1+json";
-/// The OCI empty descriptor's media type, the config of every record.
-pub const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-/// The empty config blob (`{}`).
-pub const EMPTY_CONFIG: &[u8] = b"{}";
+pub use crate::oci::referrers::{EMPTY_CONFIG, MEDIA_EMPTY, empty_config};
 /// Annotation (on the record and its layer): the layer cache key.
 pub const ANNOTATION_KEY: &str = "dev.modelbake.layer-key";
 /// Annotation on the layer: its DiffID (sha256 of the uncompressed tar), which the image config
@@ -43,15 +40,6 @@ pub const ANNOTATION_SIGNATURE: &str = "dev.modelbake.signature";
 /// The tag naming the record of the layer with cache key `key`.
 pub fn tag(key: &str) -> String {
     format!("{TAG_PREFIX}{key}")
-}
-
-/// The descriptor of the empty config every record has.
-pub fn empty_config() -> Descriptor {
-    Descriptor::new(
-        MEDIA_EMPTY,
-        Digest::of(EMPTY_CONFIG),
-        EMPTY_CONFIG.len() as u64,
-    )
 }
 
 /// `sha256:` of the layer's file list, one `sha256 size path` line per store file in path
@@ -92,7 +80,7 @@ pub fn build(
         return Ok(unsigned);
     };
     let mut manifest = manifest;
-    manifest["annotations"][ANNOTATION_SIGNATURE] = serde_json::json!(signer.sign(&unsigned)?);
+    manifest["annotations"][ANNOTATION_SIGNATURE] = serde_json::json!(signer.sign(&unsigned));
     Ok(canonical_json(&manifest)?)
 }
 

@@ -491,6 +491,7 @@ async fn ok(resp: reqwest::Response, url: &str) -> Result<reqwest::Response> {
 }
 
 mod lookup;
+mod referrers;
 
 impl crate::hint::Hint for RegistryError {
     fn hint(&self) -> Option<String> {

@@ -1,0 +1,127 @@
+//! Signed statements: a DSSE envelope (the statement as its payload, signed over DSSE's
+//! pre-authentication encoding) inside a Sigstore bundle v0.3 whose verification material is
+//! a public key, named by its hint (the hex sha256 of its PEM text, as `model_signing` writes
+//! it). This is the shape `model_signing verify key`, cosign (`--key`, no transparency log)
+//! and `@sigstore/verify` accept. [`verify`] is the check `verify --image --key` runs.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::statement::PAYLOAD_TYPE;
+use crate::keys::{PrivateKey, PublicKey};
+
+/// The media type of a Sigstore bundle v0.3 (also the referrer's artifact type).
+pub const MEDIA_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// DSSE's pre-authentication encoding of `payload` of type `payload_type`: the bytes signed.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The bundle of `statement` signed with `key`, as bytes (compact JSON, sorted keys).
+pub fn sign(statement: &[u8], key: &PrivateKey) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = key.sign(&pae(PAYLOAD_TYPE, statement));
+    let v = json!({
+        "mediaType": MEDIA_BUNDLE,
+        "verificationMaterial": {
+            "publicKey": { "hint": key.public().hint() },
+            "tlogEntries": [],
+        },
+        "dsseEnvelope": {
+            "payload": b64.encode(statement),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{ "sig": b64.encode(sig), "keyid": "" }],
+        },
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Why a bundle was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Not a Sigstore bundle with one DSSE envelope.
+    #[error("not a Sigstore bundle v0.3 with a DSSE envelope: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify with the key.
+    #[error("its signature does not verify with the given key")]
+    BadSignature,
+}
+
+/// The statement inside `bundle` when its one signature verifies with `key`.
+pub fn verify(bundle: &[u8], key: &PublicKey) -> Result<Vec<u8>, BundleError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let v: Value =
+        serde_json::from_slice(bundle).map_err(|_| BundleError::Malformed("not JSON"))?;
+    let media = v["mediaType"].as_str().unwrap_or_default();
+    if !media.starts_with("application/vnd.dev.sigstore.bundle") {
+        return Err(BundleError::Malformed("no Sigstore bundle media type"));
+    }
+    let env = &v["dsseEnvelope"];
+    if env["payloadType"] != PAYLOAD_TYPE {
+        return Err(BundleError::Malformed("the payload is not an in-toto statement"));
+    }
+    let payload = env["payload"]
+        .as_str()
+        .and_then(|p| b64.decode(p).ok())
+        .ok_or(BundleError::Malformed("no base64 payload"))?;
+    let sigs = env["signatures"]
+        .as_array()
+        .ok_or(BundleError::Malformed("no signatures"))?;
+    let [sig] = sigs.as_slice() else {
+        return Err(BundleError::Malformed("not exactly one signature"));
+    };
+    let sig = sig["sig"]
+        .as_str()
+        .and_then(|s| b64.decode(s).ok())
+        .ok_or(BundleError::Malformed("no base64 signature"))?;
+    if !key.verifies(&pae(PAYLOAD_TYPE, &payload), &sig) {
+        return Err(BundleError::BadSignature);
+    }
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_is_the_dsse_encoding() {
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_bundle_verifies_with_its_key_only_and_is_deterministic() {
+        let key = PrivateKey::generate();
+        let other = PrivateKey::generate();
+        let bundle = sign(b"{\"a\":1}", &key);
+        assert_eq!(bundle, sign(b"{\"a\":1}", &key));
+        assert_eq!(verify(&bundle, &key.public()).unwrap(), b"{\"a\":1}");
+        assert_eq!(
+            verify(&bundle, &other.public()),
+            Err(BundleError::BadSignature)
+        );
+        let v: Value = serde_json::from_slice(&bundle).unwrap();
+        assert_eq!(v["verificationMaterial"]["publicKey"]["hint"], key.public().hint());
+        // Another payload under the same signature is refused.
+        let mut forged = v.clone();
+        forged["dsseEnvelope"]["payload"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(b"{\"a\":2}"));
+        let forged = serde_json::to_vec(&forged).unwrap();
+        assert_eq!(verify(&forged, &key.public()), Err(BundleError::BadSignature));
+        assert!(matches!(
+            verify(b"{}", &key.public()),
+            Err(BundleError::Malformed(_))
+        ));
+    }
+}
