@@ -211,7 +211,9 @@ mod tests {
                 .unwrap()
                 .contains("openssl genpkey")
         );
-        let missing = PublicKey::from_file(&dir.path().join("nope")).err().unwrap();
+        let missing = PublicKey::from_file(&dir.path().join("nope"))
+            .err()
+            .unwrap();
         assert!(matches!(missing, KeyError::Read { .. }));
     }
 }

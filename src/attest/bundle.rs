@@ -66,7 +66,9 @@ pub fn verify(bundle: &[u8], key: &PublicKey) -> Result<Vec<u8>, BundleError> {
     }
     let env = &v["dsseEnvelope"];
     if env["payloadType"] != PAYLOAD_TYPE {
-        return Err(BundleError::Malformed("the payload is not an in-toto statement"));
+        return Err(BundleError::Malformed(
+            "the payload is not an in-toto statement",
+        ));
     }
     let payload = env["payload"]
         .as_str()
@@ -112,13 +114,19 @@ mod tests {
             Err(BundleError::BadSignature)
         );
         let v: Value = serde_json::from_slice(&bundle).unwrap();
-        assert_eq!(v["verificationMaterial"]["publicKey"]["hint"], key.public().hint());
+        assert_eq!(
+            v["verificationMaterial"]["publicKey"]["hint"],
+            key.public().hint()
+        );
         // Another payload under the same signature is refused.
         let mut forged = v.clone();
         forged["dsseEnvelope"]["payload"] =
             json!(base64::engine::general_purpose::STANDARD.encode(b"{\"a\":2}"));
         let forged = serde_json::to_vec(&forged).unwrap();
-        assert_eq!(verify(&forged, &key.public()), Err(BundleError::BadSignature));
+        assert_eq!(
+            verify(&forged, &key.public()),
+            Err(BundleError::BadSignature)
+        );
         assert!(matches!(
             verify(b"{}", &key.public()),
             Err(BundleError::Malformed(_))

@@ -103,7 +103,9 @@ pub fn spdx_id(hub_id: &str) -> Option<&'static str> {
         "WTFPL",
         "Zlib",
     ];
-    IDS.iter().copied().find(|id| id.eq_ignore_ascii_case(hub_id))
+    IDS.iter()
+        .copied()
+        .find(|id| id.eq_ignore_ascii_case(hub_id))
 }
 
 #[cfg(test)]
@@ -112,7 +114,8 @@ mod tests {
 
     #[test]
     fn the_license_key_of_the_front_matter_is_read_in_each_yaml_form() {
-        let card = "---\nlanguage: en\nlicense: apache-2.0\ntags:\n- x\n---\n# Model\nlicense: mit\n";
+        let card =
+            "---\nlanguage: en\nlicense: apache-2.0\ntags:\n- x\n---\n# Model\nlicense: mit\n";
         assert_eq!(from_card(card), vec!["apache-2.0"]);
         let list = "---\nlicense:\n  - mit\n  - 'cc-by-4.0'\ndatasets: []\n---\n";
         assert_eq!(from_card(list), vec!["mit", "cc-by-4.0"]);

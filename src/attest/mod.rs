@@ -95,7 +95,11 @@ impl Builder {
             return Builder {
                 id: format!(
                     "https://github.com/actions/runner/{}",
-                    if hosted { "github-hosted" } else { "self-hosted" }
+                    if hosted {
+                        "github-hosted"
+                    } else {
+                        "self-hosted"
+                    }
                 ),
                 internal: json!({ "github": {
                     "repository": var("GITHUB_REPOSITORY"),
@@ -253,14 +257,18 @@ impl Attestation {
     /// The referrer document for this attestation (see [`Attestation::signed_or_plain`]),
     /// with the artifact type and annotations readers filter on.
     pub fn referrer(&self, key: Option<&PrivateKey>) -> Referrer {
-        let mut annotations = Annotations::from([(ANNOTATION_KIND.to_owned(), self.kind.name().to_owned())]);
+        let mut annotations =
+            Annotations::from([(ANNOTATION_KIND.to_owned(), self.kind.name().to_owned())]);
         if let Kind::ModelSigning(repo) = &self.kind {
             annotations.insert(crate::bake::ANNOTATION_REPO.to_owned(), repo.clone());
         }
         let media_type = match (key, &self.document) {
             (Some(_), _) => {
                 annotations.insert(ANNOTATION_BUNDLE_CONTENT.into(), "dsse-envelope".into());
-                annotations.insert(ANNOTATION_BUNDLE_PREDICATE.into(), self.predicate_type.into());
+                annotations.insert(
+                    ANNOTATION_BUNDLE_PREDICATE.into(),
+                    self.predicate_type.into(),
+                );
                 bundle::MEDIA_BUNDLE
             }
             (None, Some(_)) => sbom::MEDIA_TYPE,

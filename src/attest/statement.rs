@@ -79,9 +79,14 @@ mod tests {
             name: "reg/repo".into(),
             sha256: "ab".repeat(32),
         };
-        let bytes = statement(&[s.clone()], "https://x/v1", json!({"b": 1, "a": 2}));
+        let bytes = statement(std::slice::from_ref(&s), "https://x/v1", json!({"b": 1, "a": 2}));
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"a":2,"b":1}"#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"a":2,"b":1}"#
+            ),
+            "{text}"
+        );
         let parsed = parse(&bytes).unwrap();
         assert_eq!(parsed.subjects, vec![s]);
         assert_eq!(parsed.predicate_type, "https://x/v1");

@@ -1,7 +1,6 @@
 //! Attestation documents: contents, determinism, and golden digests that guard their bytes.
 
 use super::*;
-use crate::lock::LockedFile;
 
 fn lock() -> Lockfile {
     let text = format!(
@@ -68,7 +67,10 @@ fn facts(lock: &Lockfile) -> Facts<'_> {
         lock,
         lock_name: "models.lock".into(),
         lock_sha256: "5".repeat(64),
-        licenses: BTreeMap::from([("model `acme/tiny`".to_owned(), vec!["apache-2.0".to_owned()])]),
+        licenses: BTreeMap::from([(
+            "model `acme/tiny`".to_owned(),
+            vec!["apache-2.0".to_owned()],
+        )]),
         parameters: json!({ "layout": "hf-cache", "compression": "none" }),
         builder: Builder::from_env(&|_| None),
         epoch: None,
@@ -94,10 +96,19 @@ fn the_sbom_lists_repos_files_licences_and_the_base() {
     let sbom: Value = serde_json::from_slice(atts[0].document.as_ref().unwrap()).unwrap();
     assert_eq!(sbom["bomFormat"], "CycloneDX");
     assert_eq!(sbom["specVersion"], "1.6");
-    assert_eq!(sbom["metadata"]["component"]["hashes"][0]["content"], "6".repeat(64));
+    assert_eq!(
+        sbom["metadata"]["component"]["hashes"][0]["content"],
+        "6".repeat(64)
+    );
     let comps = sbom["components"].as_array().unwrap();
-    let model = comps.iter().find(|c| c["type"] == "machine-learning-model").unwrap();
-    assert_eq!(model["purl"], format!("pkg:huggingface/acme/tiny@{}", "a".repeat(40)));
+    let model = comps
+        .iter()
+        .find(|c| c["type"] == "machine-learning-model")
+        .unwrap();
+    assert_eq!(
+        model["purl"],
+        format!("pkg:huggingface/acme/tiny@{}", "a".repeat(40))
+    );
     assert_eq!(model["group"], "acme");
     assert_eq!(model["licenses"][0]["license"]["id"], "Apache-2.0");
     assert_eq!(model["components"].as_array().unwrap().len(), 3);
@@ -106,10 +117,20 @@ fn the_sbom_lists_repos_files_licences_and_the_base() {
     assert_eq!(weights["hashes"][0]["content"], "4".repeat(64));
     let data = comps.iter().find(|c| c["type"] == "data").unwrap();
     assert_eq!(data["licenses"][0]["license"]["name"], "NOASSERTION");
-    assert!(data["purl"].as_str().unwrap().ends_with("?repository_url=https:%2F%2Fhuggingface.co%2Fdatasets"));
+    assert!(
+        data["purl"]
+            .as_str()
+            .unwrap()
+            .ends_with("?repository_url=https:%2F%2Fhuggingface.co%2Fdatasets")
+    );
     let base = comps.iter().find(|c| c["type"] == "container").unwrap();
     assert_eq!(base["hashes"][0]["content"], "7".repeat(64));
-    assert!(sbom["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
+    assert!(
+        sbom["serialNumber"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:")
+    );
     assert!(sbom["metadata"].get("timestamp").is_none());
     // The signed form wraps the same document as the predicate of a statement on the image.
     let st = statement::parse(&atts[0].statement).unwrap();
@@ -123,16 +144,28 @@ fn provenance_pins_the_lock_repos_files_base_and_builder() {
     let atts = for_subject(&facts(&lock), &subject());
     let st = statement::parse(&atts[1].statement).unwrap();
     assert_eq!(st.predicate_type, provenance::PREDICATE);
-    assert_eq!(provenance::lock_sha256(&st.predicate), Some("5".repeat(64).as_str()));
-    let deps = st.predicate["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
-    assert!(deps.iter().any(|d| d["uri"] == format!("pkg:huggingface/acme/tiny@{}", "a".repeat(40))
+    assert_eq!(
+        provenance::lock_sha256(&st.predicate),
+        Some("5".repeat(64).as_str())
+    );
+    let deps = st.predicate["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert!(deps.iter().any(|d| d["uri"]
+        == format!("pkg:huggingface/acme/tiny@{}", "a".repeat(40))
         && d["digest"]["gitCommit"] == "a".repeat(40)));
-    assert!(deps.iter().any(|d| d["name"] == "acme/tiny/model.safetensors"
-        && d["digest"]["sha256"] == "4".repeat(64)));
+    assert!(
+        deps.iter()
+            .any(|d| d["name"] == "acme/tiny/model.safetensors"
+                && d["digest"]["sha256"] == "4".repeat(64))
+    );
     assert!(deps.iter().any(|d| d["digest"]["sha256"] == "7".repeat(64)));
     assert_eq!(st.predicate["runDetails"]["builder"]["id"], LOCAL_BUILDER);
     assert!(st.predicate["runDetails"].get("metadata").is_none());
-    assert_eq!(st.predicate["buildDefinition"]["externalParameters"]["bake"]["layout"], "hf-cache");
+    assert_eq!(
+        st.predicate["buildDefinition"]["externalParameters"]["bake"]["layout"],
+        "hf-cache"
+    );
 }
 
 #[test]
@@ -140,14 +173,30 @@ fn model_signing_statements_cover_each_repo_without_git_files() {
     let lock = lock();
     let atts = for_subject(&facts(&lock), &subject());
     assert_eq!(atts.len(), 4);
-    let tiny = atts.iter().find(|a| a.kind == Kind::ModelSigning("model `acme/tiny`".into())).unwrap();
-    assert_eq!(tiny.file_name(), PathBuf::from("model-signing/acme/tiny.json"));
+    let tiny = atts
+        .iter()
+        .find(|a| a.kind == Kind::ModelSigning("model `acme/tiny`".into()))
+        .unwrap();
+    assert_eq!(
+        tiny.file_name(),
+        PathBuf::from("model-signing/acme/tiny.json")
+    );
     let st = statement::parse(&tiny.statement).unwrap();
-    let names: Vec<&str> = st.predicate["resources"].as_array().unwrap().iter()
-        .map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = st.predicate["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["README.md", "model.safetensors"]);
-    let corpus = atts.iter().find(|a| matches!(&a.kind, Kind::ModelSigning(l) if l.contains("corpus"))).unwrap();
-    assert_eq!(corpus.file_name(), PathBuf::from("model-signing/datasets/acme/corpus.json"));
+    let corpus = atts
+        .iter()
+        .find(|a| matches!(&a.kind, Kind::ModelSigning(l) if l.contains("corpus")))
+        .unwrap();
+    assert_eq!(
+        corpus.file_name(),
+        PathBuf::from("model-signing/datasets/acme/corpus.json")
+    );
 }
 
 #[test]
@@ -164,7 +213,10 @@ fn the_same_facts_give_the_same_bytes_and_the_epoch_is_the_only_time() {
     let sbom: Value = serde_json::from_slice(t[0].document.as_ref().unwrap()).unwrap();
     assert_eq!(sbom["metadata"]["timestamp"], "2023-11-14T22:13:20Z");
     let prov = statement::parse(&t[1].statement).unwrap();
-    assert_eq!(prov.predicate["runDetails"]["metadata"]["startedOn"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        prov.predicate["runDetails"]["metadata"]["startedOn"],
+        "2023-11-14T22:13:20Z"
+    );
 }
 
 #[test]
@@ -174,8 +226,14 @@ fn referrers_are_bundles_with_a_key_and_plain_documents_without() {
     let key = PrivateKey::generate();
     let signed = atts[1].referrer(Some(&key));
     assert_eq!(signed.artifact_type, bundle::MEDIA_BUNDLE);
-    assert_eq!(signed.annotations[ANNOTATION_BUNDLE_PREDICATE], provenance::PREDICATE);
-    assert_eq!(bundle::verify(&signed.bytes, &key.public()).unwrap(), atts[1].statement);
+    assert_eq!(
+        signed.annotations[ANNOTATION_BUNDLE_PREDICATE],
+        provenance::PREDICATE
+    );
+    assert_eq!(
+        bundle::verify(&signed.bytes, &key.public()).unwrap(),
+        atts[1].statement
+    );
     let plain_sbom = atts[0].referrer(None);
     assert_eq!(plain_sbom.artifact_type, sbom::MEDIA_TYPE);
     assert_eq!(&plain_sbom.bytes, atts[0].document.as_ref().unwrap());
@@ -197,7 +255,10 @@ fn builders_come_from_github_and_gitlab_variables() {
     };
     let b = Builder::from_env(&gh);
     assert_eq!(b.id, "https://github.com/actions/runner/github-hosted");
-    assert_eq!(b.source.as_ref().unwrap()["uri"], "git+https://github.com/acme/app@refs/heads/main");
+    assert_eq!(
+        b.source.as_ref().unwrap()["uri"],
+        "git+https://github.com/acme/app@refs/heads/main"
+    );
     let gl = |k: &str| match k {
         "GITLAB_CI" => Some("true".to_owned()),
         "CI_SERVER_URL" => Some("https://gitlab.example".into()),
@@ -205,7 +266,10 @@ fn builders_come_from_github_and_gitlab_variables() {
         "CI_RUNNER_ID" => Some("42".into()),
         _ => None,
     };
-    assert_eq!(Builder::from_env(&gl).id, "https://gitlab.example/acme/app/-/runners/42");
+    assert_eq!(
+        Builder::from_env(&gl).id,
+        "https://gitlab.example/acme/app/-/runners/42"
+    );
     assert_eq!(Builder::from_env(&|_| None).id, LOCAL_BUILDER);
 }
 
@@ -224,11 +288,19 @@ fn golden_attestation_documents() {
     let atts = for_subject(&facts(&lock), &subject());
     let got: Vec<String> = atts
         .iter()
-        .map(|a| format!("{}:{}", a.kind.name(), crate::hash::sha256_hex(&a.statement)))
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a.kind.name(),
+                crate::hash::sha256_hex(&a.statement)
+            )
+        })
         .collect();
-    let want: Vec<&str> = vec![];
+    let want = vec![
+        "sbom:c66ad7c590db4fe5c306dfa869c95ee97f0df2e9b8995be28232ff2ff748a200",
+        "provenance:cc2c8e180a3a3d45e26bf521b631aee58378ddf44e249afbdd0636aa7ffbb941",
+        "model-signing:e06acd770857200634d468aab0b85349a8eae409a338244528c571c6ef4bfa44",
+        "model-signing:e472b5eecf8b81b22293f6383b1d11f7bca717cf2956b78a4962ececb8953439",
+    ];
     assert_eq!(got, want);
 }
-
-#[allow(dead_code)]
-fn unused(_: LockedFile) {}

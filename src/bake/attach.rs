@@ -22,9 +22,9 @@ use crate::oci::OciError;
 use crate::oci::digest::Digest;
 use crate::oci::image::Artifact;
 use crate::oci::model::Descriptor;
+use crate::oci::reference::ImageRef;
 use crate::oci::referrers::{self, Listed};
 use crate::oci::registry::Registry;
-use crate::oci::reference::ImageRef;
 use crate::store::Store;
 
 /// What `bake` attests and how (part of [`BakeOptions`]).
@@ -161,8 +161,7 @@ pub async fn attach(
             }
             let listed = match pushed {
                 Some((registry, target)) => Some(
-                    referrers::attach(registry, &target.repository, &desc.digest, &image)
-                        .await?,
+                    referrers::attach(registry, &target.repository, &desc.digest, &image).await?,
                 ),
                 None => None,
             };
@@ -235,8 +234,10 @@ fn licenses(lock: &Lockfile, store: &Store) -> (BTreeMap<String, Vec<String>>, V
             continue;
         };
         let mut bytes = Vec::new();
-        let read = std::fs::File::open(store.blob_path(&card.sha256))
-            .and_then(|f| f.take(attest::license::CARD_LIMIT as u64).read_to_end(&mut bytes));
+        let read = std::fs::File::open(store.blob_path(&card.sha256)).and_then(|f| {
+            f.take(attest::license::CARD_LIMIT as u64)
+                .read_to_end(&mut bytes)
+        });
         match read {
             Ok(_) => {
                 let text = String::from_utf8_lossy(&bytes);

@@ -117,19 +117,20 @@ async fn check_subject(
     let mut have_provenance = false;
     let mut signed_repos: Vec<String> = Vec::new();
     for entry in place.referrers(subject).await? {
-        if entry.extra.get("artifactType").and_then(|t| t.as_str()) != Some(bundle::MEDIA_BUNDLE)
-        {
+        if entry.extra.get("artifactType").and_then(|t| t.as_str()) != Some(bundle::MEDIA_BUNDLE) {
             continue;
         }
         let statement = match read_bundle(place, &entry, subject, key).await? {
             Ok(s) => s,
             Err(why) => {
-                verdict.ignored.push(format!("{} ({subject}): {why}", entry.digest));
+                verdict
+                    .ignored
+                    .push(format!("{} ({subject}): {why}", entry.digest));
                 continue;
             }
         };
-        let about_subject = statement.subjects.len() == 1
-            && statement.subjects[0].sha256 == subject.hex();
+        let about_subject =
+            statement.subjects.len() == 1 && statement.subjects[0].sha256 == subject.hex();
         let found = |kind, repo| Found {
             subject: subject.to_string(),
             kind,
@@ -155,7 +156,10 @@ async fn check_subject(
             }
             model_signing::PREDICATE => {
                 let name = statement.subjects.first().map(|s| s.name.clone());
-                let Some(repo) = lock.repos.iter().find(|r| Some(r.id.as_str()) == name.as_deref())
+                let Some(repo) = lock
+                    .repos
+                    .iter()
+                    .find(|r| Some(r.id.as_str()) == name.as_deref())
                 else {
                     verdict.ignored.push(format!(
                         "{}: a model signature for {}, which the lock does not name",
@@ -167,7 +171,9 @@ async fn check_subject(
                 let wrong = model_signing::check(&statement, repo);
                 if wrong.is_empty() {
                     signed_repos.push(repo.label());
-                    verdict.found.push(found("model-signing", Some(repo.label())));
+                    verdict
+                        .found
+                        .push(found("model-signing", Some(repo.label())));
                 } else {
                     verdict.problems.push(problem(format!(
                         "the model signature of {}: {}",
@@ -183,9 +189,16 @@ async fn check_subject(
         }
     }
     if !have_sbom {
-        verdict.problems.push(problem("no SBOM signed by the key".into()));
+        verdict
+            .problems
+            .push(problem("no SBOM signed by the key".into()));
     }
-    if !have_provenance && !verdict.problems.iter().any(|p| p.problem.contains("provenance")) {
+    if !have_provenance
+        && !verdict
+            .problems
+            .iter()
+            .any(|p| p.problem.contains("provenance"))
+    {
         verdict
             .problems
             .push(problem("no provenance signed by the key".into()));
@@ -210,7 +223,10 @@ async fn read_bundle(
     key: &PublicKey,
 ) -> Result<Result<statement::Parsed, String>, OciError> {
     let what = format!("the referrer {}", entry.digest);
-    let bytes = match place.blob(entry, crate::http_body::METADATA_LIMIT, &what).await {
+    let bytes = match place
+        .blob(entry, crate::http_body::METADATA_LIMIT, &what)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -218,7 +234,12 @@ async fn read_bundle(
     else {
         return Ok(Err("not an image manifest".into()));
     };
-    if manifest.extra.get("subject").and_then(|s| s["digest"].as_str()) != Some(subject.as_str()) {
+    if manifest
+        .extra
+        .get("subject")
+        .and_then(|s| s["digest"].as_str())
+        != Some(subject.as_str())
+    {
         return Ok(Err("its manifest names another subject".into()));
     }
     let [layer] = manifest.layers.as_slice() else {

@@ -284,10 +284,9 @@ impl std::fmt::Display for Problem {
                 "the tag names a single image, not an index of {platforms}: bake with --platform {platforms}"
             ),
             Problem::InPlatform { platform, detail } => write!(f, "{platform}: {detail}"),
-            Problem::LayerMissing { repo, commit } => write!(
-                f,
-                "no layer of the image holds {repo} at commit {commit}"
-            ),
+            Problem::LayerMissing { repo, commit } => {
+                write!(f, "no layer of the image holds {repo} at commit {commit}")
+            }
         }
     }
 }
@@ -398,7 +397,11 @@ fn check_layer(
             problems.push(Problem::Unlocked { path: shown });
             continue;
         };
-        repos.insert(repo.clone());
+        // A folder several repos share (`hub/`, `models/acme/`) says nothing of what the layer
+        // holds; its files do.
+        if !matches!(exp.kind, EntryKind::Dir) {
+            repos.insert(repo.clone());
+        }
         seen.insert(path.clone());
         let expected_mode = match exp.kind {
             EntryKind::Dir => 0o755,
@@ -878,7 +881,12 @@ impl Checker<'_> {
             None => {
                 // Unread layers: take every locked snapshot as present, and check only where
                 // the loaders look and the offline switch.
-                all = self.lock.repos.iter().map(|r| snapshot_path(self.settings, r)).collect();
+                all = self
+                    .lock
+                    .repos
+                    .iter()
+                    .map(|r| snapshot_path(self.settings, r))
+                    .collect();
                 &all
             }
         };

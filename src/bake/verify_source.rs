@@ -23,8 +23,7 @@ pub trait VerifySource {
     /// The document the reference points at, and its declared media type.
     fn root(&self) -> Result<(Vec<u8>, Option<String>), OciError>;
     /// A document or config by descriptor, checked against it.
-    fn small_blob(&self, desc: &Descriptor, limit: u64, what: &str)
-    -> Result<Vec<u8>, OciError>;
+    fn small_blob(&self, desc: &Descriptor, limit: u64, what: &str) -> Result<Vec<u8>, OciError>;
     /// One of our layers, from its start (`Err`: why it cannot be read, the layer's verdict).
     fn open_layer(&self, desc: &Descriptor) -> Result<BlobReader, String>;
     /// The verdict on a base layer.
@@ -41,12 +40,7 @@ impl VerifySource for LayoutSource {
         futures::executor::block_on(ImageSource::root(self))
     }
 
-    fn small_blob(
-        &self,
-        desc: &Descriptor,
-        limit: u64,
-        what: &str,
-    ) -> Result<Vec<u8>, OciError> {
+    fn small_blob(&self, desc: &Descriptor, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
         futures::executor::block_on(ImageSource::small_blob(self, desc, limit, what))
     }
 
@@ -84,12 +78,7 @@ impl VerifySource for RegistryImage {
         self.handle.block_on(ImageSource::root(&self.src))
     }
 
-    fn small_blob(
-        &self,
-        desc: &Descriptor,
-        limit: u64,
-        what: &str,
-    ) -> Result<Vec<u8>, OciError> {
+    fn small_blob(&self, desc: &Descriptor, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
         self.handle
             .block_on(ImageSource::small_blob(&self.src, desc, limit, what))
     }
@@ -106,6 +95,7 @@ impl VerifySource for RegistryImage {
             handle: self.handle.clone(),
             buf: Bytes::new(),
             left: desc.size,
+            done: false,
             on_bytes: self.on_bytes.clone(),
         }))
     }
@@ -123,14 +113,22 @@ struct StreamRead {
     buf: Bytes,
     /// Bytes the descriptor still allows.
     left: u64,
+    /// The stream ended (it must not be polled again).
+    done: bool,
     on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 impl Read for StreamRead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.buf.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
             match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
+                None => {
+                    self.done = true;
+                    return Ok(0);
+                }
                 Some(Err(e)) => return Err(e),
                 Some(Ok(chunk)) => {
                     let n = chunk.len() as u64;

@@ -41,8 +41,7 @@ Files:
 
 ";
 
-const EXIT_HELP: &str =
-    "Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked), 4 image \
+const EXIT_HELP: &str = "Exit codes: 0 success, 1 error, 2 bad arguments, 3 lock out of date (--locked), 4 image \
      content differs from the lock (verify --image), 5 attestations missing or invalid (verify \
      --image --key).";
 

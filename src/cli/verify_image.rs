@@ -83,14 +83,13 @@ pub async fn run(
     let (verified, verdict) = if let Some(rest) = check.reference.strip_prefix("oci:") {
         let src = LayoutSource::parse(rest);
         let (lock2, settings2, src2) = (lock.clone(), settings.clone(), src.clone());
-        let verified = tokio::task::spawn_blocking(move || {
-            verify_source(&src2, &lock2, &settings2, content)
-        })
-        .await??;
+        let verified =
+            tokio::task::spawn_blocking(move || verify_source(&src2, &lock2, &settings2, content))
+                .await??;
         let verdict = match &key {
-            Some(key) => Some(
-                attestations(&Place::Layout(&src), &verified, &lock, &lock_sha256, key).await?,
-            ),
+            Some(key) => {
+                Some(attestations(&Place::Layout(&src), &verified, &lock, &lock_sha256, key).await?)
+            }
             None => None,
         };
         (verified, verdict)
@@ -170,7 +169,12 @@ fn print(
             if l.problems.is_empty() {
                 ui.status(
                     "Verified",
-                    format!("layer {} ({}; {} entries)", l.layer, l.repos.join(", "), l.entries),
+                    format!(
+                        "layer {} ({}; {} entries)",
+                        l.layer,
+                        l.repos.join(", "),
+                        l.entries
+                    ),
                 );
             } else {
                 eprintln!("layer {}: {} problem(s)", l.layer, l.problems.len());
@@ -189,7 +193,10 @@ fn print(
                     format!(
                         "{} {}of {}",
                         f.kind,
-                        f.repo.as_deref().map(|r| format!("({r}) ")).unwrap_or_default(),
+                        f.repo
+                            .as_deref()
+                            .map(|r| format!("({r}) "))
+                            .unwrap_or_default(),
                         f.subject
                     ),
                 );
@@ -198,14 +205,16 @@ fn print(
                 eprintln!("  - attestation of {}: {}", p.subject, p.problem);
             }
         }
-        ui.status(
-            "Read",
-            format!(
-                "{} of model layers from {} (base layers not downloaded)",
-                human_size(bytes_read),
-                check.reference
-            ),
-        );
+        if !check.reference.starts_with("oci:") {
+            ui.status(
+                "Read",
+                format!(
+                    "{} of model layers from {} (base layers not downloaded)",
+                    human_size(bytes_read),
+                    check.reference
+                ),
+            );
+        }
     }
     let digest = &verified.root.digest;
     if !content.ok {

@@ -97,9 +97,10 @@ fn write_listed(
             .retain(|m| m.digest != root.digest || m.annotation(ANNOTATION_REF_NAME).is_some()),
     }
     manifests.push(ours);
-    manifests.sort_by(|a, b| {
-        a.annotation(ANNOTATION_REF_NAME)
-            .cmp(&b.annotation(ANNOTATION_REF_NAME))
+    // Tags first, by name; then untagged entries (referrers) in the order they came.
+    manifests.sort_by_key(|m| {
+        let tag = m.annotation(ANNOTATION_REF_NAME).map(str::to_owned);
+        (tag.is_none(), tag)
     });
     let index = Index {
         schema_version: 2,

@@ -156,7 +156,10 @@ pub async fn list_registry(
     subject: &Digest,
 ) -> Result<Vec<Descriptor>, OciError> {
     let what = format!("the referrers of {subject}");
-    let bytes = match registry.referrers_api(repo, subject, METADATA_LIMIT).await? {
+    let bytes = match registry
+        .referrers_api(repo, subject, METADATA_LIMIT)
+        .await?
+    {
         Some(bytes) => bytes,
         None => match registry
             .index_if_exists(repo, &fallback_tag(subject), METADATA_LIMIT)
@@ -171,7 +174,10 @@ pub async fn list_registry(
 
 /// The referrers of `subject` in the OCI layout at `dir`: the untagged manifests of
 /// `index.json` whose `subject` is it (each read and checked against its digest).
-pub async fn list_layout(dir: &std::path::Path, subject: &Digest) -> Result<Vec<Descriptor>, OciError> {
+pub async fn list_layout(
+    dir: &std::path::Path,
+    subject: &Digest,
+) -> Result<Vec<Descriptor>, OciError> {
     let src = LayoutSource {
         dir: dir.to_owned(),
         tag: None,
@@ -254,7 +260,10 @@ mod tests {
         assert_eq!(again.manifest_desc.digest, r.manifest_desc.digest);
         let other = artifact(&image.manifest_desc, &document("sbom2")).unwrap();
         assert_ne!(other.manifest_desc.digest, r.manifest_desc.digest);
-        assert_eq!(fallback_tag(&r.manifest_desc.digest), format!("sha256-{}", r.manifest_desc.digest.hex()));
+        assert_eq!(
+            fallback_tag(&r.manifest_desc.digest),
+            format!("sha256-{}", r.manifest_desc.digest.hex())
+        );
     }
 
     #[tokio::test]
@@ -279,7 +288,10 @@ mod tests {
             .map(|d| d.digest)
             .collect();
         found.sort();
-        let mut want = vec![a.manifest_desc.digest.clone(), b.manifest_desc.digest.clone()];
+        let mut want = vec![
+            a.manifest_desc.digest.clone(),
+            b.manifest_desc.digest.clone(),
+        ];
         want.sort();
         assert_eq!(found, want);
         // The referrer's layer is in the layout.

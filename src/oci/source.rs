@@ -404,8 +404,17 @@ impl ImageSource for LayoutSource {
                 .manifests
                 .iter()
                 .find(|m| m.annotation(ANNOTATION_REF_NAME) == Some(t.as_str())),
-            None if index.manifests.len() == 1 => index.manifests.first(),
-            None => None,
+            // The only image: referrers listed beside it (artifacts with a type) do not count.
+            None => {
+                let mut images = index
+                    .manifests
+                    .iter()
+                    .filter(|m| !m.extra.contains_key("artifactType"));
+                match (images.next(), images.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            }
         }
         .ok_or_else(|| OciError::NoTag {
             dir: self.dir.clone(),

@@ -44,8 +44,7 @@ pub async fn to_layout(source: &BlobSource, desc: &Descriptor, dir: &Path) -> Re
         BlobSource::File(path) => link_file(path, desc, &dest).await,
         BlobSource::Bytes(bytes) => {
             super::source::check_bytes(desc, bytes, "a document")?;
-            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == desc.size)
-            {
+            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == desc.size) {
                 return Ok(());
             }
             crate::fs_atomic::write_atomic(&dest, bytes, crate::fs_atomic::Mode::Fixed(0o644))

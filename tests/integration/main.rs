@@ -5,6 +5,7 @@
 /// What the tests share: fixtures, helpers and stand-in servers (`support/`).
 mod support;
 
+mod attestations;
 mod bake;
 mod cache;
 mod cargo_metadata;

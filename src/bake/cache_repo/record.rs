@@ -19,7 +19,7 @@ use crate::oci::model::{Document, canonical_json};
 
 /// The `artifactType` of a record manifest; the `v1` is the record format version.
 pub const ARTIFACT_TYPE: &str = "application/vnd.modelbake.layer-cache.v1+json";
-pub use crate::oci::referrers::{EMPTY_CONFIG, MEDIA_EMPTY, empty_config};
+pub use crate::oci::referrers::{EMPTY_CONFIG, empty_config};
 /// Annotation (on the record and its layer): the layer cache key.
 pub const ANNOTATION_KEY: &str = "dev.modelbake.layer-key";
 /// Annotation on the layer: its DiffID (sha256 of the uncompressed tar), which the image config
@@ -272,7 +272,7 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["artifactType"], ARTIFACT_TYPE);
-        assert_eq!(v["config"]["mediaType"], MEDIA_EMPTY);
+        assert_eq!(v["config"]["mediaType"], crate::oci::referrers::MEDIA_EMPTY);
         assert!(tag(&"f".repeat(64)).len() <= 128);
     }
 

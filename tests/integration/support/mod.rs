@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod hostile;
 pub mod oci;
+pub mod referrers_registry;
 pub mod token_service;
 
 use std::path::{Path, PathBuf};
