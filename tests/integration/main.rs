@@ -8,6 +8,7 @@ mod support;
 mod bake;
 mod cache;
 mod cargo_metadata;
+mod ci_entry;
 mod concurrency;
 mod consumers;
 mod dist;
