@@ -9,6 +9,7 @@ mod attestations;
 mod bake;
 mod cache;
 mod cargo_metadata;
+mod ci_entry;
 mod concurrency;
 mod consumers;
 mod dist;
