@@ -10,7 +10,7 @@
 //!
 //! With a key ([`crate::keys`]) each becomes a Sigstore bundle ([`bundle`]); without one they
 //! are attached as plain documents. [`referrer`] turns one into the document a referrer
-//! manifest holds; `bake` attaches them ([`crate::bake::attach`]) and `verify --image` reads
+//! manifest holds; `bake` attaches them (`bake::attach`) and `verify --image` reads
 //! them back. Everything here is deterministic: no time unless `SOURCE_DATE_EPOCH` is set, and
 //! signatures are deterministic too, so rebaking the same lock attaches nothing new.
 
@@ -42,6 +42,8 @@ pub const ANNOTATION_BUNDLE_CONTENT: &str = "dev.sigstore.bundle.content";
 pub const ANNOTATION_BUNDLE_PREDICATE: &str = "dev.sigstore.bundle.predicateType";
 /// Annotation on an unsigned statement referrer: the statement's predicate type.
 pub const ANNOTATION_PREDICATE: &str = "in-toto.io/predicate-type";
+/// Annotation on a model signature referrer: its repo (the key `bake` puts on model layers).
+pub const ANNOTATION_REPO: &str = "dev.modelbake.repo";
 
 /// What every attestation of one bake is built from.
 #[derive(Debug, Clone)]
@@ -260,7 +262,7 @@ impl Attestation {
         let mut annotations =
             Annotations::from([(ANNOTATION_KIND.to_owned(), self.kind.name().to_owned())]);
         if let Kind::ModelSigning(repo) = &self.kind {
-            annotations.insert(crate::bake::ANNOTATION_REPO.to_owned(), repo.clone());
+            annotations.insert(ANNOTATION_REPO.to_owned(), repo.clone());
         }
         let media_type = match (key, &self.document) {
             (Some(_), _) => {

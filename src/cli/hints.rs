@@ -37,7 +37,7 @@ fn of_cause(cause: &(dyn Error + 'static)) -> Option<String> {
         crate::hfcache::prune::PruneError,
         crate::bake::BakeError,
         crate::bake::plan::PlanError,
-        crate::bake::cache_repo::signing::KeyError,
+        crate::keys::KeyError,
         crate::oci::OciError,
         crate::oci::registry::RegistryError,
     );
