@@ -88,9 +88,17 @@ pub async fn read_blob<T: Send + 'static>(
         }
     }
     drop(tx);
-    let read_error = |source| OciError::Read {
-        what: what.clone(),
-        source,
+    // The digest check names the blob itself: say it once.
+    let read_error = |source: io::Error| {
+        let text = source.to_string();
+        let source = match text.strip_prefix(&format!("{what}: ")) {
+            Some(rest) => io::Error::new(source.kind(), rest.to_owned()),
+            None => source,
+        };
+        OciError::Read {
+            what: what.clone(),
+            source,
+        }
     };
     worker
         .await

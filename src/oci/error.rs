@@ -171,7 +171,10 @@ impl OciError {
                 "split the repo over smaller layers: set `max_layer_size` in [bake] (or --max-layer-size) below the registry's limit, e.g. 5000000000",
             ),
             OciError::Registry(r) => r.hint(),
-            OciError::Io { .. } | OciError::Read { .. } => None,
+            OciError::Read { .. } => Some(
+                "run the command again; if it fails the same way, the image in the registry is damaged: push it again from a source you trust",
+            ),
+            OciError::Io { .. } => None,
         }
     }
 
