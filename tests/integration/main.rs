@@ -11,6 +11,7 @@ mod cargo_metadata;
 mod concurrency;
 mod consumers;
 mod dist;
+mod dockerfile;
 mod doctor_image;
 mod emulator;
 mod fetch;
