@@ -1,6 +1,7 @@
 //! Which arrangement an image's models are in (`hf-cache` or `files`), told from the paths its
 //! layers hold, for commands that examine an image without `--layout` (`doctor --oci`,
-//! `doctor --image`).
+//! `doctor --image`; `verify --oci` can call [`detect_in_layout`] before it checks, and
+//! [`choose`] to apply `--layout` first).
 //!
 //! The signal is the layers' entries, read against the lock: a folder named like a locked
 //! repo's huggingface_hub cache folder (`models--org--name`, `datasets--…`, `spaces--…`) means
