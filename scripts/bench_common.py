@@ -1,10 +1,12 @@
-"""Shared helpers of scripts/bench-fetch and scripts/bench-bake: the synthetic repo, page-cache
-warming, timing with peak RSS, venvs."""
-import json, os, socket, subprocess, sys, time
+"""Shared helpers of the scripts/bench-* benchmarks: the synthetic repo, page-cache warming,
+timing with each program's own peak RSS (GNU time), venvs."""
+import json, os, shutil, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "target"
+# Where cargo puts the binaries: $CARGO_TARGET_DIR when set (venvs and bench data stay in TARGET).
+BUILD = Path(os.environ.get("CARGO_TARGET_DIR", TARGET))
 BENCH = TARGET / "bench"
 
 
@@ -60,16 +62,42 @@ def warm(path):
                 pass
 
 
+def gnu_time():
+    """GNU time (`/usr/bin/time`, Debian package `time`), installed with apt when missing."""
+    path = shutil.which("time", path="/usr/bin:/bin")
+    if path:
+        return path
+    print("==> installing time (apt), for true peak RSS figures", flush=True)
+    r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "time"], capture_output=True)
+    path = shutil.which("time", path="/usr/bin:/bin")
+    if r.returncode != 0 or not path:
+        sys.exit("GNU time is needed for peak RSS figures: apt-get install -y time")
+    return path
+
+
 def measure(argv_list, env, shell=False):
-    """Runs commands one after the other; returns (wall seconds, peak RSS KiB of any of them)."""
+    """Runs commands one after the other; returns (wall seconds, peak RSS KiB of any of them).
+
+    The peak is each program's own high-water mark, taken by GNU time (`time -f %M`), which
+    forks the program from its own small process and reports that child's `wait4` ru_maxrss.
+    `wait4` on a child forked (or vforked, as subprocess and posix_spawn do) from this harness
+    would not do: Linux keeps the high-water mark of the memory a process had before `exec` in
+    its ru_maxrss, so every program smaller than the harness showed the harness's own ~41 MiB.
+    Checked against programs that print their own VmHWM (/proc/self/status) before exiting:
+    GNU time matched it within 0.2 MiB; subprocess/posix_spawn + wait4 reported the harness's
+    49 MiB for a 14 MiB program; busybox `time` reports four times the figure (it takes KiB for
+    pages). A shell command's figure is its largest process (`time` reports the maximum over the
+    shell and the children it waited for), not their sum."""
+    timer = gnu_time()
     start = time.perf_counter()
     peak = 0
     for argv in argv_list:
-        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, shell=shell)
-        _, status, usage = os.wait4(p.pid, 0)
-        err = p.stderr.read().decode(errors="replace")
-        p.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{argv if shell else argv[0]} failed:\n{err[-3000:]}")
-        peak = max(peak, usage.ru_maxrss)
+        with tempfile.NamedTemporaryFile(mode="r", prefix="bench-rss-") as out:
+            cmd = ["/bin/sh", "-c", argv] if shell else list(argv)
+            p = subprocess.run([timer, "-f", "%M", "-o", out.name, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if p.returncode != 0:
+                err = p.stderr.decode(errors="replace")
+                raise RuntimeError(f"{argv if shell else argv[0]} failed:\n{err[-3000:]}")
+            # The last line is the figure (GNU time writes a status line first on failure).
+            peak = max(peak, int(out.read().split()[-1]))
     return time.perf_counter() - start, peak

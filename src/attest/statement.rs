@@ -79,7 +79,11 @@ mod tests {
             name: "reg/repo".into(),
             sha256: "ab".repeat(32),
         };
-        let bytes = statement(std::slice::from_ref(&s), "https://x/v1", json!({"b": 1, "a": 2}));
+        let bytes = statement(
+            std::slice::from_ref(&s),
+            "https://x/v1",
+            json!({"b": 1, "a": 2}),
+        );
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
             text.starts_with(

@@ -33,6 +33,7 @@ pub mod assemble;
 pub mod attach;
 pub mod cache_repo;
 pub mod deliver;
+pub mod detect_layout;
 pub mod image_env;
 pub mod layer_build;
 pub mod layer_cache;

@@ -137,12 +137,14 @@ pub enum Command {
     /// For huggingface_hub, transformers 4.x and sentence-transformers: the cache their
     /// variables resolve to, and per locked repo present / missing / stale (its ref names
     /// another commit) / unreadable by the image's User (or the current user); plus the
-    /// offline switches. Exit 0 only when every locked model is present and readable for
-    /// every loader.
+    /// offline switches. An image in the files layout (told from its layers, or --layout)
+    /// is checked folder by folder. Exit 0 only when every locked model is present and
+    /// readable for every loader.
     ///
     /// Examples:
     ///   modelbake doctor                         # this machine, its environment
     ///   modelbake doctor --oci out/image:latest  # an image's Env and User
+    ///   modelbake doctor --image ghcr.io/acme/app:v1   # streamed from the registry, not stored
     #[command(verbatim_doc_comment)]
     Doctor(doctor::DoctorArgs),
     /// Bake the locked models into deterministic OCI layers and an image; push without Docker.

@@ -54,11 +54,13 @@ pub struct VerifyArgs {
 /// Runs `modelbake verify`.
 pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let (manifest, lock) = load_locked(cli, ui)?;
+    let flags = BakeOverrides {
+        no_offline_env: args.no_offline_env,
+        ..args.layout.overrides()
+    };
     if let Some(reference) = &args.image {
-        let settings = manifest.bake.clone().with(&BakeOverrides {
-            no_offline_env: args.no_offline_env,
-            ..args.layout.overrides()
-        });
+        let settings = manifest.bake.clone().with(&flags);
+        let settings = detected(ui, reference, args.insecure, settings, &lock, &flags).await?;
         let check = super::verify_image::ImageCheck {
             reference,
             insecure: args.insecure,
@@ -69,10 +71,11 @@ pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Fail
         return super::verify_image::run(&check, lock, settings, ui).await;
     }
     if args.oci.is_some() || args.layer.is_some() {
-        let settings = manifest.bake.clone().with(&BakeOverrides {
-            no_offline_env: args.no_offline_env,
-            ..args.layout.overrides()
-        });
+        let mut settings = manifest.bake.clone().with(&flags);
+        if let Some(dir) = &args.oci {
+            let reference = format!("oci:{}:{}", dir.display(), args.tag);
+            settings = detected(ui, &reference, false, settings, &lock, &flags).await?;
+        }
         let (what, report) = match (&args.oci, &args.layer) {
             (Some(dir), _) => {
                 let (dir2, tag) = (dir.clone(), args.tag.clone());
@@ -163,4 +166,62 @@ pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Fail
             display_path(&hub_cache)
         )))
     }
+}
+
+/// `settings` with the arrangement the image's layers show when `--layout` was not given
+/// ([`crate::bake::detect_layout`]: the first platform's layers, our layers first, read only
+/// until their first entries decide); unchanged with `--layout` or when nothing shows.
+async fn detected(
+    ui: &Ui,
+    reference: &str,
+    insecure: bool,
+    settings: crate::manifest::bake_table::BakeSettings,
+    lock: &crate::lock::Lockfile,
+    flags: &BakeOverrides,
+) -> Result<crate::manifest::bake_table::BakeSettings, Failure> {
+    use crate::bake::detect_layout;
+    use crate::oci::source::{self, LayoutSource, RegistrySource};
+    if flags.layout.is_some() {
+        return Ok(settings);
+    }
+    let platform = crate::oci::Platform::parse_list(&settings.platform)
+        .ok()
+        .and_then(|p| p.into_iter().next())
+        .ok_or_else(|| anyhow::anyhow!("--platform `{}` names no platform", settings.platform))?;
+    let found = if let Some(rest) = reference.strip_prefix("oci:") {
+        let src = LayoutSource::parse(rest);
+        let image = source::read_image(&src, &platform).await?;
+        let (dir, lock2, models_dir) = (src.dir.clone(), lock.clone(), settings.models_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            detect_layout::detect_in_layout(&dir, &image.layers, &lock2, &models_dir)
+        })
+        .await??
+    } else {
+        let image = crate::oci::reference::ImageRef::parse(reference)?;
+        let src = RegistrySource {
+            registry: crate::oci::registry::Registry::new(&image, insecure)?,
+            image,
+        };
+        let read = source::read_image(&src, &platform).await?;
+        detect_layout::detect_in_registry(&src, &read.layers, lock, &settings.models_dir).await?
+    };
+    Ok(match found {
+        Some(d) => {
+            if d.layout != settings.layout {
+                ui.status(
+                    "Detected",
+                    format!(
+                        "the {} layout in the image (from {}); pass --layout to choose",
+                        match d.layout {
+                            crate::manifest::bake_table::ModelArrangement::HfCache => "hf-cache",
+                            crate::manifest::bake_table::ModelArrangement::Files => "files",
+                        },
+                        crate::ui::clean(&d.evidence)
+                    ),
+                );
+            }
+            detect_layout::apply(&settings, &d, flags)
+        }
+        None => settings,
+    })
 }

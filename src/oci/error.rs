@@ -62,6 +62,15 @@ pub enum OciError {
         /// The error.
         source: std::io::Error,
     },
+    /// A blob streamed from a registry that could not be read to its end (the connection
+    /// failed past the retry budget, or its bytes did not match its descriptor).
+    #[error("{what}: {source}")]
+    Read {
+        /// Which blob, of which image.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No image with this tag in a layout.
     #[error("{}: no image tagged `{tag}` (tags: {tags})", .dir.display())]
     NoTag {
@@ -162,6 +171,9 @@ impl OciError {
                 "split the repo over smaller layers: set `max_layer_size` in [bake] (or --max-layer-size) below the registry's limit, e.g. 5000000000",
             ),
             OciError::Registry(r) => r.hint(),
+            OciError::Read { .. } => Some(
+                "run the command again; if it fails the same way, the image in the registry is damaged: push it again from a source you trust",
+            ),
             OciError::Io { .. } => None,
         }
     }

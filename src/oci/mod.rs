@@ -9,6 +9,7 @@
 //! layout, [`push`] to a registry (after the [`limits`] guards), each blob moved by
 //! [`transfer`].
 
+pub mod blob_reader;
 pub mod compression;
 pub mod credentials;
 pub mod digest;

@@ -3,7 +3,6 @@
 //! as [`TarEntry`]s, only those the reader wants ([`read_entries`], for `doctor`). The writing
 //! side is [`super::tar`].
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 
 use crate::hash::HashingReader;
@@ -61,6 +60,25 @@ pub fn decode(blob: impl Read + Send + 'static) -> io::Result<Decoded> {
     })
 }
 
+/// A layer blob's tar stream from any reader (from its first byte), decompressed as its magic
+/// bytes say; nothing is hashed (see [`decode`] for that).
+pub fn decompress<'a>(mut blob: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < magic.len() {
+        match blob.read(&mut magic[n..])? {
+            0 => break,
+            got => n += got,
+        }
+    }
+    let whole = io::Cursor::new(magic[..n].to_vec()).chain(blob);
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(whole)?),
+        _ => Box::new(whole),
+    })
+}
+
 /// The most entries [`read_entries`] reads from one layer: the Hub's own cap on a repo's file
 /// listing, far above any real image layer.
 pub const MAX_ENTRIES: usize = 1_000_000;
@@ -108,16 +126,17 @@ pub enum Want {
     Content,
 }
 
-/// Streams the entries of a layer blob (plain, gzip or zstd; `file` from its start): each one
+/// Streams the entries of a layer blob (plain, gzip or zstd; `blob` from its start, a file or a
+/// registry stream): each one
 /// whose path `want` asks for is handed to `on_entry`, every other one is read past, so memory
 /// stays at one entry whatever the layer holds. A layer of more than [`MAX_ENTRIES`] entries,
 /// or with a path longer than [`MAX_PATH_BYTES`], is refused.
 pub fn read_entries(
-    file: File,
-    want: &dyn Fn(&str) -> Want,
+    blob: impl Read,
+    want: &mut dyn FnMut(&str) -> Want,
     on_entry: &mut dyn FnMut(TarEntry),
 ) -> io::Result<()> {
-    let mut archive = tar::Archive::new(decode(file)?);
+    let mut archive = tar::Archive::new(decompress(blob)?);
     for (n, entry) in archive.entries()?.enumerate() {
         if n >= MAX_ENTRIES {
             return Err(io::Error::other(format!(
@@ -177,6 +196,7 @@ pub fn read_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn layer_file(paths: &[String]) -> tempfile::NamedTempFile {
         let mut b = tar::Builder::new(Vec::new());
@@ -198,13 +218,13 @@ mod tests {
     #[test]
     fn only_wanted_entries_are_handed_over_and_long_paths_are_refused() {
         let file = layer_file(&["a/keep".into(), "a/skip".into(), "a/meta".into()]);
-        let want = |p: &str| match p {
+        let mut want = |p: &str| match p {
             "a/keep" => Want::Content,
             "a/meta" => Want::Entry,
             _ => Want::Skip,
         };
         let mut got = Vec::new();
-        read_entries(File::open(file.path()).unwrap(), &want, &mut |e| {
+        read_entries(File::open(file.path()).unwrap(), &mut want, &mut |e| {
             got.push((e.path, e.content))
         })
         .unwrap();
@@ -220,7 +240,7 @@ mod tests {
         let file = layer_file(&["a/ok".into(), long]);
         let e = read_entries(
             File::open(file.path()).unwrap(),
-            &|_| Want::Entry,
+            &mut |_| Want::Entry,
             &mut |_| {},
         )
         .unwrap_err();

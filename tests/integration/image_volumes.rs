@@ -845,3 +845,55 @@ fn verify_catches_a_symlink_a_wrong_byte_a_missing_and_an_extra_file_in_the_file
         "checked as the cache layout it is not"
     );
 }
+
+/// `verify --oci` and `verify --image` tell the arrangement from the image's layers when
+/// `--layout` is not given (a files image under a custom models folder, and the cache layout),
+/// and report per layer only the repos whose files it holds (a dataset's layer shares the
+/// `hub/` or `models/` folder with the model's, but holds no file of it).
+#[test]
+fn verify_detects_the_arrangement_and_names_each_layers_own_repos() {
+    let hub = hub();
+    let f = fetched(&hub, BOTH);
+    let work = tempfile::tempdir().unwrap();
+    let files = work.path().join("files");
+    bake(
+        &f,
+        &[
+            "--layout",
+            "files",
+            "--models-dir",
+            "/srv/m",
+            "--no-base",
+            "--oci",
+            files.to_str().unwrap(),
+        ],
+    );
+    let r = verify(&f, &["--oci", files.to_str().unwrap()]);
+    r.ok();
+    assert!(r.stderr.contains("Detected"), "{}", r.stderr);
+    let image = format!("oci:{}:latest", files.display());
+    verify(&f, &["--image", &image]).ok();
+    // Naming the other arrangement still checks in it, and fails.
+    assert_eq!(
+        verify(
+            &f,
+            &["--oci", files.to_str().unwrap(), "--layout", "hf-cache"]
+        )
+        .code,
+        1
+    );
+
+    let cache = work.path().join("cache");
+    bake(&f, &["--no-base", "--oci", cache.to_str().unwrap()]);
+    let report: Value =
+        serde_json::from_str(&verify(&f, &["--oci", cache.to_str().unwrap()]).ok().stdout).unwrap();
+    for layer in report["layers"].as_array().unwrap() {
+        assert_eq!(layer["repos"].as_array().unwrap().len(), 1, "{layer}");
+    }
+    let dataset_only = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["repos"] == serde_json::json!(["dataset/acme/data"]));
+    assert!(dataset_only, "{report}");
+}

@@ -13,6 +13,7 @@ use hub_emulator::Kind;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::support::oci::{layout_config, replace_layout_config};
 use crate::support::*;
 
 const TINY: &str = "[[model]]\nid = \"acme/tiny\"\n";
@@ -74,37 +75,6 @@ fn base_layout(dir: &Path, env: &[&str], user: &str) {
         .unwrap(),
     )
     .unwrap();
-}
-
-/// The config of the only image in a layout, and a function to replace it (config, manifest
-/// and index rewritten, as a hand-made image would be).
-fn layout_config(dir: &Path) -> Value {
-    let blob = |d: &str| fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
-    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()
-}
-
-fn replace_layout_config(dir: &Path, config: &Value) {
-    let blobs = dir.join("blobs/sha256");
-    let put = |bytes: &[u8]| {
-        let d = digest_of(bytes);
-        fs::write(blobs.join(&d[7..]), bytes).unwrap();
-        d
-    };
-    let mut index: Value =
-        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let old = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    let mut manifest: Value =
-        serde_json::from_slice(&fs::read(blobs.join(&old[7..])).unwrap()).unwrap();
-    let config = serde_json::to_vec(config).unwrap();
-    manifest["config"]["digest"] = json!(put(&config));
-    manifest["config"]["size"] = json!(config.len());
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    index["manifests"][0]["digest"] = json!(put(&manifest));
-    index["manifests"][0]["size"] = json!(manifest.len());
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
 fn env_of(config: &Value) -> Vec<String> {

@@ -13,6 +13,8 @@ mod ci_entry;
 mod concurrency;
 mod consumers;
 mod dist;
+mod dockerfile;
+mod doctor_image;
 mod emulator;
 mod fetch;
 mod fidelity;

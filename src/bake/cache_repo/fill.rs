@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 
-use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -19,6 +18,7 @@ use crate::bake::layer_cache::BuiltLayer;
 use crate::bake::plan::{self as layer, EntryKind, LayerFormat, LayerPlan};
 use crate::lock::Lockfile;
 use crate::manifest::bake_table::BakeSettings;
+use crate::oci::blob_reader::ChannelReader;
 use crate::oci::source::VerifyingStream;
 use crate::oci::{MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD};
 use crate::store::Store;
@@ -152,10 +152,7 @@ async fn unpack(
     };
     let mut body = VerifyingStream::new(Box::pin(raw), desc, what);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-    };
+    let reader = ChannelReader::new(rx);
     let (store, plan, media) = (store.clone(), plan.clone(), found.media_type.clone());
     let worker = tokio::task::spawn_blocking(move || {
         let mut published = Vec::new();
@@ -252,26 +249,4 @@ fn unpack_tar(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     Ok(())
-}
-
-/// A blocking reader over the chunks an async task sends.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(b)) => self.current = b,
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
-        Ok(n)
-    }
 }

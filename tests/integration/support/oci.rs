@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use crate::support::*;
 
 /// A Distribution registry on 127.0.0.1, logging every request to a file.
@@ -222,4 +224,42 @@ pub fn pull_and_verify(f: &Fetched, skopeo: &Path, opts: &[&str], image: &str, i
         .cmd()
         .args(["verify", "--oci", into.to_str().unwrap(), "--tag", "v1"]))
     .ok();
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The config of the only image in a layout.
+pub fn layout_config(dir: &Path) -> Value {
+    let blob = |d: &str| fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+/// Replaces the config of the only image in a layout (config, manifest and index rewritten,
+/// as a hand-made image would be).
+pub fn replace_layout_config(dir: &Path, config: &Value) {
+    let blobs = dir.join("blobs/sha256");
+    let put = |bytes: &[u8]| {
+        let d = sha256_digest(bytes);
+        fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let old = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(blobs.join(&old[7..])).unwrap()).unwrap();
+    let config = serde_json::to_vec(config).unwrap();
+    manifest["config"]["digest"] = json!(put(&config));
+    manifest["config"]["size"] = json!(config.len());
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = json!(put(&manifest));
+    index["manifests"][0]["size"] = json!(manifest.len());
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }

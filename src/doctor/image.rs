@@ -1,188 +1,144 @@
-//! `modelbake doctor`: would every locked model load offline, with every loader, in an image
-//! or on this machine? For each loader ([`crate::loaders`]) the cache it resolves to, and per
-//! locked repo: present, missing, stale (its ref names another commit) or unreadable by the
-//! image's `User` (or the current user); plus the offline switches.
+//! `doctor --oci` and `doctor --image`: an image's file system as its layers build it, read
+//! from an OCI layout or streamed from a registry (never stored: each layer is read once as a
+//! stream, only the entries the diagnosis asks about are kept, every blob checked against its
+//! digest), examined as the image's `Env` and `User` resolve the loaders, in the arrangement
+//! `--layout` names or the layers show ([`crate::bake::detect_layout`]).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::hfcache::repo_folder;
-use crate::loaders::{self, Loader};
-use crate::lock::{LockedRepo, Lockfile};
-use crate::oci::source::{self, ImageSource, LayoutSource, blob_path};
+use super::files::{self, FilesAt};
+use super::{ArrangementUsed, DoctorReport, RepoPaths, Tree, diagnose};
+use crate::bake::detect_layout::{self, Detected, LayoutFrom};
+use crate::loaders;
+use crate::lock::Lockfile;
+use crate::manifest::bake_table::ModelArrangement;
+use crate::oci::blob_reader::{Extent, read_blob};
+use crate::oci::model::Descriptor;
+use crate::oci::source::{self, ImageSource, LayoutSource, RegistrySource, SourceImage, blob_path};
 use crate::oci::tar_reader::{TarEntry, TarKind, Want, read_entries};
 use crate::oci::{OciError, Platform};
 
-/// How one locked repo fares with one loader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum RepoState {
-    /// Every locked file is there and readable.
-    Present,
-    /// Something the offline load needs is absent.
-    Missing {
-        /// The first absent path.
-        path: String,
-    },
-    /// The ref names another commit than the lock.
-    Stale {
-        /// The ref file.
-        path: String,
-        /// The commit it names.
-        points_to: String,
-    },
-    /// A file or folder the user cannot read (or traverse).
-    Unreadable {
-        /// The first such path.
-        path: String,
-    },
+/// Where the image `doctor` examines is.
+pub enum ImageAt {
+    /// An OCI layout on disk (`--oci DIR[:TAG]`).
+    Layout(LayoutSource),
+    /// A registry (`--image REF`): manifest, config and layers streamed, nothing stored.
+    Registry(Box<RegistrySource>),
 }
 
-/// One locked repo in one loader's cache.
-#[derive(Debug, Clone, Serialize)]
-pub struct RepoRow {
-    /// `kind/id`.
-    pub repo: String,
-    /// The locked commit.
-    pub commit: String,
-    /// How it fares.
-    #[serde(flatten)]
-    pub state: RepoState,
+/// What the command line and `[bake]` say about the arrangement to examine.
+#[derive(Debug, Clone)]
+pub struct Arrangement {
+    /// `--layout`; without it the layers decide.
+    pub flag: Option<ModelArrangement>,
+    /// `[bake] layout` (or its default): used when the layers show neither arrangement.
+    pub manifest: ModelArrangement,
+    /// `--models-dir`, which beats a detected models folder.
+    pub models_dir_flag: Option<String>,
+    /// `[bake] models_dir` (or its default).
+    pub models_dir: String,
+    /// `--flat` (or `[bake] flat`), which beats what the layers show.
+    pub flat: bool,
 }
 
-/// One loader: where it looks and what it finds.
-#[derive(Debug, Clone, Serialize)]
-pub struct LoaderRow {
-    /// The loader.
-    pub loader: Loader,
-    /// The variable that decided where it looks.
-    pub variable: &'static str,
-    /// Where it looks.
-    pub cache: String,
-    /// Every locked repo.
-    pub repos: Vec<RepoRow>,
-}
-
-/// The whole diagnosis.
-#[derive(Debug, Clone, Serialize)]
-pub struct DoctorReport {
-    /// True when every locked repo is present and readable for every loader.
-    pub ok: bool,
-    /// What was examined (`DIR:TAG`, or `this machine`).
-    pub target: String,
-    /// Whose read access was checked.
-    pub user: String,
-    /// Per loader.
-    pub loaders: Vec<LoaderRow>,
-    /// Whether huggingface_hub runs offline (docs/loaders.md).
-    pub offline: bool,
-    /// `HF_HUB_OFFLINE` and `TRANSFORMERS_OFFLINE` as set.
-    pub offline_env: BTreeMap<&'static str, Option<String>>,
-}
-
-/// A file tree to examine: an image's merged layers, or this machine's file system.
-trait Tree {
-    /// Whether `path` (absolute) exists, without following a final symlink.
-    fn exists(&self, path: &str) -> bool;
-    /// The content of a small file.
-    fn small(&self, path: &str) -> Option<Vec<u8>>;
-    /// Whether the user can read `path` (list it, for a folder) and reach it.
-    fn readable(&self, path: &str) -> bool;
-}
-
-/// The paths an offline load of a repo from a cache looks at (absolute, as [`check_repo`]
-/// asks the tree about them).
-struct RepoPaths {
-    /// The ref file, when the locked revision is not the commit itself (its content is read).
-    refs: Option<String>,
-    /// The snapshot folder.
-    snapshot: String,
-    /// Each locked path in the snapshot, then each blob.
-    files: Vec<String>,
-    /// Each blob (the snapshot links resolve to them).
-    blobs: Vec<String>,
-}
-
-impl RepoPaths {
-    /// The paths of `repo` in `cache`; `None` for a cache that is not an absolute path.
-    fn of(cache: &str, repo: &LockedRepo) -> Option<Self> {
-        if !cache.starts_with('/') {
-            return None;
+impl ImageAt {
+    /// The image as reports name it.
+    fn target(&self) -> String {
+        match self {
+            ImageAt::Layout(src) => format!(
+                "{}:{}",
+                src.dir.display(),
+                src.tag.as_deref().unwrap_or("(only image)")
+            ),
+            ImageAt::Registry(src) => src.label(),
         }
-        let root = format!(
-            "{}/{}",
-            cache.trim_end_matches('/'),
-            repo_folder(repo.kind, &repo.id)
-        );
-        let snapshot = format!("{root}/snapshots/{}", repo.commit);
-        Some(RepoPaths {
-            refs: (repo.revision.as_str() != repo.commit)
-                .then(|| format!("{root}/refs/{}", repo.revision)),
-            files: repo
-                .files
-                .iter()
-                .map(|f| format!("{snapshot}/{}", f.path))
-                .collect(),
-            blobs: repo
-                .files
-                .iter()
-                .map(|f| format!("{root}/blobs/{}", f.blob))
-                .collect(),
-            snapshot,
-        })
     }
-}
 
-/// What an offline load of `repo` from `cache` would find.
-fn check_repo(tree: &dyn Tree, cache: &str, repo: &LockedRepo) -> RepoState {
-    let Some(paths) = RepoPaths::of(cache, repo) else {
-        return RepoState::Missing {
-            path: cache.to_owned(),
-        };
-    };
-    if let Some(path) = paths.refs {
-        match tree.small(&path) {
-            None => return RepoState::Missing { path },
-            Some(bytes) if bytes != repo.commit.as_bytes() => {
-                return RepoState::Stale {
-                    path,
-                    points_to: String::from_utf8_lossy(&bytes).chars().take(80).collect(),
-                };
+    /// The config and layer list for `platform`.
+    async fn image(&self, platform: &Platform) -> Result<SourceImage, OciError> {
+        match self {
+            ImageAt::Layout(src) => source::read_image(src, platform).await,
+            ImageAt::Registry(src) => source::read_image(src.as_ref(), platform).await,
+        }
+    }
+
+    /// The arrangement `layers` show ([`detect_layout`]).
+    async fn detect(
+        &self,
+        layers: &[Descriptor],
+        lock: &Lockfile,
+        models_dir: &str,
+    ) -> Result<Option<Detected>, OciError> {
+        match self {
+            ImageAt::Layout(src) => {
+                let (dir, layers) = (src.dir.clone(), layers.to_vec());
+                let (lock, models_dir) = (lock.clone(), models_dir.to_owned());
+                blocking(move || detect_layout::detect_in_layout(&dir, &layers, &lock, &models_dir))
+                    .await
             }
-            Some(_) => {}
+            ImageAt::Registry(src) => {
+                detect_layout::detect_in_registry(src, layers, lock, models_dir).await
+            }
         }
     }
-    // Presence: the snapshot folder, each locked path in it and each blob.
-    let present = std::iter::once(&paths.snapshot)
-        .chain(
-            paths
-                .files
-                .iter()
-                .zip(&paths.blobs)
-                .flat_map(|(f, b)| [f, b]),
-        )
-        .find(|p| !tree.exists(p));
-    if let Some(path) = present {
-        return RepoState::Missing { path: path.clone() };
+
+    /// The entries of `layers` that `wanted` names, later layers winning; every other entry is
+    /// read past.
+    async fn entries(
+        &self,
+        layers: &[Descriptor],
+        wanted: BTreeMap<String, Want>,
+    ) -> Result<BTreeMap<String, TarEntry>, OciError> {
+        let wanted = Arc::new(wanted);
+        match self {
+            ImageAt::Layout(src) => {
+                let (src, layers) = (src.clone(), layers.to_vec());
+                blocking(move || layout_entries(&src, &layers, &wanted)).await
+            }
+            ImageAt::Registry(src) => {
+                let mut entries = BTreeMap::new();
+                for desc in layers {
+                    let what = format!("layer {} of {}", desc.digest, src.label());
+                    let wanted = wanted.clone();
+                    let found = read_blob(src, desc, what, Extent::Whole, move |reader| {
+                        let mut found = BTreeMap::new();
+                        read_entries(reader, &mut |p| want(&wanted, p), &mut |e| {
+                            found.insert(e.path.clone(), e);
+                        })?;
+                        Ok(found)
+                    })
+                    .await?;
+                    entries.extend(found);
+                }
+                Ok(entries)
+            }
+        }
     }
-    // Read access: the snapshot folder and every blob (the snapshot links resolve to them).
-    match std::iter::once(&paths.snapshot)
-        .chain(&paths.blobs)
-        .find(|p| !tree.readable(p))
-    {
-        Some(path) => RepoState::Unreadable { path: path.clone() },
-        None => RepoState::Present,
-    }
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OciError> + Send + 'static,
+) -> Result<T, OciError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| OciError::Read {
+            what: "the image's layers".into(),
+            source: std::io::Error::other(format!("the reader stopped: {e}")),
+        })?
+}
+
+/// What the diagnosis wants of the entry at `path`.
+fn want(wanted: &BTreeMap<String, Want>, path: &str) -> Want {
+    wanted.get(path).copied().unwrap_or(Want::Skip)
 }
 
 /// The image entries a diagnosis of `lock` in `caches` asks about (paths without the leading
 /// `/`, as an image's entries are keyed), each with whether its content is read: every path
-/// [`check_repo`] looks at and every folder above it ([`Image::readable`] walks them), and
+/// [`super::check_repo`] looks at and every folder above it ([`Image::readable`] walks them), and
 /// `/etc/passwd`.
-fn wanted_entries(lock: &Lockfile, caches: &[String]) -> BTreeMap<String, Want> {
+fn wanted_hf(lock: &Lockfile, caches: &[String]) -> BTreeMap<String, Want> {
     let mut out = BTreeMap::from([("etc/passwd".to_owned(), Want::Content)]);
     let mut add = |path: &str, want: Want| {
         let mut cur = path.trim_start_matches('/');
@@ -206,83 +162,6 @@ fn wanted_entries(lock: &Lockfile, caches: &[String]) -> BTreeMap<String, Want> 
         }
     }
     out
-}
-
-/// Diagnoses `tree` as `env` resolves the loaders.
-fn diagnose(
-    tree: &dyn Tree,
-    env: loaders::EnvFn,
-    lock: &Lockfile,
-    target: String,
-    user: String,
-) -> DoctorReport {
-    let rows: Vec<LoaderRow> = loaders::resolve_all(env)
-        .into_iter()
-        .map(|r| LoaderRow {
-            loader: r.loader,
-            variable: r.variable,
-            repos: lock
-                .repos
-                .iter()
-                .map(|repo| RepoRow {
-                    repo: format!("{}/{}", repo.kind, repo.id),
-                    commit: repo.commit.clone(),
-                    state: check_repo(tree, &r.cache, repo),
-                })
-                .collect(),
-            cache: r.cache,
-        })
-        .collect();
-    let ok = rows
-        .iter()
-        .all(|l| l.repos.iter().all(|r| r.state == RepoState::Present));
-    DoctorReport {
-        ok,
-        target,
-        user,
-        loaders: rows,
-        offline: loaders::offline(env),
-        offline_env: ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]
-            .into_iter()
-            .map(|k| (k, env(k)))
-            .collect(),
-    }
-}
-
-/// This machine's file system, read as the current user.
-struct Host;
-
-impl Tree for Host {
-    fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
-    }
-    fn small(&self, path: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        std::fs::File::open(path)
-            .ok()?
-            .take(64 * 1024)
-            .read_to_end(&mut out)
-            .ok()?;
-        Some(out)
-    }
-    fn readable(&self, path: &str) -> bool {
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(path).is_ok(),
-            Ok(_) => std::fs::File::open(path).is_ok(),
-            Err(_) => false,
-        }
-    }
-}
-
-/// Diagnoses this machine as the process environment resolves the loaders.
-pub fn diagnose_host(lock: &Lockfile, env: loaders::EnvFn) -> DoctorReport {
-    diagnose(
-        &Host,
-        env,
-        lock,
-        "this machine".into(),
-        "the current user".into(),
-    )
 }
 
 /// An image's file system: every layer's entries, later layers winning, read as `uid:gid`.
@@ -386,20 +265,19 @@ fn image_user(
     Some((uid, gid, home))
 }
 
-/// The entries of `layers` (blobs of the layout `src`, opened as the base reader opens them)
-/// that `wanted` names, later layers winning; every other entry is read past.
-fn image_entries(
+/// The entries of `layers` (blobs of the layout `src`) that `wanted` names, later layers
+/// winning; every other entry is read past.
+fn layout_entries(
     src: &LayoutSource,
-    layers: &[crate::oci::model::Descriptor],
+    layers: &[Descriptor],
     wanted: &BTreeMap<String, Want>,
 ) -> Result<BTreeMap<String, TarEntry>, OciError> {
-    let want = |p: &str| wanted.get(p).copied().unwrap_or(Want::Skip);
     let mut entries = BTreeMap::new();
     for desc in layers {
         let path = blob_path(&src.dir, &desc.digest);
         let what = format!("blob {} of {}", desc.digest, src.label());
         let file = source::open_sized(&path, desc, &what)?;
-        read_entries(file, &want, &mut |e| {
+        read_entries(file, &mut |p| want(wanted, p), &mut |e| {
             entries.insert(e.path.clone(), e);
         })
         .map_err(OciError::io(&path))?;
@@ -407,23 +285,31 @@ fn image_entries(
     Ok(entries)
 }
 
-/// Diagnoses the image `dir`:`tag` as its config's `Env` and `User` resolve the loaders.
-pub fn diagnose_layout(
-    dir: &Path,
-    tag: Option<&str>,
+/// Diagnoses the image at `at` for `platform` as its config's `Env` and `User` resolve the
+/// loaders, in the arrangement `ask` names or its layers show.
+pub async fn diagnose_image(
+    at: &ImageAt,
     platform: &str,
     lock: &Lockfile,
+    ask: &Arrangement,
 ) -> Result<DoctorReport, OciError> {
     let platform = Platform::parse(platform).map_err(|e| OciError::Invalid {
         what: "the platform".into(),
         detail: e.to_string(),
     })?;
-    let src = LayoutSource {
-        dir: PathBuf::from(dir),
-        tag: tag.map(str::to_owned),
+    let image = at.image(&platform).await?;
+    let models_dir = ask.models_dir_flag.as_deref().unwrap_or(&ask.models_dir);
+    let detected = match ask.flag {
+        Some(_) => None,
+        None => at.detect(&image.layers, lock, models_dir).await?,
     };
-    // A layout source does no network I/O: its futures complete on first poll.
-    let image = futures::executor::block_on(source::read_image(&src, &platform))?;
+    let (layout, layout_from) = detect_layout::choose(ask.flag, detected.as_ref(), ask.manifest);
+    let files_at = files_at(
+        ask,
+        detected
+            .as_ref()
+            .filter(|_| layout_from == LayoutFrom::Detected),
+    );
     let user_field = image.config["config"]["User"]
         .as_str()
         .unwrap_or_default()
@@ -436,12 +322,20 @@ pub fn diagnose_layout(
             .map(|r| r.cache)
             .collect()
     };
+    let wanted = |caches: &[String]| match layout {
+        ModelArrangement::HfCache => wanted_hf(lock, caches),
+        ModelArrangement::Files => {
+            let mut out = BTreeMap::from([("etc/passwd".to_owned(), Want::Content)]);
+            files::wanted(lock, &files_at, &mut out);
+            out
+        }
+    };
     // Only the entries the diagnosis asks about are kept, so memory follows the lock, not the
     // image. Which those are depends on the user's home, which may come from the image's
     // /etc/passwd: the layers are read once with the home the User alone gives, and again only
     // when /etc/passwd gives another home that moves a loader's cache.
     let guessed = caches(loaders::default_home(&user_field));
-    let mut entries = image_entries(&src, &image.layers, &wanted_entries(lock, &guessed))?;
+    let mut entries = at.entries(&image.layers, wanted(&guessed)).await?;
     let users = entries
         .get("etc/passwd")
         .and_then(|e| e.content.as_deref())
@@ -453,8 +347,8 @@ pub fn diagnose_layout(
         .and_then(|(_, _, h)| h.clone())
         .or_else(|| loaders::default_home(&user_field).map(str::to_owned));
     let actual = caches(home.as_deref());
-    if actual != guessed {
-        entries = image_entries(&src, &image.layers, &wanted_entries(lock, &actual))?;
+    if layout == ModelArrangement::HfCache && actual != guessed {
+        entries = at.entries(&image.layers, wanted(&actual)).await?;
     }
     let env = loaders::image_env(&vars, home.as_deref());
     let user = match &resolved {
@@ -466,8 +360,57 @@ pub fn diagnose_layout(
         entries,
         user: resolved.map(|(u, g, _)| (u, g)),
     };
-    let target = format!("{}:{}", dir.display(), tag.unwrap_or("(only image)"));
-    Ok(diagnose(&tree, &env, lock, target, user))
+    let target = at.target();
+    let mut report = match layout {
+        ModelArrangement::HfCache => diagnose(&tree, &env, lock, target, user),
+        ModelArrangement::Files => files::diagnose(&tree, &env, lock, &files_at, target, user),
+    };
+    if let Some(note) = cache_elsewhere(&report, detected.as_ref()) {
+        report.notes.push(note);
+    }
+    let is_files = layout == ModelArrangement::Files;
+    report.arrangement = Some(ArrangementUsed {
+        layout,
+        evidence: detected
+            .filter(|_| layout_from == LayoutFrom::Detected)
+            .map(|d| d.evidence),
+        layout_from,
+        models_dir: is_files.then(|| files_at.models_dir.clone()),
+        flat: is_files && files_at.flat,
+    });
+    Ok(report)
+}
+
+/// Where the `files` arrangement is looked for: `--models-dir` and `--flat`, else what the
+/// layers showed, else `[bake]`.
+fn files_at(ask: &Arrangement, detected: Option<&Detected>) -> FilesAt {
+    let shown = detected.filter(|d| d.layout == ModelArrangement::Files);
+    FilesAt {
+        models_dir: ask
+            .models_dir_flag
+            .clone()
+            .or_else(|| shown.map(|d| d.dir.clone()))
+            .unwrap_or_else(|| ask.models_dir.clone()),
+        flat: ask.flat || shown.is_some_and(|d| d.flat),
+    }
+}
+
+/// When huggingface_hub misses the models and the layers hold a cache elsewhere: where it is
+/// and the variable that would point the loaders at it.
+fn cache_elsewhere(report: &DoctorReport, detected: Option<&Detected>) -> Option<String> {
+    let found = detected.filter(|d| d.layout == ModelArrangement::HfCache)?;
+    let hub = report.loaders.first()?;
+    if report.ok || loaders::same_dir(&hub.cache, &found.dir) {
+        return None;
+    }
+    let fix = match found.dir.strip_suffix("/hub") {
+        Some(home) if !home.is_empty() => format!("HF_HOME={home}"),
+        _ => format!("HF_HUB_CACHE={}", found.dir),
+    };
+    Some(format!(
+        "the image holds a huggingface_hub cache in {} ({} is there), but {} looks in {}: set {fix} in the image (an ENV line in a Dockerfile)",
+        found.dir, found.evidence, hub.loader, hub.cache
+    ))
 }
 
 #[cfg(test)]
@@ -515,7 +458,7 @@ mod tests {
     }
 
     /// A one-layer image layout in `dir`, tag `t`, with `config` and the tar `layer`.
-    fn write_layout(dir: &Path, config: &serde_json::Value, layer: &[u8]) {
+    fn write_layout(dir: &std::path::Path, config: &serde_json::Value, layer: &[u8]) {
         use crate::oci::digest::Digest;
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).unwrap();
@@ -544,8 +487,8 @@ mod tests {
         std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 
-    #[test]
-    fn a_home_that_only_etc_passwd_gives_is_looked_in() {
+    #[tokio::test]
+    async fn a_home_that_only_etc_passwd_gives_is_looked_in() {
         use crate::repo::RepoKind;
         use crate::test_support::fuzz::locked_repo;
         let commit = "1".repeat(40);
@@ -611,7 +554,25 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": []},
         });
         write_layout(dir.path(), &config, &layer);
-        let report = diagnose_layout(dir.path(), Some("t"), "linux/amd64", &lock).unwrap();
+        let at = ImageAt::Layout(LayoutSource {
+            dir: dir.path().to_owned(),
+            tag: Some("t".into()),
+        });
+        let ask = Arrangement {
+            flag: None,
+            manifest: ModelArrangement::HfCache,
+            models_dir_flag: None,
+            models_dir: "/models".into(),
+            flat: false,
+        };
+        let report = diagnose_image(&at, "linux/amd64", &lock, &ask)
+            .await
+            .unwrap();
+        assert_eq!(
+            report.arrangement.as_ref().map(|a| a.layout_from.clone()),
+            Some(LayoutFrom::Detected),
+            "the repo folder in the layer shows the arrangement"
+        );
         let hub = &report.loaders[0];
         assert_eq!(hub.cache, "/home/app/.cache/huggingface/hub", "{report:?}");
         assert!(report.ok, "{report:?}");
