@@ -188,24 +188,31 @@ async fn detected(
         .ok()
         .and_then(|p| p.into_iter().next())
         .ok_or_else(|| anyhow::anyhow!("--platform `{}` names no platform", settings.platform))?;
-    let found = if let Some(rest) = reference.strip_prefix("oci:") {
-        let src = LayoutSource::parse(rest);
-        let image = source::read_image(&src, &platform).await?;
-        let (dir, lock2, models_dir) = (src.dir.clone(), lock.clone(), settings.models_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            detect_layout::detect_in_layout(&dir, &image.layers, &lock2, &models_dir)
+    // Best effort: a layer that cannot be read is the check's to report, as a problem of
+    // that layer, not a reason to stop before it.
+    let found: Result<_, Failure> = async {
+        Ok(if let Some(rest) = reference.strip_prefix("oci:") {
+            let src = LayoutSource::parse(rest);
+            let image = source::read_image(&src, &platform).await?;
+            let (dir, lock2, models_dir) =
+                (src.dir.clone(), lock.clone(), settings.models_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                detect_layout::detect_in_layout(&dir, &image.layers, &lock2, &models_dir)
+            })
+            .await??
+        } else {
+            let image = crate::oci::reference::ImageRef::parse(reference)?;
+            let src = RegistrySource {
+                registry: crate::oci::registry::Registry::new(&image, insecure)?,
+                image,
+            };
+            let read = source::read_image(&src, &platform).await?;
+            detect_layout::detect_in_registry(&src, &read.layers, lock, &settings.models_dir)
+                .await?
         })
-        .await??
-    } else {
-        let image = crate::oci::reference::ImageRef::parse(reference)?;
-        let src = RegistrySource {
-            registry: crate::oci::registry::Registry::new(&image, insecure)?,
-            image,
-        };
-        let read = source::read_image(&src, &platform).await?;
-        detect_layout::detect_in_registry(&src, &read.layers, lock, &settings.models_dir).await?
-    };
-    Ok(match found {
+    }
+    .await;
+    Ok(match found.ok().flatten() {
         Some(d) => {
             if d.layout != settings.layout {
                 ui.status(
