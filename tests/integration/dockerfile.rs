@@ -342,8 +342,9 @@ fn buildah_builds_the_containerfile_and_the_models_load_offline_inside() {
 const BIND: &str = r#"ARG BASE
 FROM ${BASE}
 ARG PYTHON
+ARG LOAD
 RUN --mount=type=bind,from=models,source=/root/.cache/huggingface,target=/root/.cache/huggingface \
-    HF_HOME=/root/.cache/huggingface HF_HUB_OFFLINE=1 ${PYTHON} /check/load.py > /loaded.json
+    HF_HOME=/root/.cache/huggingface HF_HUB_OFFLINE=1 ${PYTHON} ${LOAD} > /loaded.json
 "#;
 
 #[test]
@@ -374,9 +375,12 @@ fn a_build_time_bind_mount_gives_a_run_step_the_models_and_keeps_them_out_of_the
     ]))
     .ok();
     let context = work.path().join("context");
-    fs::create_dir_all(context.join("check")).unwrap();
+    // The script goes in at its own host path: a fixed path such as /check could lie above a
+    // host folder mounted for Python (a checkout under /check) and make that mount fail.
+    let scripts = context.join("check");
+    fs::create_dir_all(&scripts).unwrap();
     fs::write(context.join("Containerfile"), BIND).unwrap();
-    fs::write(context.join("check/load.py"), LOAD).unwrap();
+    fs::write(scripts.join("load.py"), LOAD).unwrap();
     let (python_in, mounts) = python_mounts(&py);
     let base_image = buildah.load(&skopeo, &base, "latest", "base:1");
     let models_image = buildah.load(&skopeo, &models, "v1", "models:v1");
@@ -385,10 +389,12 @@ fn a_build_time_bind_mount_gives_a_run_step_the_models_and_keeps_them_out_of_the
         format!("BASE={base_image}"),
         "--build-arg".to_owned(),
         format!("PYTHON={python_in}"),
+        "--build-arg".to_owned(),
+        format!("LOAD={}", scripts.join("load.py").display()),
         "--build-context".to_owned(),
         format!("models=container-image://{models_image}"),
         "-v".to_owned(),
-        format!("{}:/check:ro", context.join("check").display()),
+        format!("{0}:{0}:ro", scripts.display()),
     ];
     args.extend(mounts);
     buildah.build(&context.join("Containerfile"), "bound:1", &args);
