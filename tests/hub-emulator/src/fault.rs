@@ -27,6 +27,8 @@ pub enum FaultAction {
     Truncate(u64),
     /// Answer normally but with every body byte changed (same length).
     WrongBytes,
+    /// Answer normally but with the body byte at this offset changed.
+    FlipByteAt(u64),
     /// Answer with this status and a body that never ends, announcing `content_length` (a
     /// hostile server announcing 10^15 bytes) or nothing (chunked).
     EndlessBody {

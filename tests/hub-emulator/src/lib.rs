@@ -11,6 +11,7 @@
 mod fault;
 pub mod model;
 mod server;
+mod xet;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 pub use model::{Content, FileSpec, Kind, Repo, StoredFile, generate};
+pub use xet::IssuedToken;
 
 /// Which listener a request reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +32,8 @@ pub enum Host {
     Hub,
     /// The LFS "CDN" the Hub redirects to.
     Cdn,
+    /// The front of the Xet CAS (Xet mode).
+    Cas,
 }
 
 /// One request as the emulator saw it.
@@ -65,6 +69,11 @@ pub(crate) struct State {
     cdn_base: String,
     hub_addr: SocketAddr,
     cdn_addr: SocketAddr,
+    cas_addr: SocketAddr,
+    /// Xet mode: settings, hashes, issued tokens.
+    xet: RwLock<xet::XetState>,
+    /// Xorb-range body bytes the CAS front served.
+    cas_bytes: xet::CasCounter,
 }
 
 impl State {
@@ -78,6 +87,7 @@ impl State {
         match host {
             Host::Hub => self.hub_addr,
             Host::Cdn => self.cdn_addr,
+            Host::Cas => self.cas_addr,
         }
     }
 
@@ -161,8 +171,10 @@ impl Builder {
         // Another loopback address, so clients see a different host, as with the real CDN.
         let cdn = std::net::TcpListener::bind("127.0.0.2:0")
             .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?;
+        let cas = std::net::TcpListener::bind("127.0.0.1:0")?;
         hub.set_nonblocking(true)?;
         cdn.set_nonblocking(true)?;
+        cas.set_nonblocking(true)?;
         let cdn_addr = cdn.local_addr()?;
         let cdn_base = self
             .cdn_front
@@ -184,6 +196,12 @@ impl Builder {
             cdn_base,
             hub_addr: hub.local_addr()?,
             cdn_addr,
+            cas_addr: cas.local_addr()?,
+            xet: RwLock::new(xet::XetState {
+                lifetime: std::time::Duration::from_secs(3600),
+                ..Default::default()
+            }),
+            cas_bytes: xet::CasCounter::default(),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -198,6 +216,8 @@ impl Builder {
                 runtime.block_on(async move {
                     let hub = tokio::net::TcpListener::from_std(hub)?;
                     let cdn = tokio::net::TcpListener::from_std(cdn)?;
+                    let cas = tokio::net::TcpListener::from_std(cas)?;
+                    tokio::spawn(serve(cas, Host::Cas, thread_state.clone(), stop_rx.clone()));
                     tokio::spawn(serve(hub, Host::Hub, thread_state.clone(), stop_rx.clone()));
                     tokio::spawn(serve(cdn, Host::Cdn, thread_state, stop_rx.clone()));
                     let mut stop = stop_rx;
@@ -312,6 +332,68 @@ impl HubEmulator {
             .get_mut(&(kind, id.to_owned()))
             .ok_or_else(|| std::io::Error::other(format!("no repo {id}")))?;
         repo.push_commit(branch, files)
+    }
+
+    /// Turns Xet mode on: LFS files with a registered Xet hash are announced as Xet-backed,
+    /// the read-token route answers, and [`HubEmulator::cas_url`] fronts the real CAS at
+    /// `upstream` (`http://127.0.0.1:PORT` of a `local_cas_server`). Issued tokens live
+    /// `token_lifetime`.
+    pub fn enable_xet(&self, upstream: &str, token_lifetime: std::time::Duration) {
+        if let Ok(mut x) = self.state.xet.write() {
+            x.upstream = Some(upstream.trim_end_matches('/').to_owned());
+            x.lifetime = token_lifetime;
+        }
+    }
+
+    /// Turns Xet mode off (files are announced as plain LFS again; hashes are kept).
+    pub fn disable_xet(&self) {
+        if let Ok(mut x) = self.state.xet.write() {
+            x.upstream = None;
+        }
+    }
+
+    /// Sets the lifetime of tokens issued from now on.
+    pub fn set_xet_token_lifetime(&self, lifetime: std::time::Duration) {
+        if let Ok(mut x) = self.state.xet.write() {
+            x.lifetime = lifetime;
+        }
+    }
+
+    /// Records the Xet file hash (API string form) of the LFS file with this sha256.
+    pub fn register_xet_hash(&self, sha256: &str, xet_hash: &str) {
+        if let Ok(mut x) = self.state.xet.write() {
+            x.hashes.insert(sha256.to_owned(), xet_hash.to_owned());
+        }
+    }
+
+    /// The CAS base URL clients are given (`casUrl`): the front of the real CAS.
+    pub fn cas_url(&self) -> String {
+        format!("http://{}", self.state.cas_addr)
+    }
+
+    /// Every CAS token issued so far, in order.
+    pub fn xet_tokens(&self) -> Vec<IssuedToken> {
+        self.state
+            .xet
+            .read()
+            .map(|x| x.tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// Body bytes of xorb ranges the CAS front has served so far.
+    pub fn cas_bytes_served(&self) -> u64 {
+        self.state
+            .cas_bytes
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resets the count of [`HubEmulator::cas_bytes_served`].
+    pub fn reset_cas_bytes(&self) {
+        self.state
+            .cas_bytes
+            .0
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The commit `rev` of a repo points at now.

@@ -4,6 +4,8 @@
 //! Usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]...
 //!        [--tag NAME]...   (tags point at `main` of every repo)
 //!        [--cdn-base URL]  (LFS files redirect to URL/<path>, e.g. an nginx serving the folder)
+//!        [--xet-cas URL --xet-hashes FILE]  (Xet mode: front the CAS at URL, a
+//!        `local_cas_server`; FILE maps sha256 to Xet hash as a JSON object)
 
 use std::path::PathBuf;
 
@@ -20,6 +22,8 @@ fn run() -> Result<(), String> {
     let mut builder = HubEmulator::builder();
     let mut repos = Vec::new();
     let mut tags = Vec::new();
+    let mut xet_cas = None;
+    let mut xet_hashes = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -45,9 +49,11 @@ fn run() -> Result<(), String> {
             }
             "--tag" => tags.push(value()?),
             "--cdn-base" => builder = builder.external_cdn(&value()?),
+            "--xet-cas" => xet_cas = Some(value()?),
+            "--xet-hashes" => xet_hashes = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!(
-                    "usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]... [--tag NAME]..."
+                    "usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]... [--tag NAME]... [--cdn-base URL] [--xet-cas URL --xet-hashes FILE]"
                 );
                 return Ok(());
             }
@@ -63,7 +69,22 @@ fn run() -> Result<(), String> {
         builder = builder.repo(repo);
     }
     let emulator = builder.start().map_err(|e| format!("cannot listen: {e}"))?;
-    println!("{{\"endpoint\": \"{}\"}}", emulator.endpoint());
+    if let Some(cas) = &xet_cas {
+        emulator.enable_xet(cas, std::time::Duration::from_secs(3600));
+        let file = xet_hashes.ok_or("--xet-cas needs --xet-hashes FILE")?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        for (sha, hash) in map {
+            emulator.register_xet_hash(&sha, hash.as_str().unwrap_or_default());
+        }
+    }
+    println!(
+        "{{\"endpoint\": \"{}\", \"cas\": \"{}\"}}",
+        emulator.endpoint(),
+        emulator.cas_url()
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::model::{Commit, Content, Kind, Repo, StoredFile};
-use crate::{FaultAction, Host, LoggedRequest, State};
+use crate::{FaultAction, Host, LoggedRequest, State, xet};
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -182,6 +182,20 @@ pub(crate) async fn handle(
         _ => range,
     };
 
+    if host == Host::Cas {
+        return Ok(cas(
+            &state,
+            &method,
+            &path,
+            query.as_deref(),
+            &host_header,
+            range.as_deref(),
+            authorization.as_deref(),
+            body_fault,
+        )
+        .await);
+    }
+
     let body = if method == Method::POST {
         req.into_body()
             .collect()
@@ -202,13 +216,65 @@ pub(crate) async fn handle(
     };
     let reply = match host {
         Host::Hub => route_hub(&ctx, &path),
-        Host::Cdn => route_cdn(&ctx, &path),
+        Host::Cdn | Host::Cas => route_cdn(&ctx, &path),
     };
     let reply = match &body_fault {
         Some(fault) => alter(reply, fault),
         None => reply,
     };
     Ok(finish(reply, method == Method::HEAD, body_fault))
+}
+
+/// The CAS front: checks the CAS token where the Hub's CAS would, then forwards to the real
+/// CAS and applies body faults to its answer.
+#[allow(clippy::too_many_arguments)]
+async fn cas(
+    state: &Arc<State>,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    host_header: &str,
+    range: Option<&str>,
+    authorization: Option<&str>,
+    fault: Option<FaultAction>,
+) -> Response<Body> {
+    let (upstream, allowed) = match state.xet.read() {
+        Ok(x) => (
+            x.upstream.clone(),
+            !xet::needs_token(path) || x.accepts(authorization),
+        ),
+        Err(_) => (None, false),
+    };
+    let Some(upstream) = upstream else {
+        return xet::cas_error(StatusCode::NOT_FOUND, "Xet mode is off");
+    };
+    if !allowed {
+        return xet::cas_error(
+            StatusCode::UNAUTHORIZED,
+            "missing, unknown or expired CAS token",
+        );
+    }
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let count = xet::is_xorb_range(path).then(|| state.clone());
+    match xet::forward(
+        &upstream,
+        method,
+        &path_and_query,
+        host_header,
+        range,
+        count,
+    )
+    .await
+    {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, apply_body_fault(body, fault))
+        }
+        Err(e) => xet::cas_error(StatusCode::BAD_GATEWAY, &format!("CAS unreachable: {e}")),
+    }
 }
 
 /// Applies the faults that change a normal answer's headers or length.
@@ -326,6 +392,29 @@ fn apply_body_fault(body: Body, fault: Option<FaultAction>) -> Body {
                             (inner, 0, false),
                         )),
                     }
+                },
+            );
+            BodyExt::boxed(StreamBody::new(s))
+        }
+        Some(FaultAction::FlipByteAt(at)) => {
+            let s = stream::unfold(
+                (body.into_data_stream(), 0u64),
+                move |(mut inner, seen)| async move {
+                    let chunk = inner.next().await?;
+                    Some(match chunk {
+                        Err(e) => (Err(e), (inner, seen)),
+                        Ok(b) => {
+                            let end = seen + b.len() as u64;
+                            let b = if (seen..end).contains(&at) {
+                                let mut v = b.to_vec();
+                                v[(at - seen) as usize] ^= 0x01;
+                                Bytes::from(v)
+                            } else {
+                                b
+                            };
+                            (Ok(Frame::data(b)), (inner, end))
+                        }
+                    })
                 },
             );
             BodyExt::boxed(StreamBody::new(s))
@@ -497,8 +586,29 @@ fn api(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
             tree(ctx, &repo, &decode(rev), &sub.join("/"))
         }
         ["paths-info", rev] if *ctx.method == Method::POST => paths_info(ctx, &repo, &decode(rev)),
+        ["xet-read-token", rev] => xet_read_token(ctx, &repo, &decode(rev)),
         _ => Reply::error(404, "EntryNotFound", "no such API route"),
     }
+}
+
+/// `GET /api/{kind}s/{id}/xet-read-token/{rev}`: a CAS token, as JSON and as the headers
+/// huggingface_hub reads.
+fn xet_read_token(ctx: &Ctx<'_>, repo: &Repo, rev: &str) -> Reply {
+    if repo.resolve(rev).is_none() {
+        return revision_not_found(repo, rev);
+    }
+    let Ok(mut x) = ctx.state.xet.write() else {
+        return Reply::error(500, "Internal", "state poisoned");
+    };
+    if x.upstream.is_none() {
+        return Reply::error(404, "EntryNotFound", "Xet is not enabled");
+    }
+    let issued = x.issue(&format!("{}/{}", repo.kind.api_segment(), repo.id), rev);
+    let cas = format!("http://{}", ctx.state.cas_addr);
+    Reply::json(json!({ "accessToken": issued.token, "exp": issued.expires, "casUrl": cas }))
+        .header("x-xet-cas-url", cas.clone())
+        .header("x-xet-access-token", issued.token.clone())
+        .header("x-xet-token-expiration", issued.expires.to_string())
 }
 
 fn revision_not_found(repo: &Repo, rev: &str) -> Reply {
@@ -509,10 +619,18 @@ fn revision_not_found(repo: &Repo, rev: &str) -> Reply {
     )
 }
 
-fn entry_json(f: &StoredFile) -> Value {
+fn entry_json(state: &State, f: &StoredFile) -> Value {
     let mut v = json!({ "type": "file", "oid": f.git_oid, "size": f.size, "path": f.path });
     if f.lfs {
         v["lfs"] = json!({ "oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size });
+        if let Some(h) = state
+            .xet
+            .read()
+            .ok()
+            .and_then(|x| x.hash_of(&f.sha256).map(str::to_owned))
+        {
+            v["xetHash"] = json!(h);
+        }
     }
     v
 }
@@ -611,7 +729,7 @@ fn tree(ctx: &Ctx<'_>, repo: &Repo, rev: &str, sub: &str) -> Reply {
             .files
             .values()
             .filter(|f| wanted(&f.path))
-            .map(|f| (f.path.clone(), entry_json(f))),
+            .map(|f| (f.path.clone(), entry_json(ctx.state, f))),
     );
     entries.sort_by(|a, b| a.0.cmp(&b.0));
 
@@ -686,7 +804,7 @@ fn paths_info(ctx: &Ctx<'_>, repo: &Repo, rev: &str) -> Reply {
             commit
                 .files
                 .get(p)
-                .map(|f| entry_json(f))
+                .map(|f| entry_json(ctx.state, f))
                 .or_else(|| dirs.contains(p).then(|| dir_json(commit, p)))
         })
         .collect();
@@ -727,7 +845,29 @@ fn resolve(ctx: &Ctx<'_>, kind: Kind, segs: &[&str]) -> Reply {
             None => format!("{}/lfs/{}", ctx.state.cdn_base, file.sha256),
         };
         let body = format!("Found. Redirecting to {location}");
-        return Reply::new(StatusCode::FOUND)
+        let xet_hash = ctx
+            .state
+            .xet
+            .read()
+            .ok()
+            .and_then(|x| x.hash_of(&file.sha256).map(str::to_owned));
+        let mut reply = Reply::new(StatusCode::FOUND);
+        if let Some(hash) = xet_hash {
+            let auth = format!(
+                "{}://{}/api/{}/{}/xet-read-token/{}",
+                ctx.state.scheme,
+                ctx.host_header,
+                kind.api_segment(),
+                repo.id,
+                commit.sha
+            );
+            let info = format!("http://{}/v1/reconstructions/{hash}", ctx.state.cas_addr);
+            reply = reply.header("x-xet-hash", hash).header(
+                "link",
+                format!("<{auth}>; rel=\"xet-auth\", <{info}>; rel=\"xet-reconstruction-info\""),
+            );
+        }
+        return reply
             .header("location", location)
             .header("x-repo-commit", commit.sha.clone())
             .header("x-linked-etag", format!("\"{}\"", file.sha256))
