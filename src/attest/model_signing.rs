@@ -111,6 +111,7 @@ mod tests {
             sha256: hex::encode([byte; 32]),
             blob: "0".repeat(40),
             pointer: None,
+            xet_hash: None,
         }
     }
 

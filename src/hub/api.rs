@@ -25,6 +25,9 @@ pub struct TreeEntry {
     pub path: String,
     /// Present for LFS (and Xet) files.
     pub lfs: Option<LfsInfo>,
+    /// The Xet file hash, for files stored in Xet.
+    #[serde(default, rename = "xetHash")]
+    pub xet_hash: Option<String>,
 }
 
 /// The LFS part of a tree entry.

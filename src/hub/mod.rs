@@ -329,6 +329,56 @@ impl HubClient {
         self.url(&urls::resolve(kind, id, commit, path))
     }
 
+    /// A URL on this client's endpoint.
+    pub fn endpoint_url(&self, path_and_query: &str) -> Result<Url, HubError> {
+        self.url(path_and_query)
+    }
+
+    /// The request context of a repo-level request (no file), for error messages.
+    pub fn repo_ctx(&self, kind: RepoKind, id: &RepoId, revision: &str) -> RequestCtx {
+        self.ctx(kind, id, revision, None)
+    }
+
+    /// GETs a JSON document (with `range` as its `Range` header when given), reading at most
+    /// `limit` bytes of it, retrying transient failures within the retry policy; `what` names
+    /// it in errors. The token goes only to the endpoint's origin, as for every request.
+    pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        range: Option<&str>,
+        ctx: &RequestCtx,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<T, HubError> {
+        let label = format!("fetching {what}");
+        self.with_retries(&label, || async {
+            let resp = match self.get_with_range(url, range, ctx).await {
+                Attempt::Done(r) => r,
+                Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
+                Attempt::Fail(e) => return Attempt::Fail(e),
+            };
+            let final_url = shown(resp.url());
+            let body = match read_capped(resp, limit, what).await {
+                Ok(b) => b,
+                Err(e) if e.is_transient() => {
+                    return Attempt::Retry {
+                        reason: e.to_string(),
+                        wait: None,
+                    };
+                }
+                Err(e) => return Attempt::Fail(HubError::Body(e)),
+            };
+            match serde_json::from_slice(&body) {
+                Ok(v) => Attempt::Done(v),
+                Err(e) => Attempt::Fail(HubError::InvalidResponse {
+                    url: final_url,
+                    detail: clean(&format!("invalid JSON: {e}")),
+                }),
+            }
+        })
+        .await
+    }
+
     /// The retry policy, for callers that run their own retry loop.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.config.retry

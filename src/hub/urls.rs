@@ -35,6 +35,16 @@ pub fn revision_info(kind: RepoKind, id: &RepoId, revision: &str) -> String {
     )
 }
 
+/// `/api/{kind}s/{id}/xet-read-token/{rev}`: a short-lived token for the Xet CAS.
+pub fn xet_read_token(kind: RepoKind, id: &RepoId, revision: &str) -> String {
+    format!(
+        "/api/{}/{}/xet-read-token/{}",
+        kind.api_segment(),
+        id,
+        quote_segment(revision)
+    )
+}
+
 /// `/api/{kind}s/{id}/tree/{rev}?recursive=true&expand=false`.
 pub fn tree(kind: RepoKind, id: &RepoId, revision: &str) -> String {
     format!(

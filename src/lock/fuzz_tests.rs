@@ -83,6 +83,7 @@ fn locked_file(path: String) -> impl Strategy<Value = LockedFile> {
             },
             sha256,
             pointer,
+            xet_hash: None,
         },
     )
 }

@@ -98,6 +98,11 @@ pub struct LockedFile {
     /// LFS files only: the git blob sha1 of the LFS pointer (huggingface_hub's `blob_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
+    /// Xet-stored files only: the Xet file hash the Hub's tree listing reports (`xetHash`), so
+    /// `fetch` can ask the Xet CAS for the file without another request. The sha256 stays the
+    /// file's identity; locks without this field keep working (and keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xet_hash: Option<String>,
 }
 
 impl LockedFile {
@@ -160,6 +165,12 @@ impl LockedRepo {
                 None => is_lower_hex(&f.blob, 40),
             };
             if !blob_ok {
+                return Err(invalid(EntryProblem::BadBlob(f.path.clone())));
+            }
+            if f.xet_hash
+                .as_deref()
+                .is_some_and(|h| f.pointer.is_none() || !is_lower_hex(h, 64))
+            {
                 return Err(invalid(EntryProblem::BadBlob(f.path.clone())));
             }
         }
@@ -361,6 +372,7 @@ mod tests {
                     sha256: sha256_hex(b"{}"),
                     blob: git_blob_sha1(b"{}"),
                     pointer: None,
+                    xet_hash: None,
                 },
                 LockedFile {
                     path: "a/model.safetensors".into(),
@@ -368,6 +380,7 @@ mod tests {
                     sha256: sha256_hex(b"x"),
                     blob: sha256_hex(b"x"),
                     pointer: Some("2".repeat(40)),
+                    xet_hash: None,
                 },
             ],
         };

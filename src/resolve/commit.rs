@@ -140,6 +140,7 @@ mod tests {
                 sha256: sha256_hex(content),
                 blob: git_blob_sha1(content),
                 pointer: None,
+                xet_hash: None,
             }],
         };
         repo.normalize();

@@ -216,6 +216,8 @@ async fn resolve_repo(
                     sha256: lfs.oid.clone(),
                     blob: lfs.oid.clone(),
                     pointer: Some(entry.oid.clone()),
+                    // Kept only when well formed: a malformed hash just means no Xet path.
+                    xet_hash: entry.xet_hash.clone().filter(|h| is_lower_hex(h, 64)),
                 });
             }
             if !is_lower_hex(&entry.oid, 40) {
@@ -238,7 +240,7 @@ async fn resolve_repo(
                     d.sha256
                 }
             };
-            Ok(LockedFile { path: entry.path.clone(), size: entry.size, sha256, blob: entry.oid.clone(), pointer: None })
+            Ok(LockedFile { path: entry.path.clone(), size: entry.size, sha256, blob: entry.oid.clone(), pointer: None, xet_hash: None })
         }
     }))
     .buffer_unordered(FILE_JOBS)

@@ -200,6 +200,7 @@ pub fn locked_file(path: &str, bytes: &[u8], lfs: bool) -> crate::lock::LockedFi
             git_blob_sha1(bytes)
         },
         pointer: lfs.then(|| "2".repeat(40)),
+        xet_hash: None,
     }
 }
 
