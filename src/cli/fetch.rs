@@ -38,6 +38,12 @@ pub struct FetchArgs {
     /// it is often 2x faster.
     #[arg(long)]
     pub no_fsync: bool,
+    /// Never use the Xet CAS: download Xet-stored files through the Hub's plain HTTP path
+    /// (also HF_HUB_DISABLE_XET=1, as for huggingface_hub). By default files the lock records
+    /// with a Xet hash are fetched from the CAS as xorb ranges, decoded and sha256-checked;
+    /// any Xet failure falls back to plain HTTP with a warning.
+    #[arg(long)]
+    pub no_xet: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Allow a plain-http cache registry (local test registries only).
@@ -108,12 +114,14 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
             eprintln!("warning: {r}");
         }
     }
+    let tuned = FetchOptions::tuned(&process_env);
     let opts = FetchOptions {
         jobs: usize::from(args.jobs),
         offline: args.offline,
         reuse: fetch::reuse_caches(&args.reuse, &process_env),
         mirrors,
-        ..FetchOptions::tuned(&process_env)
+        xet: tuned.xet && !args.no_xet,
+        ..tuned
     };
     let from_cache = match args.cache.resolve(&manifest).filter(|_| !args.offline) {
         Some(reference) => {
@@ -147,6 +155,11 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
         bar.finish_and_clear();
     }
     let report = result?;
+    if !ui.quiet {
+        for note in &report.xet_fallbacks {
+            eprintln!("warning: {note}");
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
         let mut v = serde_json::to_value(&report)?;
@@ -178,6 +191,12 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
                     "; {} from mirrors, {} mirror failure(s)",
                     report.from_mirrors,
                     report.mirror_failures.len()
+                )
+            } else if report.from_xet > 0 || !report.xet_fallbacks.is_empty() {
+                format!(
+                    "; {} through Xet, {} Xet fallback(s)",
+                    report.from_xet,
+                    report.xet_fallbacks.len()
                 )
             } else {
                 String::new()

@@ -60,6 +60,26 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Res
             }
         }
     }
+    if run.opts.xet
+        && let Some(hash) = &use_.xet_hash
+    {
+        match super::xet::blob(run, job, claim, hash, &mut counted).await {
+            Ok(()) => {
+                run.from_xet.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => {
+                let note = format!(
+                    "{label}: the Xet download failed ({}); downloading it over plain HTTP instead",
+                    e.detail()
+                );
+                tracing::warn!("{note}");
+                if let Ok(mut notes) = run.xet_fallbacks.lock() {
+                    notes.push(note);
+                }
+            }
+        }
+    }
     let resolve = run
         .client
         .resolve_url(use_.repo.kind, &use_.repo.id, &use_.commit, &use_.path)

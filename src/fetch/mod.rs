@@ -10,6 +10,7 @@ pub use import::reuse_caches;
 pub mod mirrors;
 pub use mirrors::MirrorPlan;
 mod blob_writer;
+mod xet;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ pub struct FetchOptions {
     pub memory_budget: u64,
     /// Mirror sources to try before the Hub, from the `[mirror]` plugins.
     pub mirrors: MirrorPlan,
+    /// Download files the lock records as Xet-stored from the Xet CAS (off with `--no-xet`
+    /// or `HF_HUB_DISABLE_XET`); any Xet failure falls back to plain HTTP.
+    pub xet: bool,
 }
 
 impl Default for FetchOptions {
@@ -56,6 +60,7 @@ impl Default for FetchOptions {
             chunk_threshold: 64 << 20,
             memory_budget: 32 << 20,
             mirrors: MirrorPlan::default(),
+            xet: true,
         }
     }
 }
@@ -74,6 +79,15 @@ impl FetchOptions {
         if let Some(v) = crate::env::mib(env, "MODELBAKE_MEMORY_MIB") {
             o.memory_budget = v;
         }
+        // huggingface_hub's switch, honoured the same way: any true-ish value.
+        if env("HF_HUB_DISABLE_XET").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        }) {
+            o.xet = false;
+        }
         o
     }
 }
@@ -90,6 +104,9 @@ pub struct FileUse {
     pub path: String,
     /// huggingface_hub's blob name for it (used to find it in existing caches).
     pub blob: String,
+    /// The Xet file hash, when the lock records the file as stored in Xet.
+    #[serde(skip)]
+    pub xet_hash: Option<String>,
 }
 
 impl FileUse {
@@ -120,6 +137,7 @@ pub fn plan(lock: &Lockfile) -> Vec<BlobJob> {
                 commit: repo.commit.clone(),
                 path: f.path.clone(),
                 blob: f.blob.clone(),
+                xet_hash: f.xet_hash.clone(),
             };
             blobs
                 .entry(f.sha256.clone())
@@ -172,6 +190,10 @@ pub struct FetchReport {
     pub mirror_failures: Vec<String>,
     /// Mirror candidates refused before downloading (bad URL, missing credential).
     pub mirror_rejected: Vec<String>,
+    /// Blobs downloaded through the Xet CAS.
+    pub from_xet: usize,
+    /// Xet downloads that failed and fell back to plain HTTP, with why.
+    pub xet_fallbacks: Vec<String>,
 }
 
 /// Why `fetch` failed.
@@ -299,6 +321,9 @@ struct Run<'a> {
     progress: &'a dyn FetchProgress,
     from_mirrors: AtomicUsize,
     mirror_failures: Mutex<Vec<String>>,
+    xet_tokens: xet::protocol::Tokens,
+    from_xet: AtomicUsize,
+    xet_fallbacks: Mutex<Vec<String>>,
 }
 
 /// Makes every blob of `lock` present in `store`.
@@ -333,6 +358,9 @@ pub async fn fetch(
         progress,
         from_mirrors: AtomicUsize::new(0),
         mirror_failures: Mutex::new(Vec::new()),
+        xet_tokens: Default::default(),
+        from_xet: AtomicUsize::new(0),
+        xet_fallbacks: Mutex::new(Vec::new()),
     };
     // Biggest first, so large downloads start early and small ones fill the gaps.
     let mut todo = todo;
@@ -384,6 +412,13 @@ pub async fn fetch(
         .unwrap_or_default();
     report.mirror_failures.sort();
     report.mirror_rejected = opts.mirrors.rejected.clone();
+    report.from_xet = run.from_xet.load(Ordering::Relaxed);
+    report.xet_fallbacks = run
+        .xet_fallbacks
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    report.xet_fallbacks.sort();
     missing.sort();
     failures.sort();
     if !failures.is_empty() {

@@ -36,3 +36,4 @@ mod registry_push;
 mod registry_reads;
 mod schema;
 mod tls;
+mod xet;

@@ -7,6 +7,7 @@ pub mod hostile;
 pub mod oci;
 pub mod referrers_registry;
 pub mod token_service;
+pub mod xet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
