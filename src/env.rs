@@ -85,6 +85,10 @@ pub const VARS: &[Var] = &[
         about: "first retry delay, doubled each time (default 500)",
     },
     Var {
+        name: "HF_HUB_DISABLE_XET",
+        about: "huggingface_hub's Xet switch: when true, fetch downloads Xet files over plain HTTP (as --no-xet)",
+    },
+    Var {
         name: "MODELBAKE_CHUNK_MIB",
         about: "Range chunk size of large downloads, MiB (default 8)",
     },

@@ -194,8 +194,9 @@ pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failu
                 )
             } else if report.from_xet > 0 || !report.xet_fallbacks.is_empty() {
                 format!(
-                    "; {} through Xet, {} Xet fallback(s)",
+                    "; {} through Xet ({} copied from chunks already in the store), {} Xet fallback(s)",
                     report.from_xet,
+                    human_size(report.xet_reused_bytes),
                     report.xet_fallbacks.len()
                 )
             } else {

@@ -64,8 +64,9 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Res
         && let Some(hash) = &use_.xet_hash
     {
         match super::xet::blob(run, job, claim, hash, &mut counted).await {
-            Ok(()) => {
+            Ok(reused) => {
                 run.from_xet.fetch_add(1, Ordering::Relaxed);
+                run.xet_reused.fetch_add(reused, Ordering::Relaxed);
                 return Ok(());
             }
             Err(e) => {

@@ -194,6 +194,9 @@ pub struct FetchReport {
     pub from_xet: usize,
     /// Xet downloads that failed and fell back to plain HTTP, with why.
     pub xet_fallbacks: Vec<String>,
+    /// Bytes of Xet files copied from chunks of blobs already in the store instead of
+    /// downloaded (a previous revision, another repo).
+    pub xet_reused_bytes: u64,
 }
 
 /// Why `fetch` failed.
@@ -317,11 +320,13 @@ struct Run<'a> {
     opts: &'a FetchOptions,
     connections: Arc<Semaphore>,
     buffers: Arc<buffers::Buffers>,
-    received: AtomicU64,
+    received: Arc<AtomicU64>,
     progress: &'a dyn FetchProgress,
     from_mirrors: AtomicUsize,
     mirror_failures: Mutex<Vec<String>>,
     xet_tokens: xet::protocol::Tokens,
+    xet_local: xet::reuse::LocalChunks,
+    xet_reused: AtomicU64,
     from_xet: AtomicUsize,
     xet_fallbacks: Mutex<Vec<String>>,
 }
@@ -354,11 +359,13 @@ pub async fn fetch(
         opts,
         connections: Arc::new(Semaphore::new(opts.jobs.max(1))),
         buffers: buffers::Buffers::new(opts.chunk_size.max(1 << 16) as usize, opts.memory_budget),
-        received: AtomicU64::new(0),
+        received: Arc::new(AtomicU64::new(0)),
         progress,
         from_mirrors: AtomicUsize::new(0),
         mirror_failures: Mutex::new(Vec::new()),
         xet_tokens: Default::default(),
+        xet_local: xet::reuse::LocalChunks::new(store.clone()),
+        xet_reused: AtomicU64::new(0),
         from_xet: AtomicUsize::new(0),
         xet_fallbacks: Mutex::new(Vec::new()),
     };
@@ -413,6 +420,7 @@ pub async fn fetch(
     report.mirror_failures.sort();
     report.mirror_rejected = opts.mirrors.rejected.clone();
     report.from_xet = run.from_xet.load(Ordering::Relaxed);
+    report.xet_reused_bytes = run.xet_reused.load(Ordering::Relaxed);
     report.xet_fallbacks = run
         .xet_fallbacks
         .lock()

@@ -94,6 +94,7 @@ fn collect_blobs(
                     continue;
                 };
                 fs::remove_file(entry.path()).map_err(io_err("removing", &entry.path()))?;
+                store.forget_chunks(&sha);
             }
             report.freed += size;
             report.blobs.push((sha, size));

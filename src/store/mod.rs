@@ -18,6 +18,7 @@
 //! and files are opened with `O_NOFOLLOW`. The store root itself may be a symlink: that is
 //! where the user chose to put it.
 
+pub mod chunk_index;
 pub mod gc;
 mod partial;
 mod paths;

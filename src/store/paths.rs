@@ -14,6 +14,8 @@
 //! | `locks/store.lock` | shared by every process using the store, exclusive for `store gc` |
 //! | `layers/` | the layer cache: `<key>.json` records, `blobs/sha256/<hex>` layers |
 //! | `plugins/` | downloaded plugin files and compiled plugins |
+//! | `xet/chunks/<aa>/<sha256>.json` | which Xet chunks a blob is made of (optional index) |
+//! | `xet/xorbs/<aa>/<xorb hash>` | the blobs holding chunks of a xorb, a sha256 per line |
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ const IN_USE: &str = "store.lock";
 const LAYERS: &str = "layers";
 /// Plugin downloads and compiled plugins.
 const PLUGINS: &str = "plugins";
+/// The optional Xet chunk index (`store::chunk_index`).
+const XET: &str = "xet";
 /// Blobs inside the layer cache, laid out like an OCI layout's.
 const LAYER_BLOBS: &str = "blobs/sha256";
 
@@ -123,6 +127,27 @@ impl StorePaths {
     /// `plugins/`: downloaded plugin files and compiled plugins, both keyed by sha256.
     pub fn plugins(&self) -> PathBuf {
         self.root.join(PLUGINS)
+    }
+
+    /// `xet/`: the optional chunk index that lets a Xet download copy chunks from blobs the
+    /// store already has (a store without it works as before).
+    pub fn xet(&self) -> PathBuf {
+        self.root.join(XET)
+    }
+
+    /// `xet/chunks/<aa>/<sha256>.json`: the chunk map of the blob `sha256`.
+    pub fn chunk_map(&self, sha256: &str) -> PathBuf {
+        let shard = sha256.get(..2).unwrap_or("xx");
+        self.xet()
+            .join("chunks")
+            .join(shard)
+            .join(format!("{sha256}.json"))
+    }
+
+    /// `xet/xorbs/<aa>/<xorb>`: the sha256s of the blobs holding chunks of the xorb `xorb`.
+    pub fn xorb_holders(&self, xorb: &str) -> PathBuf {
+        let shard = xorb.get(..2).unwrap_or("xx");
+        self.xet().join("xorbs").join(shard).join(xorb)
     }
 }
 

@@ -367,3 +367,141 @@ fn a_killed_xet_download_resumes_without_fetching_its_written_terms_again() {
     );
     let _ = Kind::Model;
 }
+
+/// A 16 MiB "checkpoint" and its next revision with two of its sixteen 1 MiB tensors changed.
+fn two_revisions() -> (Vec<u8>, Vec<u8>) {
+    let old = generate(16 << 20, 51).to_vec();
+    let mut new = old.clone();
+    for (i, at) in [3usize << 20, 11 << 20].into_iter().enumerate() {
+        new[at..at + (1 << 20)].copy_from_slice(&generate(1 << 20, 60 + i as u64));
+    }
+    (old, new)
+}
+
+/// Locks and fetches revision one, then moves `main` to revision two (uploaded by the
+/// reference uploader, which deduplicates against revision one's xorbs) and locks again.
+fn fetched_then_updated(bed: &XetBed) -> (HubEmulator, Fetched, Vec<u8>) {
+    let (old, new) = two_revisions();
+    let hub = HubEmulator::builder()
+        .repo(Repo::model("acme/xet").gated(&[HUB_TOKEN]).commit(
+            "main",
+            vec![FileSpec::lfs("model.safetensors", old.clone())],
+        ))
+        .start()
+        .unwrap();
+    bed.serve(
+        &hub,
+        &[("model.safetensors", &old)],
+        Duration::from_secs(3600),
+    );
+    let f = locked(&hub);
+    let (out, first) = fetch_json(&f, &hub, &[], &[]);
+    out.ok();
+    assert_eq!(first["from_xet"], 1);
+    assert_eq!(first["xet_reused_bytes"], 0);
+    hub.push_commit(
+        Kind::Model,
+        "acme/xet",
+        "main",
+        vec![FileSpec::lfs("model.safetensors", new.clone())],
+    )
+    .unwrap();
+    bed.serve(
+        &hub,
+        &[("model.safetensors", &new)],
+        Duration::from_secs(3600),
+    );
+    run(f.project.cmd().env("HF_TOKEN", HUB_TOKEN).args([
+        "lock",
+        "--update",
+        "acme/xet",
+        "--endpoint",
+        &hub.endpoint(),
+    ]))
+    .ok();
+    hub.reset_cas_bytes();
+    (hub, f, new)
+}
+
+#[test]
+fn a_new_revision_downloads_only_its_changed_chunks_and_copies_the_rest_from_the_store() {
+    let Some(bed) = XetBed::start() else { return };
+    let (hub, f, new) = fetched_then_updated(&bed);
+    let (out, report) = fetch_json(&f, &hub, &[], &[]);
+    out.ok();
+    assert_eq!(report["from_xet"], 1, "{report}");
+    assert_store_holds(&f, &[("model.safetensors".into(), new.clone())]);
+    let size = new.len() as u64;
+    let at_cas = hub.cas_bytes_served();
+    let reused = report["xet_reused_bytes"].as_u64().unwrap();
+    // Two of sixteen tensors changed (12.5%); chunk boundaries around each change add a
+    // little. The new xorb's range serves several terms and is read once.
+    assert!(
+        at_cas * 100 <= size * 15,
+        "the update fetched {at_cas} bytes of a {size} byte file at the CAS"
+    );
+    assert_eq!(report["downloaded_bytes"].as_u64().unwrap(), at_cas);
+    assert!(
+        reused + at_cas >= size && reused * 100 >= size * 70,
+        "{reused} bytes copied from the store, {at_cas} downloaded, of {size}"
+    );
+    // Both revisions' blobs now serve later updates.
+    let index = f.store.path().join("xet/chunks");
+    let maps = walk(&index);
+    assert_eq!(maps.len(), 2, "{maps:?}");
+
+    // A store with nothing to reuse reads each range once, merged or not: about the file.
+    let fresh = tempfile::tempdir().unwrap();
+    hub.reset_cas_bytes();
+    let mut cmd = f.cmd();
+    cmd.env("MODELBAKE_STORE", fresh.path());
+    run(cmd
+        .env("HF_TOKEN", HUB_TOKEN)
+        .args(["fetch", "-q", "--endpoint", &hub.endpoint()]))
+    .ok();
+    let at_cas = hub.cas_bytes_served();
+    assert!(
+        at_cas >= size && at_cas * 100 <= size * 101,
+        "a fresh fetch of a {size} byte file read {at_cas} bytes at the CAS"
+    );
+}
+
+#[test]
+fn a_local_blob_that_changed_under_the_store_is_not_trusted_for_chunks() {
+    let Some(bed) = XetBed::start() else { return };
+    let (hub, f, new) = fetched_then_updated(&bed);
+    // Damage the old revision's blob in place (same size): its chunk map now lies.
+    let (old, _) = two_revisions();
+    let blob = f.store_blob(&sha256(&old));
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    let mut damaged = old.clone();
+    damaged[5 << 20] ^= 0xff;
+    std::fs::write(&blob, &damaged).unwrap();
+    let (out, report) = fetch_json(&f, &hub, &[], &[]);
+    out.ok();
+    assert!(
+        out.stderr.contains("did not match its sha256"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(report["from_xet"], 1, "{report}");
+    assert_store_holds(&f, &[("model.safetensors".into(), new.clone())]);
+    assert!(hub.cas_bytes_served() >= new.len() as u64 * 9 / 10);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

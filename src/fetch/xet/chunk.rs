@@ -124,43 +124,76 @@ pub fn ungroup4(grouped: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Splits a stream of chunks into decoded chunks, whatever the boundaries of the pieces it is
-/// fed (a xorb range arrives in several requests). Holds at most one incomplete chunk plus
-/// the piece being fed.
+/// fed (a xorb range arrives in several requests). Holds the compressed bytes pushed and not
+/// yet taken out as chunks, and one decoded chunk.
 #[derive(Debug, Default)]
 pub struct Decoder {
     pending: Vec<u8>,
+    /// Where the next chunk starts in `pending`.
+    start: usize,
     decoded: Vec<u8>,
 }
 
 impl Decoder {
+    /// Adds compressed bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.pending.drain(..self.start);
+            self.start = 0;
+        }
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next chunk's header and end in `pending`, when all of its bytes are there.
+    fn next_complete(&self) -> Result<Option<(Header, usize)>, ChunkError> {
+        let at = self.start;
+        if self.pending.len() - at < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&self.pending[at..at + HEADER_LEN]);
+        let h = header(&head)?;
+        let end = at + HEADER_LEN + h.stored;
+        Ok((self.pending.len() >= end).then_some((h, end)))
+    }
+
+    /// Whether a whole chunk is ready to be taken.
+    pub fn has_chunk(&self) -> Result<bool, ChunkError> {
+        Ok(self.next_complete()?.is_some())
+    }
+
+    /// Decodes and takes the next chunk, if all of its bytes were pushed.
+    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, ChunkError> {
+        let Some((h, end)) = self.next_complete()? else {
+            return Ok(None);
+        };
+        self.decoded.clear();
+        decode(
+            &h,
+            &self.pending[self.start + HEADER_LEN..end],
+            &mut self.decoded,
+        )?;
+        self.start = end;
+        Ok(Some(&self.decoded))
+    }
+
     /// Feeds bytes; calls `each` with every chunk that became complete, decoded.
+    #[cfg(test)]
     pub fn feed(
         &mut self,
         bytes: &[u8],
         each: &mut dyn FnMut(&[u8]) -> Result<(), ChunkError>,
     ) -> Result<(), ChunkError> {
-        self.pending.extend_from_slice(bytes);
-        let mut at = 0;
-        while self.pending.len() - at >= HEADER_LEN {
-            let mut head = [0u8; HEADER_LEN];
-            head.copy_from_slice(&self.pending[at..at + HEADER_LEN]);
-            let h = header(&head)?;
-            let end = at + HEADER_LEN + h.stored;
-            if self.pending.len() < end {
-                break;
-            }
-            self.decoded.clear();
-            decode(&h, &self.pending[at + HEADER_LEN..end], &mut self.decoded)?;
-            each(&self.decoded)?;
-            at = end;
+        self.push(bytes);
+        while let Some(chunk) = self.next_chunk()? {
+            each(chunk)?;
         }
-        self.pending.drain(..at);
         Ok(())
     }
 
     /// Checks that the stream ended on a chunk boundary.
     pub fn finish(&self) -> Result<(), ChunkError> {
-        match self.pending.len() {
+        match self.pending.len() - self.start {
             0 => Ok(()),
             n => Err(ChunkError::Truncated(n)),
         }

@@ -8,10 +8,11 @@
 
 pub mod chunk;
 pub mod protocol;
+pub mod reuse;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
-use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 use url::Url;
@@ -20,9 +21,11 @@ use super::blob_writer::{BlobWriter, Msg};
 use super::buffers::Buffer;
 use super::{BlobError, BlobJob, Run};
 use crate::hub::{Attempt, HubClient, HubError, RequestCtx};
+use crate::store::chunk_index::ChunkMap;
 use crate::store::{BlobClaim, StoreError};
 use chunk::{ChunkError, Decoder};
 use protocol::{Located, Reconstruction};
+use reuse::{LocalChunks, Span};
 
 /// Bytes of one xorb range request: small enough that the ranges in flight stay within the
 /// memory budget, large enough for full-speed streams.
@@ -57,20 +60,51 @@ impl From<ChunkError> for XetStop {
     }
 }
 
-/// Downloads `job` through Xet into the store and publishes it once its sha256 matched.
-/// `counted` is the progress already shown for this blob (see the plain path).
+/// Downloads `job` through Xet into the store and publishes it once its sha256 matched,
+/// copying chunks the store already holds; returns the bytes copied instead of downloaded.
+/// If a file built with copied chunks does not match its sha256 (a local blob changed under
+/// the store), it is built once more from the CAS alone. `counted` is the progress already
+/// shown for this blob (see the plain path).
 pub(super) async fn blob(
     run: &Run<'_>,
     job: &BlobJob,
     claim: &BlobClaim,
     hash: &str,
     counted: &mut u64,
-) -> Result<(), BlobError> {
+) -> Result<u64, BlobError> {
+    match once(run, job, claim, hash, counted, true).await {
+        Err((BlobError::Store { label, source }, reused))
+            if reused > 0 && matches!(source, StoreError::HashMismatch { .. }) =>
+        {
+            tracing::warn!(
+                "{label}: the file built with chunks copied from the store did not match its sha256; downloading every chunk from the CAS"
+            );
+            once(run, job, claim, hash, counted, false)
+                .await
+                .map_err(|(e, _)| e)
+        }
+        other => other.map_err(|(e, _)| e),
+    }
+}
+
+/// One build of the blob; the error comes with the bytes that were copied from the store.
+async fn once(
+    run: &Run<'_>,
+    job: &BlobJob,
+    claim: &BlobClaim,
+    hash: &str,
+    counted: &mut u64,
+    reuse: bool,
+) -> Result<u64, (BlobError, u64)> {
     let use_ = &job.uses[0];
     let label = use_.label();
     let store_err = |source: StoreError| BlobError::Store {
         label: label.clone(),
         source,
+    };
+    let other = |detail: String| BlobError::Other {
+        label: label.clone(),
+        detail,
     };
     let partial = {
         let (store, sha, size, claim) = (
@@ -81,11 +115,8 @@ pub(super) async fn blob(
         );
         tokio::task::spawn_blocking(move || store.begin(&sha, size, &claim))
             .await
-            .map_err(|e| BlobError::Other {
-                label: label.clone(),
-                detail: e.to_string(),
-            })?
-            .map_err(store_err)?
+            .map_err(|e| (other(e.to_string()), 0))?
+            .map_err(|e| (store_err(e), 0))?
     };
     let from = partial.len();
     if from > 0 {
@@ -94,12 +125,18 @@ pub(super) async fn blob(
     run.progress.advance(from.saturating_sub(*counted));
     *counted = (*counted).max(from);
     let writer = BlobWriter::spawn(partial);
+    let mut built = Built {
+        map: ChunkMap::new(job.size),
+        reused: 0,
+        reuse: reuse.then_some(&run.xet_local),
+    };
     let outcome = if from == job.size {
         Ok(())
     } else {
-        download(run, job, hash, from, &writer.tx).await
+        download(run, job, hash, from, &writer.tx, &mut built).await
     };
     let written = writer.finish().await;
+    let reused = built.reused;
     match (outcome, written) {
         (Err(stop), Ok(partial)) => {
             *counted = (*counted).max(partial.len());
@@ -108,18 +145,30 @@ pub(super) async fn blob(
                 XetStop::Refused(d) | XetStop::Failed(d) => d,
                 XetStop::WriterClosed => "the writer stopped before the download ended".into(),
             };
-            Err(BlobError::Other { label, detail })
+            Err((other(detail), reused))
         }
-        (_, Err(e)) => Err(store_err(e)),
-        (Ok(()), Ok(partial)) => tokio::task::spawn_blocking(move || partial.publish())
-            .await
-            .map_err(|e| BlobError::Other {
-                label: label.clone(),
-                detail: e.to_string(),
-            })?
-            .map(|_| ())
-            .map_err(store_err),
+        (_, Err(e)) => Err((store_err(e), reused)),
+        (Ok(()), Ok(partial)) => {
+            tokio::task::spawn_blocking(move || partial.publish())
+                .await
+                .map_err(|e| (other(e.to_string()), reused))?
+                .map_err(|e| (store_err(e), reused))?;
+            // The blob is published: from now on its chunks may serve other files.
+            if let Err(e) = run.store.record_chunks(&job.sha256, &built.map) {
+                tracing::debug!("{label}: the chunk index was not updated: {e}");
+            }
+            Ok(reused)
+        }
     }
+}
+
+/// What one build gathers besides the bytes: the chunk map of the new blob, and the bytes
+/// copied from the store.
+struct Built<'a> {
+    map: ChunkMap,
+    reused: u64,
+    /// Where local chunks are looked up; `None` builds from the CAS alone.
+    reuse: Option<&'a LocalChunks>,
 }
 
 /// Bytes `from..size` of the file, in order, into the writer; asks for a new reconstruction
@@ -130,6 +179,7 @@ async fn download(
     hash: &str,
     from: u64,
     tx: &mpsc::Sender<Msg>,
+    built: &mut Built<'_>,
 ) -> Result<(), XetStop> {
     let use_ = &job.uses[0];
     let mut at = from;
@@ -164,7 +214,7 @@ async fn download(
         let ctx = run
             .client
             .file_ctx(use_.repo.kind, &use_.repo.id, &use_.commit, &use_.path);
-        match write_terms(run, &recon, &mut at, job.size, tx, &ctx).await {
+        match write_terms(run, &recon, &mut at, job.size, tx, &ctx, built).await {
             Ok(()) => {}
             Err(XetStop::Refused(reason)) if rounds < MAX_ROUNDS => {
                 tracing::debug!("Xet: {reason}; asking for the reconstruction again");
@@ -177,16 +227,21 @@ async fn download(
     Ok(())
 }
 
-/// One piece of a term's descriptor to fetch.
-struct Piece {
-    term: usize,
-    url: String,
-    start: u64,
-    end: u64,
-    last: bool,
+/// Where a term's chunks come from.
+enum Source {
+    /// Copied from blobs in the store.
+    Local(Vec<Span>),
+    /// Fetched from the CAS.
+    Remote(Located),
 }
 
-/// Fetches the terms of `recon` in parallel and writes their chunks, in order, from `*at`.
+/// A descriptor (a byte range of a xorb) is named by its URL and first byte.
+type DescriptorKey = (String, u64);
+
+/// Fetches the terms of `recon` or copies them from the store, and writes their chunks, in
+/// order, from `*at`. Each descriptor is read once even when several terms use it (the CAS
+/// merges a xorb's ranges), as long as they ask for its chunks in order, and the next
+/// remote term's first pieces are fetched while the current one is written.
 async fn write_terms(
     run: &Run<'_>,
     recon: &Reconstruction,
@@ -194,102 +249,290 @@ async fn write_terms(
     size: u64,
     tx: &mpsc::Sender<Msg>,
     ctx: &RequestCtx,
+    built: &mut Built<'_>,
 ) -> Result<(), XetStop> {
-    let mut located: Vec<Located> = Vec::with_capacity(recon.terms.len());
+    let mut sources: Vec<Source> = Vec::with_capacity(recon.terms.len());
     for term in &recon.terms {
-        located.push(recon.locate(term).ok_or_else(|| {
+        if let Some(spans) = built.reuse.and_then(|local| local.plan(term)) {
+            sources.push(Source::Local(spans));
+            continue;
+        }
+        sources.push(Source::Remote(recon.locate(term).ok_or_else(|| {
             XetStop::Failed(format!(
                 "the reconstruction names no fetchable range for xorb {}",
                 term.hash
             ))
-        })?);
+        })?));
     }
-    let mut pieces = Vec::new();
-    for (i, l) in located.iter().enumerate() {
-        let mut start = l.range.bytes.start;
-        loop {
-            let end = (start + PIECE - 1).min(l.range.bytes.end);
-            pieces.push(Piece {
-                term: i,
-                url: l.url.clone(),
-                start,
-                end,
-                last: end == l.range.bytes.end,
-            });
-            if end == l.range.bytes.end {
-                break;
-            }
-            start = end + 1;
+    let key = |l: &Located| -> DescriptorKey { (l.url.clone(), l.range.bytes.start) };
+    let mut last_use: HashMap<DescriptorKey, usize> = HashMap::new();
+    for (i, source) in sources.iter().enumerate() {
+        if let Source::Remote(l) = source {
+            last_use.insert(key(l), i);
         }
     }
-    let mut fetched = stream::iter(pieces.into_iter().map(|p| async move {
-        let bytes = fetch_range(run, &p, ctx).await?;
-        Ok::<_, XetStop>((p, bytes))
-    }))
-    .buffered(PIECES_IN_FLIGHT.min(run.opts.jobs.max(1)));
-
-    let mut out = Output {
-        run,
-        tx,
-        at: *at,
-        pending: None,
+    let fetcher = Fetcher {
+        client: run.client.clone(),
+        ctx: ctx.clone(),
+        connections: run.connections.clone(),
+        received: run.received.clone(),
+        policy: run.client.retry_policy(),
     };
-    let mut skip = recon.offset_into_first_range;
-    let mut decoder = Decoder::default();
-    let mut chunk_index = 0u32;
-    let mut term_bytes = 0u64;
-    let mut current = usize::MAX;
-    while let Some((piece, bytes)) = fetched.try_next().await? {
-        let term = &recon.terms[piece.term];
-        let l = &located[piece.term];
-        if piece.term != current {
-            current = piece.term;
-            decoder = Decoder::default();
-            chunk_index = l.range.chunks.start;
-            term_bytes = 0;
-        }
-        let mut each = |data: &[u8]| -> Result<(), ChunkError> {
-            let inside = (term.range.start..term.range.end).contains(&chunk_index);
-            chunk_index += 1;
-            if !inside {
-                return Ok(());
-            }
-            term_bytes += data.len() as u64;
-            let mut data = data;
-            if skip > 0 {
-                let n = skip.min(data.len() as u64);
-                skip -= n;
-                data = &data[n as usize..];
-            }
-            out.queue(data, size);
-            Ok(())
-        };
-        decoder.feed(&bytes, &mut each)?;
-        out.flush_full().await?;
-        if piece.last {
-            decoder.finish()?;
-            if chunk_index != l.range.chunks.end || term_bytes != term.unpacked_length {
-                return Err(XetStop::Failed(format!(
-                    "xorb {} decoded to {term_bytes} bytes in {} chunks, the reconstruction says {} bytes in {}",
-                    term.hash,
-                    chunk_index - l.range.chunks.start,
-                    term.unpacked_length,
-                    l.range.chunks.end - l.range.chunks.start
-                )));
-            }
-        }
-        if out.written() >= size {
+    let mut cursors: HashMap<DescriptorKey, Cursor> = HashMap::new();
+    let mut sink = Sink {
+        out: Output {
+            run,
+            tx,
+            at: *at,
+            pending: None,
+        },
+        skip: recon.offset_into_first_range,
+        pos: at.saturating_sub(recon.offset_into_first_range),
+        size,
+        map: &mut built.map,
+        reused: 0,
+    };
+    for (i, (term, source)) in recon.terms.iter().zip(&sources).enumerate() {
+        if sink.out.written() >= size {
             break;
         }
+        match source {
+            Source::Local(spans) => {
+                prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, None)?;
+                let Some(local) = built.reuse else { continue };
+                copy_local(local, spans, term, &mut sink).await?;
+            }
+            Source::Remote(l) => {
+                let k = key(l);
+                let mut cursor = match cursors.remove(&k) {
+                    // Chunks before those already decoded: read the descriptor again.
+                    Some(c) if c.chunk <= term.range.start => c,
+                    _ => Cursor::new(l, &fetcher)?,
+                };
+                cursor.top_up(&fetcher, PIECES_IN_FLIGHT);
+                prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
+                let mut term_bytes = 0u64;
+                while cursor.chunk < term.range.end {
+                    let index = cursor.chunk;
+                    let Some(chunk) = cursor.next_chunk(&fetcher).await? else {
+                        return Err(XetStop::Failed(format!(
+                            "xorb {} ended at chunk {index}, the reconstruction needs chunks up to {}",
+                            term.hash, term.range.end
+                        )));
+                    };
+                    if index >= term.range.start {
+                        term_bytes += chunk.len() as u64;
+                        sink.chunk(&term.hash, index, chunk, false);
+                        sink.out.flush_full().await?;
+                    }
+                }
+                if term_bytes != term.unpacked_length {
+                    return Err(XetStop::Failed(format!(
+                        "xorb {} chunks {}..{} decoded to {term_bytes} bytes, the reconstruction says {}",
+                        term.hash, term.range.start, term.range.end, term.unpacked_length
+                    )));
+                }
+                if cursor.chunk == l.range.chunks.end {
+                    cursor.finish()?;
+                }
+                if last_use.get(&k).is_some_and(|&last| last > i) {
+                    cursors.insert(k, cursor);
+                }
+            }
+        }
     }
-    out.flush().await?;
-    *at = out.written();
+    sink.out.flush().await?;
+    *at = sink.out.written();
+    built.reused += sink.reused;
     if *at < size && recon.terms.is_empty() {
         return Err(XetStop::Failed(format!(
             "the reconstruction has no terms for bytes from {at}"
         )));
     }
     Ok(())
+}
+
+/// Starts fetching the descriptor of the next remote term in `rest` if no cursor reads it
+/// yet, so its first piece is on its way while the current term is written. `current` is the
+/// descriptor the current term reads (its cursor is out of the map meanwhile).
+fn prefetch_next(
+    rest: &[Source],
+    cursors: &mut HashMap<DescriptorKey, Cursor>,
+    fetcher: &Fetcher,
+    key: impl Fn(&Located) -> DescriptorKey,
+    current: Option<&DescriptorKey>,
+) -> Result<(), XetStop> {
+    let Some(l) = rest.iter().find_map(|s| match s {
+        Source::Remote(l) => Some(l),
+        Source::Local(_) => None,
+    }) else {
+        return Ok(());
+    };
+    let k = key(l);
+    if Some(&k) != current && !cursors.contains_key(&k) {
+        let mut cursor = Cursor::new(l, fetcher)?;
+        cursor.top_up(fetcher, PREFETCH_PIECES);
+        cursors.insert(k, cursor);
+    }
+    Ok(())
+}
+
+/// Copies a term's chunks from blobs in the store.
+async fn copy_local(
+    local: &LocalChunks,
+    spans: &[Span],
+    term: &protocol::Term,
+    sink: &mut Sink<'_, '_, '_>,
+) -> Result<(), XetStop> {
+    let mut index = term.range.start;
+    for span in spans {
+        let mut offset = span.offset;
+        for batch in span.lens.chunks(BATCH_CHUNKS) {
+            let len: u64 = batch.iter().map(|&l| u64::from(l)).sum();
+            let bytes = local
+                .read(&span.blob, offset, len as usize)
+                .await
+                .map_err(|e| XetStop::Failed(format!("reading a local chunk: {e}")))?;
+            let mut cut = 0usize;
+            for &l in batch {
+                sink.chunk(&term.hash, index, &bytes[cut..cut + l as usize], true);
+                cut += l as usize;
+                index += 1;
+            }
+            offset += len;
+            sink.out.flush_full().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Pieces a descriptor of the next term has in flight before its turn.
+const PREFETCH_PIECES: usize = 1;
+
+/// A piece being fetched in its own task; dropping it stops the task.
+struct InFlight(tokio::task::JoinHandle<Result<Vec<u8>, XetStop>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One descriptor being read: pieces fetched ahead, decoded a chunk at a time, so a term
+/// takes exactly its chunks and leaves the rest for the next term of the same descriptor.
+struct Cursor {
+    url: Url,
+    client: HubClient,
+    /// Next byte to ask for.
+    next_fetch: u64,
+    /// Last byte of the descriptor (inclusive).
+    last: u64,
+    /// Index of the next chunk the decoder gives.
+    chunk: u32,
+    decoder: Decoder,
+    in_flight: VecDeque<InFlight>,
+}
+
+impl Cursor {
+    /// A cursor at the start of the descriptor `l`; the presigned URL gets no credential.
+    fn new(l: &Located, fetcher: &Fetcher) -> Result<Self, XetStop> {
+        let url = Url::parse(&l.url)
+            .map_err(|_| XetStop::Failed("the reconstruction holds a malformed URL".into()))?;
+        let client = fetcher.client.for_mirror(&url, None)?;
+        Ok(Cursor {
+            url,
+            client,
+            next_fetch: l.range.bytes.start,
+            last: l.range.bytes.end,
+            chunk: l.range.chunks.start,
+            decoder: Decoder::default(),
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    /// Keeps up to `limit` pieces in flight.
+    fn top_up(&mut self, fetcher: &Fetcher, limit: usize) {
+        while self.in_flight.len() < limit && self.next_fetch <= self.last {
+            let end = (self.next_fetch + PIECE - 1).min(self.last);
+            let task = fetcher.range(self.client.clone(), self.url.clone(), self.next_fetch, end);
+            self.in_flight.push_back(InFlight(tokio::spawn(task)));
+            self.next_fetch = end + 1;
+        }
+    }
+
+    /// The next decoded chunk, or `None` at the end of the descriptor.
+    async fn next_chunk(&mut self, fetcher: &Fetcher) -> Result<Option<&[u8]>, XetStop> {
+        while !self.decoder.has_chunk()? {
+            self.top_up(fetcher, PIECES_IN_FLIGHT);
+            let Some(mut piece) = self.in_flight.pop_front() else {
+                self.decoder.finish()?;
+                return Ok(None);
+            };
+            let bytes = (&mut piece.0)
+                .await
+                .map_err(|e| XetStop::Failed(format!("a xorb range task failed: {e}")))??;
+            self.decoder.push(&bytes);
+            self.top_up(fetcher, PIECES_IN_FLIGHT);
+        }
+        self.chunk += 1;
+        Ok(self.decoder.next_chunk()?)
+    }
+
+    /// Checks that the descriptor ended on a chunk boundary.
+    fn finish(&self) -> Result<(), XetStop> {
+        if self.in_flight.is_empty() && self.next_fetch > self.last {
+            self.decoder.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a range task needs, owned, so pieces run in their own tasks.
+#[derive(Clone)]
+struct Fetcher {
+    client: HubClient,
+    ctx: RequestCtx,
+    connections: std::sync::Arc<tokio::sync::Semaphore>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    policy: crate::retry::RetryPolicy,
+}
+
+/// Chunks read from the store at once.
+const BATCH_CHUNKS: usize = 32;
+
+/// Where the chunks of a term go: the bytes to the writer (less the part of the first term
+/// before the asked range), their places to the new blob's chunk map.
+struct Sink<'a, 'b, 'r> {
+    out: Output<'a, 'r>,
+    /// Bytes still to drop before the asked range starts.
+    skip: u64,
+    /// File offset of the next chunk's first byte.
+    pos: u64,
+    size: u64,
+    map: &'b mut ChunkMap,
+    /// Bytes copied from the store.
+    reused: u64,
+}
+
+impl Sink<'_, '_, '_> {
+    /// One whole chunk of the file.
+    fn chunk(&mut self, xorb: &str, index: u32, data: &[u8], local: bool) {
+        if let Ok(len) = u32::try_from(data.len()) {
+            self.map.push(xorb, index, self.pos, len);
+        }
+        self.pos += data.len() as u64;
+        let mut data = data;
+        if self.skip > 0 {
+            let n = self.skip.min(data.len() as u64);
+            self.skip -= n;
+            data = &data[n as usize..];
+        }
+        let before = self.out.written();
+        self.out.queue(data, self.size);
+        if local {
+            self.reused += self.out.written() - before;
+        }
+    }
 }
 
 /// Decoded bytes on their way to the blob writer, gathered into pooled buffers.
@@ -360,23 +603,54 @@ impl Output<'_, '_> {
     }
 }
 
+impl Fetcher {
+    /// Bytes `start..=end` of a xorb, with bounded retries.
+    fn range(
+        &self,
+        client: HubClient,
+        url: Url,
+        start: u64,
+        end: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, XetStop>> + Send + 'static {
+        let (ctx, connections, received, policy) = (
+            self.ctx.clone(),
+            self.connections.clone(),
+            self.received.clone(),
+            self.policy,
+        );
+        async move {
+            let piece = Piece { start, end };
+            fetch_range(&client, &url, &piece, &ctx, &connections, &received, policy).await
+        }
+    }
+}
+
+/// An inclusive byte range of a xorb.
+struct Piece {
+    start: u64,
+    end: u64,
+}
+
 /// One xorb byte range, with bounded retries; the presigned URL gets no credential.
-async fn fetch_range(run: &Run<'_>, piece: &Piece, ctx: &RequestCtx) -> Result<Vec<u8>, XetStop> {
-    let url = Url::parse(&piece.url)
-        .map_err(|_| XetStop::Failed("the reconstruction holds a malformed URL".into()))?;
-    let client: HubClient = run.client.for_mirror(&url, None)?;
+async fn fetch_range(
+    client: &HubClient,
+    url: &Url,
+    piece: &Piece,
+    ctx: &RequestCtx,
+    connections: &tokio::sync::Semaphore,
+    received: &std::sync::atomic::AtomicU64,
+    policy: crate::retry::RetryPolicy,
+) -> Result<Vec<u8>, XetStop> {
     let len = (piece.end - piece.start + 1) as usize;
-    let policy = run.client.retry_policy();
     let mut out = Vec::with_capacity(len);
     let mut attempts = 0;
-    let _conn = run
-        .connections
+    let _conn = connections
         .acquire()
         .await
         .map_err(|_| XetStop::WriterClosed)?;
     while out.len() < len {
         let from = piece.start + out.len() as u64;
-        let failure = match client.get_range(&url, from, piece.end, ctx).await {
+        let failure = match client.get_range(url, from, piece.end, ctx).await {
             Attempt::Done(mut resp) => {
                 if resp.status() != StatusCode::PARTIAL_CONTENT
                     && !(from == 0 && resp.status() == StatusCode::OK)
@@ -398,7 +672,7 @@ async fn fetch_range(run: &Run<'_>, piece: &Piece, ctx: &RequestCtx) -> Result<V
                                     )));
                                 }
                                 out.extend_from_slice(&data);
-                                run.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                received.fetch_add(data.len() as u64, Ordering::Relaxed);
                                 attempts = 0;
                             }
                             Ok(None) => break,
