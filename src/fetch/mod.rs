@@ -326,6 +326,7 @@ struct Run<'a> {
     mirror_failures: Mutex<Vec<String>>,
     xet_tokens: xet::protocol::Tokens,
     xet_local: xet::reuse::LocalChunks,
+    xet_backfill: xet::backfill::Backfill,
     xet_reused: AtomicU64,
     from_xet: AtomicUsize,
     xet_fallbacks: Mutex<Vec<String>>,
@@ -340,6 +341,13 @@ pub async fn fetch(
     progress: &dyn FetchProgress,
 ) -> Result<FetchReport, FetchError> {
     let jobs = plan(lock);
+    // Big files: remembered as "this repo file was this blob at this commit", so a later
+    // revision's Xet download can index and reuse their chunks.
+    let origins: Vec<(String, u64, Vec<FileUse>)> = jobs
+        .iter()
+        .filter(|j| j.size >= xet::backfill::MIN_INDEXED_SIZE)
+        .map(|j| (j.sha256.clone(), j.size, j.uses.clone()))
+        .collect();
     let mut report = FetchReport {
         blobs: jobs.len(),
         bytes: jobs.iter().map(|j| j.size).sum(),
@@ -365,6 +373,7 @@ pub async fn fetch(
         mirror_failures: Mutex::new(Vec::new()),
         xet_tokens: Default::default(),
         xet_local: xet::reuse::LocalChunks::new(store.clone()),
+        xet_backfill: Default::default(),
         xet_reused: AtomicU64::new(0),
         from_xet: AtomicUsize::new(0),
         xet_fallbacks: Mutex::new(Vec::new()),
@@ -406,6 +415,15 @@ pub async fn fetch(
                     && !hints.contains(&hint)
                 {
                     hints.push(hint);
+                }
+            }
+        }
+    }
+    for (sha, size, uses) in &origins {
+        if store.has(sha, *size) {
+            for u in uses {
+                if let Err(e) = store.record_origin(&u.repo.qualified(), &u.path, sha, &u.commit) {
+                    tracing::debug!("{}: not remembered for chunk reuse: {e}", u.label());
                 }
             }
         }

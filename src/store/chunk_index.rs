@@ -209,6 +209,70 @@ impl Store {
     }
 }
 
+/// A blob a repo file was at one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The blob's sha256.
+    pub sha256: String,
+    /// The commit.
+    pub commit: String,
+}
+
+/// The key of a repo file in `xet/paths/`: the sha256 of `kind/id/path`.
+fn origin_key(repo: &str, path: &str) -> String {
+    crate::hash::sha256_hex(format!("{repo}/{path}").as_bytes())
+}
+
+impl Store {
+    /// Remembers that the file `path` of `repo` (`kind/id`) was the blob `sha256` at
+    /// `commit`, so that a later revision's Xet download can find it and index its chunks
+    /// (blobs that came over plain HTTP have no chunk map). Written once per blob.
+    pub fn record_origin(
+        &self,
+        repo: &str,
+        path: &str,
+        sha256: &str,
+        commit: &str,
+    ) -> Result<(), StoreError> {
+        if !is_lower_hex(sha256, 64) || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(());
+        }
+        if self.origins(repo, path).iter().any(|o| o.sha256 == sha256) {
+            return Ok(());
+        }
+        let file = self.paths().file_origins(&origin_key(repo, path));
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(format!("{sha256} {commit}\n").as_bytes()))
+            .map_err(io_err("writing", &file))
+    }
+
+    /// The blobs the file `path` of `repo` has been, newest first.
+    pub fn origins(&self, repo: &str, path: &str) -> Vec<Origin> {
+        let file = self.paths().file_origins(&origin_key(repo, path));
+        let Some(bytes) = read_capped(&file, HOLDERS_LIMIT) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Origin> = String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| {
+                let (sha256, commit) = l.split_once(' ')?;
+                (is_lower_hex(sha256, 64) && !commit.is_empty()).then(|| Origin {
+                    sha256: sha256.to_owned(),
+                    commit: commit.to_owned(),
+                })
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
 /// The file's bytes if it is a regular file of at most `limit` bytes.
 fn read_capped(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
     let meta = fs::symlink_metadata(path).ok()?;
@@ -273,6 +337,32 @@ mod tests {
         assert_eq!(store.chunk_map(&sha), Some(m));
         store.forget_chunks(&sha);
         assert_eq!(store.chunk_map(&sha), None);
+    }
+
+    #[test]
+    fn origins_are_recorded_once_and_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        store
+            .record_origin("model/acme/x", "w.bin", &a, "c1")
+            .unwrap();
+        store
+            .record_origin("model/acme/x", "w.bin", &b, "c2")
+            .unwrap();
+        store
+            .record_origin("model/acme/x", "w.bin", &a, "c1")
+            .unwrap();
+        store
+            .record_origin("model/acme/x", "w.bin", "not-a-sha", "c3")
+            .unwrap();
+        let got: Vec<(String, String)> = store
+            .origins("model/acme/x", "w.bin")
+            .into_iter()
+            .map(|o| (o.sha256, o.commit))
+            .collect();
+        assert_eq!(got, vec![(b, "c2".into()), (a, "c1".into())]);
+        assert!(store.origins("model/acme/x", "other.bin").is_empty());
     }
 
     #[test]

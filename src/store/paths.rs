@@ -16,6 +16,7 @@
 //! | `plugins/` | downloaded plugin files and compiled plugins |
 //! | `xet/chunks/<aa>/<sha256>.json` | which Xet chunks a blob is made of (optional index) |
 //! | `xet/xorbs/<aa>/<xorb hash>` | the blobs holding chunks of a xorb, a sha256 per line |
+//! | `xet/paths/<aa>/<sha256 of kind/id/path>` | the blobs a repo file was, `<sha256> <commit>` per line |
 
 use std::path::{Path, PathBuf};
 
@@ -142,6 +143,13 @@ impl StorePaths {
             .join("chunks")
             .join(shard)
             .join(format!("{sha256}.json"))
+    }
+
+    /// `xet/paths/<aa>/<key>`: the blobs the file `key` (a sha256 of `kind/id/path`) has been
+    /// at the commits fetched so far.
+    pub fn file_origins(&self, key: &str) -> PathBuf {
+        let shard = key.get(..2).unwrap_or("xx");
+        self.xet().join("paths").join(shard).join(key)
     }
 
     /// `xet/xorbs/<aa>/<xorb>`: the sha256s of the blobs holding chunks of the xorb `xorb`.

@@ -340,13 +340,25 @@ fn a_killed_xet_download_resumes_without_fetching_its_written_terms_again() {
         .spawn()
         .unwrap();
     let big = &files[0].1;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while hub.cas_bytes_served() < 4 << 20 {
+    // Killed once at least 3 MiB are written to the partial file (what a resume keeps).
+    let tmp = f.store.path().join("tmp");
+    let written = || {
+        std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while written() < 3 << 20 {
         assert!(
             std::time::Instant::now() < deadline,
             "the download never got going"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -361,7 +373,7 @@ fn a_killed_xet_download_resumes_without_fetching_its_written_terms_again() {
     assert_store_holds(&f, &files);
     let again = hub.cas_bytes_served();
     assert!(
-        again < big.len() as u64,
+        again < big.len() as u64 - (2 << 20),
         "the resumed run fetched {again} bytes of a {} byte file",
         big.len()
     );
@@ -381,6 +393,11 @@ fn two_revisions() -> (Vec<u8>, Vec<u8>) {
 /// Locks and fetches revision one, then moves `main` to revision two (uploaded by the
 /// reference uploader, which deduplicates against revision one's xorbs) and locks again.
 fn fetched_then_updated(bed: &XetBed) -> (HubEmulator, Fetched, Vec<u8>) {
+    fetched_then_updated_with(bed, &[])
+}
+
+/// [`fetched_then_updated`], the first fetch run with `first_args`.
+fn fetched_then_updated_with(bed: &XetBed, first_args: &[&str]) -> (HubEmulator, Fetched, Vec<u8>) {
     let (old, new) = two_revisions();
     let hub = HubEmulator::builder()
         .repo(Repo::model("acme/xet").gated(&[HUB_TOKEN]).commit(
@@ -395,9 +412,9 @@ fn fetched_then_updated(bed: &XetBed) -> (HubEmulator, Fetched, Vec<u8>) {
         Duration::from_secs(3600),
     );
     let f = locked(&hub);
-    let (out, first) = fetch_json(&f, &hub, &[], &[]);
+    let (out, first) = fetch_json(&f, &hub, first_args, &[]);
     out.ok();
-    assert_eq!(first["from_xet"], 1);
+    assert_eq!(first["from_xet"], u64::from(first_args.is_empty()));
     assert_eq!(first["xet_reused_bytes"], 0);
     hub.push_commit(
         Kind::Model,
@@ -464,6 +481,29 @@ fn a_new_revision_downloads_only_its_changed_chunks_and_copies_the_rest_from_the
         at_cas >= size && at_cas * 100 <= size * 101,
         "a fresh fetch of a {size} byte file read {at_cas} bytes at the CAS"
     );
+}
+
+#[test]
+fn a_blob_that_came_over_plain_http_is_indexed_on_demand_and_its_chunks_reused() {
+    let Some(bed) = XetBed::start() else { return };
+    let (hub, f, new) = fetched_then_updated_with(&bed, &["--no-xet"]);
+    assert!(
+        !f.store.path().join("xet/chunks").exists(),
+        "a plain download has no chunk map"
+    );
+    let (out, report) = fetch_json(&f, &hub, &[], &[]);
+    out.ok();
+    assert_eq!(report["from_xet"], 1, "{report}");
+    assert_store_holds(&f, &[("model.safetensors".into(), new.clone())]);
+    let size = new.len() as u64;
+    let at_cas = hub.cas_bytes_served();
+    assert!(
+        at_cas * 100 <= size * 15,
+        "the update fetched {at_cas} bytes of a {size} byte file at the CAS"
+    );
+    assert!(report["xet_reused_bytes"].as_u64().unwrap() * 100 >= size * 70);
+    // The old blob was indexed (its reconstruction asked for at its own commit), then the new.
+    assert_eq!(walk(&f.store.path().join("xet/chunks")).len(), 2);
 }
 
 #[test]

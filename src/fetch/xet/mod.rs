@@ -6,6 +6,8 @@
 //! its sha256 matches the lock. Any failure here is reported to the caller, which falls back
 //! to the plain HTTP path with a warning.
 
+pub mod backfill;
+pub mod cdc;
 pub mod chunk;
 pub mod protocol;
 pub mod reuse;
@@ -72,6 +74,22 @@ pub(super) async fn blob(
     hash: &str,
     counted: &mut u64,
 ) -> Result<u64, BlobError> {
+    for use_ in &job.uses {
+        let learned = run
+            .xet_backfill
+            .earlier_blobs(
+                run.store,
+                run.client,
+                &run.xet_tokens,
+                &use_.repo,
+                &use_.path,
+                &job.sha256,
+            )
+            .await;
+        for map in &learned {
+            run.xet_local.forget(map);
+        }
+    }
     match once(run, job, claim, hash, counted, true).await {
         Err((BlobError::Store { label, source }, reused))
             if reused > 0 && matches!(source, StoreError::HashMismatch { .. }) =>
@@ -154,8 +172,9 @@ async fn once(
                 .map_err(|e| (other(e.to_string()), reused))?
                 .map_err(|e| (store_err(e), reused))?;
             // The blob is published: from now on its chunks may serve other files.
-            if let Err(e) = run.store.record_chunks(&job.sha256, &built.map) {
-                tracing::debug!("{label}: the chunk index was not updated: {e}");
+            match run.store.record_chunks(&job.sha256, &built.map) {
+                Ok(()) => run.xet_local.forget(&built.map),
+                Err(e) => tracing::debug!("{label}: the chunk index was not updated: {e}"),
             }
             Ok(reused)
         }

@@ -120,6 +120,16 @@ impl LocalChunks {
         map
     }
 
+    /// Drops the cached lookups of the xorbs `map` uses: the store just learned new chunks
+    /// of them (a blob was published or indexed).
+    pub fn forget(&self, map: &ChunkMap) {
+        if let Ok(mut xorbs) = self.xorbs.lock() {
+            for seg in &map.segments {
+                xorbs.remove(&seg.xorb);
+            }
+        }
+    }
+
     /// Reads `len` bytes at `offset` of the blob `sha256`.
     pub async fn read(&self, sha256: &str, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let path = self.store.blob_path(sha256);
