@@ -188,7 +188,7 @@ const CORRUPTIONS: &[Corruption] = &[
 /// aimed at that corruption, not from the digest.
 fn corrupt(lock: &mut Lockfile, c: Corruption, i: prop::sample::Index) -> bool {
     if c == Corruption::FutureVersion {
-        lock.version = LOCK_VERSION + 1;
+        lock.version = LOCK_VERSION_XET + 1;
         return true;
     }
     let Some(repo) = lock.repos.iter_mut().find(|r| !r.files.is_empty()) else {
