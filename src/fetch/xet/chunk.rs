@@ -137,7 +137,9 @@ pub struct Decoder {
 impl Decoder {
     /// Adds compressed bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
+        // Compact only when the consumed prefix outweighs what is left, so small frames do
+        // not move the pending bytes again and again.
+        if self.start > 0 && self.start >= self.pending.len() - self.start {
             self.pending.drain(..self.start);
             self.start = 0;
         }

@@ -29,10 +29,16 @@ use chunk::{ChunkError, Decoder};
 use protocol::{Located, Reconstruction};
 use reuse::{LocalChunks, Span};
 
-/// Bytes of one xorb range request: small enough that the ranges in flight stay within the
-/// memory budget, large enough for full-speed streams.
-const PIECE: u64 = 2 << 20;
-/// Ranges of one file in flight at once (also bounded by `--jobs` connections overall).
+/// Bytes of one xorb range request: a whole xorb range (they are at most 64 MiB) in one
+/// request. Ranges are streamed (a range in flight holds a few frames, not its bytes), so
+/// this only sets how many requests a descriptor takes: few, because a request has a fixed
+/// cost at the CAS (the reference server reads the whole xorb for each); parallelism comes
+/// from fetching the next terms' ranges ahead.
+const PIECE: u64 = 64 << 20;
+/// Ranges of one file in flight at once. The range a file is waiting for always runs; the
+/// others (read-ahead, the next term's first range) each need one of the `--jobs` connection
+/// permits, taken without waiting, so no range ever waits for a permit held by a range that
+/// waits for its reader, and a fetch uses at most `--jobs` connections beyond one per file.
 const PIECES_IN_FLIGHT: usize = 4;
 /// How many times a reconstruction is asked again after its URLs or token were refused.
 const MAX_ROUNDS: u32 = 3;
@@ -328,7 +334,7 @@ async fn write_terms(
                     Some(c) if c.chunk <= term.range.start => c,
                     _ => Cursor::new(l, &fetcher)?,
                 };
-                cursor.top_up(&fetcher, PIECES_IN_FLIGHT);
+                cursor.top_up(&fetcher, PIECES_IN_FLIGHT, false);
                 prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
                 let mut term_bytes = 0u64;
                 while cursor.chunk < term.range.end {
@@ -341,8 +347,7 @@ async fn write_terms(
                     };
                     if index >= term.range.start {
                         term_bytes += chunk.len() as u64;
-                        sink.chunk(&term.hash, index, chunk, false);
-                        sink.out.flush_full().await?;
+                        sink.chunk(&term.hash, index, chunk, false).await?;
                     }
                 }
                 if term_bytes != term.unpacked_length {
@@ -371,9 +376,10 @@ async fn write_terms(
     Ok(())
 }
 
-/// Starts fetching the descriptor of the next remote term in `rest` if no cursor reads it
-/// yet, so its first piece is on its way while the current term is written. `current` is the
-/// descriptor the current term reads (its cursor is out of the map meanwhile).
+/// Starts fetching the descriptors of the next remote terms in `rest` that no cursor reads
+/// yet (up to [`PREFETCH_TERMS`]), so their first pieces are on their way while the current
+/// term is written. `current` is the descriptor the current term reads (its cursor is out of
+/// the map meanwhile).
 fn prefetch_next(
     rest: &[Source],
     cursors: &mut HashMap<DescriptorKey, Cursor>,
@@ -381,17 +387,20 @@ fn prefetch_next(
     key: impl Fn(&Located) -> DescriptorKey,
     current: Option<&DescriptorKey>,
 ) -> Result<(), XetStop> {
-    let Some(l) = rest.iter().find_map(|s| match s {
-        Source::Remote(l) => Some(l),
-        Source::Local(_) => None,
-    }) else {
-        return Ok(());
-    };
-    let k = key(l);
-    if Some(&k) != current && !cursors.contains_key(&k) {
-        let mut cursor = Cursor::new(l, fetcher)?;
-        cursor.top_up(fetcher, PREFETCH_PIECES);
-        cursors.insert(k, cursor);
+    let next = rest
+        .iter()
+        .filter_map(|s| match s {
+            Source::Remote(l) => Some(l),
+            Source::Local(_) => None,
+        })
+        .take(PREFETCH_TERMS);
+    for l in next {
+        let k = key(l);
+        if Some(&k) != current && !cursors.contains_key(&k) {
+            let mut cursor = Cursor::new(l, fetcher)?;
+            cursor.top_up(fetcher, 1, false);
+            cursors.insert(k, cursor);
+        }
     }
     Ok(())
 }
@@ -414,26 +423,30 @@ async fn copy_local(
                 .map_err(|e| XetStop::Failed(format!("reading a local chunk: {e}")))?;
             let mut cut = 0usize;
             for &l in batch {
-                sink.chunk(&term.hash, index, &bytes[cut..cut + l as usize], true);
+                sink.chunk(&term.hash, index, &bytes[cut..cut + l as usize], true)
+                    .await?;
                 cut += l as usize;
                 index += 1;
             }
             offset += len;
-            sink.out.flush_full().await?;
         }
     }
     Ok(())
 }
 
-/// Pieces a descriptor of the next term has in flight before its turn.
-const PREFETCH_PIECES: usize = 1;
+/// Remote terms ahead of the current one whose first piece is fetched early.
+const PREFETCH_TERMS: usize = 3;
 
-/// A piece being fetched in its own task; dropping it stops the task.
-struct InFlight(tokio::task::JoinHandle<Result<Vec<u8>, XetStop>>);
+/// A piece being fetched in its own task, its body frames arriving through a small channel;
+/// dropping it stops the task.
+struct InFlight {
+    task: tokio::task::JoinHandle<()>,
+    rx: mpsc::Receiver<Result<bytes::Bytes, XetStop>>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -469,12 +482,25 @@ impl Cursor {
         })
     }
 
-    /// Keeps up to `limit` pieces in flight.
-    fn top_up(&mut self, fetcher: &Fetcher, limit: usize) {
+    /// Keeps up to `limit` pieces in flight, as far as connection permits allow; with
+    /// `waiting` (the reader needs this cursor's next bytes now) the first piece runs even
+    /// without one.
+    fn top_up(&mut self, fetcher: &Fetcher, limit: usize, waiting: bool) {
         while self.in_flight.len() < limit && self.next_fetch <= self.last {
+            let permit = match fetcher.connections.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) if waiting && self.in_flight.is_empty() => None,
+                Err(_) => break,
+            };
             let end = (self.next_fetch + PIECE - 1).min(self.last);
-            let task = fetcher.range(self.client.clone(), self.url.clone(), self.next_fetch, end);
-            self.in_flight.push_back(InFlight(tokio::spawn(task)));
+            let piece = fetcher.range(
+                self.client.clone(),
+                self.url.clone(),
+                self.next_fetch,
+                end,
+                permit,
+            );
+            self.in_flight.push_back(piece);
             self.next_fetch = end + 1;
         }
     }
@@ -482,16 +508,19 @@ impl Cursor {
     /// The next decoded chunk, or `None` at the end of the descriptor.
     async fn next_chunk(&mut self, fetcher: &Fetcher) -> Result<Option<&[u8]>, XetStop> {
         while !self.decoder.has_chunk()? {
-            self.top_up(fetcher, PIECES_IN_FLIGHT);
-            let Some(mut piece) = self.in_flight.pop_front() else {
+            self.top_up(fetcher, PIECES_IN_FLIGHT, true);
+            let Some(piece) = self.in_flight.front_mut() else {
                 self.decoder.finish()?;
                 return Ok(None);
             };
-            let bytes = (&mut piece.0)
-                .await
-                .map_err(|e| XetStop::Failed(format!("a xorb range task failed: {e}")))??;
-            self.decoder.push(&bytes);
-            self.top_up(fetcher, PIECES_IN_FLIGHT);
+            match piece.rx.recv().await {
+                Some(frame) => self.decoder.push(&frame?),
+                // The whole range arrived (a failure would have been the last message).
+                None => {
+                    self.in_flight.pop_front();
+                    self.top_up(fetcher, PIECES_IN_FLIGHT, true);
+                }
+            }
         }
         self.chunk += 1;
         Ok(self.decoder.next_chunk()?)
@@ -535,7 +564,13 @@ struct Sink<'a, 'b, 'r> {
 
 impl Sink<'_, '_, '_> {
     /// One whole chunk of the file.
-    fn chunk(&mut self, xorb: &str, index: u32, data: &[u8], local: bool) {
+    async fn chunk(
+        &mut self,
+        xorb: &str,
+        index: u32,
+        data: &[u8],
+        local: bool,
+    ) -> Result<(), XetStop> {
         if let Ok(len) = u32::try_from(data.len()) {
             self.map.push(xorb, index, self.pos, len);
         }
@@ -547,38 +582,49 @@ impl Sink<'_, '_, '_> {
             data = &data[n as usize..];
         }
         let before = self.out.written();
-        self.out.queue(data, self.size);
+        self.out.queue(data, self.size).await?;
         if local {
             self.reused += self.out.written() - before;
         }
+        Ok(())
     }
 }
 
-/// Decoded bytes on their way to the blob writer, gathered into pooled buffers.
+/// Decoded bytes on their way to the blob writer, copied straight into pooled buffers (the
+/// fetch's memory budget), each handed over when full.
 struct Output<'a, 'r> {
     run: &'a Run<'r>,
     tx: &'a mpsc::Sender<Msg>,
     /// File offset of the next byte queued.
     at: u64,
-    /// Bytes not yet handed over: their file offset and contents.
-    pending: Option<(u64, Vec<u8>)>,
+    /// The buffer being filled, with the file offset of its first byte.
+    pending: Option<(u64, Buffer)>,
 }
 
 impl Output<'_, '_> {
-    /// Queues bytes (dropping anything past the file's size).
-    fn queue(&mut self, data: &[u8], size: u64) {
+    /// Queues bytes (dropping anything past the file's size), handing over full buffers.
+    async fn queue(&mut self, data: &[u8], size: u64) -> Result<(), XetStop> {
         let room = size.saturating_sub(self.at) as usize;
-        let data = &data[..data.len().min(room)];
-        if data.is_empty() {
-            return;
+        let mut data = &data[..data.len().min(room)];
+        while !data.is_empty() {
+            if self.pending.is_none() {
+                let buf = self.run.buffers.take().await.ok_or(XetStop::WriterClosed)?;
+                self.pending = Some((self.at, buf));
+            }
+            let Some((_, buf)) = self.pending.as_mut() else {
+                return Err(XetStop::WriterClosed);
+            };
+            let n = buf.room().min(data.len());
+            buf.extend(&data[..n]);
+            let full = buf.room() == 0;
+            self.at += n as u64;
+            self.run.progress.advance(n as u64);
+            data = &data[n..];
+            if full {
+                self.flush().await?;
+            }
         }
-        let at = self.at;
-        self.pending
-            .get_or_insert_with(|| (at, Vec::new()))
-            .1
-            .extend_from_slice(data);
-        self.at += data.len() as u64;
-        self.run.progress.advance(data.len() as u64);
+        Ok(())
     }
 
     /// Offset after the last byte queued.
@@ -586,63 +632,48 @@ impl Output<'_, '_> {
         self.at
     }
 
-    /// Hands over whole buffers' worth of queued bytes.
-    async fn flush_full(&mut self) -> Result<(), XetStop> {
-        let size = self.run.buffers.size();
-        while self.pending.as_ref().is_some_and(|p| p.1.len() >= size) {
-            let (start, mut bytes) = self.pending.take().ok_or(XetStop::WriterClosed)?;
-            let rest = bytes.split_off(size);
-            self.send(start, &bytes).await?;
-            if !rest.is_empty() {
-                self.pending = Some((start + size as u64, rest));
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands over everything queued.
+    /// Hands over what is queued.
     async fn flush(&mut self) -> Result<(), XetStop> {
-        self.flush_full().await?;
-        if let Some((start, bytes)) = self.pending.take() {
-            self.send(start, &bytes).await?;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, start: u64, bytes: &[u8]) -> Result<(), XetStop> {
-        let mut buf: Buffer = self.run.buffers.take().await.ok_or(XetStop::WriterClosed)?;
-        buf.extend(bytes);
+        let Some((offset, data)) = self.pending.take() else {
+            return Ok(());
+        };
         self.tx
-            .send(Msg::Data {
-                offset: start,
-                data: buf,
-            })
+            .send(Msg::Data { offset, data })
             .await
             .map_err(|_| XetStop::WriterClosed)
     }
 }
 
 impl Fetcher {
-    /// Bytes `start..=end` of a xorb, with bounded retries.
+    /// Streams bytes `start..=end` of a xorb into a small channel, with bounded retries
+    /// (resuming from the last byte sent); a failure is the last message.
+    /// `permit` is the connection permit it holds while it runs (none for the range a file
+    /// is waiting for).
     fn range(
         &self,
         client: HubClient,
         url: Url,
         start: u64,
         end: u64,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>, XetStop>> + Send + 'static {
-        let (ctx, connections, received, policy) = (
-            self.ctx.clone(),
-            self.connections.clone(),
-            self.received.clone(),
-            self.policy,
-        );
-        async move {
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> InFlight {
+        let (tx, rx) = mpsc::channel(FRAMES_BUFFERED);
+        let (ctx, received, policy) = (self.ctx.clone(), self.received.clone(), self.policy);
+        let task = tokio::spawn(async move {
+            let _permit = permit;
             let piece = Piece { start, end };
-            fetch_range(&client, &url, &piece, &ctx, &connections, &received, policy).await
-        }
+            let streamed = stream_range(&client, &url, &piece, &ctx, &received, policy, &tx).await;
+            if let Err(stop) = streamed {
+                let _ = tx.send(Err(stop)).await;
+            }
+        });
+        InFlight { task, rx }
     }
 }
+
+/// Body frames of one range buffered ahead of the decoder (a frame is at most a few tens of
+/// KiB): what a piece in flight holds in memory, whatever its size.
+const FRAMES_BUFFERED: usize = 2;
 
 /// An inclusive byte range of a xorb.
 struct Piece {
@@ -651,24 +682,20 @@ struct Piece {
 }
 
 /// One xorb byte range, with bounded retries; the presigned URL gets no credential.
-async fn fetch_range(
+async fn stream_range(
     client: &HubClient,
     url: &Url,
     piece: &Piece,
     ctx: &RequestCtx,
-    connections: &tokio::sync::Semaphore,
     received: &std::sync::atomic::AtomicU64,
     policy: crate::retry::RetryPolicy,
-) -> Result<Vec<u8>, XetStop> {
-    let len = (piece.end - piece.start + 1) as usize;
-    let mut out = Vec::with_capacity(len);
+    tx: &mpsc::Sender<Result<bytes::Bytes, XetStop>>,
+) -> Result<(), XetStop> {
+    let len = piece.end - piece.start + 1;
+    let mut sent = 0u64;
     let mut attempts = 0;
-    let _conn = connections
-        .acquire()
-        .await
-        .map_err(|_| XetStop::WriterClosed)?;
-    while out.len() < len {
-        let from = piece.start + out.len() as u64;
+    while sent < len {
+        let from = piece.start + sent;
         let failure = match client.get_range(url, from, piece.end, ctx).await {
             Attempt::Done(mut resp) => {
                 if resp.status() != StatusCode::PARTIAL_CONTENT
@@ -684,15 +711,18 @@ async fn fetch_range(
                     loop {
                         match resp.chunk().await {
                             Ok(Some(data)) => {
-                                if out.len() + data.len() > len {
+                                if sent + data.len() as u64 > len {
                                     return Err(XetStop::Failed(format!(
                                         "the CAS sent more than the {len} bytes of range {}-{}",
                                         piece.start, piece.end
                                     )));
                                 }
-                                out.extend_from_slice(&data);
+                                sent += data.len() as u64;
                                 received.fetch_add(data.len() as u64, Ordering::Relaxed);
                                 attempts = 0;
+                                if tx.send(Ok(data)).await.is_err() {
+                                    return Err(XetStop::WriterClosed);
+                                }
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -704,11 +734,11 @@ async fn fetch_range(
                             }
                         }
                     }
-                    if out.len() >= len {
+                    if sent >= len {
                         break;
                     }
                     if failure.is_empty() {
-                        format!("a xorb range ended at {} of {len} bytes", out.len())
+                        format!("a xorb range ended at {sent} of {len} bytes")
                     } else {
                         failure
                     }
@@ -732,5 +762,5 @@ async fn fetch_range(
         }
         tokio::time::sleep(policy.backoff(attempts - 1)).await;
     }
-    Ok(out)
+    Ok(())
 }
