@@ -468,13 +468,20 @@ fn a_new_revision_downloads_only_its_changed_chunks_and_copies_the_rest_from_the
     assert_eq!(maps.len(), 2, "{maps:?}");
 
     // A store with nothing to reuse reads each range once, merged or not: about the file.
+    // One connection permit: the merged range is parked between its terms while the others
+    // are read, and nothing waits for a permit a parked range holds.
     let fresh = tempfile::tempdir().unwrap();
     hub.reset_cas_bytes();
     let mut cmd = f.cmd();
     cmd.env("MODELBAKE_STORE", fresh.path());
-    run(cmd
-        .env("HF_TOKEN", HUB_TOKEN)
-        .args(["fetch", "-q", "--endpoint", &hub.endpoint()]))
+    run(cmd.env("HF_TOKEN", HUB_TOKEN).args([
+        "fetch",
+        "-q",
+        "-j",
+        "1",
+        "--endpoint",
+        &hub.endpoint(),
+    ]))
     .ok();
     let at_cas = hub.cas_bytes_served();
     assert!(

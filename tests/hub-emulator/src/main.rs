@@ -4,12 +4,13 @@
 //! Usage: hub-emulator [--port N] [--page-size N] [--model ID=DIR]... [--dataset ID=DIR]...
 //!        [--tag NAME]...   (tags point at `main` of every repo)
 //!        [--cdn-base URL]  (LFS files redirect to URL/<path>, e.g. an nginx serving the folder)
+//!        (an ID given again: its next commit, all tagged r1, r2, …)
 //!        [--xet-cas URL --xet-hashes FILE]  (Xet mode: front the CAS at URL, a
 //!        `local_cas_server`; FILE maps sha256 to Xet hash as a JSON object)
 
 use std::path::PathBuf;
 
-use hub_emulator::{HubEmulator, Kind, Repo};
+use hub_emulator::{FileSpec, HubEmulator, Kind, Repo};
 
 fn main() {
     if let Err(e) = run() {
@@ -60,9 +61,31 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other}; see --help")),
         }
     }
+    // The same ID given again: its next commit on main; a repo with several commits has them
+    // tagged r1, r2, … in order.
+    let mut built: Vec<(Repo, Vec<String>)> = Vec::new();
     for (kind, id, dir) in repos {
-        let mut repo =
-            Repo::from_dir(kind, &id, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+        let files = FileSpec::from_dir(&dir).map_err(err)?;
+        let at = match built.iter().position(|(r, _)| r.kind == kind && r.id == id) {
+            Some(at) => at,
+            None => {
+                built.push((Repo::new(kind, &id), Vec::new()));
+                built.len() - 1
+            }
+        };
+        let (repo, shas) = &mut built[at];
+        shas.push(repo.push_commit("main", files).map_err(err)?);
+    }
+    let built = built.into_iter().map(|(mut repo, shas)| {
+        if shas.len() > 1 {
+            for (i, sha) in shas.iter().enumerate() {
+                repo.refs.insert(format!("r{}", i + 1), sha.clone());
+            }
+        }
+        repo
+    });
+    for mut repo in built {
         for tag in &tags {
             repo = repo.tag(tag, "main");
         }

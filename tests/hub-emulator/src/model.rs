@@ -322,6 +322,16 @@ impl Repo {
 
     /// Reads a fixture folder (every file, sorted; `.git` skipped) as the `main` branch.
     pub fn from_dir(kind: Kind, id: &str, dir: &Path) -> std::io::Result<Self> {
+        let mut repo = Repo::new(kind, id);
+        repo.push_commit("main", FileSpec::from_dir(dir)?)?;
+        Ok(repo)
+    }
+}
+
+impl FileSpec {
+    /// Every file under `dir`, LFS by the Hub's default rules (big files are read from disk
+    /// when served, not held in memory).
+    pub fn from_dir(dir: &Path) -> std::io::Result<Vec<FileSpec>> {
         let mut paths = Vec::new();
         walk(dir, dir, &mut paths)?;
         paths.sort();
@@ -341,11 +351,11 @@ impl Repo {
                 lfs,
             });
         }
-        let mut repo = Repo::new(kind, id);
-        repo.push_commit("main", files)?;
-        Ok(repo)
+        Ok(files)
     }
+}
 
+impl Repo {
     /// Adds a commit on `branch` (see [`Repo::commit`]) and returns its sha.
     pub fn push_commit(&mut self, branch: &str, files: Vec<FileSpec>) -> std::io::Result<String> {
         let parent = self.refs.get(branch).cloned().unwrap_or_default();

@@ -549,6 +549,15 @@ fn repo_not_found(kind: Kind) -> Reply {
 fn route_hub(ctx: &Ctx<'_>, path: &str) -> Reply {
     let segs = segments(path);
     match segs.as_slice() {
+        // For benchmarks in another process: the xorb bytes the CAS front served (GET), reset
+        // with DELETE. Not a Hub route.
+        ["_emulator", "cas-bytes"] => {
+            let counter = &ctx.state.cas_bytes.0;
+            if *ctx.method == Method::DELETE {
+                counter.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            Reply::json(json!({ "bytes": counter.load(std::sync::atomic::Ordering::Relaxed) }))
+        }
         ["api", "resolve-cache", kind, rest @ ..] => match Kind::from_api_segment(kind) {
             Some(kind) => resolve_cache(ctx, kind, rest),
             None => Reply::error(404, "EntryNotFound", "not found"),
