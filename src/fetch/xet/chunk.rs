@@ -164,18 +164,19 @@ impl Decoder {
         Ok(self.next_complete()?.is_some())
     }
 
-    /// Decodes and takes the next chunk, if all of its bytes were pushed.
+    /// Decodes and takes the next chunk, if all of its bytes were pushed. A stored
+    /// (uncompressed) chunk is handed out in place, without a copy.
     pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, ChunkError> {
         let Some((h, end)) = self.next_complete()? else {
             return Ok(None);
         };
-        self.decoded.clear();
-        decode(
-            &h,
-            &self.pending[self.start + HEADER_LEN..end],
-            &mut self.decoded,
-        )?;
+        let payload = self.start + HEADER_LEN..end;
         self.start = end;
+        if h.scheme == 0 {
+            return Ok(Some(&self.pending[payload]));
+        }
+        self.decoded.clear();
+        decode(&h, &self.pending[payload], &mut self.decoded)?;
         Ok(Some(&self.decoded))
     }
 

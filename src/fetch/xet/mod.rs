@@ -335,9 +335,16 @@ async fn write_terms(
                     _ => Cursor::new(l, &fetcher)?,
                 };
                 cursor.top_up(&fetcher, PIECES_IN_FLIGHT, false);
-                prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
                 let mut term_bytes = 0u64;
+                let mut prefetched = false;
                 while cursor.chunk < term.range.end {
+                    // The next terms' ranges start when this one nears its end: started
+                    // earlier, they would only wait, holding buffers.
+                    if !prefetched && term.unpacked_length.saturating_sub(term_bytes) <= PREFETCH_AT
+                    {
+                        prefetched = true;
+                        prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
+                    }
                     let index = cursor.chunk;
                     let Some(chunk) = cursor.next_chunk(&fetcher).await? else {
                         return Err(XetStop::Failed(format!(
@@ -435,7 +442,9 @@ async fn copy_local(
 }
 
 /// Remote terms ahead of the current one whose first piece is fetched early.
-const PREFETCH_TERMS: usize = 3;
+const PREFETCH_TERMS: usize = 1;
+/// How close to the end of its term the next terms' ranges are started.
+const PREFETCH_AT: u64 = 8 << 20;
 
 /// A piece being fetched in its own task, its body frames arriving through a small channel;
 /// dropping it stops the task.
@@ -673,7 +682,7 @@ impl Fetcher {
 
 /// Body frames of one range buffered ahead of the decoder (a frame is at most a few tens of
 /// KiB): what a piece in flight holds in memory, whatever its size.
-const FRAMES_BUFFERED: usize = 2;
+const FRAMES_BUFFERED: usize = 1;
 
 /// An inclusive byte range of a xorb.
 struct Piece {
