@@ -98,6 +98,40 @@ pub(super) async fn blob(run: &Run<'_>, job: &BlobJob, claim: &BlobClaim) -> Res
     }
 }
 
+/// Opens (or takes over) the partial file of `job`, moves the progress to what it already
+/// holds, and says so when a download resumes. Shared by every download path.
+pub(super) async fn begin(
+    run: &Run<'_>,
+    job: &BlobJob,
+    claim: &BlobClaim,
+    counted: &mut u64,
+) -> Result<crate::store::Partial, BlobError> {
+    let label = job.uses[0].label();
+    let (store, sha, size, claim) = (
+        run.store.clone(),
+        job.sha256.clone(),
+        job.size,
+        claim.clone(),
+    );
+    let partial = tokio::task::spawn_blocking(move || store.begin(&sha, size, &claim))
+        .await
+        .map_err(|e| BlobError::Other {
+            label: label.clone(),
+            detail: e.to_string(),
+        })?
+        .map_err(|source| BlobError::Store {
+            label: label.clone(),
+            source,
+        })?;
+    let from = partial.len();
+    if from > 0 {
+        tracing::info!("{label}: resuming at byte {from} of {}", job.size);
+    }
+    run.progress.advance(from.saturating_sub(*counted));
+    *counted = (*counted).max(from);
+    Ok(partial)
+}
+
 /// Downloads `job` from `resolve` (through `client`) into the store and publishes it. When it
 /// fails, the partial file is kept so the next source or run resumes from it; the final
 /// sha256 check decides whether its bytes were right, and throws them away if not.
@@ -122,27 +156,8 @@ async fn from_source(
         may_restart: true,
     };
 
-    let partial = {
-        let (store, sha, size, claim) = (
-            run.store.clone(),
-            job.sha256.clone(),
-            job.size,
-            claim.clone(),
-        );
-        tokio::task::spawn_blocking(move || store.begin(&sha, size, &claim))
-            .await
-            .map_err(|e| BlobError::Other {
-                label: label.clone(),
-                detail: e.to_string(),
-            })?
-            .map_err(store_err)?
-    };
+    let partial = begin(run, job, claim, counted).await?;
     let from = partial.len();
-    if from > 0 {
-        tracing::info!("{label}: resuming at byte {from} of {}", job.size);
-    }
-    run.progress.advance(from.saturating_sub(*counted));
-    *counted = (*counted).max(from);
     let writer = BlobWriter::spawn(partial);
     let mut outcome = if from == job.size {
         Ok(())

@@ -130,24 +130,10 @@ async fn once(
         label: label.clone(),
         detail,
     };
-    let partial = {
-        let (store, sha, size, claim) = (
-            run.store.clone(),
-            job.sha256.clone(),
-            job.size,
-            claim.clone(),
-        );
-        tokio::task::spawn_blocking(move || store.begin(&sha, size, &claim))
-            .await
-            .map_err(|e| (other(e.to_string()), 0))?
-            .map_err(|e| (store_err(e), 0))?
-    };
+    let partial = super::download::begin(run, job, claim, counted)
+        .await
+        .map_err(|e| (e, 0))?;
     let from = partial.len();
-    if from > 0 {
-        tracing::info!("{label}: resuming at byte {from} of {} (Xet)", job.size);
-    }
-    run.progress.advance(from.saturating_sub(*counted));
-    *counted = (*counted).max(from);
     let writer = BlobWriter::spawn(partial);
     let mut built = Built {
         map: ChunkMap::new(job.size),
