@@ -40,8 +40,9 @@ pub struct FetchArgs {
     pub no_fsync: bool,
     /// Never use the Xet CAS: download Xet-stored files through the Hub's plain HTTP path
     /// (also HF_HUB_DISABLE_XET=1, as for huggingface_hub). By default files the lock records
-    /// with a Xet hash are fetched from the CAS as xorb ranges, decoded and sha256-checked;
-    /// any Xet failure falls back to plain HTTP with a warning.
+    /// with a Xet hash are fetched from the CAS as xorb ranges, decoded and sha256-checked,
+    /// and chunks the store already holds (an earlier revision, another repo) are copied
+    /// instead of downloaded; any Xet failure falls back to plain HTTP with a warning.
     #[arg(long)]
     pub no_xet: bool,
     #[command(flatten)]
