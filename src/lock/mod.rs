@@ -292,11 +292,6 @@ impl Lockfile {
                 }
             )));
         }
-        if lock.version == LOCK_VERSION && lock.has_xet_hashes() {
-            return Err(plain(format!(
-                "a version {LOCK_VERSION} lock cannot record `xet_hash` (version {LOCK_VERSION_XET} does); run `modelbake lock` to regenerate it"
-            )));
-        }
         for (i, p) in lock.plugins.iter().enumerate() {
             if !is_lower_hex(&p.sha256, 64) || !is_lower_hex(&p.config, 64) {
                 return Err(plain(format!(
@@ -450,13 +445,15 @@ mod tests {
             Lockfile::parse(Path::new("models.lock"), &text).unwrap(),
             xet
         );
-        // Only the version differs from the plain lock's header and the field is the only addition.
-        let e = Lockfile::parse(
+        // A version 1 lock with the field (written by a build between releases) is read, and
+        // becomes version 2 when it is written again.
+        let mut old = Lockfile::parse(
             Path::new("models.lock"),
             &text.replace("version = 2", "version = 1"),
         )
-        .unwrap_err();
-        assert!(e.message.contains("cannot record `xet_hash`"), "{e}");
+        .unwrap();
+        old.normalize();
+        assert_eq!(old.to_toml(), text);
         // Dropping the hashes makes it a version 1 lock again, byte for byte.
         for f in xet.repos.iter_mut().flat_map(|r| &mut r.files) {
             f.xet_hash = None;
