@@ -321,16 +321,9 @@ async fn write_terms(
                     _ => Cursor::new(l, &fetcher)?,
                 };
                 cursor.top_up(&fetcher, PIECES_IN_FLIGHT, false);
+                prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
                 let mut term_bytes = 0u64;
-                let mut prefetched = false;
                 while cursor.chunk < term.range.end {
-                    // The next terms' ranges start when this one nears its end: started
-                    // earlier, they would only wait, holding buffers.
-                    if !prefetched && term.unpacked_length.saturating_sub(term_bytes) <= PREFETCH_AT
-                    {
-                        prefetched = true;
-                        prefetch_next(&sources[i + 1..], &mut cursors, &fetcher, key, Some(&k))?;
-                    }
                     let index = cursor.chunk;
                     let Some(chunk) = cursor.next_chunk(&fetcher).await? else {
                         return Err(XetStop::Failed(format!(
@@ -406,12 +399,13 @@ async fn copy_local(
     sink: &mut Sink<'_, '_, '_>,
 ) -> Result<(), XetStop> {
     let mut index = term.range.start;
+    let mut bytes = Vec::new();
     for span in spans {
         let mut offset = span.offset;
         for batch in span.lens.chunks(BATCH_CHUNKS) {
             let len: u64 = batch.iter().map(|&l| u64::from(l)).sum();
-            let bytes = local
-                .read(&span.blob, offset, len as usize)
+            bytes = local
+                .read(&span.blob, offset, len as usize, std::mem::take(&mut bytes))
                 .await
                 .map_err(|e| XetStop::Failed(format!("reading a local chunk: {e}")))?;
             let mut cut = 0usize;
@@ -427,10 +421,9 @@ async fn copy_local(
     Ok(())
 }
 
-/// Remote terms ahead of the current one whose first piece is fetched early.
-const PREFETCH_TERMS: usize = 1;
-/// How close to the end of its term the next terms' ranges are started.
-const PREFETCH_AT: u64 = 8 << 20;
+/// Remote terms ahead of the current one whose first piece is fetched early (a waiting
+/// range holds one body frame, so this costs little memory and hides each request's latency).
+const PREFETCH_TERMS: usize = 3;
 
 /// A piece being fetched in its own task, its body frames arriving through a small channel;
 /// dropping it stops the task.
@@ -541,7 +534,7 @@ struct Fetcher {
 }
 
 /// Chunks read from the store at once.
-const BATCH_CHUNKS: usize = 32;
+const BATCH_CHUNKS: usize = 16;
 
 /// Where the chunks of a term go: the bytes to the writer (less the part of the first term
 /// before the asked range), their places to the new blob's chunk map.

@@ -130,12 +130,19 @@ impl LocalChunks {
         }
     }
 
-    /// Reads `len` bytes at `offset` of the blob `sha256`.
-    pub async fn read(&self, sha256: &str, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    /// Reads `len` bytes at `offset` of the blob `sha256` into `buf`.
+    /// `buf` is handed back filled (its allocation is reused from read to read).
+    pub async fn read(
+        &self,
+        sha256: &str,
+        offset: u64,
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> std::io::Result<Vec<u8>> {
         let path = self.store.blob_path(sha256);
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path)?;
-            let mut buf = vec![0; len];
+            buf.resize(len, 0);
             file.read_exact_at(&mut buf, offset)?;
             Ok(buf)
         })
