@@ -255,6 +255,18 @@ proptest! {
         }
     }
 
+    /// Reading table by table never disagrees with the TOML parser: on near-valid text it
+    /// either gives way (`None`) or yields exactly what parsing the whole document yields.
+    #[test]
+    fn table_by_table_reading_agrees_with_the_toml_parser(
+        text in lockfile().prop_flat_map(|l| mutated_text(&l.to_toml(), DICT))
+    ) {
+        if let Some(lock) = super::sections::parse(text.lines().map(Ok)) {
+            let whole: Result<Lockfile, _> = toml::from_str(&text);
+            prop_assert_eq!(whole.ok(), Some(lock), "{}", text);
+        }
+    }
+
     /// Every corruption of a valid lock is refused with a message.
     #[test]
     fn corrupted_locks_are_refused(

@@ -3,6 +3,7 @@
 //! relocking an unchanged manifest changes nothing and a diff shows exactly what moved.
 
 pub mod diff;
+mod sections;
 
 use std::path::Path;
 
@@ -253,10 +254,20 @@ impl Lockfile {
         self.repos.iter().find(|r| r.kind == kind && &r.id == id)
     }
 
-    /// Parses and validates lock text; `path` is used in messages.
+    /// Parses and validates lock text; `path` is used in messages. The text is read table
+    /// by table when it has the shape `modelbake lock` writes (memory stays at the size of
+    /// what it holds, see `sections`), as one TOML document otherwise.
     pub fn parse(path: &Path, text: &str) -> Result<Self, SourceError> {
-        let lock: Lockfile =
-            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
+        let lock = match sections::parse(text.lines().map(Ok)) {
+            Some(lock) => lock,
+            None => toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?,
+        };
+        Lockfile::checked(path, lock)
+    }
+
+    /// Checks what the TOML shape does not: the version, plugin pins, each repo's invariants
+    /// and the order of repos.
+    fn checked(path: &Path, lock: Lockfile) -> Result<Self, SourceError> {
         let plain = |message: String| SourceError {
             path: path.to_owned(),
             location: None,
@@ -301,8 +312,17 @@ impl Lockfile {
         Ok(lock)
     }
 
-    /// Reads the lock at `path`, or `None` when there is none yet.
+    /// Reads the lock at `path`, or `None` when there is none yet. A lock in the shape
+    /// `modelbake lock` writes is read line by line, table by table, never whole into memory
+    /// (a 100,000-file lock is 19 MB of text); any other is read and parsed as one document.
     pub fn read_if_exists(path: &Path) -> Result<Option<Self>, SourceError> {
+        use std::io::BufRead as _;
+        let streamed = std::fs::File::open(path)
+            .ok()
+            .and_then(|f| sections::parse(std::io::BufReader::with_capacity(64 << 10, f).lines()));
+        if let Some(lock) = streamed {
+            return Lockfile::checked(path, lock).map(Some);
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => Lockfile::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
