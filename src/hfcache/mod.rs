@@ -32,6 +32,15 @@ pub fn default_hub_cache(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf
 /// sorted: the one walk that scan, prune and verify share.
 pub(crate) fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    for_each_file_under(dir, &mut |p| out.push(p.to_owned()))?;
+    out.sort();
+    Ok(out)
+}
+
+/// Calls `found` with every non-directory entry under `dir`, recursively (symlinks are
+/// entries, not followed), in no particular order, without collecting them: a snapshot of
+/// 100,000 files costs one path at a time.
+pub(crate) fn for_each_file_under(dir: &Path, found: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
@@ -39,12 +48,11 @@ pub(crate) fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             if entry.file_type()?.is_dir() {
                 stack.push(entry.path());
             } else {
-                out.push(entry.path());
+                found(&entry.path());
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
 /// True when `path` is a symlink that resolves to a folder: what no walk of the cache enters
@@ -159,6 +167,86 @@ pub fn trees_json(repo: &LockedRepo) -> String {
     ascii_escape(&String::from_utf8_lossy(&out))
 }
 
+/// True when the JSON read from `reader` is the document [`trees_json`] writes for `repo`, as
+/// JSON values (key order and spacing aside), checked while it is read: each entry of
+/// `files` is compared with the locked file of that path (found by binary search, the files
+/// being sorted) and dropped, so a 100,000-file listing is never held as values. A file that is
+/// not JSON, or names a path twice, does not match.
+pub(crate) fn trees_json_matches(reader: impl std::io::Read, repo: &LockedRepo) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use serde_json::{Value, json};
+
+    struct Top<'r>(&'r LockedRepo);
+    struct Files<'r>(&'r LockedRepo);
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a trees listing")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let (mut version, mut files, mut other) = (None, None, false);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "format_version" if version.is_none() => {
+                        version = Some(map.next_value::<Value>()? == json!(1));
+                    }
+                    "files" if files.is_none() => {
+                        files = Some(map.next_value_seed(Files(self.0))?);
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                        other = true;
+                    }
+                }
+            }
+            Ok(version == Some(true) && files == Some(true) && !other)
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Files<'_> {
+        type Value = bool;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Files<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("the files of a trees listing")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let files = &self.0.files;
+            let mut seen = vec![false; files.len()];
+            let mut ok = true;
+            while let Some(path) = map.next_key::<String>()? {
+                let Ok(i) = files.binary_search_by(|f| f.path.as_str().cmp(&path)) else {
+                    map.next_value::<IgnoredAny>()?;
+                    ok = false;
+                    continue;
+                };
+                let f = &files[i];
+                let want = match &f.pointer {
+                    Some(pointer) => json!({
+                        "size": f.size, "blob_id": pointer,
+                        "lfs_sha256": f.sha256, "lfs_size": f.size,
+                    }),
+                    None => json!({ "size": f.size, "blob_id": f.blob }),
+                };
+                let value = map.next_value::<Value>()?;
+                let twice = std::mem::replace(&mut seen[i], true);
+                ok &= !twice && value == want;
+            }
+            Ok(ok && seen.iter().all(|&s| s))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    de.deserialize_map(Top(repo))
+        .is_ok_and(|same| same && de.end().is_ok())
+}
+
 /// Python's `ensure_ascii`: every non-ASCII character as `\uXXXX` (UTF-16 code units).
 fn ascii_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -179,6 +267,32 @@ fn ascii_escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::test_support::env_of;
+
+    #[test]
+    fn trees_listings_are_compared_as_json_values_while_read() {
+        let lock = crate::lock::tests::sample();
+        let repo = &lock.repos[0];
+        let text = trees_json(repo);
+        assert!(trees_json_matches(text.as_bytes(), repo));
+        let compact: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(trees_json_matches(compact.to_string().as_bytes(), repo));
+        let first = &repo.files[0].path;
+        for bad in [
+            text.replacen("\"format_version\": 1", "\"format_version\": 2", 1),
+            text.replacen("{", "{\"extra\": 0, ", 1),
+            text.replacen(&format!("\"{first}\""), "\"other\"", 1),
+            text.replacen("\"size\": ", "\"size\": 1", 1),
+            text.replacen(
+                "\"files\": {",
+                &format!("\"files\": {{\"{first}\": {{}}, "),
+                1,
+            ),
+            text[..text.len() - 2].to_owned(),
+            format!("{text} x"),
+        ] {
+            assert!(!trees_json_matches(bad.as_bytes(), repo), "{bad}");
+        }
+    }
 
     #[test]
     fn folder_names_and_targets() {

@@ -370,7 +370,7 @@ impl Default for Lockfile {
 mod fuzz_tests;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hash::{git_blob_sha1, sha256_hex};
 
