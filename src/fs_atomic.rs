@@ -77,10 +77,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
 /// [`write_atomic`] unless `path` already holds exactly `bytes` (read-only caches and
 /// unchanged files are left alone). True when it wrote.
 pub fn write_if_different(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<bool> {
-    if fs::read(path).is_ok_and(|old| old == bytes) {
+    if holds(path, bytes) {
         return Ok(false);
     }
     write_atomic(path, bytes, mode).map(|()| true)
+}
+
+/// True when the file at `path` holds exactly `bytes`: compared by length, then 64 KiB at a
+/// time, so checking a large file (a 100,000-file lock or `trees/` listing) does not read a
+/// second copy of it into memory.
+pub fn holds(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read as _;
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+    {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    let mut rest = bytes;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return rest.is_empty(),
+            Ok(n) if n <= rest.len() && buf[..n] == rest[..n] => rest = &rest[n..],
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// How [`link_or_copy`] placed a file.
@@ -122,6 +149,21 @@ pub fn link_or_copy(src: &Path, dest: &Path, prefer_link: bool) -> io::Result<Pl
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn holds_compares_whole_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &big).unwrap();
+        assert!(holds(&path, &big));
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert!(!holds(&path, &other));
+        assert!(!holds(&path, &big[..big.len() - 1]));
+        assert!(!holds(&dir.path().join("missing"), b""));
+        assert!(!holds(dir.path(), b""));
+    }
 
     #[test]
     fn writes_replace_whole_files_and_keep_a_chosen_mode() {

@@ -116,10 +116,34 @@ pub fn symlink_target(path: &str, blob: &str) -> String {
 /// sorted, keys in its order, ASCII-escaped, no trailing newline), for a repo whose lock lists
 /// every file.
 pub fn trees_json(repo: &LockedRepo) -> String {
+    /// `files`, written straight from the lock: its files are sorted by path, the order a
+    /// map keyed by path would give, so no map of 100,000 entries is built first.
+    struct Files<'a>(&'a [crate::lock::LockedFile]);
+    impl serde::Serialize for Files<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|f| {
+                let entry = match &f.pointer {
+                    Some(pointer) => Entry {
+                        size: f.size,
+                        blob_id: pointer,
+                        lfs_sha256: Some(&f.sha256),
+                        lfs_size: Some(f.size),
+                    },
+                    None => Entry {
+                        size: f.size,
+                        blob_id: &f.blob,
+                        lfs_sha256: None,
+                        lfs_size: None,
+                    },
+                };
+                (f.path.as_str(), entry)
+            }))
+        }
+    }
     #[derive(serde::Serialize)]
     struct Trees<'a> {
         format_version: u32,
-        files: std::collections::BTreeMap<&'a str, Entry<'a>>,
+        files: Files<'a>,
     }
     #[derive(serde::Serialize)]
     struct Entry<'a> {
@@ -130,41 +154,83 @@ pub fn trees_json(repo: &LockedRepo) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         lfs_size: Option<u64>,
     }
-    let files = repo
-        .files
-        .iter()
-        .map(|f| {
-            let entry = match &f.pointer {
-                Some(pointer) => Entry {
-                    size: f.size,
-                    blob_id: pointer,
-                    lfs_sha256: Some(&f.sha256),
-                    lfs_size: Some(f.size),
-                },
-                None => Entry {
-                    size: f.size,
-                    blob_id: &f.blob,
-                    lfs_sha256: None,
-                    lfs_size: None,
-                },
-            };
-            (f.path.as_str(), entry)
-        })
-        .collect();
+    debug_assert!(repo.files.windows(2).all(|w| w[0].path < w[1].path));
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(
         &mut out,
-        serde_json::ser::PrettyFormatter::with_indent(b" "),
+        AsciiFormatter(serde_json::ser::PrettyFormatter::with_indent(b" ")),
     );
     // Serialising plain structs into memory cannot fail.
     let _ = serde::Serialize::serialize(
         &Trees {
             format_version: 1,
-            files,
+            files: Files(&repo.files),
         },
         &mut ser,
     );
-    ascii_escape(&String::from_utf8_lossy(&out))
+    // Only ASCII was written (see `AsciiFormatter`).
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Python's `json.dump(..., indent=1)` with its default `ensure_ascii`: the pretty layout of
+/// `PrettyFormatter`, with every non-ASCII character in strings written as `\uXXXX` (UTF-16
+/// code units).
+struct AsciiFormatter<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for AsciiFormatter<'_> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut units = [0u16; 2];
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if !c.is_ascii() {
+                w.write_all(fragment[start..i].as_bytes())?;
+                for u in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(fragment[start..].as_bytes())
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// True when the JSON read from `reader` is the document [`trees_json`] writes for `repo`, as
@@ -247,7 +313,9 @@ pub(crate) fn trees_json_matches(reader: impl std::io::Read, repo: &LockedRepo) 
         .is_ok_and(|same| same && de.end().is_ok())
 }
 
-/// Python's `ensure_ascii`: every non-ASCII character as `\uXXXX` (UTF-16 code units).
+/// Python's `ensure_ascii`: every non-ASCII character as `\uXXXX` (UTF-16 code units); the
+/// reference [`AsciiFormatter`] is tested against.
+#[cfg(test)]
 fn ascii_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -331,5 +399,16 @@ mod tests {
     #[test]
     fn escapes_like_python() {
         assert_eq!(ascii_escape("é😀"), "\\u00e9\\ud83d\\ude00");
+        let mut lock = crate::lock::tests::sample();
+        lock.repos[0].files[0].path = "données/é😀x\"y.json".into();
+        lock.repos[0].normalize();
+        let repo = &lock.repos[0];
+        let text = trees_json(repo);
+        assert!(
+            text.contains("donn\\u00e9es/\\u00e9\\ud83d\\ude00x\\\"y.json"),
+            "{text}"
+        );
+        assert!(text.is_ascii());
+        assert!(trees_json_matches(text.as_bytes(), repo));
     }
 }

@@ -348,7 +348,7 @@ impl Lockfile {
     /// exactly these bytes and was left untouched.
     pub fn write(&self, path: &Path) -> std::io::Result<bool> {
         let text = self.to_toml();
-        if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        if crate::fs_atomic::holds(path, text.as_bytes()) {
             return Ok(false);
         }
         crate::fs_atomic::write_atomic(
