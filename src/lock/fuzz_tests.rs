@@ -241,7 +241,10 @@ proptest! {
         let text = lock.to_toml();
         let back = parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         prop_assert_eq!(&back, &lock);
-        prop_assert_eq!(back.to_toml(), text);
+        prop_assert_eq!(back.to_toml(), text.clone());
+        let mut streamed = Vec::new();
+        prop_assert!(lock.write_toml(&mut streamed).is_ok());
+        prop_assert_eq!(String::from_utf8(streamed).ok(), Some(text));
     }
 
     /// Near-valid locks (valid ones with byte edits): no panic; accepted ones are stable.
