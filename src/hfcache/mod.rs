@@ -187,14 +187,14 @@ impl serde_json::ser::Formatter for AsciiFormatter<'_> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if !c.is_ascii() {
-                w.write_all(fragment[start..i].as_bytes())?;
+                w.write_all(&fragment.as_bytes()[start..i])?;
                 for u in c.encode_utf16(&mut units) {
                     write!(w, "\\u{u:04x}")?;
                 }
                 start = i + c.len_utf8();
             }
         }
-        w.write_all(fragment[start..].as_bytes())
+        w.write_all(&fragment.as_bytes()[start..])
     }
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.0.begin_array(w)

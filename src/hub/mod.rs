@@ -154,7 +154,7 @@ impl HubClient {
         }
     }
 
-    /// Lists every entry of the repo at `commit`, recursively, following `Link` pagination
+    /// Lists every file of the repo at `commit` (folders are left out), recursively, following `Link` pagination
     /// within a budget: at most [`MAX_TREE_PAGES`] pages and [`MAX_TREE_ENTRIES`] entries, no
     /// page read twice, and no page on another origin than the endpoint (where the token may
     /// not go, and which the Hub never points to).
@@ -172,6 +172,7 @@ impl HubClient {
             crate::ui::short(commit)
         );
         let mut entries = Vec::new();
+        let mut listed = 0;
         let mut visited = HashSet::from([url.clone()]);
         for _ in 0..MAX_TREE_PAGES {
             let (page, headers): (Vec<TreeEntry>, HeaderMap) = self
@@ -179,8 +180,10 @@ impl HubClient {
                     self.get_json(&url, &ctx, "a tree page", METADATA_LIMIT)
                 })
                 .await?;
-            entries.extend(page);
-            if entries.len() > MAX_TREE_ENTRIES {
+            listed += page.len();
+            // Folders are never locked: only files are kept.
+            entries.extend(page.into_iter().filter(TreeEntry::is_file));
+            if listed > MAX_TREE_ENTRIES {
                 return Err(self.endless_listing(
                     &url,
                     format!("it lists more than {MAX_TREE_ENTRIES} entries"),
@@ -191,6 +194,7 @@ impl HubClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(api::next_link);
             let Some(next) = next else {
+                entries.shrink_to_fit();
                 return Ok(entries);
             };
             url = self.next_page(&url, &next, &mut visited)?;

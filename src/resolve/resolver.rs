@@ -202,6 +202,7 @@ async fn resolve_repo(
         .collect();
 
     let (selected, dropped) = apply_policies(spec, &commit, selected, plugins)?;
+    let count = selected.len();
     let files: Vec<LockedFile> = stream::iter(selected.into_iter().map(|entry| {
         let commit = &commit;
         let bad = &bad;
@@ -244,8 +245,13 @@ async fn resolve_repo(
         }
     }))
     .buffer_unordered(FILE_JOBS)
-    .try_collect()
+    // Into a vector of the exact size: no doubling slack over 100,000 files.
+    .try_fold(Vec::with_capacity(count), |mut files, file| {
+        files.push(file);
+        std::future::ready(Ok(files))
+    })
     .await?;
+    drop(entries);
 
     let complete = files.len() == all_files;
     let mut repo = LockedRepo {
