@@ -9,7 +9,7 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 
 use super::{repo_folder, symlink_target};
-use crate::hash::sha256_of_reader;
+use crate::hash::sha256_of_file;
 use crate::lock::{LockedRepo, Lockfile};
 use crate::repo::{RepoId, RepoKind};
 
@@ -355,5 +355,5 @@ type Hashed = std::io::Result<(String, u64)>;
 
 /// Hashes one cache file.
 fn hash_file(path: &Path) -> Hashed {
-    sha256_of_reader(fs::File::open(path)?)
+    sha256_of_file(path)
 }
