@@ -74,13 +74,100 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     written
 }
 
+/// Like [`write_atomic`] with the content written by `fill` into the temp file (so it is never
+/// held in memory whole), unless `path` already holds exactly those bytes: then the temp file
+/// is removed and `path` left untouched. True when it wrote.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: Mode,
+    fill: &mut dyn FnMut(&mut fs::File) -> io::Result<()>,
+) -> io::Result<bool> {
+    let perm = match mode {
+        Mode::Fixed(m) => m,
+        Mode::KeepExisting => fs::metadata(path).map_or(0o644, |m| m.permissions().mode()),
+    };
+    let tmp = temp_sibling(path);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(perm & 0o7777)
+            .open(&tmp)?;
+        #[cfg(test)]
+        ON_TEMP_CREATED.with_borrow_mut(|hook| hook.as_mut().map(|h| h(&tmp)));
+        f.set_permissions(fs::Permissions::from_mode(perm))?;
+        fill(&mut f)?;
+        if same_files(&tmp, path) {
+            fs::remove_file(&tmp)?;
+            return Ok(false);
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path).map(|()| true)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// True when the regular files at `a` and `b` have the same bytes, compared 64 KiB at a time.
+fn same_files(a: &Path, b: &Path) -> bool {
+    use std::io::Read as _;
+    let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else {
+        return false;
+    };
+    let len = |f: &fs::File| f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+    if len(&fa).is_none() || len(&fa) != len(&fb) {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = match fa.read(&mut ba) {
+            Ok(0) => return fb.read(&mut bb).is_ok_and(|n| n == 0),
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
 /// [`write_atomic`] unless `path` already holds exactly `bytes` (read-only caches and
 /// unchanged files are left alone). True when it wrote.
 pub fn write_if_different(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<bool> {
-    if fs::read(path).is_ok_and(|old| old == bytes) {
+    if holds(path, bytes) {
         return Ok(false);
     }
     write_atomic(path, bytes, mode).map(|()| true)
+}
+
+/// True when the file at `path` holds exactly `bytes`: compared by length, then 64 KiB at a
+/// time, so checking a large file (a 100,000-file lock or `trees/` listing) does not read a
+/// second copy of it into memory.
+pub fn holds(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read as _;
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+    {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    let mut rest = bytes;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return rest.is_empty(),
+            Ok(n) if n <= rest.len() && buf[..n] == rest[..n] => rest = &rest[n..],
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// How [`link_or_copy`] placed a file.
@@ -122,6 +209,21 @@ pub fn link_or_copy(src: &Path, dest: &Path, prefer_link: bool) -> io::Result<Pl
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn holds_compares_whole_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &big).unwrap();
+        assert!(holds(&path, &big));
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert!(!holds(&path, &other));
+        assert!(!holds(&path, &big[..big.len() - 1]));
+        assert!(!holds(&dir.path().join("missing"), b""));
+        assert!(!holds(dir.path(), b""));
+    }
 
     #[test]
     fn writes_replace_whole_files_and_keep_a_chosen_mode() {

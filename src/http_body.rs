@@ -6,8 +6,21 @@
 
 use futures::StreamExt;
 
-/// 4 MiB: the OCI distribution spec's manifest limit, and plenty for any Hub API page.
+/// 4 MiB: the OCI distribution spec's manifest limit, and plenty for any Hub API page of
+/// bounded length (a tree page holds at most 1,000 entries).
 pub const METADATA_LIMIT: u64 = 4 << 20;
+
+/// The most files the Hub lets a repo hold (its documented repository limit): what the caps
+/// on Hub answers that name every file of a repo are sized from.
+pub const HUB_MAX_FILES: u64 = 100_000;
+
+/// 32 MiB: the Hub's revision info lists every file of the repo in `siblings`
+/// (`{"rfilename":"<path>"}`), so its size follows the file count: 4.4 MB for 100,000 files
+/// named `data/part-NNN/row-NNNN.json`. The cap allows [`HUB_MAX_FILES`] entries of about 335
+/// bytes each (paths of 300 characters on average), so every repo the Hub can hold fits, while
+/// an endless or absurd answer still ends at the cap. Only `sha` is kept from it: the rest of
+/// the body is skipped while parsing, never turned into values.
+pub const REVISION_INFO_LIMIT: u64 = 32 << 20;
 
 /// Why a capped read failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +117,13 @@ mod tests {
     #[test]
     fn limits_read_as_people_write_them() {
         assert_eq!(human_bytes(METADATA_LIMIT), "4 MiB");
+        assert_eq!(human_bytes(REVISION_INFO_LIMIT), "32 MiB");
+        const {
+            assert!(
+                REVISION_INFO_LIMIT / HUB_MAX_FILES > 300,
+                "a 300-byte path per file fits"
+            )
+        };
         assert_eq!(human_bytes(512 * 1024), "512 KiB");
         assert_eq!(human_bytes(1000), "1000 bytes");
     }

@@ -168,10 +168,10 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
     }
     let (manifest, lock) = load_locked(cli, ui)?;
     let lock_path = manifest.lock_path();
-    let lock_sha256 = crate::hash::sha256_hex(
-        &std::fs::read(&lock_path)
-            .with_context(|| format!("reading {}", display_path(&lock_path)))?,
-    );
+    let lock_sha256 = std::fs::File::open(&lock_path)
+        .and_then(crate::hash::sha256_of_reader)
+        .map(|(sha, _)| sha)
+        .with_context(|| format!("reading {}", display_path(&lock_path)))?;
     let store = args.store.open()?;
     let settings = manifest.bake.clone().with(&BakeOverrides {
         base: args.base.clone(),

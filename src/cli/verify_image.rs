@@ -63,10 +63,10 @@ pub async fn run(
     ui: &Ui,
 ) -> Result<ExitCode, Failure> {
     let key = check.key.map(|p| PublicKey::from_file(p)).transpose()?;
-    let lock_sha256 = crate::hash::sha256_hex(
-        &std::fs::read(&check.lock_path)
-            .with_context(|| format!("reading {}", display_path(&check.lock_path)))?,
-    );
+    let lock_sha256 = std::fs::File::open(&check.lock_path)
+        .and_then(crate::hash::sha256_of_reader)
+        .map(|(sha, _)| sha)
+        .with_context(|| format!("reading {}", display_path(&check.lock_path)))?;
     let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let bar = byte_bar(ui, 0);
     let on_bytes: Arc<dyn Fn(u64) + Send + Sync> = {

@@ -12,7 +12,6 @@ pub use mirrors::MirrorPlan;
 mod blob_writer;
 mod xet;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -127,30 +126,68 @@ pub struct BlobJob {
     pub uses: Vec<FileUse>,
 }
 
-/// Every distinct blob the lock needs, in sha256 order.
-pub fn plan(lock: &Lockfile) -> Vec<BlobJob> {
-    let mut blobs: BTreeMap<String, BlobJob> = BTreeMap::new();
-    for repo in &lock.repos {
-        for f in &repo.files {
-            let use_ = FileUse {
-                repo: repo.key(),
-                commit: repo.commit.clone(),
-                path: f.path.clone(),
-                blob: f.blob.clone(),
-                xet_hash: f.xet_hash.clone(),
-            };
-            blobs
-                .entry(f.sha256.clone())
-                .or_insert_with(|| BlobJob {
-                    sha256: f.sha256.clone(),
-                    size: f.size,
-                    uses: Vec::new(),
+/// The blobs of a lock without copies of its strings: one `(sha256, repo, file)` row per
+/// locked file (24 bytes), sorted so that each blob's files sit together in lock order. A
+/// [`BlobJob`] is built from a group only while it is worked on, so a 100,000-file lock does
+/// not hold 100,000 jobs with cloned paths, commits and ids.
+struct BlobIndex<'a> {
+    lock: &'a Lockfile,
+    rows: Vec<(&'a str, u32, u32)>,
+}
+
+impl<'a> BlobIndex<'a> {
+    fn new(lock: &'a Lockfile) -> Self {
+        let mut rows = Vec::with_capacity(lock.repos.iter().map(|r| r.files.len()).sum());
+        for (r, repo) in (0u32..).zip(&lock.repos) {
+            for (f, file) in (0u32..).zip(&repo.files) {
+                rows.push((file.sha256.as_str(), r, f));
+            }
+        }
+        rows.sort_unstable();
+        BlobIndex { lock, rows }
+    }
+
+    /// Each blob's rows, as a range of `rows`, in sha256 order.
+    fn groups(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let mut start = 0;
+        self.rows.chunk_by(|a, b| a.0 == b.0).map(move |g| {
+            start += g.len();
+            start - g.len()..start
+        })
+    }
+
+    /// The locked file of a row.
+    fn file(&self, row: usize) -> (&'a crate::lock::LockedRepo, &'a crate::lock::LockedFile) {
+        let (_, r, f) = self.rows[row];
+        let repo = &self.lock.repos[r as usize];
+        (repo, &repo.files[f as usize])
+    }
+
+    /// The size the lock gives a group's blob (its first file's).
+    fn size(&self, group: &std::ops::Range<usize>) -> u64 {
+        self.file(group.start).1.size
+    }
+
+    /// The job of a group.
+    fn job(&self, group: std::ops::Range<usize>) -> BlobJob {
+        let (_, first) = self.file(group.start);
+        BlobJob {
+            sha256: first.sha256.clone(),
+            size: first.size,
+            uses: group
+                .map(|row| {
+                    let (repo, f) = self.file(row);
+                    FileUse {
+                        repo: repo.key(),
+                        commit: repo.commit.clone(),
+                        path: f.path.clone(),
+                        blob: f.blob.clone(),
+                        xet_hash: f.xet_hash.clone(),
+                    }
                 })
-                .uses
-                .push(use_);
+                .collect(),
         }
     }
-    blobs.into_values().collect()
 }
 
 /// How a blob came to be in the store.
@@ -340,26 +377,22 @@ pub async fn fetch(
     opts: &FetchOptions,
     progress: &dyn FetchProgress,
 ) -> Result<FetchReport, FetchError> {
-    let jobs = plan(lock);
-    // Big files: remembered as "this repo file was this blob at this commit", so a later
-    // revision's Xet download can index and reuse their chunks.
-    let origins: Vec<(String, u64, Vec<FileUse>)> = jobs
-        .iter()
-        .filter(|j| j.size >= xet::backfill::MIN_INDEXED_SIZE)
-        .map(|j| (j.sha256.clone(), j.size, j.uses.clone()))
-        .collect();
-    let mut report = FetchReport {
-        blobs: jobs.len(),
-        bytes: jobs.iter().map(|j| j.size).sum(),
-        ..Default::default()
-    };
-    let (present, todo): (Vec<BlobJob>, Vec<BlobJob>) =
-        jobs.into_iter().partition(|j| store.has(&j.sha256, j.size));
-    report.present = present.len();
-    for job in &present {
-        progress.blob_done(job, BlobOutcome::Present);
+    let index = BlobIndex::new(lock);
+    let mut report = FetchReport::default();
+    let mut todo = Vec::new();
+    for group in index.groups() {
+        let size = index.size(&group);
+        report.blobs += 1;
+        report.bytes += size;
+        let (_, first) = index.file(group.start);
+        if store.has(&first.sha256, size) {
+            report.present += 1;
+            progress.blob_done(&index.job(group), BlobOutcome::Present);
+        } else {
+            todo.push(group);
+        }
     }
-    progress.start(todo.len(), todo.iter().map(|j| j.size).sum());
+    progress.start(todo.len(), todo.iter().map(|g| index.size(g)).sum());
 
     let run = Run {
         store,
@@ -379,25 +412,29 @@ pub async fn fetch(
         xet_fallbacks: Mutex::new(Vec::new()),
     };
     // Biggest first, so large downloads start early and small ones fill the gaps.
-    let mut todo = todo;
-    todo.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.sha256.cmp(&b.sha256)));
+    todo.sort_by(|a, b| {
+        index
+            .size(b)
+            .cmp(&index.size(a))
+            .then_with(|| index.rows[a.start].0.cmp(index.rows[b.start].0))
+    });
     let total = todo.len();
-    let results: Vec<(BlobJob, Result<BlobOutcome, BlobError>)> = stream::iter(todo)
-        .map(|job| {
+    // Each result is taken as it comes: a job lives only while it is downloaded and reported.
+    let mut results = stream::iter(todo)
+        .map(|group| {
             let run = &run;
+            let job = index.job(group);
             async move {
                 let result = run.blob(&job).await;
                 (job, result)
             }
         })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect()
-        .await;
+        .buffer_unordered(opts.jobs.max(1));
 
     let mut missing = Vec::new();
     let mut failures = Vec::new();
     let mut hints: Vec<String> = Vec::new();
-    for (job, result) in results {
+    while let Some((job, result)) = results.next().await {
         match result {
             Ok(outcome) => {
                 match outcome {
@@ -419,15 +456,8 @@ pub async fn fetch(
             }
         }
     }
-    for (sha, size, uses) in &origins {
-        if store.has(sha, *size) {
-            for u in uses {
-                if let Err(e) = store.record_origin(&u.repo.qualified(), &u.path, sha, &u.commit) {
-                    tracing::debug!("{}: not remembered for chunk reuse: {e}", u.label());
-                }
-            }
-        }
-    }
+    drop(results);
+    remember_origins(&index, store);
     report.downloaded_bytes = run.received.load(Ordering::Relaxed);
     report.from_mirrors = run.from_mirrors.load(Ordering::Relaxed);
     report.mirror_failures = run
@@ -458,6 +488,27 @@ pub async fn fetch(
         return Err(FetchError::Missing(missing));
     }
     Ok(report)
+}
+
+/// Remembers, for every big file now in the store, "this repo file was this blob at this
+/// commit", so that a later revision's Xet download can index and reuse its chunks.
+fn remember_origins(index: &BlobIndex<'_>, store: &Store) {
+    for group in index.groups() {
+        if index.size(&group) < xet::backfill::MIN_INDEXED_SIZE {
+            continue;
+        }
+        let job = index.job(group);
+        if !store.has(&job.sha256, job.size) {
+            continue;
+        }
+        for u in &job.uses {
+            if let Err(e) =
+                store.record_origin(&u.repo.qualified(), &u.path, &job.sha256, &u.commit)
+            {
+                tracing::debug!("{}: not remembered for chunk reuse: {e}", u.label());
+            }
+        }
+    }
 }
 
 impl Run<'_> {

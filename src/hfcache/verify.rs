@@ -2,15 +2,14 @@
 //! refs (exact 40 hex, no newline), snapshot symlinks, the full sha256 of every file, files
 //! the lock does not list, and a `trees/` listing that would break offline loads.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, stream};
 use serde::Serialize;
 
-use super::{repo_folder, symlink_target, trees_json};
-use crate::hash::sha256_of_reader;
+use super::{repo_folder, symlink_target};
+use crate::hash::sha256_of_file;
 use crate::lock::{LockedRepo, Lockfile};
 use crate::repo::{RepoId, RepoKind};
 
@@ -197,11 +196,15 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
         return report(problems, 0);
     }
 
-    // Symlinks and which file to hash for each path.
-    let mut to_hash: Vec<(String, PathBuf, String, u64)> = Vec::new();
-    for f in &repo.files {
+    // Symlinks and which file to hash for each path: (the key of the file it resolves to,
+    // the index of the locked file), 24 bytes a file however long its path.
+    let mut to_hash: Vec<(u128, u32)> = Vec::with_capacity(repo.files.len());
+    for (index, f) in repo.files.iter().enumerate() {
         let path = snapshot.join(&f.path);
         let expected = symlink_target(&f.path, &f.blob);
+        let Ok(index) = u32::try_from(index) else {
+            break;
+        };
         match fs::symlink_metadata(&path) {
             Err(_) => problems.push(Problem::Missing {
                 path: f.path.clone(),
@@ -210,18 +213,15 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
                 let target = fs::read_link(&path)
                     .map(|t| t.display().to_string())
                     .unwrap_or_default();
-                if !path.exists() {
+                let Ok(resolved) = fs::canonicalize(&path) else {
                     problems.push(Problem::BrokenSymlink {
                         path: f.path.clone(),
                         target,
                     });
                     continue;
-                }
-                let blob = root.join("blobs").join(&f.blob);
-                let resolves_to_blob = match (fs::canonicalize(&path), fs::canonicalize(&blob)) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => false,
                 };
+                let blob = root.join("blobs").join(&f.blob);
+                let resolves_to_blob = fs::canonicalize(&blob).is_ok_and(|b| b == resolved);
                 if !resolves_to_blob {
                     problems.push(Problem::WrongSymlink {
                         path: f.path.clone(),
@@ -229,29 +229,34 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
                         expected,
                     });
                 }
-                to_hash.push((f.path.clone(), path, f.sha256.clone(), f.size));
+                to_hash.push((path_key(&resolved), index));
             }
             // A real file: huggingface_hub's no-symlink layout; its content still counts.
-            Ok(_) => to_hash.push((f.path.clone(), path, f.sha256.clone(), f.size)),
+            Ok(_) => to_hash.push((path_key(&fs::canonicalize(&path).unwrap_or(path)), index)),
         }
     }
 
-    // Extra files in the snapshot.
-    let locked: BTreeSet<&str> = repo.files.iter().map(|f| f.path.as_str()).collect();
-    let found = super::files_under(&snapshot).unwrap_or_default();
-    for path in found
-        .iter()
-        .filter_map(|p| p.strip_prefix(&snapshot).ok())
-        .map(|p| p.to_string_lossy().into_owned())
-    {
-        if !locked.contains(path.as_str()) {
-            problems.push(Problem::Extra { path });
+    // Extra files in the snapshot, checked as the walk finds them (the lock's files are
+    // sorted by path, so each lookup is a binary search).
+    let _ = super::for_each_file_under(&snapshot, &mut |found| {
+        let Ok(rel) = found.strip_prefix(&snapshot) else {
+            return;
+        };
+        let rel = rel.to_string_lossy();
+        if repo
+            .files
+            .binary_search_by(|f| f.path.as_str().cmp(&rel))
+            .is_err()
+        {
+            problems.push(Problem::Extra {
+                path: rel.into_owned(),
+            });
         }
-    }
+    });
 
     // trees/<commit>.json.
     let trees = root.join("trees").join(format!("{}.json", repo.commit));
-    if let Ok(text) = fs::read_to_string(&trees) {
+    if let Ok(file) = fs::File::open(&trees) {
         if !repo.complete {
             problems.push(Problem::BadTrees {
                 detail: format!(
@@ -259,49 +264,50 @@ async fn verify_repo(repo: &LockedRepo, hub_cache: &Path, parallelism: usize) ->
                     trees.display()
                 ),
             });
-        } else if serde_json::from_str::<serde_json::Value>(&text).ok()
-            != serde_json::from_str(&trees_json(repo)).ok()
-        {
+        } else if !super::trees_json_matches(std::io::BufReader::new(file), repo) {
             problems.push(Problem::BadTrees {
                 detail: format!("{} does not match the lock's file list", trees.display()),
             });
         }
     }
 
-    // Full sha256 of every file, each distinct resolved file once.
+    // Full sha256 of every file, each distinct resolved file once: the locked files that
+    // resolve to the same file sit next to each other once sorted by key.
     let files = to_hash.len();
-    let mut by_target: HashMap<PathBuf, Vec<Expected>> = HashMap::new();
-    for (rel, path, sha, size) in to_hash {
-        let key = fs::canonicalize(&path).unwrap_or(path);
-        by_target.entry(key).or_default().push((rel, sha, size));
-    }
-    let hashed: Vec<(Vec<Expected>, Hashed)> = stream::iter(by_target)
-        .map(|(file, uses)| async move {
-            let result = tokio::task::spawn_blocking(move || hash_file(&file))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            (uses, result)
+    to_hash.sort_unstable();
+    let found: Vec<Vec<Problem>> = stream::iter(to_hash.chunk_by(|a, b| a.0 == b.0))
+        .map(|uses| {
+            let first = &repo.files[uses[0].1 as usize];
+            let file = snapshot.join(&first.path);
+            async move {
+                let result = tokio::task::spawn_blocking(move || hash_file(&file))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                let mut out = Vec::new();
+                for &(_, index) in uses {
+                    let f = &repo.files[index as usize];
+                    match &result {
+                        Ok((actual, len)) if *actual == f.sha256 && *len == f.size => {}
+                        Ok((actual, _)) => out.push(Problem::Corrupt {
+                            path: f.path.clone(),
+                            expected: f.sha256.clone(),
+                            actual: actual.clone(),
+                        }),
+                        Err(e) => out.push(Problem::Corrupt {
+                            path: f.path.clone(),
+                            expected: f.sha256.clone(),
+                            actual: format!("unreadable: {e}"),
+                        }),
+                    }
+                }
+                out
+            }
         })
         .buffer_unordered(parallelism.max(1))
+        .filter(|p| std::future::ready(!p.is_empty()))
         .collect()
         .await;
-    for (uses, result) in hashed {
-        for (path, expected, size) in uses {
-            match &result {
-                Ok((actual, len)) if *actual == expected && *len == size => {}
-                Ok((actual, _)) => problems.push(Problem::Corrupt {
-                    path,
-                    expected,
-                    actual: actual.clone(),
-                }),
-                Err(e) => problems.push(Problem::Corrupt {
-                    path,
-                    expected,
-                    actual: format!("unreadable: {e}"),
-                }),
-            }
-        }
-    }
+    problems.extend(found.into_iter().flatten());
     report(problems, files)
 }
 
@@ -335,12 +341,19 @@ fn symlinked_folders(repo: &LockedRepo, root: &Path) -> Vec<Problem> {
     out
 }
 
-/// A locked file expected at a path: (repo path, sha256, size).
-type Expected = (String, String, u64);
+/// The key files are grouped by to hash each once: 128 bits of the sha256 of the resolved
+/// path (a collision between two paths of one snapshot is out of reach).
+fn path_key(path: &Path) -> u128 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(key)
+}
 /// What a file hashed to: (sha256, size), or why it could not be read.
 type Hashed = std::io::Result<(String, u64)>;
 
 /// Hashes one cache file.
 fn hash_file(path: &Path) -> Hashed {
-    sha256_of_reader(fs::File::open(path)?)
+    sha256_of_file(path)
 }

@@ -13,9 +13,10 @@ pub struct RevisionInfo {
 /// One entry of a tree listing. Folders are skipped by the caller.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct TreeEntry {
-    /// `file` or `directory`.
+    /// `file` or `directory` (anything else reads as a folder, as huggingface_hub treats it);
+    /// an enum, so a 100,000-entry listing holds no string per entry for it.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EntryType,
     /// Git object id: the blob sha1 for files (for LFS files, the pointer's sha1).
     pub oid: String,
     /// Real size in bytes (LFS resolved).
@@ -30,6 +31,19 @@ pub struct TreeEntry {
     pub xet_hash: Option<String>,
 }
 
+/// The `type` of a tree entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryType {
+    /// `file`.
+    File,
+    /// `directory`.
+    Directory,
+    /// Any other value.
+    #[serde(other)]
+    Other,
+}
+
 /// The LFS part of a tree entry.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct LfsInfo {
@@ -42,7 +56,7 @@ pub struct LfsInfo {
 impl TreeEntry {
     /// True for files (anything else is a folder, as huggingface_hub treats it).
     pub fn is_file(&self) -> bool {
-        self.kind == "file"
+        self.kind == EntryType::File
     }
 }
 

@@ -22,7 +22,7 @@ pub use config::{Endpoint, Token};
 pub use error::{HubError, RepoCtx};
 
 use crate::hash::{ContentHasher, Digests};
-use crate::http_body::{METADATA_LIMIT, read_capped};
+use crate::http_body::{HUB_MAX_FILES, METADATA_LIMIT, REVISION_INFO_LIMIT, read_capped};
 use crate::repo::{RepoId, RepoKey, RepoKind, is_commit_hash};
 use crate::retry::{self, is_tls_error};
 use crate::ui::clean;
@@ -35,7 +35,7 @@ const MAX_REDIRECTS: usize = 10;
 const MAX_TREE_PAGES: usize = 2_000;
 /// Guard against pages stuffed with tiny entries: a listing longer than this is refused
 /// before it fills the memory (each entry costs a few hundred bytes).
-const MAX_TREE_ENTRIES: usize = 1_000_000;
+const MAX_TREE_ENTRIES: usize = 10 * HUB_MAX_FILES as usize;
 /// How much of an error answer is read for its message; the rest is never downloaded.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 
@@ -141,7 +141,9 @@ impl HubClient {
         let url = self.url(&urls::revision_info(kind, id, revision))?;
         let what = format!("resolving `{revision}` of {}", ctx.repo);
         let (info, _): (api::RevisionInfo, _) = self
-            .with_retries(&what, || self.get_json(&url, &ctx, "revision info"))
+            .with_retries(&what, || {
+                self.get_json(&url, &ctx, "revision info", REVISION_INFO_LIMIT)
+            })
             .await?;
         match info.sha {
             Some(sha) if is_commit_hash(&sha) => Ok(sha),
@@ -152,7 +154,7 @@ impl HubClient {
         }
     }
 
-    /// Lists every entry of the repo at `commit`, recursively, following `Link` pagination
+    /// Lists every file of the repo at `commit` (folders are left out), recursively, following `Link` pagination
     /// within a budget: at most [`MAX_TREE_PAGES`] pages and [`MAX_TREE_ENTRIES`] entries, no
     /// page read twice, and no page on another origin than the endpoint (where the token may
     /// not go, and which the Hub never points to).
@@ -170,13 +172,18 @@ impl HubClient {
             crate::ui::short(commit)
         );
         let mut entries = Vec::new();
+        let mut listed = 0;
         let mut visited = HashSet::from([url.clone()]);
         for _ in 0..MAX_TREE_PAGES {
             let (page, headers): (Vec<TreeEntry>, HeaderMap) = self
-                .with_retries(&what, || self.get_json(&url, &ctx, "a tree page"))
+                .with_retries(&what, || {
+                    self.get_json(&url, &ctx, "a tree page", METADATA_LIMIT)
+                })
                 .await?;
-            entries.extend(page);
-            if entries.len() > MAX_TREE_ENTRIES {
+            listed += page.len();
+            // Folders are never locked: only files are kept.
+            entries.extend(page.into_iter().filter(TreeEntry::is_file));
+            if listed > MAX_TREE_ENTRIES {
                 return Err(self.endless_listing(
                     &url,
                     format!("it lists more than {MAX_TREE_ENTRIES} entries"),
@@ -187,6 +194,7 @@ impl HubClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(api::next_link);
             let Some(next) = next else {
+                entries.shrink_to_fit();
                 return Ok(entries);
             };
             url = self.next_page(&url, &next, &mut visited)?;
@@ -489,14 +497,16 @@ impl HubClient {
         }
     }
 
-    /// One GET with JSON decoding of the answer, which is read into memory only up to
-    /// [`METADATA_LIMIT`] (`what` names it in the error): an endless or oversized answer ends
+    /// One GET with JSON decoding of the answer, which is read into memory only up to `limit`
+    /// ([`METADATA_LIMIT`] for a tree page, [`REVISION_INFO_LIMIT`] for revision info, which
+    /// names every file; `what` names it in the error): an endless or oversized answer ends
     /// with an error naming the URL and the limit, and is not retried.
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
         ctx: &RequestCtx,
         what: &'static str,
+        limit: u64,
     ) -> Attempt<(T, HeaderMap)> {
         let resp = match self.get(url, ctx).await {
             Attempt::Done(r) => r,
@@ -505,7 +515,7 @@ impl HubClient {
         };
         let final_url = shown(resp.url());
         let headers = resp.headers().clone();
-        let body = match read_capped(resp, METADATA_LIMIT, what).await {
+        let body = match read_capped(resp, limit, what).await {
             Ok(b) => b,
             Err(e) if e.is_transient() => {
                 return Attempt::Retry {

@@ -241,7 +241,10 @@ proptest! {
         let text = lock.to_toml();
         let back = parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         prop_assert_eq!(&back, &lock);
-        prop_assert_eq!(back.to_toml(), text);
+        prop_assert_eq!(back.to_toml(), text.clone());
+        let mut streamed = Vec::new();
+        prop_assert!(lock.write_toml(&mut streamed).is_ok());
+        prop_assert_eq!(String::from_utf8(streamed).ok(), Some(text));
     }
 
     /// Near-valid locks (valid ones with byte edits): no panic; accepted ones are stable.
@@ -252,6 +255,18 @@ proptest! {
         match parse(&text) {
             Ok(lock) => assert_stable(&lock)?,
             Err(e) => { let _ = e.to_string(); }
+        }
+    }
+
+    /// Reading table by table never disagrees with the TOML parser: on near-valid text it
+    /// either gives way (`None`) or yields exactly what parsing the whole document yields.
+    #[test]
+    fn table_by_table_reading_agrees_with_the_toml_parser(
+        text in lockfile().prop_flat_map(|l| mutated_text(&l.to_toml(), DICT))
+    ) {
+        if let Some(lock) = super::sections::parse(text.lines().map(Ok)) {
+            let whole: Result<Lockfile, _> = toml::from_str(&text);
+            prop_assert_eq!(whole.ok(), Some(lock), "{}", text);
         }
     }
 

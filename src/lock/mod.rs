@@ -3,6 +3,7 @@
 //! relocking an unchanged manifest changes nothing and a diff shows exactly what moved.
 
 pub mod diff;
+mod sections;
 
 use std::path::Path;
 
@@ -271,10 +272,20 @@ impl Lockfile {
         self.repos.iter().find(|r| r.kind == kind && &r.id == id)
     }
 
-    /// Parses and validates lock text; `path` is used in messages.
+    /// Parses and validates lock text; `path` is used in messages. The text is read table
+    /// by table when it has the shape `modelbake lock` writes (memory stays at the size of
+    /// what it holds, see `sections`), as one TOML document otherwise.
     pub fn parse(path: &Path, text: &str) -> Result<Self, SourceError> {
-        let lock: Lockfile =
-            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
+        let lock = match sections::parse(text.lines().map(Ok)) {
+            Some(lock) => lock,
+            None => toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?,
+        };
+        Lockfile::checked(path, lock)
+    }
+
+    /// Checks what the TOML shape does not: the version, plugin pins, each repo's invariants
+    /// and the order of repos.
+    fn checked(path: &Path, lock: Lockfile) -> Result<Self, SourceError> {
         let plain = |message: String| SourceError {
             path: path.to_owned(),
             location: None,
@@ -319,8 +330,17 @@ impl Lockfile {
         Ok(lock)
     }
 
-    /// Reads the lock at `path`, or `None` when there is none yet.
+    /// Reads the lock at `path`, or `None` when there is none yet. A lock in the shape
+    /// `modelbake lock` writes is read line by line, table by table, never whole into memory
+    /// (a 100,000-file lock is 19 MB of text); any other is read and parsed as one document.
     pub fn read_if_exists(path: &Path) -> Result<Option<Self>, SourceError> {
+        use std::io::BufRead as _;
+        let streamed = std::fs::File::open(path)
+            .ok()
+            .and_then(|f| sections::parse(std::io::BufReader::with_capacity(64 << 10, f).lines()));
+        if let Some(lock) = streamed {
+            return Lockfile::checked(path, lock).map(Some);
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => Lockfile::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -341,20 +361,88 @@ impl Lockfile {
         format!("{HEADER}{body}")
     }
 
-    /// Writes the lock atomically (temp file in the same folder, fsync, rename), so a crash or
-    /// a failed run never leaves a half-written lock. Returns false when the file already had
-    /// exactly these bytes and was left untouched.
-    pub fn write(&self, path: &Path) -> std::io::Result<bool> {
-        let text = self.to_toml();
-        if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
-            return Ok(false);
+    /// Writes [`Lockfile::to_toml`]'s bytes to `w` table by table, without building the whole
+    /// text: a 100,000-file lock is 19 MB of it. Each table is serialised on its own, which
+    /// gives exactly the bytes of the whole document (a property test checks it).
+    pub fn write_toml(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        struct Head {
+            version: u32,
         }
-        crate::fs_atomic::write_atomic(
-            path,
-            text.as_bytes(),
-            crate::fs_atomic::Mode::KeepExisting,
+        #[derive(Serialize)]
+        struct RepoHead<'a> {
+            kind: RepoKind,
+            id: &'a RepoId,
+            revision: &'a Revision,
+            commit: &'a str,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            include: &'a [String],
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            exclude: &'a [String],
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            policy: &'a [String],
+            complete: bool,
+            digest: &'a str,
+        }
+        fn table(w: &mut impl std::io::Write, value: &impl Serialize) -> std::io::Result<()> {
+            // Serialising plain strings, integers and booleans cannot fail.
+            let text =
+                toml::to_string(value).unwrap_or_else(|e| unreachable!("lock serialisation: {e}"));
+            w.write_all(text.as_bytes())
+        }
+        if self.repos.is_empty() {
+            // `repo = []` is written inline then: a lock this small is written whole.
+            return w.write_all(self.to_toml().as_bytes());
+        }
+        w.write_all(HEADER.as_bytes())?;
+        table(
+            w,
+            &Head {
+                version: self.version,
+            },
         )?;
-        Ok(true)
+        for plugin in &self.plugins {
+            w.write_all(b"\n[[plugin]]\n")?;
+            table(w, plugin)?;
+        }
+        for repo in &self.repos {
+            w.write_all(b"\n[[repo]]\n")?;
+            table(
+                w,
+                &RepoHead {
+                    kind: repo.kind,
+                    id: &repo.id,
+                    revision: &repo.revision,
+                    commit: &repo.commit,
+                    include: &repo.include,
+                    exclude: &repo.exclude,
+                    policy: &repo.policy,
+                    complete: repo.complete,
+                    digest: &repo.digest,
+                },
+            )?;
+            if repo.files.is_empty() {
+                // No file tables: the empty array is written inline.
+                w.write_all(b"file = []\n")?;
+            }
+            for file in &repo.files {
+                w.write_all(b"\n[[repo.file]]\n")?;
+                table(w, file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the lock atomically (temp file in the same folder, fsync, rename), so a crash or
+    /// a failed run never leaves a half-written lock; the text is streamed into the temp file
+    /// (see [`Lockfile::write_toml`]). Returns false when the file already had exactly these
+    /// bytes and was left untouched.
+    pub fn write(&self, path: &Path) -> std::io::Result<bool> {
+        crate::fs_atomic::write_atomic_with(path, crate::fs_atomic::Mode::KeepExisting, &mut |w| {
+            let mut buffered = std::io::BufWriter::with_capacity(64 << 10, w);
+            self.write_toml(&mut buffered)?;
+            std::io::Write::flush(&mut buffered)
+        })
     }
 }
 
@@ -368,7 +456,7 @@ impl Default for Lockfile {
 mod fuzz_tests;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hash::{git_blob_sha1, sha256_hex};
 
@@ -495,5 +583,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), lock.to_toml());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+        let mut streamed = Vec::new();
+        lock.write_toml(&mut streamed).unwrap();
+        assert_eq!(String::from_utf8(streamed).unwrap(), lock.to_toml());
     }
 }

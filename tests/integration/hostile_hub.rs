@@ -117,7 +117,7 @@ fn an_endless_revision_answer_ends_at_the_limit_without_retries() {
         &m,
         &[
             &format!("{endpoint}/api/models/acme/tiny/revision/main"),
-            "larger than the 4 MiB allowed for revision info",
+            "larger than the 32 MiB allowed for revision info",
         ],
     );
     assert_eq!(
@@ -125,6 +125,29 @@ fn an_endless_revision_answer_ends_at_the_limit_without_retries() {
         1,
         "an oversized answer is not retried"
     );
+    scene.assert_untouched();
+}
+
+#[test]
+fn a_revision_answer_announcing_more_than_the_hub_scale_cap_is_refused_before_reading() {
+    let hub = emulator();
+    // One byte over the cap sized from the Hub's 100,000-file limit.
+    hub.inject(Fault::on("/revision/").action(FaultAction::EndlessBody {
+        status: 200,
+        content_length: Some((32 << 20) + 1),
+    }));
+    let scene = Scene::new(TINY);
+    let m = scene.run(&["lock", "--endpoint", &hub.endpoint()], &[]);
+    m.assert_clean_failure(IN_TIME).assert_peak_under_mib(256);
+    assert_mentions(
+        &m,
+        &[
+            "/api/models/acme/tiny/revision/main",
+            "32 MiB allowed for revision info",
+            "announced 33554433 bytes",
+        ],
+    );
+    assert_eq!(requests_to(&hub, "/revision/"), 1, "not retried");
     scene.assert_untouched();
 }
 
@@ -567,6 +590,52 @@ fn impossible_trees_are_refused_at_lock() {
 }
 
 // ---- well-formed input ------------------------------------------------------------------
+
+/// A dataset whose revision info (every file in `siblings`) is larger than the 4 MiB that
+/// capped it before: 1,600 LFS files with 3,000-byte paths (no download needed to lock them)
+/// stand in for the Hub's 100,000 files of short names, which are as large (4.4 MB).
+#[test]
+fn a_dataset_whose_revision_info_exceeds_4_mib_locks() {
+    let folder = |c: char| c.to_string().repeat(240);
+    let deep: String = ('a'..='l').map(|c| format!("{}/", folder(c))).collect();
+    let files: Vec<FileSpec> = (0..1_600)
+        .map(|i| FileSpec::lfs(&format!("{deep}row-{i:05}.bin"), format!("{i}\n")))
+        .collect();
+    let hub = HubEmulator::builder()
+        .repo(Repo::dataset("acme/rows").commit("main", files))
+        .page_size(200)
+        .start()
+        .expect("emulator");
+    let info = format!("{}/api/datasets/acme/rows/revision/main", hub.endpoint());
+    let size = body_len(&info);
+    assert!(
+        size > 4 << 20,
+        "the revision info is {size} bytes, not over the old cap"
+    );
+    let scene = Scene::new("[[dataset]]\nid = \"acme/rows\"\n");
+    let m = scene.run(&["lock", "--endpoint", &hub.endpoint()], &[]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let lock = std::fs::read_to_string(scene.fetched.project.path().join("models.lock"))
+        .expect("models.lock");
+    assert_eq!(lock.matches("[[repo.file]]").count(), 1_600);
+    assert!(lock.contains(&format!("{deep}row-01599.bin")));
+}
+
+/// The length of the body at `url` (a plain GET with the standard library).
+fn body_len(url: &str) -> usize {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').expect("path");
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read");
+    let head = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    all.len() - head - 4
+}
 
 #[test]
 fn a_well_behaved_hub_with_many_pages_still_locks_fetches_and_exports() {

@@ -254,8 +254,9 @@ pub fn git_blob_sha1(data: &[u8]) -> String {
 pub struct Commit {
     /// 40-hex id, derived from the repo, parent and content so it is the same on every run.
     pub sha: String,
-    /// Files by path.
-    pub files: BTreeMap<String, Arc<StoredFile>>,
+    /// Files by path; shared, so that handing a repo to a request handler costs no copy of
+    /// its (up to 100,000-entry) file map.
+    pub files: Arc<BTreeMap<String, Arc<StoredFile>>>,
 }
 
 /// A repository: commits and the refs that point at them.
@@ -379,7 +380,7 @@ impl Repo {
         let sha = hex::encode(h.finalize());
         self.commits.push(Commit {
             sha: sha.clone(),
-            files: stored,
+            files: Arc::new(stored),
         });
         self.refs.insert(branch.to_owned(), sha.clone());
         Ok(sha)
