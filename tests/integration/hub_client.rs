@@ -88,8 +88,24 @@ fn listing_and_revision_resolution() {
         .map(|e| e.path.as_str())
         .collect();
     assert!(files.contains(&"sub/dir/nested.txt"));
+    // The emulator lists folders too, as the Hub does; the client keeps files only (as
+    // huggingface_hub does), so a listing costs memory per file alone.
     assert!(
-        tree.iter().any(|e| !e.is_file() && e.path == "sub/dir"),
-        "folders are listed too"
+        tree.iter().all(|e| e.is_file()),
+        "list_tree keeps files only"
+    );
+    let url = c
+        .endpoint_url(&format!("/api/models/acme/tiny/tree/{pr}?recursive=true"))
+        .unwrap();
+    let ctx = c.repo_ctx(RepoKind::Model, &id, &pr);
+    let wire: serde_json::Value = rt
+        .block_on(c.fetch_json(&url, None, &ctx, "a tree page", 1 << 20))
+        .unwrap();
+    assert!(
+        wire.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "directory" && e["path"] == "sub/dir"),
+        "the emulator lists folders: {wire}"
     );
 }
