@@ -119,6 +119,26 @@ struct State {
     cut_done: bool,
     fired_by_response_cut: HashMap<usize, usize>,
     short_sessions: HashSet<String>,
+    /// Connections accepted whose request is not logged yet.
+    in_flight: usize,
+}
+
+/// Counts a connection as in flight until dropped, whichever way `serve` ends.
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn new(state: &Arc<Mutex<State>>) -> Self {
+        state.lock().unwrap().in_flight += 1;
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.in_flight -= 1;
+        }
+    }
 }
 
 /// The proxy; it stops serving when dropped.
@@ -142,17 +162,29 @@ impl FaultProxy {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
                 let (st, up) = (st.clone(), up.clone());
+                let in_flight = InFlight::new(&st);
                 std::thread::spawn(move || {
                     let _ = serve(conn, &up, &st);
+                    drop(in_flight);
                 });
             }
         });
         FaultProxy { addr, state }
     }
 
-    /// Every request so far.
+    /// Every request so far. A client may have given up on a cut answer while the proxy
+    /// still lingers on that connection, so this waits (up to 5 s) until every accepted
+    /// connection has been logged.
     pub fn log(&self) -> Vec<Logged> {
-        self.state.lock().unwrap().log.clone()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let s = self.state.lock().unwrap();
+            if s.in_flight == 0 || std::time::Instant::now() >= deadline {
+                return s.log.clone();
+            }
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
