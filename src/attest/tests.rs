@@ -304,3 +304,69 @@ fn golden_attestation_documents() {
     ];
     assert_eq!(got, want);
 }
+
+/// A fixed P-256 key for the golden bundles (a test key, used nowhere else).
+const GOLDEN_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxFiWeULp2X5H5GFT
+lV+VNJeepvUGJAv2NdB2Dy9Hq3ChRANCAAT9RjJpEuCuloS2HL5DRtv1eEeB+Fgz
+iw/W85JA+EMPjmN5BzfCKuO0X1QvJeyxhpc/mqegjP/7ogJMai6nHkWH
+-----END PRIVATE KEY-----
+";
+
+/// What is attached, unsigned and signed, keeps its bytes: the SBOM document and the
+/// statements as they are attached, and the Sigstore bundles of a fixed key (ECDSA with RFC 6979
+/// nonces, so signatures are deterministic).
+#[test]
+fn golden_attached_bytes_plain_and_signed() {
+    let lock = lock();
+    let key = PrivateKey::from_pem(GOLDEN_KEY).unwrap();
+    let atts = for_subject(&facts(&lock), &subject());
+    let got: Vec<String> = atts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}:{}",
+                a.kind.name(),
+                crate::hash::sha256_hex(&a.signed_or_plain(None)),
+                crate::hash::sha256_hex(&a.signed_or_plain(Some(&key)))
+            )
+        })
+        .collect();
+    let want = vec![
+        "sbom:3714c9bbdb5ea93de2544f6ce91c26d7678e8e3012a0dee3cb566e4cf2df0395:6dbb947b2a80091bd3ed682396e442a6ce86ca10e9b4ecb2afee70958adfd323",
+        "provenance:cc2c8e180a3a3d45e26bf521b631aee58378ddf44e249afbdd0636aa7ffbb941:92ffbb7dbd8546b34fa861fbe084d04489f0d81781422a089f7d468de5f55afe",
+        "model-signing:e06acd770857200634d468aab0b85349a8eae409a338244528c571c6ef4bfa44:e6298a9543f38bd73344a1cc144e79e160c3f7f21d8a3520013e5ac3dedfd377",
+        "model-signing:e472b5eecf8b81b22293f6383b1d11f7bca717cf2956b78a4962ececb8953439:e4a04dae57d9a17dbd4264e5fd10210d6b925e55794979c9d7a3d336ddd454ed",
+    ];
+    assert_eq!(got, want);
+
+    // In CI, with SOURCE_DATE_EPOCH: the builder's parameters, its source and the times.
+    let ci = |k: &str| {
+        let v = match k {
+            "GITHUB_ACTIONS" => "true",
+            "GITHUB_REPOSITORY" => "acme/models",
+            "GITHUB_SHA" => "f00d",
+            "GITHUB_REF" => "refs/heads/main",
+            "GITHUB_WORKFLOW_REF" => "acme/models/.github/workflows/bake.yml@refs/heads/main",
+            _ => return None,
+        };
+        Some(v.to_owned())
+    };
+    let facts = Facts {
+        builder: Builder::from_env(&ci),
+        epoch: Some(1_700_000_000),
+        ..facts(&lock)
+    };
+    let got: Vec<String> = for_subject(&facts, &subject())
+        .iter()
+        .take(2)
+        .map(|a| crate::hash::sha256_hex(&a.signed_or_plain(None)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "978e642537c9af5f2927d5ae7bd69eeb605ebf56f0f395cd6e15bb5160963dc3",
+            "76ad44f376d18090eaaa55ee56e6ca35de7198d68be06700c26d3d426329c412",
+        ]
+    );
+}
