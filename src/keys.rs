@@ -116,6 +116,15 @@ impl PrivateKey {
         sig.as_bytes().to_vec()
     }
 
+    /// [`PrivateKey::sign`] of a message known only by its SHA-256 (hashed while it was
+    /// written): the same signature, without holding the message.
+    pub fn sign_sha256(&self, sha256: &[u8; 32]) -> Vec<u8> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        // A 32-byte prehash is always accepted for P-256.
+        let sig: Option<DerSignature> = self.key.sign_prehash(sha256).ok();
+        sig.map(|s| s.as_bytes().to_vec()).unwrap_or_default()
+    }
+
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
         PublicKey {
@@ -179,6 +188,7 @@ impl PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     #[test]
     fn signatures_are_deterministic_and_verify_only_with_their_key_and_message() {
@@ -186,6 +196,8 @@ mod tests {
         let other = PrivateKey::generate().public();
         let sig = key.sign(b"statement");
         assert_eq!(sig, key.sign(b"statement"), "RFC 6979: same bytes");
+        let prehash: [u8; 32] = sha2::Sha256::digest(b"statement").into();
+        assert_eq!(key.sign_sha256(&prehash), sig, "signed by its SHA-256: same bytes");
         assert!(key.public().verifies(b"statement", &sig));
         assert!(!key.public().verifies(b"statement!", &sig));
         assert!(!other.verifies(b"statement", &sig));

@@ -4,8 +4,12 @@
 //! it). This is the shape `model_signing verify key`, cosign (`--key`, no transparency log)
 //! and `@sigstore/verify` accept. [`verify`] is the check `verify --image --key` runs.
 
+use std::io::Write;
+
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::lazy_json::Digesting;
 
 use super::statement::PAYLOAD_TYPE;
 use crate::keys::{PrivateKey, PublicKey};
@@ -25,10 +29,33 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The bundle of `statement` signed with `key`, as bytes (compact JSON, sorted keys).
+/// The Sigstore bundle (v0.3, DSSE envelope) of `statement` signed with `key`, as bytes
+/// (tests; bakes write bundles with [`sign_to`]).
+#[cfg(test)]
 pub fn sign(statement: &[u8], key: &PrivateKey) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into memory cannot fail.
+    let _ = sign_to(&|w| w.write_all(statement), key, &mut out);
+    out
+}
+
+/// Writes the Sigstore bundle of the statement `write` produces, signed with `key`, to `w`.
+/// The statement is produced three times (for its length, its signature and its base64
+/// payload) instead of held: a bundle of a 100,000-file statement needs no more memory than a
+/// small one. The bytes are those of [`sign`].
+pub fn sign_to(
+    write: &dyn Fn(&mut dyn Write) -> std::io::Result<()>,
+    key: &PrivateKey,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let sig = key.sign(&pae(PAYLOAD_TYPE, statement));
+    let mut counted = Digesting::new(std::io::sink());
+    write(&mut counted)?;
+    let (_, len, _) = counted.finish();
+    let mut pae = Digesting::new(std::io::sink());
+    write!(pae, "DSSEv1 {} {PAYLOAD_TYPE} {len} ", PAYLOAD_TYPE.len())?;
+    write(&mut pae)?;
+    let sig = key.sign_sha256(&pae.finish().0);
     let v = json!({
         "mediaType": MEDIA_BUNDLE,
         "verificationMaterial": {
@@ -36,13 +63,26 @@ pub fn sign(statement: &[u8], key: &PrivateKey) -> Vec<u8> {
             "tlogEntries": [],
         },
         "dsseEnvelope": {
-            "payload": b64.encode(statement),
+            "payload": PAYLOAD_MARK,
             "payloadType": PAYLOAD_TYPE,
             "signatures": [{ "sig": b64.encode(sig), "keyid": "" }],
         },
     });
-    serde_json::to_vec(&v).unwrap_or_default()
+    let text = serde_json::to_string(&v).map_err(std::io::Error::other)?;
+    let (head, tail) = text
+        .split_once(PAYLOAD_MARK)
+        .ok_or_else(|| std::io::Error::other("the bundle template lost its payload mark"))?;
+    w.write_all(head.as_bytes())?;
+    {
+        let mut enc = base64::write::EncoderWriter::new(&mut *w, &b64);
+        write(&mut enc)?;
+        enc.finish()?;
+    }
+    w.write_all(tail.as_bytes())
 }
+
+/// Stands for the payload in the bundle template; base64 and the other fields never contain it.
+const PAYLOAD_MARK: &str = "@@modelbake-payload@@";
 
 /// Why a bundle was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

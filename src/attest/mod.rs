@@ -15,6 +15,7 @@
 //! signatures are deterministic too, so rebaking the same lock attaches nothing new.
 
 pub mod bundle;
+pub mod lazy_json;
 pub mod license;
 pub mod model_signing;
 pub mod provenance;
@@ -22,15 +23,19 @@ pub mod sbom;
 pub mod statement;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+
+use lazy_json::{Digesting, Json};
 
 use crate::keys::PrivateKey;
 use crate::lock::{LockedRepo, Lockfile};
 use crate::oci::digest::Digest;
 use crate::oci::model::Annotations;
-use crate::oci::referrers::Referrer;
+use crate::oci::referrers::{Referrer, ReferrerBody};
 use crate::repo::RepoKind;
 
 /// Annotation on a referrer of ours: which attestation it is (`sbom`, `provenance`,
@@ -182,9 +187,11 @@ impl Kind {
     }
 }
 
-/// One attestation of one subject.
-#[derive(Debug, Clone)]
-pub struct Attestation {
+/// One attestation of one subject. Its documents are [`Json`] values that list the lock's
+/// files while they are written, so an attestation of a 100,000-file lock is small until
+/// written ([`Attestation::write_attached`]).
+#[derive(Clone)]
+pub struct Attestation<'a> {
     /// Which one.
     pub kind: Kind,
     /// For a model signing statement: `<namespace>/<name>` of the repo (its file name).
@@ -192,14 +199,14 @@ pub struct Attestation {
     /// Its predicate type.
     pub predicate_type: &'static str,
     /// The in-toto statement.
-    pub statement: Vec<u8>,
+    pub statement: Json<'a>,
     /// The SBOM document alone (what is attached unsigned, and written as `sbom.cdx.json`).
-    pub document: Option<Vec<u8>>,
+    pub document: Option<Json<'a>>,
 }
 
 /// Every attestation of `subject`: the SBOM, the provenance, a model signing statement per
 /// locked repo.
-pub fn for_subject(facts: &Facts<'_>, subject: &ImageSubject) -> Vec<Attestation> {
+pub fn for_subject<'a>(facts: &Facts<'a>, subject: &ImageSubject) -> Vec<Attestation<'a>> {
     let sbom = sbom::document(facts, subject);
     let sbom_statement = statement::statement(
         &[statement::Subject {
@@ -215,7 +222,7 @@ pub fn for_subject(facts: &Facts<'_>, subject: &ImageSubject) -> Vec<Attestation
             repo_path: None,
             predicate_type: sbom::PREDICATE,
             statement: sbom_statement,
-            document: Some(serde_json::to_vec(&sbom).unwrap_or_default()),
+            document: Some(sbom),
         },
         Attestation {
             kind: Kind::Provenance,
@@ -245,20 +252,59 @@ fn repo_path(r: &LockedRepo) -> String {
     }
 }
 
-impl Attestation {
-    /// What is attached (and written): a bundle with a key; without one, the SBOM document or
-    /// the statement.
-    pub fn signed_or_plain(&self, key: Option<&PrivateKey>) -> Vec<u8> {
+impl Attestation<'_> {
+    /// Writes what is attached (and written as a file) to `w`: a bundle with a key; without
+    /// one, the SBOM document or the statement.
+    pub fn write_attached(&self, key: Option<&PrivateKey>, w: &mut dyn Write) -> io::Result<()> {
         match (key, &self.document) {
-            (Some(key), _) => bundle::sign(&self.statement, key),
-            (None, Some(doc)) => doc.clone(),
-            (None, None) => self.statement.clone(),
+            (Some(key), _) => bundle::sign_to(&|w| self.statement.write_to(w), key, w),
+            (None, Some(doc)) => doc.write_to(w),
+            (None, None) => self.statement.write_to(w),
         }
     }
 
-    /// The referrer document for this attestation (see [`Attestation::signed_or_plain`]),
-    /// with the artifact type and annotations readers filter on.
-    pub fn referrer(&self, key: Option<&PrivateKey>) -> Referrer {
+    /// [`Attestation::write_attached`] into memory (tests).
+    #[cfg(test)]
+    pub fn signed_or_plain(&self, key: Option<&PrivateKey>) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing into memory cannot fail.
+        let _ = self.write_attached(key, &mut out);
+        out
+    }
+
+    /// The statement's bytes (tests).
+    #[cfg(test)]
+    pub fn statement_bytes(&self) -> Vec<u8> {
+        self.statement.to_vec()
+    }
+
+    /// Writes what is attached to a new file in `dir`, hashing it on the way (see
+    /// [`Attestation::write_attached`]); the file is removed when the document is dropped.
+    pub fn write_document(&self, key: Option<&PrivateKey>, dir: &Path) -> io::Result<ReferrerBody> {
+        std::fs::create_dir_all(dir)?;
+        let file = tempfile::Builder::new()
+            .prefix("attestation-")
+            .tempfile_in(dir)?;
+        let mut out = Digesting::new(io::BufWriter::new(file.as_file()));
+        self.write_attached(key, &mut out)?;
+        let (sha256, size, buffered) = out.finish();
+        buffered.into_inner().map_err(|e| e.into_error())?;
+        let path = file.into_temp_path();
+        // Layout blobs are world-readable; the temp file was made 0600.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        let digest = Digest::from_sha256_hex(&hex::encode(sha256))
+            .map_err(|e| io::Error::other(format!("the document's digest: {e}")))?;
+        Ok(ReferrerBody {
+            path: std::sync::Arc::new(path),
+            digest,
+            size,
+        })
+    }
+
+    /// The referrer for this attestation holding `document` (see
+    /// [`Attestation::write_attached`]), with the artifact type and annotations readers
+    /// filter on.
+    pub fn referrer(&self, key: Option<&PrivateKey>, document: ReferrerBody) -> Referrer {
         let mut annotations =
             Annotations::from([(ANNOTATION_KIND.to_owned(), self.kind.name().to_owned())]);
         if let Kind::ModelSigning(repo) = &self.kind {
@@ -282,7 +328,7 @@ impl Attestation {
         Referrer {
             artifact_type: media_type.to_owned(),
             media_type: media_type.to_owned(),
-            bytes: self.signed_or_plain(key),
+            document,
             annotations,
         }
     }

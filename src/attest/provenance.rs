@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use super::lazy_json::{Json, Run};
 use super::statement::{self, Subject};
 use super::{Facts, ImageSubject, purl, rfc3339};
 
@@ -17,36 +18,50 @@ pub const PREDICATE: &str = "https://slsa.dev/provenance/v1";
 /// modelbake's build type: what its external parameters mean (docs/attestations.md).
 pub const BUILD_TYPE: &str = "https://modelbake.dev/bake/v1";
 
-/// The provenance statement of `subject`.
-pub fn statement(facts: &Facts<'_>, subject: &ImageSubject) -> Vec<u8> {
-    let mut deps = vec![json!({
-        "name": facts.lock_name,
-        "digest": { "sha256": facts.lock_sha256 },
-    })];
+/// The provenance statement of `subject`; each repo's files are listed while it is written.
+pub fn statement<'a>(facts: &Facts<'a>, subject: &ImageSubject) -> Json<'a> {
+    let mut deps = vec![Run::One(
+        json!({
+            "name": facts.lock_name,
+            "digest": { "sha256": facts.lock_sha256 },
+        })
+        .into(),
+    )];
     for repo in &facts.lock.repos {
         let purl = purl(repo);
-        deps.push(json!({
-            "name": repo.label(),
-            "uri": purl,
-            "digest": { "gitCommit": repo.commit },
-        }));
-        deps.extend(repo.files.iter().map(|f| {
+        deps.push(Run::One(
             json!({
-                "name": format!("{}/{}", repo.id, f.path),
-                "uri": format!("{purl}#{}", f.path),
-                "digest": { "sha256": f.sha256 },
+                "name": repo.label(),
+                "uri": purl,
+                "digest": { "gitCommit": repo.commit },
             })
-        }));
+            .into(),
+        ));
+        if let Json::Array(files) = Json::lazy_array(move || {
+            let purl = purl.clone();
+            repo.files.iter().map(move |f| {
+                json!({
+                    "name": format!("{}/{}", repo.id, f.path),
+                    "uri": format!("{purl}#{}", f.path),
+                    "digest": { "sha256": f.sha256 },
+                })
+            })
+        }) {
+            deps.extend(files);
+        }
     }
     for base in &subject.bases {
-        deps.push(json!({
-            "name": base.reference,
-            "digest": { "sha256": base.digest.hex() },
-            "annotations": { "role": "base image" },
-        }));
+        deps.push(Run::One(
+            json!({
+                "name": base.reference,
+                "digest": { "sha256": base.digest.hex() },
+                "annotations": { "role": "base image" },
+            })
+            .into(),
+        ));
     }
     if let Some(source) = &facts.builder.source {
-        deps.push(source.clone());
+        deps.push(Run::One(source.clone().into()));
     }
     let mut run = json!({
         "builder": {
@@ -57,18 +72,22 @@ pub fn statement(facts: &Facts<'_>, subject: &ImageSubject) -> Vec<u8> {
     if let Some(t) = facts.epoch {
         run["metadata"] = json!({ "startedOn": rfc3339(t), "finishedOn": rfc3339(t) });
     }
-    let mut definition = json!({
-        "buildType": BUILD_TYPE,
-        "externalParameters": {
-            "lockfile": facts.lock_name,
-            "bake": facts.parameters,
-        },
-        "resolvedDependencies": deps,
-    });
+    let mut definition = Json::object([
+        ("buildType", json!(BUILD_TYPE).into()),
+        (
+            "externalParameters",
+            json!({
+                "lockfile": facts.lock_name,
+                "bake": facts.parameters,
+            })
+            .into(),
+        ),
+        ("resolvedDependencies", Json::Array(deps)),
+    ]);
     if !facts.builder.internal.is_null() {
-        definition["internalParameters"] = facts.builder.internal.clone();
+        definition.insert("internalParameters", facts.builder.internal.clone().into());
     }
-    let predicate = json!({ "buildDefinition": definition, "runDetails": run });
+    let predicate = Json::object([("buildDefinition", definition), ("runDetails", run.into())]);
     let subject = Subject {
         name: subject.name.clone(),
         sha256: subject.digest.hex().to_owned(),

@@ -10,6 +10,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::lazy_json::{Json, Run};
 use super::{Facts, ImageSubject, purl, rfc3339};
 use crate::lock::LockedRepo;
 use crate::repo::RepoKind;
@@ -19,25 +20,32 @@ pub const PREDICATE: &str = "https://cyclonedx.org/bom";
 /// The media type of a CycloneDX JSON document (the referrer's artifact type unsigned).
 pub const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
 
-/// The SBOM of `subject`, built from the lock alone (and the licences read from model cards).
-pub fn document(facts: &Facts<'_>, subject: &ImageSubject) -> Value {
-    let mut components: Vec<Value> = facts
+/// The SBOM of `subject`, built from the lock alone (and the licences read from model cards);
+/// each repo's file list is produced while the document is written.
+pub fn document<'a>(facts: &Facts<'a>, subject: &ImageSubject) -> Json<'a> {
+    let mut refs: Vec<Value> = facts
         .lock
         .repos
         .iter()
-        .map(|r| repo_component(facts, r))
+        .map(|r| Value::String(purl(r)))
+        .collect();
+    let mut components: Vec<Run<'a>> = facts
+        .lock
+        .repos
+        .iter()
+        .map(|r| Run::One(repo_component(facts, r)))
         .collect();
     for base in &subject.bases {
-        components.push(json!({
+        refs.push(Value::String(format!("base:{}", base.digest)));
+        components.push(Run::One(Json::Value(json!({
             "type": "container",
             "bom-ref": format!("base:{}", base.digest),
             "name": base.reference,
             "version": base.digest.as_str(),
             "hashes": [{ "alg": "SHA-256", "content": base.digest.hex() }],
             "description": "the base image",
-        }));
+        }))));
     }
-    let refs: Vec<Value> = components.iter().map(|c| c["bom-ref"].clone()).collect();
     let mut metadata = json!({
         "tools": { "components": [{
             "type": "application",
@@ -55,19 +63,31 @@ pub fn document(facts: &Facts<'_>, subject: &ImageSubject) -> Value {
     if let Some(t) = facts.epoch {
         metadata["timestamp"] = json!(rfc3339(t));
     }
-    json!({
+    let mut doc = Json::Value(json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
         "version": 1,
         "serialNumber": serial_number(facts, subject),
         "metadata": metadata,
-        "components": components,
         "dependencies": [{ "ref": "image", "dependsOn": refs }],
-    })
+    }));
+    doc = into_object(doc);
+    doc.insert("components", Json::Array(components));
+    doc
 }
 
-/// One locked repo and its files.
-fn repo_component(facts: &Facts<'_>, repo: &LockedRepo) -> Value {
+/// A `Value` object as a [`Json`] object whose entries can be added to.
+fn into_object(v: Json<'_>) -> Json<'_> {
+    match v {
+        Json::Value(Value::Object(m)) => {
+            Json::Object(m.into_iter().map(|(k, v)| (k, Json::Value(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// One locked repo and its files (produced while writing).
+fn repo_component<'a>(facts: &Facts<'a>, repo: &'a LockedRepo) -> Json<'a> {
     let purl = purl(repo);
     let (group, name) = match repo.id.as_str().split_once('/') {
         Some((ns, name)) => (Some(ns), name),
@@ -78,19 +98,21 @@ fn repo_component(facts: &Facts<'_>, repo: &LockedRepo) -> Value {
         RepoKind::Dataset => "data",
         RepoKind::Space => "application",
     };
-    let files: Vec<Value> = repo
-        .files
-        .iter()
-        .map(|f| {
-            json!({
-                "type": "file",
-                "bom-ref": format!("{purl}#{}", f.path),
-                "name": f.path,
-                "hashes": [{ "alg": "SHA-256", "content": f.sha256 }],
-                "properties": [{ "name": "modelbake:size", "value": f.size.to_string() }],
+    let files = {
+        let purl = purl.clone();
+        Json::lazy_array(move || {
+            let purl = purl.clone();
+            repo.files.iter().map(move |f| {
+                json!({
+                    "type": "file",
+                    "bom-ref": format!("{purl}#{}", f.path),
+                    "name": f.path,
+                    "hashes": [{ "alg": "SHA-256", "content": f.sha256 }],
+                    "properties": [{ "name": "modelbake:size", "value": f.size.to_string() }],
+                })
             })
         })
-        .collect();
+    };
     let licenses: Vec<Value> = match facts.licenses.get(&repo.label()) {
         Some(ids) if !ids.is_empty() => ids
             .iter()
@@ -110,11 +132,12 @@ fn repo_component(facts: &Facts<'_>, repo: &LockedRepo) -> Value {
         "licenses": licenses,
         "externalReferences": [{ "type": "distribution", "url": super::hub_url(repo) }],
         "properties": [{ "name": "modelbake:revision", "value": repo.revision.as_str() }],
-        "components": files,
     });
     if let Some(g) = group {
         c["group"] = json!(g);
     }
+    let mut c = into_object(Json::Value(c));
+    c.insert("components", files);
     c
 }
 

@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::lazy_json::Json;
+
 /// The `_type` of an in-toto Statement v1.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// The DSSE payload type of an in-toto statement.
@@ -19,20 +21,19 @@ pub struct Subject {
     pub sha256: String,
 }
 
-/// The statement about `subjects` with `predicate` of type `predicate_type`, as bytes.
-pub fn statement(subjects: &[Subject], predicate_type: &str, predicate: Value) -> Vec<u8> {
+/// The statement about `subjects` with `predicate` of type `predicate_type` (written with
+/// [`Json::write_to`]).
+pub fn statement<'a>(subjects: &[Subject], predicate_type: &str, predicate: Json<'a>) -> Json<'a> {
     let subject: Vec<Value> = subjects
         .iter()
         .map(|s| json!({ "name": s.name, "digest": { "sha256": s.sha256 } }))
         .collect();
-    let v = json!({
-        "_type": STATEMENT_TYPE,
-        "subject": subject,
-        "predicateType": predicate_type,
-        "predicate": predicate,
-    });
-    // A `Value` always serialises.
-    serde_json::to_vec(&v).unwrap_or_default()
+    Json::object([
+        ("_type", json!(STATEMENT_TYPE).into()),
+        ("subject", Value::Array(subject).into()),
+        ("predicateType", json!(predicate_type).into()),
+        ("predicate", predicate),
+    ])
 }
 
 /// A statement read back: its subjects and predicate.
@@ -82,8 +83,9 @@ mod tests {
         let bytes = statement(
             std::slice::from_ref(&s),
             "https://x/v1",
-            json!({"b": 1, "a": 2}),
-        );
+            json!({"b": 1, "a": 2}).into(),
+        )
+        .to_vec();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
             text.starts_with(

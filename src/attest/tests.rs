@@ -93,7 +93,7 @@ fn subject() -> ImageSubject {
 fn the_sbom_lists_repos_files_licences_and_the_base() {
     let lock = lock();
     let atts = for_subject(&facts(&lock), &subject());
-    let sbom: Value = serde_json::from_slice(atts[0].document.as_ref().unwrap()).unwrap();
+    let sbom: Value = serde_json::from_slice(&atts[0].document.as_ref().unwrap().to_vec()).unwrap();
     assert_eq!(sbom["bomFormat"], "CycloneDX");
     assert_eq!(sbom["specVersion"], "1.6");
     assert_eq!(
@@ -133,7 +133,7 @@ fn the_sbom_lists_repos_files_licences_and_the_base() {
     );
     assert!(sbom["metadata"].get("timestamp").is_none());
     // The signed form wraps the same document as the predicate of a statement on the image.
-    let st = statement::parse(&atts[0].statement).unwrap();
+    let st = statement::parse(&atts[0].statement_bytes()).unwrap();
     assert_eq!(st.predicate, sbom);
     assert_eq!(st.subjects[0].sha256, "6".repeat(64));
 }
@@ -142,7 +142,7 @@ fn the_sbom_lists_repos_files_licences_and_the_base() {
 fn provenance_pins_the_lock_repos_files_base_and_builder() {
     let lock = lock();
     let atts = for_subject(&facts(&lock), &subject());
-    let st = statement::parse(&atts[1].statement).unwrap();
+    let st = statement::parse(&atts[1].statement_bytes()).unwrap();
     assert_eq!(st.predicate_type, provenance::PREDICATE);
     assert_eq!(
         provenance::lock_sha256(&st.predicate),
@@ -181,7 +181,7 @@ fn model_signing_statements_cover_each_repo_without_git_files() {
         tiny.file_name(),
         PathBuf::from("model-signing/acme/tiny.json")
     );
-    let st = statement::parse(&tiny.statement).unwrap();
+    let st = statement::parse(&tiny.statement_bytes()).unwrap();
     let names: Vec<&str> = st.predicate["resources"]
         .as_array()
         .unwrap()
@@ -205,14 +205,14 @@ fn the_same_facts_give_the_same_bytes_and_the_epoch_is_the_only_time() {
     let a = for_subject(&facts(&lock), &subject());
     let b = for_subject(&facts(&lock), &subject());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.statement, y.statement);
+        assert_eq!(x.statement_bytes(), y.statement_bytes());
     }
     let mut timed = facts(&lock);
     timed.epoch = Some(1_700_000_000);
     let t = for_subject(&timed, &subject());
-    let sbom: Value = serde_json::from_slice(t[0].document.as_ref().unwrap()).unwrap();
+    let sbom: Value = serde_json::from_slice(&t[0].document.as_ref().unwrap().to_vec()).unwrap();
     assert_eq!(sbom["metadata"]["timestamp"], "2023-11-14T22:13:20Z");
-    let prov = statement::parse(&t[1].statement).unwrap();
+    let prov = statement::parse(&t[1].statement_bytes()).unwrap();
     assert_eq!(
         prov.predicate["runDetails"]["metadata"]["startedOn"],
         "2023-11-14T22:13:20Z"
@@ -224,23 +224,37 @@ fn referrers_are_bundles_with_a_key_and_plain_documents_without() {
     let lock = lock();
     let atts = for_subject(&facts(&lock), &subject());
     let key = PrivateKey::generate();
-    let signed = atts[1].referrer(Some(&key));
+    let dir = tempfile::tempdir().unwrap();
+    let referrer = |i: usize, key: Option<&PrivateKey>| {
+        let body = atts[i].write_document(key, dir.path()).unwrap();
+        let bytes = std::fs::read(&*body.path).unwrap();
+        assert_eq!(body.digest, Digest::of(&bytes));
+        assert_eq!(body.size, bytes.len() as u64);
+        assert_eq!(bytes, atts[i].signed_or_plain(key), "streamed = in memory");
+        (atts[i].referrer(key, body), bytes)
+    };
+    let (signed, bytes) = referrer(1, Some(&key));
     assert_eq!(signed.artifact_type, bundle::MEDIA_BUNDLE);
     assert_eq!(
         signed.annotations[ANNOTATION_BUNDLE_PREDICATE],
         provenance::PREDICATE
     );
     assert_eq!(
-        bundle::verify(&signed.bytes, &key.public()).unwrap(),
-        atts[1].statement
+        bundle::verify(&bytes, &key.public()).unwrap(),
+        atts[1].statement_bytes()
     );
-    let plain_sbom = atts[0].referrer(None);
+    let (plain_sbom, bytes) = referrer(0, None);
     assert_eq!(plain_sbom.artifact_type, sbom::MEDIA_TYPE);
-    assert_eq!(&plain_sbom.bytes, atts[0].document.as_ref().unwrap());
-    let plain = atts[2].referrer(None);
+    assert_eq!(bytes, atts[0].document.as_ref().unwrap().to_vec());
+    let (plain, bytes) = referrer(2, None);
     assert_eq!(plain.artifact_type, statement::PAYLOAD_TYPE);
     assert_eq!(plain.annotations[ANNOTATION_KIND], "model-signing");
-    assert_eq!(plain.bytes, atts[2].statement);
+    assert_eq!(bytes, atts[2].statement_bytes());
+    // The file goes with the last clone of its referrer.
+    let path = plain.document.path.to_path_buf();
+    assert!(path.exists());
+    drop(plain);
+    assert!(!path.exists());
 }
 
 #[test]
@@ -292,7 +306,7 @@ fn golden_attestation_documents() {
             format!(
                 "{}:{}",
                 a.kind.name(),
-                crate::hash::sha256_hex(&a.statement)
+                crate::hash::sha256_hex(&a.statement_bytes())
             )
         })
         .collect();

@@ -7,7 +7,7 @@
 //! files, for tools that sign them elsewhere. The image itself never changes.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{BakeError, BakeOptions};
 use crate::attest::{self, Attestation, BaseImage, Builder, Facts, ImageSubject};
-use crate::fs_atomic::{Mode, write_atomic};
+use crate::fs_atomic::{Mode, write_atomic_with};
 use crate::keys::PrivateKey;
 use crate::lock::Lockfile;
 use crate::oci::OciError;
@@ -152,10 +152,16 @@ pub async fn attach(
     }
 
     let mut root_docs = Vec::new();
+    let tmp = store.paths().tmp();
     for (desc, subject) in &subjects {
         let atts = attest::for_subject(&facts, subject);
         for att in &atts {
-            let image = referrers::artifact(desc, &att.referrer(key))?;
+            // Written to a file (and removed after): a 100,000-file SBOM is tens of MB.
+            let document = att
+                .write_document(key, &tmp)
+                .map_err(OciError::io(&tmp))?;
+            let referrer = att.referrer(key, document);
+            let image = referrers::artifact(desc, &referrer)?;
             if let Some(dir) = &opts.oci_dir {
                 referrers::attach_layout(dir, std::slice::from_ref(&image)).await?;
             }
@@ -198,8 +204,12 @@ fn write_files(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
         }
-        write_atomic(&path, &att.signed_or_plain(key), Mode::Fixed(0o644))
-            .map_err(OciError::io(&path))?;
+        write_atomic_with(&path, Mode::Fixed(0o644), &mut |f| {
+            let mut w = std::io::BufWriter::new(f);
+            att.write_attached(key, &mut w)?;
+            w.flush()
+        })
+        .map_err(OciError::io(&path))?;
     }
     Ok(())
 }

@@ -29,9 +29,10 @@ pub enum BlobSource {
     /// A blob of a repository in a registry (a base image, a cache repository): mounted when
     /// the target is the same registry, otherwise streamed and checked on the way.
     Registry(Arc<RegistrySource>),
-    /// A small blob made in memory by this process (an attestation document): written or
-    /// uploaded as it is.
-    Bytes(Arc<[u8]>),
+    /// A file this process wrote and hashed for this image alone (an attestation document):
+    /// trusted by size like [`BlobSource::File`], and removed when the last image holding it
+    /// is dropped.
+    Temp(Arc<tempfile::TempPath>),
 }
 
 impl std::fmt::Debug for BlobSource {
@@ -40,7 +41,7 @@ impl std::fmt::Debug for BlobSource {
             BlobSource::File(p) => write!(f, "File({})", p.display()),
             BlobSource::Layout(l) => write!(f, "Layout({})", l.dir.display()),
             BlobSource::Registry(r) => write!(f, "Registry({})", r.image),
-            BlobSource::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            BlobSource::Temp(p) => write!(f, "Temp({})", p.display()),
         }
     }
 }

@@ -40,19 +40,28 @@ pub struct Referrer {
     /// The media type of the one layer holding the document.
     pub media_type: String,
     /// The document.
-    pub bytes: Vec<u8>,
+    pub document: ReferrerBody,
     /// Manifest annotations (copied into the referrers index entry).
     pub annotations: Annotations,
+}
+
+/// A referrer's document: a file this process wrote and hashed (an SBOM of 100,000 files is
+/// tens of MB, so documents are not held in memory).
+#[derive(Debug, Clone)]
+pub struct ReferrerBody {
+    /// The file, removed when the last clone is dropped.
+    pub path: Arc<tempfile::TempPath>,
+    /// Its digest, taken while it was written.
+    pub digest: Digest,
+    /// Its length.
+    pub size: u64,
 }
 
 /// The referrer manifest for `document` attached to `subject`: an empty config, one layer
 /// holding the document, no timestamps, so the same document gives the same digest.
 pub fn artifact(subject: &Descriptor, document: &Referrer) -> Result<Image, OciError> {
-    let layer_desc = Descriptor::new(
-        &document.media_type,
-        Digest::of(&document.bytes),
-        document.bytes.len() as u64,
-    );
+    let body = &document.document;
+    let layer_desc = Descriptor::new(&document.media_type, body.digest.clone(), body.size);
     let subject = Descriptor::new(&subject.media_type, subject.digest.clone(), subject.size);
     let manifest = Manifest {
         schema_version: 2,
@@ -78,7 +87,7 @@ pub fn artifact(subject: &Descriptor, document: &Referrer) -> Result<Image, OciE
     };
     let layer = Layer {
         desc: layer_desc,
-        source: BlobSource::Bytes(Arc::from(document.bytes.as_slice())),
+        source: BlobSource::Temp(body.path.clone()),
         role: LayerRole::Added {
             name: document.artifact_type.clone(),
             part: "1/1".into(),
@@ -234,11 +243,21 @@ mod tests {
     use crate::oci::Platform;
     use crate::oci::image::Metadata;
 
+    fn body(text: &str) -> ReferrerBody {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        ReferrerBody {
+            path: Arc::new(file.into_temp_path()),
+            digest: Digest::of(text.as_bytes()),
+            size: text.len() as u64,
+        }
+    }
+
     fn document(text: &str) -> Referrer {
         Referrer {
             artifact_type: "application/x.test".into(),
             media_type: "application/x.test".into(),
-            bytes: text.as_bytes().to_vec(),
+            document: body(text),
             annotations: Annotations::from([("k".to_owned(), "v".to_owned())]),
         }
     }

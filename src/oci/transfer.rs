@@ -42,14 +42,7 @@ pub async fn to_layout(source: &BlobSource, desc: &Descriptor, dir: &Path) -> Re
     let dest = blob_path(dir, &desc.digest);
     match source {
         BlobSource::File(path) => link_file(path, desc, &dest).await,
-        BlobSource::Bytes(bytes) => {
-            super::source::check_bytes(desc, bytes, "a document")?;
-            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == desc.size) {
-                return Ok(());
-            }
-            crate::fs_atomic::write_atomic(&dest, bytes, crate::fs_atomic::Mode::Fixed(0o644))
-                .map_err(OciError::io(&dest))
-        }
+        BlobSource::Temp(path) => link_file(path, desc, &dest).await,
         BlobSource::Layout(src) if same_file(&src.dir, dir) => {
             // Writing into the source's own layout: the blob is already in place; still checked.
             src.verified_blob(desc).map(|_| ())
@@ -133,9 +126,7 @@ pub async fn to_registry(
         }
         BlobSource::Layout(src) => src.verified_blob(desc)?.path,
         BlobSource::File(path) => path.clone(),
-        BlobSource::Bytes(bytes) => {
-            return bytes_to_registry(bytes, desc, target, repo, progress).await;
-        }
+        BlobSource::Temp(path) => path.to_path_buf(),
     };
     upload(target, repo, desc, Payload::File(&path), progress).await
 }
