@@ -240,7 +240,7 @@ pub async fn bake(
 ) -> Result<BakeReport, BakeError> {
     let platforms = Platform::parse_list(&opts.settings.platform).map_err(plan::PlanError::from)?;
     let format = LayerFormat::new(&opts.settings, opts.mtime);
-    let plans = plan::plan_lock(lock, &opts.settings)?;
+    let plans: std::sync::Arc<[plan::LayerPlan]> = plan::plan_lock(lock, &opts.settings)?.into();
     let sign_key = attach::load_key(&opts.attest)?;
 
     let cache = match &opts.cache {

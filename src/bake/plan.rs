@@ -214,13 +214,21 @@ fn finish_plan(
     (i, count): (usize, usize),
     mut entries: BTreeMap<String, EntryKind>,
 ) -> LayerPlan {
-    let paths: Vec<String> = entries.keys().cloned().collect();
-    for p in paths {
+    // Parents are collected apart (each once; a dataset has few folders and many files)
+    // rather than from a copy of every path.
+    let mut parents: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for p in entries.keys() {
         let mut cur = p.as_str();
         while let Some((parent, _)) = cur.rsplit_once('/') {
-            entries.entry(parent.to_owned()).or_insert(EntryKind::Dir);
+            if parents.contains(parent) {
+                break;
+            }
+            parents.insert(parent.to_owned());
             cur = parent;
         }
+    }
+    for parent in parents {
+        entries.entry(parent).or_insert(EntryKind::Dir);
     }
     LayerPlan {
         repo: repo.key().qualified(),
