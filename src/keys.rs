@@ -197,7 +197,11 @@ mod tests {
         let sig = key.sign(b"statement");
         assert_eq!(sig, key.sign(b"statement"), "RFC 6979: same bytes");
         let prehash: [u8; 32] = sha2::Sha256::digest(b"statement").into();
-        assert_eq!(key.sign_sha256(&prehash), sig, "signed by its SHA-256: same bytes");
+        assert_eq!(
+            key.sign_sha256(&prehash),
+            sig,
+            "signed by its SHA-256: same bytes"
+        );
         assert!(key.public().verifies(b"statement", &sig));
         assert!(!key.public().verifies(b"statement!", &sig));
         assert!(!other.verifies(b"statement", &sig));

@@ -59,8 +59,12 @@ pub fn root_digest<'a>(files: impl IntoIterator<Item = &'a str>) -> Option<Strin
 /// listed while it is written.
 pub fn statement(repo: &LockedRepo) -> Json<'_> {
     let order = std::sync::Arc::new(order(repo));
-    let root = root_digest(order.iter().map(|&i| repo.files[i as usize].sha256.as_str()))
-        .unwrap_or_default();
+    let root = root_digest(
+        order
+            .iter()
+            .map(|&i| repo.files[i as usize].sha256.as_str()),
+    )
+    .unwrap_or_default();
     let resources = Json::lazy_array(move || {
         let order = order.clone();
         (0..order.len()).map(move |k| {

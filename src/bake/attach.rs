@@ -157,9 +157,7 @@ pub async fn attach(
         let atts = attest::for_subject(&facts, subject);
         for att in &atts {
             // Written to a file (and removed after): a 100,000-file SBOM is tens of MB.
-            let document = att
-                .write_document(key, &tmp)
-                .map_err(OciError::io(&tmp))?;
+            let document = att.write_document(key, &tmp).map_err(OciError::io(&tmp))?;
             let referrer = att.referrer(key, document);
             let image = referrers::artifact(desc, &referrer)?;
             if let Some(dir) = &opts.oci_dir {

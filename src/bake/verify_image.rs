@@ -329,16 +329,92 @@ struct Expect {
     kind: EntryKind,
 }
 
-fn expected(lock: &Lockfile, settings: &BakeSettings) -> BTreeMap<String, (String, Expect)> {
-    let mut out = BTreeMap::new();
-    for repo in &lock.repos {
-        for part in plan_repo(repo, settings) {
-            for e in part.entries {
-                out.insert(e.path, (part.repo.clone(), Expect { kind: e.kind }));
+fn expected(lock: &Lockfile, settings: &BakeSettings) -> Wanted {
+    Wanted::from_plans(lock.repos.iter().flat_map(|r| plan_repo(r, settings)))
+}
+
+/// Every entry the lock puts in an image, sorted by path (found by binary search), each with
+/// its repo (an index into `repos`). A 100,000-file dataset's paths are held once here;
+/// what each layer holds is a [`Seen`] bit set over these entries, not more copies of them.
+struct Wanted {
+    entries: Vec<(String, u32, Expect)>,
+    repos: Vec<String>,
+}
+
+impl Wanted {
+    /// The entries of `plans`; a path several repos share (a parent folder) belongs to the
+    /// last.
+    fn from_plans(plans: impl IntoIterator<Item = LayerPlan>) -> Self {
+        let mut repos: Vec<String> = Vec::new();
+        let mut by_path: BTreeMap<String, (u32, Expect)> = BTreeMap::new();
+        for plan in plans {
+            let repo = match repos.iter().position(|r| *r == plan.repo) {
+                Some(i) => i,
+                None => {
+                    repos.push(plan.repo.clone());
+                    repos.len() - 1
+                }
+            };
+            for e in plan.entries {
+                by_path.insert(e.path, (repo as u32, Expect { kind: e.kind }));
             }
         }
+        let entries = by_path
+            .into_iter()
+            .map(|(path, (repo, exp))| (path, repo, exp))
+            .collect();
+        Wanted { entries, repos }
     }
-    out
+
+    /// The index of `path`'s entry.
+    fn find(&self, path: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|(p, _, _)| p.as_str().cmp(path))
+            .ok()
+    }
+
+    /// The repo of entry `i`.
+    fn repo(&self, i: usize) -> &str {
+        &self.repos[self.entries[i].1 as usize]
+    }
+}
+
+/// Which [`Wanted`] entries were found: one bit each.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    /// Marks entry `i`.
+    fn insert(&mut self, i: usize) {
+        if self.bits.len() <= i / 64 {
+            self.bits.resize(i / 64 + 1, 0);
+        }
+        self.bits[i / 64] |= 1 << (i % 64);
+    }
+
+    /// True when entry `i` was found.
+    fn contains(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// How many entries were found.
+    fn count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Adds what `other` found.
+    fn union(&mut self, other: &Seen) {
+        if self.bits.len() < other.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= b;
+        }
+    }
 }
 
 /// How an entry that should be something else is shown: its type and, for links, the target.
@@ -360,14 +436,14 @@ struct LayerRead {
     blob_hex: String,
     blob_size: u64,
     diff_id: String,
-    seen: BTreeSet<String>,
+    seen: Seen,
 }
 
 /// Checks one layer blob (`blob`, read from its start).
 fn check_layer(
     blob: impl Read + Send + 'static,
     name: String,
-    want: &BTreeMap<String, (String, Expect)>,
+    want: &Wanted,
     owner: (u32, u32),
 ) -> io::Result<LayerRead> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
@@ -376,7 +452,7 @@ fn check_layer(
     let (owner_uid, owner_gid) = owner;
     let mut problems = Vec::new();
     let mut repos = BTreeSet::new();
-    let mut seen = BTreeSet::new();
+    let mut seen = Seen::default();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.to_string_lossy().into_owned();
@@ -393,16 +469,17 @@ fn check_layer(
                 expected: format!("{owner_uid}:{owner_gid}"),
             });
         }
-        let Some((repo, exp)) = want.get(&path) else {
+        let Some(i) = want.find(&path) else {
             problems.push(Problem::Unlocked { path: shown });
             continue;
         };
+        let exp = &want.entries[i].2;
         // A folder several repos share (`hub/`, `models/acme/`) says nothing of what the layer
         // holds; its files do.
-        if !matches!(exp.kind, EntryKind::Dir) {
-            repos.insert(repo.clone());
+        if !matches!(exp.kind, EntryKind::Dir) && !repos.contains(want.repo(i)) {
+            repos.insert(want.repo(i).to_owned());
         }
-        seen.insert(path.clone());
+        seen.insert(i);
         let expected_mode = match exp.kind {
             EntryKind::Dir => 0o755,
             EntryKind::HardLink(_) => 0o644,
@@ -476,7 +553,7 @@ fn check_layer(
     let report = LayerReport {
         layer: name,
         repos: repos.into_iter().collect(),
-        entries: seen.len(),
+        entries: seen.count(),
         problems,
     };
     Ok(LayerRead {
@@ -521,14 +598,7 @@ pub fn check_planned_layer(
     owner: (u32, u32),
     diff_id: &Digest,
 ) -> io::Result<Result<(), String>> {
-    let want: BTreeMap<String, (String, Expect)> = plan
-        .entries
-        .iter()
-        .map(|e| {
-            let kind = e.kind.clone();
-            (e.path.clone(), (plan.repo.clone(), Expect { kind }))
-        })
-        .collect();
+    let want = Wanted::from_plans([plan.clone()]);
     let LayerRead {
         report,
         diff_id: actual,
@@ -537,9 +607,11 @@ pub fn check_planned_layer(
     } = check_layer(file, String::new(), &want, owner)?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(
-        want.keys()
-            .filter(|p| !seen.contains(*p))
-            .map(|p| format!("{} is missing", escaped(p))),
+        want.entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !seen.contains(*i))
+            .map(|(_, (p, _, _))| format!("{} is missing", escaped(p))),
     );
     if diff_id.as_str() != format!("sha256:{actual}") {
         problems.push(format!(
@@ -568,7 +640,7 @@ fn loader_problems(
     config: &serde_json::Value,
     lock: &Lockfile,
     settings: &BakeSettings,
-    seen: &BTreeSet<String>,
+    present: &dyn Fn(&str) -> bool,
 ) -> Vec<Problem> {
     let vars: Vec<String> = model::string_list(&config["config"]["Env"]);
     let user = config["config"]["User"].as_str().unwrap_or_default();
@@ -590,7 +662,7 @@ fn loader_problems(
                     repo_folder(repo.kind, &repo.id),
                     repo.commit
                 );
-                !root.starts_with('/') || !seen.contains(&snapshot)
+                !root.starts_with('/') || !present(&snapshot)
             })
             .map(|repo| format!("{}/{}@{}", repo.kind, repo.id, repo.commit))
             .collect();
@@ -773,7 +845,7 @@ pub fn verify_source(
 /// by several platforms is read and hashed once.
 struct Checker<'a> {
     src: &'a dyn VerifySource,
-    want: BTreeMap<String, (String, Expect)>,
+    want: Wanted,
     lock: &'a Lockfile,
     settings: &'a BakeSettings,
     /// Read our layers (false: `--attestations-only`).
@@ -786,7 +858,7 @@ struct Checker<'a> {
 
 /// A layer's verdict: (its DiffID as hashed, the paths it holds) for ours, an empty one for a
 /// base layer that matched its digest, or what is wrong with a base layer.
-type Verdict = Result<(String, BTreeSet<String>), String>;
+type Verdict = Result<(String, Seen), String>;
 
 impl Checker<'_> {
     /// The problems of one image manifest (its layers' own problems go to `self.layers`).
@@ -814,7 +886,7 @@ impl Checker<'_> {
             problems.extend(self.env_problems(&config, None));
             return Ok(problems);
         }
-        let mut seen_all = BTreeSet::new();
+        let mut seen_all = Seen::default();
         for (i, desc) in manifest.layers.iter().enumerate() {
             let ours = desc.annotation(ANNOTATION_REPO).is_some();
             if !self.checked.contains_key(&desc.digest) {
@@ -823,7 +895,7 @@ impl Checker<'_> {
                 } else {
                     self.src
                         .base_layer(desc)
-                        .map(|_| (String::new(), BTreeSet::new()))
+                        .map(|_| (String::new(), Seen::default()))
                 };
                 self.checked.insert(desc.digest.clone(), verdict);
             }
@@ -844,14 +916,14 @@ impl Checker<'_> {
                             actual: diff_id.clone(),
                         });
                     }
-                    seen_all.extend(seen.iter().cloned());
+                    seen_all.union(seen);
                 }
             }
         }
-        for (path, (repo, _)) in &self.want {
-            if !seen_all.contains(path) {
+        for (i, (path, _, _)) in self.want.entries.iter().enumerate() {
+            if !seen_all.contains(i) {
                 problems.push(Problem::Missing {
-                    repo: repo.clone(),
+                    repo: self.want.repo(i).to_owned(),
                     path: path.clone(),
                 });
             }
@@ -862,11 +934,7 @@ impl Checker<'_> {
 
     /// The config environment's problems: `HF_HOME` for the `hf-cache` layout, the loaders'
     /// caches (only when the image's entries were read: `seen`), the offline switch.
-    fn env_problems(
-        &self,
-        config: &serde_json::Value,
-        seen: Option<&BTreeSet<String>>,
-    ) -> Vec<Problem> {
+    fn env_problems(&self, config: &serde_json::Value, seen: Option<&Seen>) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.settings.layout == ModelArrangement::HfCache {
             let env = model::string_list(&config["config"]["Env"]);
@@ -875,22 +943,19 @@ impl Checker<'_> {
                 problems.push(Problem::Env { expected: want_env });
             }
         }
-        let all: BTreeSet<String>;
-        let seen = match seen {
-            Some(s) => s,
-            None => {
-                // Unread layers: take every locked snapshot as present, and check only where
-                // the loaders look and the offline switch.
-                all = self
-                    .lock
-                    .repos
-                    .iter()
-                    .map(|r| snapshot_path(self.settings, r))
-                    .collect();
-                &all
-            }
+        // Unread layers (`seen` is `None`): take every locked snapshot as present, and check
+        // only where the loaders look and the offline switch.
+        let all: BTreeSet<String> = self
+            .lock
+            .repos
+            .iter()
+            .map(|r| snapshot_path(self.settings, r))
+            .collect();
+        let present = |path: &str| match seen {
+            Some(seen) => self.want.find(path).is_some_and(|i| seen.contains(i)),
+            None => all.contains(path),
         };
-        problems.extend(loader_problems(config, self.lock, self.settings, seen));
+        problems.extend(loader_problems(config, self.lock, self.settings, &present));
         problems
     }
 
@@ -958,4 +1023,53 @@ impl Checker<'_> {
 /// Where a repo's snapshot folder is in an `hf-cache` image, as layer paths are written.
 fn snapshot_path(settings: &BakeSettings, repo: &crate::lock::LockedRepo) -> String {
     format!("{}/snapshots/{}", repo_root(repo, settings), repo.commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bake::plan::Entry;
+
+    fn plan(repo: &str, paths: &[&str]) -> LayerPlan {
+        LayerPlan {
+            repo: repo.into(),
+            commit: "c".into(),
+            part: (1, 1),
+            entries: paths
+                .iter()
+                .map(|p| Entry {
+                    path: (*p).into(),
+                    kind: EntryKind::Dir,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn wanted_entries_are_found_by_path_and_a_shared_path_belongs_to_the_last_repo() {
+        let want = Wanted::from_plans([
+            plan("model/a", &["hub", "hub/a", "hub/a/x"]),
+            plan("model/b", &["hub", "hub/b"]),
+        ]);
+        let paths: Vec<&str> = want.entries.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, ["hub", "hub/a", "hub/a/x", "hub/b"]);
+        assert_eq!(want.find("hub").map(|i| want.repo(i)), Some("model/b"));
+        assert_eq!(want.find("hub/a/x").map(|i| want.repo(i)), Some("model/a"));
+        assert_eq!(want.find("hub/c"), None);
+    }
+
+    #[test]
+    fn seen_sets_count_and_merge_their_bits() {
+        let mut a = Seen::default();
+        a.insert(3);
+        a.insert(3);
+        a.insert(130);
+        let mut b = Seen::default();
+        b.insert(64);
+        assert!(a.contains(3) && a.contains(130) && !a.contains(64) && !a.contains(999));
+        assert_eq!(a.count(), 2);
+        b.union(&a);
+        assert_eq!(b.count(), 3);
+        assert!(b.contains(64) && b.contains(130));
+    }
 }
