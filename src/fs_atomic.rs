@@ -44,26 +44,32 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Replaces `path` with `bytes`: temp file (created new, already with the chosen mode), fsync,
-/// rename. The temp file is removed on failure.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
+/// Creates the temp file `tmp` that will replace `path`, with the final mode `mode` gives
+/// (less what the umask takes) and no wider, so a secret written next is never readable by
+/// others, not even for a moment; then the bits the umask took are set back.
+fn create_temp(tmp: &Path, path: &Path, mode: Mode) -> io::Result<fs::File> {
     let perm = match mode {
         Mode::Fixed(m) => m,
         Mode::KeepExisting => fs::metadata(path).map_or(0o644, |m| m.permissions().mode()),
     };
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(perm & 0o7777)
+        .open(tmp)?;
+    #[cfg(test)]
+    ON_TEMP_CREATED.with_borrow_mut(|hook| hook.as_mut().map(|h| h(tmp)));
+    f.set_permissions(fs::Permissions::from_mode(perm))?;
+    Ok(f)
+}
+
+/// Replaces `path` with `bytes`: temp file (created new, already with the chosen mode), fsync,
+/// rename. The temp file is removed on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     let tmp = temp_sibling(path);
     let written = (|| {
-        // Created with its final mode (less what the umask takes) and no wider: a secret
-        // written next is never readable by others, not even for a moment.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(perm & 0o7777)
-            .open(&tmp)?;
-        #[cfg(test)]
-        ON_TEMP_CREATED.with_borrow_mut(|hook| hook.as_mut().map(|h| h(&tmp)));
-        // Back the bits the umask took, as before.
-        f.set_permissions(fs::Permissions::from_mode(perm))?;
+        let mut f = create_temp(&tmp, path, mode)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -82,21 +88,9 @@ pub fn write_atomic_with(
     mode: Mode,
     fill: &mut dyn FnMut(&mut fs::File) -> io::Result<()>,
 ) -> io::Result<bool> {
-    let perm = match mode {
-        Mode::Fixed(m) => m,
-        Mode::KeepExisting => fs::metadata(path).map_or(0o644, |m| m.permissions().mode()),
-    };
     let tmp = temp_sibling(path);
     let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(perm & 0o7777)
-            .open(&tmp)?;
-        #[cfg(test)]
-        ON_TEMP_CREATED.with_borrow_mut(|hook| hook.as_mut().map(|h| h(&tmp)));
-        f.set_permissions(fs::Permissions::from_mode(perm))?;
+        let mut f = create_temp(&tmp, path, mode)?;
         fill(&mut f)?;
         if same_files(&tmp, path) {
             fs::remove_file(&tmp)?;

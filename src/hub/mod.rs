@@ -365,24 +365,7 @@ impl HubClient {
                 Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
                 Attempt::Fail(e) => return Attempt::Fail(e),
             };
-            let final_url = shown(resp.url());
-            let body = match read_capped(resp, limit, what).await {
-                Ok(b) => b,
-                Err(e) if e.is_transient() => {
-                    return Attempt::Retry {
-                        reason: e.to_string(),
-                        wait: None,
-                    };
-                }
-                Err(e) => return Attempt::Fail(HubError::Body(e)),
-            };
-            match serde_json::from_slice(&body) {
-                Ok(v) => Attempt::Done(v),
-                Err(e) => Attempt::Fail(HubError::InvalidResponse {
-                    url: final_url,
-                    detail: clean(&format!("invalid JSON: {e}")),
-                }),
-            }
+            json_body(resp, limit, what).await
         })
         .await
     }
@@ -513,24 +496,11 @@ impl HubClient {
             Attempt::Retry { reason, wait } => return Attempt::Retry { reason, wait },
             Attempt::Fail(e) => return Attempt::Fail(e),
         };
-        let final_url = shown(resp.url());
         let headers = resp.headers().clone();
-        let body = match read_capped(resp, limit, what).await {
-            Ok(b) => b,
-            Err(e) if e.is_transient() => {
-                return Attempt::Retry {
-                    reason: e.to_string(),
-                    wait: None,
-                };
-            }
-            Err(e) => return Attempt::Fail(HubError::Body(e)),
-        };
-        match serde_json::from_slice(&body) {
-            Ok(v) => Attempt::Done((v, headers)),
-            Err(e) => Attempt::Fail(HubError::InvalidResponse {
-                url: final_url,
-                detail: clean(&format!("invalid JSON: {e}")),
-            }),
+        match json_body(resp, limit, what).await {
+            Attempt::Done(v) => Attempt::Done((v, headers)),
+            Attempt::Retry { reason, wait } => Attempt::Retry { reason, wait },
+            Attempt::Fail(e) => Attempt::Fail(e),
         }
     }
 
@@ -753,6 +723,33 @@ fn send_failure<T>(url: &Url, e: &reqwest::Error) -> Attempt<T> {
     Attempt::Retry {
         reason: format!("{}: {detail}", shown(url)),
         wait: None,
+    }
+}
+
+/// The JSON document `resp` carries, read up to `limit` bytes (`what` names it in errors): a
+/// body cut short is retried, an oversized one or one that is not JSON fails.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    limit: u64,
+    what: &'static str,
+) -> Attempt<T> {
+    let final_url = shown(resp.url());
+    let body = match read_capped(resp, limit, what).await {
+        Ok(b) => b,
+        Err(e) if e.is_transient() => {
+            return Attempt::Retry {
+                reason: e.to_string(),
+                wait: None,
+            };
+        }
+        Err(e) => return Attempt::Fail(HubError::Body(e)),
+    };
+    match serde_json::from_slice(&body) {
+        Ok(v) => Attempt::Done(v),
+        Err(e) => Attempt::Fail(HubError::InvalidResponse {
+            url: final_url,
+            detail: clean(&format!("invalid JSON: {e}")),
+        }),
     }
 }
 
