@@ -9,9 +9,8 @@ use std::io::Write;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::lazy_json::Digesting;
-
 use super::statement::PAYLOAD_TYPE;
+use crate::hash::HashingWriter;
 use crate::keys::{PrivateKey, PublicKey};
 
 /// The media type of a Sigstore bundle v0.3 (also the referrer's artifact type).
@@ -49,13 +48,18 @@ pub fn sign_to(
     w: &mut dyn Write,
 ) -> std::io::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut counted = Digesting::new(std::io::sink());
+    let mut counted = HashingWriter::new(std::io::sink());
     write(&mut counted)?;
     let (_, len, _) = counted.finish();
-    let mut pae = Digesting::new(std::io::sink());
+    let mut pae = HashingWriter::new(std::io::sink());
     write!(pae, "DSSEv1 {} {PAYLOAD_TYPE} {len} ", PAYLOAD_TYPE.len())?;
     write(&mut pae)?;
-    let sig = key.sign_sha256(&pae.finish().0);
+    let (pae_sha256, _, _) = pae.finish();
+    let prehash: [u8; 32] = hex::decode(&pae_sha256)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| std::io::Error::other("the statement's SHA-256 was not computed"))?;
+    let sig = key.sign_sha256(&prehash);
     let v = json!({
         "mediaType": MEDIA_BUNDLE,
         "verificationMaterial": {

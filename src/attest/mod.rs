@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use lazy_json::{Digesting, Json};
+use crate::hash::HashingWriter;
+use lazy_json::Json;
 
 use crate::keys::PrivateKey;
 use crate::lock::{LockedRepo, Lockfile};
@@ -285,14 +286,14 @@ impl Attestation<'_> {
         let file = tempfile::Builder::new()
             .prefix("attestation-")
             .tempfile_in(dir)?;
-        let mut out = Digesting::new(io::BufWriter::new(file.as_file()));
+        let mut out = HashingWriter::new(io::BufWriter::new(file.as_file()));
         self.write_attached(key, &mut out)?;
         let (sha256, size, buffered) = out.finish();
         buffered.into_inner().map_err(|e| e.into_error())?;
         let path = file.into_temp_path();
         // Layout blobs are world-readable; the temp file was made 0600.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-        let digest = Digest::from_sha256_hex(&hex::encode(sha256))
+        let digest = Digest::from_sha256_hex(&sha256)
             .map_err(|e| io::Error::other(format!("the document's digest: {e}")))?;
         Ok(ReferrerBody {
             path: std::sync::Arc::new(path),

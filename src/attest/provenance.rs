@@ -37,7 +37,7 @@ pub fn statement<'a>(facts: &Facts<'a>, subject: &ImageSubject) -> Json<'a> {
             })
             .into(),
         ));
-        if let Json::Array(files) = Json::lazy_array(move || {
+        deps.push(Run::many(move || {
             let purl = purl.clone();
             repo.files.iter().map(move |f| {
                 json!({
@@ -46,9 +46,7 @@ pub fn statement<'a>(facts: &Facts<'a>, subject: &ImageSubject) -> Json<'a> {
                     "digest": { "sha256": f.sha256 },
                 })
             })
-        }) {
-            deps.extend(files);
-        }
+        }));
     }
     for base in &subject.bases {
         deps.push(Run::One(

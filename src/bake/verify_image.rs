@@ -945,15 +945,13 @@ impl Checker<'_> {
         }
         // Unread layers (`seen` is `None`): take every locked snapshot as present, and check
         // only where the loaders look and the offline switch.
-        let all: BTreeSet<String> = self
-            .lock
-            .repos
-            .iter()
-            .map(|r| snapshot_path(self.settings, r))
-            .collect();
         let present = |path: &str| match seen {
             Some(seen) => self.want.find(path).is_some_and(|i| seen.contains(i)),
-            None => all.contains(path),
+            None => self
+                .lock
+                .repos
+                .iter()
+                .any(|r| snapshot_path(self.settings, r) == path),
         };
         problems.extend(loader_problems(config, self.lock, self.settings, &present));
         problems
