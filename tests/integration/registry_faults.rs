@@ -79,9 +79,9 @@ struct Pushed {
 
 /// Pushes `acme/big` through a proxy with `faults` (chunked from 1 MiB, chunks of `chunk`
 /// bytes), then checks what every push must give: the pulled-back image verifies, the
-/// manifest came after every blob, and the registry keeps `sessions_left` upload sessions
-/// (none, unless the registry itself failed to remove one).
-fn push_through(faults: Faults, chunk: u64, sessions_left: usize) -> Option<Pushed> {
+/// manifest came after every blob, and the registry keeps one of `sessions_left` upload
+/// sessions (none, unless the registry itself failed to remove one).
+fn push_through(faults: Faults, chunk: u64, sessions_left: &[usize]) -> Option<Pushed> {
     let (Some(registry_bin), Some(skopeo)) = (tool("docker-registry"), tool("skopeo")) else {
         return None;
     };
@@ -119,10 +119,9 @@ fn push_through(faults: Faults, chunk: u64, sessions_left: usize) -> Option<Push
         .expect("blobs were stored");
     assert!(last_blob < manifest_at, "manifest before a blob: {log:#?}");
     let open = open_sessions(&registry, "models/app");
-    assert_eq!(
-        open.len(),
-        sessions_left,
-        "upload sessions left open: {open:?}"
+    assert!(
+        sessions_left.contains(&open.len()),
+        "upload sessions left open: {open:?}, expected {sessions_left:?} of them"
     );
 
     let pulled = f.cache.path().join("pulled");
@@ -167,7 +166,7 @@ fn a_cut_chunk_resumes_at_the_registrys_offset() {
             ..Faults::default()
         },
         MIB,
-        0,
+        &[0],
     ) else {
         return;
     };
@@ -201,7 +200,7 @@ fn a_cut_chunk_resumes_at_the_registrys_offset() {
 
 #[test]
 fn chunks_are_patched_with_ranges_and_small_blobs_go_in_one_put() {
-    let Some(p) = push_through(Faults::default(), MIB, 0) else {
+    let Some(p) = push_through(Faults::default(), MIB, &[0]) else {
         return;
     };
     let patches: Vec<&Logged> = p.log.iter().filter(|l| l.method == "PATCH").collect();
@@ -237,7 +236,7 @@ fn error_statuses_once_on_every_kind_of_request_are_retried() {
         ],
         ..Faults::default()
     };
-    let Some(p) = push_through(faults, MIB, 0) else {
+    let Some(p) = push_through(faults, MIB, &[0]) else {
         return;
     };
     for (method, status) in [
@@ -267,7 +266,7 @@ fn patch_answered_201_as_ecr_does() {
             ..Faults::default()
         },
         MIB,
-        0,
+        &[0],
     ) else {
         return;
     };
@@ -289,7 +288,7 @@ fn the_registrys_minimum_chunk_length_is_honoured() {
             ..Faults::default()
         },
         MIB,
-        0,
+        &[0],
     ) else {
         return;
     };
@@ -310,7 +309,7 @@ fn a_maximum_chunk_size_is_kept() {
             ..Faults::default()
         },
         MIB,
-        0,
+        &[0],
     ) else {
         return;
     };
@@ -342,7 +341,7 @@ fn all_faults_together() {
         delay: Some(("PATCH", std::time::Duration::from_millis(20))),
         ..Faults::default()
     };
-    let Some(p) = push_through(faults, MIB, 0) else {
+    let Some(p) = push_through(faults, MIB, &[0]) else {
         return;
     };
     let sent: u64 = uploads(&p.log).iter().map(|l| l.body).sum();
@@ -366,9 +365,11 @@ fn a_session_the_registry_cancelled_starts_over() {
             ..Faults::default()
         },
         MIB,
-        // Distribution answers 404 but keeps the cancelled session's folder (hash states
-        // rewritten after the cancel); its upload purger removes it later.
-        1,
+        // Distribution answers 404 and usually keeps the cancelled session's folder: the
+        // handler of the cut chunk rewrites its hash states after the cancel removed it (its
+        // upload purger removes it later). Under load that handler can end before the cancel,
+        // and nothing is left: both are the registry's doing, not the push's.
+        &[0, 1],
     ) else {
         return;
     };
