@@ -74,7 +74,7 @@ fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W
 }
 
 /// Writes `plan`'s entries as a tar into `out`, reading each blob's bytes from `open(sha256)`.
-fn write_entries_from<W: Write, R: io::Read>(
+pub(super) fn write_entries_from<W: Write, R: io::Read>(
     plan: &LayerPlan,
     stamp: Stamp,
     out: W,

@@ -291,6 +291,91 @@ mod tests {
         }
     }
 
+    /// A lock whose plans have every kind of entry: two parts, LFS and regular files, equal
+    /// content under two paths, nested folders, a tag revision (a `refs/` file), a trees
+    /// listing; and a dataset.
+    fn golden_lock() -> (Lockfile, std::collections::HashMap<String, Vec<u8>>) {
+        let big = [7u8; 300];
+        let model_files: &[(&str, &[u8], bool)] = &[
+            ("config.json", b"{}\n", false),
+            ("a.txt", b"same bytes\n", false),
+            ("copy/b.txt", b"same bytes\n", false),
+            ("model-00001.safetensors", &big, true),
+            ("model-00002.safetensors", &[8u8; 300], true),
+            ("sub/dir/vocab.txt", b"a\nb\n", false),
+            ("sub-x.txt", b"dash sorts before slash\n", false),
+        ];
+        let data_files: &[(&str, &[u8], bool)] = &[
+            ("data/part-000/row-0.json", b"{\"a\":0}", false),
+            ("data/part-000/row-1.json", b"{\"a\":1}", false),
+            ("data/part-001/row-0.json", b"{\"a\":0}", false),
+            ("README.md", b"# rows\n", false),
+        ];
+        let mut model = locked_repo(RepoKind::Model, "acme/tiny", &"1".repeat(40), model_files);
+        model.revision = crate::repo::Revision::parse("v1.0").unwrap();
+        let data = locked_repo(RepoKind::Dataset, "acme/rows", &"2".repeat(40), data_files);
+        let mut lock = Lockfile::new();
+        lock.repos = vec![model, data];
+        let contents = model_files
+            .iter()
+            .chain(data_files)
+            .map(|(_, bytes, _)| (sha256_hex(bytes), bytes.to_vec()))
+            .collect();
+        (lock, contents)
+    }
+
+    /// The cache keys, file-list digests and tar bytes of today's plans, pinned: a change of
+    /// the tar changes every user's layers; a change of a key or a file list makes every
+    /// layer cache and cache repository record miss (a rebuild and re-upload of every layer).
+    #[test]
+    fn golden_cache_keys_and_file_lists() {
+        let format = |layout| LayerFormat {
+            stamp: Stamp {
+                uid: 1000,
+                gid: 1000,
+                mtime: 0,
+            },
+            compression: Compression::Gzip,
+            layout,
+        };
+        let (lock, contents) = golden_lock();
+        let mut lines = Vec::new();
+        for layout in [ModelArrangement::HfCache, ModelArrangement::Files] {
+            let settings = BakeSettings {
+                layout,
+                max_layer_size: 400,
+                ..BakeSettings::default()
+            };
+            for repo in &lock.repos {
+                for plan in super::super::plan::plan_repo(repo, &settings) {
+                    let tar = super::super::layer_build::write_entries_from(
+                        &plan,
+                        format(layout).stamp,
+                        Vec::new(),
+                        &|sha256| Ok(std::io::Cursor::new(contents[sha256].clone())),
+                    )
+                    .unwrap();
+                    lines.push(format!(
+                        "{layout:?} {} {}/{} {} {} {}",
+                        plan.repo,
+                        plan.part.0,
+                        plan.part.1,
+                        cache_key(&plan, format(layout)),
+                        crate::bake::cache_repo::record::files_digest(&plan),
+                        sha256_hex(&tar)
+                    ));
+                }
+            }
+        }
+        let text = lines.join("\n");
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(
+            sha256_hex(text.as_bytes()),
+            "5c2f11261e74b0413299a40fc02483344aaae983caa8db961f1f32f22d5f523a",
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_layout_is_part_of_the_layer_cache_key() {
         let format = |layout| LayerFormat {
