@@ -68,6 +68,15 @@ impl ContentHasher {
     }
 }
 
+/// 128 bits of the sha256 of `bytes`: a key that stands for a path in large sorted tables
+/// (a collision between two paths of one lock is out of reach).
+pub fn key128(bytes: &[u8]) -> u128 {
+    let digest = Sha256::digest(bytes);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(key)
+}
+
 /// sha256 of `data` as lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

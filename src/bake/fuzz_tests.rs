@@ -10,7 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use super::plan::{EntryKind, plan_repo};
+use super::plan::{EntryKind, plan_one};
 use super::verify_image::verify_layer;
 use crate::hash::sha256_hex;
 use crate::lock::Lockfile;
@@ -55,13 +55,17 @@ fn valid_tar() -> Vec<u8> {
         mtime: 0,
     };
     let mut tar = TarWriter::new(Vec::new());
-    for plan in plan_repo(&lock.repos[0], &settings) {
-        for e in &plan.entries {
+    for plan in plan_one(lock.repos[0].clone(), &settings) {
+        for e in plan.entries() {
             let written = match &e.kind {
                 EntryKind::Dir => tar.dir(&e.path, stamp),
                 EntryKind::Symlink(t) => tar.symlink(&e.path, t, stamp),
                 EntryKind::HardLink(t) => tar.hardlink(&e.path, t, stamp),
                 EntryKind::Inline(b) => tar.file_bytes(&e.path, b, stamp),
+                EntryKind::Trees => {
+                    let size = plan.trees_summary().0;
+                    tar.file_written(&e.path, size, stamp, &mut |w| plan.write_trees(w))
+                }
                 EntryKind::Blob { sha256, .. } => {
                     let bytes = blobs.iter().find(|(s, _)| s == sha256).map(|(_, b)| b);
                     tar.file_bytes(&e.path, bytes.map_or(&[][..], |b| b), stamp)
@@ -103,7 +107,7 @@ fn verify_bytes(dir: &Path, bytes: Vec<u8>) -> Result<bool, TestCaseError> {
     let (tx, rx) = mpsc::channel();
     let file = path.clone();
     std::thread::spawn(move || {
-        let report = verify_layer(&file, &lock, &BakeSettings::default());
+        let report = verify_layer(&file, &std::sync::Arc::new(lock), &BakeSettings::default());
         let _ = tx.send(report.map(|r| r.ok).unwrap_or(false));
     });
     let verdict = rx.recv_timeout(HANG);

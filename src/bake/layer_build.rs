@@ -81,12 +81,16 @@ pub(super) fn write_entries_from<W: Write, R: io::Read>(
     open: &dyn Fn(&str) -> io::Result<R>,
 ) -> io::Result<W> {
     let mut tar = TarWriter::new(out);
-    for e in &plan.entries {
+    for e in plan.entries() {
         match &e.kind {
             EntryKind::Dir => tar.dir(&e.path, stamp)?,
             EntryKind::Symlink(target) => tar.symlink(&e.path, target, stamp)?,
             EntryKind::HardLink(target) => tar.hardlink(&e.path, target, stamp)?,
             EntryKind::Inline(bytes) => tar.file_bytes(&e.path, bytes, stamp)?,
+            EntryKind::Trees => {
+                let (size, _) = plan.trees_summary();
+                tar.file_written(&e.path, size, stamp, &mut |w| plan.write_trees(w))?;
+            }
             EntryKind::Blob { sha256, size } => {
                 let mut f = open(sha256)?;
                 tar.file(&e.path, *size, &mut f, stamp)?;
@@ -98,7 +102,7 @@ pub(super) fn write_entries_from<W: Write, R: io::Read>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{check_layout, files_root, plan_files};
+    use super::super::plan::{check_layout, files_root, plan_one};
     use super::*;
     use crate::hash::sha256_hex;
     use crate::lock::LockedRepo;
@@ -181,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_files_layout_is_regular_files_with_parents_modes_and_hard_links_for_equal_content() {
-        let plans = plan_files(&model(), &files_settings());
+        let plans = plan_one(model(), &files_settings());
         assert_eq!(plans.len(), 1);
         let bytes = tar_of(
             &plans[0],
@@ -252,9 +256,9 @@ mod tests {
             models_dir: "/mnt/m".into(),
             ..s.clone()
         };
-        let plan = &plan_files(&model(), &flat)[0];
-        assert!(plan.entries.iter().any(|e| e.path == "mnt/m/config.json"));
-        assert!(plan.entries.iter().all(|e| !e.path.contains("acme")));
+        let plan = &plan_one(model(), &flat)[0];
+        assert!(plan.entries().any(|e| e.path == "mnt/m/config.json"));
+        assert!(plan.entries().all(|e| !e.path.contains("acme")));
 
         let mut lock = Lockfile::new();
         lock.repos = vec![model(), data.clone()];
@@ -294,13 +298,10 @@ mod tests {
             max_layer_size: 150,
             ..files_settings()
         };
-        let plans = plan_files(&r, &s);
+        let plans = plan_one(r, &s);
         assert_eq!(plans.len(), 2, "{plans:#?}");
         let kinds = |p: &LayerPlan, name: &str| {
-            p.entries
-                .iter()
-                .find(|e| e.path.ends_with(name))
-                .map(|e| e.kind.clone())
+            p.entries().find(|e| e.path.ends_with(name)).map(|e| e.kind)
         };
         assert!(matches!(
             kinds(&plans[0], "a.bin"),

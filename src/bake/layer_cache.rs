@@ -57,11 +57,13 @@ pub fn cache_key(plan: &LayerPlan, format: LayerFormat) -> String {
     if format.layout == ModelArrangement::Files {
         h.update(b"layout files\n");
     }
-    for e in &plan.entries {
+    for e in plan.entries() {
         let kind = match &e.kind {
             EntryKind::Dir => "dir".to_owned(),
             EntryKind::Blob { sha256, size } => format!("blob {sha256} {size}"),
             EntryKind::Inline(bytes) => format!("inline {}", sha256_hex(bytes)),
+            // Keyed as the inline file it was before it was produced while written.
+            EntryKind::Trees => format!("inline {}", plan.trees_summary().1),
             EntryKind::Symlink(t) => format!("link {t}"),
             EntryKind::HardLink(t) => format!("hardlink {t}"),
         };
@@ -347,7 +349,7 @@ mod tests {
                 ..BakeSettings::default()
             };
             for repo in &lock.repos {
-                for plan in super::super::plan::plan_repo(repo, &settings) {
+                for plan in super::super::plan::plan_one(repo.clone(), &settings) {
                     let tar = super::super::layer_build::write_entries_from(
                         &plan,
                         format(layout).stamp,
@@ -387,7 +389,7 @@ mod tests {
             compression: Compression::None,
             layout,
         };
-        let plan = &super::super::plan::plan_files(&model(), &files_settings())[0];
+        let plan = &super::super::plan::plan_one(model(), &files_settings())[0];
         assert_ne!(
             cache_key(plan, format(ModelArrangement::Files)),
             cache_key(plan, format(ModelArrangement::HfCache))

@@ -47,6 +47,7 @@ pub mod verify_source;
 mod fuzz_tests;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -232,7 +233,7 @@ pub struct PlatformReport {
 /// note).
 /// `on_layer` is told about each layer as it is ready, `on_push` about the push.
 pub async fn bake(
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     store: &Store,
     opts: &BakeOptions,
     on_layer: &(dyn Fn(&BuiltLayer) + Sync),
@@ -240,7 +241,7 @@ pub async fn bake(
 ) -> Result<BakeReport, BakeError> {
     let platforms = Platform::parse_list(&opts.settings.platform).map_err(plan::PlanError::from)?;
     let format = LayerFormat::new(&opts.settings, opts.mtime);
-    let plans: std::sync::Arc<[plan::LayerPlan]> = plan::plan_lock(lock, &opts.settings)?.into();
+    let plans: Arc<[plan::LayerPlan]> = plan::plan_lock(lock, &opts.settings)?.into();
     let sign_key = attach::load_key(&opts.attest)?;
 
     let cache = match &opts.cache {
@@ -261,7 +262,6 @@ pub async fn bake(
     };
     let wants_files = opts.layers_dir.is_some() || opts.oci_dir.is_some();
     let resolved = resolve::layers(
-        lock,
         store,
         &plans,
         format,

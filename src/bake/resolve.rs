@@ -10,8 +10,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::BakeError;
 use super::cache_repo::{CacheOutcome, CacheRepo, Lookup};
 use super::layer_cache::{self, BuiltLayer};
-use super::plan::{self, LayerFormat, LayerPlan};
-use crate::lock::Lockfile;
+use super::plan::{LayerFormat, LayerPlan};
 use crate::store::Store;
 
 /// The layers of a bake, in image order, and what the cache repository did for them.
@@ -31,7 +30,6 @@ pub struct Resolved {
 /// the layer cache when `wants_files`), else from the layer cache, else built, `jobs` at a
 /// time. `on_layer` is told about each layer as it is ready.
 pub async fn layers(
-    lock: &Lockfile,
     store: &Store,
     plans: &Arc<[LayerPlan]>,
     format: LayerFormat,
@@ -58,7 +56,7 @@ pub async fn layers(
         .await?;
         resolved.outcome = Some(outcome);
     }
-    if let Err(mut e) = check_store(lock, store, plans, format, &recorded, cache.is_some()) {
+    if let Err(mut e) = check_store(store, plans, format, &recorded, cache.is_some()) {
         // Why the cache repository did not help belongs with the error: the warnings of a
         // bake that stops are never printed.
         if let (BakeError::MissingFiles { why, .. }, Some(outcome)) = (&mut e, &resolved.outcome)
@@ -137,7 +135,6 @@ pub async fn from_records(
 /// Refuses to start when a layer that is neither recorded nor in the layer cache needs a store
 /// file that is missing, naming the first 20 files.
 pub fn check_store(
-    lock: &Lockfile,
     store: &Store,
     plans: &[LayerPlan],
     format: LayerFormat,
@@ -149,9 +146,9 @@ pub fn check_store(
         .zip(recorded)
         .filter(|(plan, r)| r.is_none() && layer_cache::cached(store, plan, format).is_none())
         .flat_map(|(plan, _)| {
-            plan::store_blobs(plan)
+            plan.store_blobs()
                 .filter(|(sha, size)| !store.has(sha, *size))
-                .map(|(sha, _)| plan::describe_blob(lock, plan, sha))
+                .map(|(sha, _)| plan.describe_blob(sha))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -214,6 +211,8 @@ pub async fn build_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bake::plan;
+    use crate::lock::Lockfile;
     use crate::manifest::bake_table::BakeSettings;
     use crate::repo::RepoKind;
     use crate::test_support::fuzz::locked_repo;
@@ -230,9 +229,9 @@ mod tests {
             &[("config.json", b"{}\n", false)],
         ));
         let settings = BakeSettings::default();
-        let plans = plan::plan_lock(&lock, &settings).unwrap();
+        let plans = plan::plan_lock(&std::sync::Arc::new(lock), &settings).unwrap();
         let format = LayerFormat::new(&settings, 0);
-        let e = check_store(&lock, &store, &plans, format, &[None], true).unwrap_err();
+        let e = check_store(&store, &plans, format, &[None], true).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("1 file(s) are not in the store")
@@ -247,7 +246,7 @@ mod tests {
         );
         // A plan whose layer a cache record provides needs no store file.
         let recorded = build_placeholder(&plans[0]);
-        assert!(check_store(&lock, &store, &plans, format, &[Some(recorded)], true).is_ok());
+        assert!(check_store(&store, &plans, format, &[Some(recorded)], true).is_ok());
     }
 
     fn build_placeholder(plan: &LayerPlan) -> BuiltLayer {

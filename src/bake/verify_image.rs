@@ -5,15 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::ANNOTATION_REPO;
-use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo, repo_root};
+use super::plan::{EntryId, EntryKind, LayerPlan, check_layout, plan_repo, repo_root};
 use super::verify_source::VerifySource;
-use crate::hash::HashingReader;
+use crate::hash::{HashingReader, key128};
 use crate::hfcache::repo_folder;
 use crate::loaders;
 use crate::lock::Lockfile;
@@ -324,58 +325,131 @@ pub struct OciReport {
     pub problems: Vec<Problem>,
 }
 
-/// What an entry must be.
-struct Expect {
-    kind: EntryKind,
+fn expected(lock: &Arc<Lockfile>, settings: &BakeSettings) -> Wanted {
+    Wanted::from_plans((0..lock.repos.len()).flat_map(|i| plan_repo(lock, i, settings)))
 }
 
-fn expected(lock: &Lockfile, settings: &BakeSettings) -> Wanted {
-    Wanted::from_plans(lock.repos.iter().flat_map(|r| plan_repo(r, settings)))
-}
-
-/// Every entry the lock puts in an image, sorted by path (found by binary search), each with
-/// its repo (an index into `repos`). A 100,000-file dataset's paths are held once here;
-/// what each layer holds is a [`Seen`] bit set over these entries, not more copies of them.
+/// Every entry the lock puts in an image, found by binary search on a 128-bit key of its
+/// path, each as (key, plan, entry of that plan): no path is held (a 100,000-file dataset's
+/// would weigh tens of MB); the plans give them back from the lock. What each layer holds is
+/// a [`Seen`] bit set over these entries.
 struct Wanted {
-    entries: Vec<(String, u32, Expect)>,
-    repos: Vec<String>,
+    entries: Vec<(u128, u32, EntryId)>,
+    plans: Vec<LayerPlan>,
 }
 
 impl Wanted {
     /// The entries of `plans`; a path several repos share (a parent folder) belongs to the
     /// last.
     fn from_plans(plans: impl IntoIterator<Item = LayerPlan>) -> Self {
-        let mut repos: Vec<String> = Vec::new();
-        let mut by_path: BTreeMap<String, (u32, Expect)> = BTreeMap::new();
-        for plan in plans {
-            let repo = match repos.iter().position(|r| *r == plan.repo) {
-                Some(i) => i,
-                None => {
-                    repos.push(plan.repo.clone());
-                    repos.len() - 1
-                }
-            };
-            for e in plan.entries {
-                by_path.insert(e.path, (repo as u32, Expect { kind: e.kind }));
-            }
+        let plans: Vec<LayerPlan> = plans.into_iter().collect();
+        let mut entries = Vec::new();
+        for (p, plan) in plans.iter().enumerate() {
+            entries.extend(
+                plan.ids()
+                    .map(|(path, id)| (key128(path.as_bytes()), p as u32, id)),
+            );
         }
-        let entries = by_path
-            .into_iter()
-            .map(|(path, (repo, exp))| (path, repo, exp))
-            .collect();
-        Wanted { entries, repos }
+        // Stable, so that the entries of one path stay in plan order; the last is kept.
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                *earlier = *later;
+            }
+            same
+        });
+        entries.shrink_to_fit();
+        Wanted { entries, plans }
     }
 
     /// The index of `path`'s entry.
     fn find(&self, path: &str) -> Option<usize> {
-        self.entries
-            .binary_search_by(|(p, _, _)| p.as_str().cmp(path))
-            .ok()
+        let key = key128(path.as_bytes());
+        let i = self.entries.binary_search_by_key(&key, |e| e.0).ok()?;
+        // The key only finds the entry; the path decides.
+        (self.path(i) == path).then_some(i)
+    }
+
+    /// The plan of entry `i`.
+    fn plan(&self, i: usize) -> &LayerPlan {
+        &self.plans[self.entries[i].1 as usize]
     }
 
     /// The repo of entry `i`.
     fn repo(&self, i: usize) -> &str {
-        &self.repos[self.entries[i].1 as usize]
+        &self.plan(i).repo
+    }
+
+    /// The path of entry `i`.
+    fn path(&self, i: usize) -> String {
+        self.plan(i).path(self.entries[i].2)
+    }
+
+    /// What entry `i` must be.
+    fn kind(&self, i: usize) -> EntryKind {
+        self.plan(i).kind(self.entries[i].2)
+    }
+
+    /// The paths of the entries `seen` lacks, sorted, with their repos.
+    fn missing(&self, seen: &Seen) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = (0..self.entries.len())
+            .filter(|i| !seen.contains(*i))
+            .map(|i| (self.path(i), self.repo(i)))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Compares the bytes written into it with those read from `read`, keeping the first bytes
+/// read for the message: a produced file (`trees/<commit>.json`) is checked without being
+/// held.
+struct SameBytes<R: Read> {
+    read: R,
+    head: Vec<u8>,
+    differs: bool,
+}
+
+/// How many bytes of a differing file are kept to show its start.
+const SHOWN_HEAD: usize = 240;
+
+impl<R: Read> SameBytes<R> {
+    fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut got = Vec::with_capacity(n);
+        (&mut self.read).take(n as u64).read_to_end(&mut got)?;
+        let room = SHOWN_HEAD.saturating_sub(self.head.len()).min(got.len());
+        self.head.extend_from_slice(&got[..room]);
+        Ok(got)
+    }
+
+    /// True when what was written is all there was to read; else the start of what was read.
+    fn finish(mut self) -> io::Result<Result<(), String>> {
+        if !self.differs && !self.take(1)?.is_empty() {
+            self.differs = true;
+        }
+        if !self.differs {
+            return Ok(Ok(()));
+        }
+        let more = SHOWN_HEAD.saturating_sub(self.head.len());
+        self.take(more)?;
+        Ok(Err(String::from_utf8_lossy(&self.head)
+            .chars()
+            .take(60)
+            .collect()))
+    }
+}
+
+impl<R: Read> Write for SameBytes<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.differs && self.take(buf.len())? != buf {
+            self.differs = true;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -473,14 +547,14 @@ fn check_layer(
             problems.push(Problem::Unlocked { path: shown });
             continue;
         };
-        let exp = &want.entries[i].2;
+        let exp = want.kind(i);
         // A folder several repos share (`hub/`, `models/acme/`) says nothing of what the layer
         // holds; its files do.
-        if !matches!(exp.kind, EntryKind::Dir) && !repos.contains(want.repo(i)) {
+        if !matches!(exp, EntryKind::Dir) && !repos.contains(want.repo(i)) {
             repos.insert(want.repo(i).to_owned());
         }
         seen.insert(i);
-        let expected_mode = match exp.kind {
+        let expected_mode = match exp {
             EntryKind::Dir => 0o755,
             EntryKind::HardLink(_) => 0o644,
             EntryKind::Symlink(_) => 0o777,
@@ -493,7 +567,7 @@ fn check_layer(
                 expected: format!("{expected_mode:o}"),
             });
         }
-        match &exp.kind {
+        match &exp {
             EntryKind::Dir if !kind.is_dir() => problems.push(Problem::NotDir { path: shown }),
             EntryKind::Symlink(target) => {
                 if !kind.is_symlink() || link.as_deref() != Some(target.as_str()) {
@@ -540,6 +614,20 @@ fn check_layer(
                     });
                 }
             }
+            EntryKind::Trees => {
+                let mut same = SameBytes {
+                    read: &mut entry,
+                    head: Vec::new(),
+                    differs: false,
+                };
+                want.plan(i).write_trees(&mut same)?;
+                if let Err(start) = same.finish()? {
+                    problems.push(Problem::ContentDiffers {
+                        path: shown,
+                        found: escaped(&start),
+                    });
+                }
+            }
             EntryKind::Dir => {}
         }
     }
@@ -568,7 +656,7 @@ fn check_layer(
 /// Checks one layer file (`verify --layer`): every entry it holds must match the lock.
 pub fn verify_layer(
     path: &Path,
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     settings: &BakeSettings,
 ) -> io::Result<OciReport> {
     let want = expected(lock, settings);
@@ -607,11 +695,9 @@ pub fn check_planned_layer(
     } = check_layer(file, String::new(), &want, owner)?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(
-        want.entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !seen.contains(*i))
-            .map(|(_, (p, _, _))| format!("{} is missing", escaped(p))),
+        want.missing(&seen)
+            .into_iter()
+            .map(|(p, _)| format!("{} is missing", escaped(&p))),
     );
     if diff_id.as_str() != format!("sha256:{actual}") {
         problems.push(format!(
@@ -697,7 +783,7 @@ fn loader_problems(
 pub fn verify_layout(
     dir: &Path,
     tag: &str,
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     settings: &BakeSettings,
 ) -> Result<OciReport, OciError> {
     let src = LayoutSource {
@@ -729,7 +815,7 @@ pub struct Verified {
 /// is read: each locked repo must only have a layer annotated with its commit.
 pub fn verify_source(
     src: &dyn VerifySource,
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     settings: &BakeSettings,
     content: bool,
 ) -> Result<Verified, OciError> {
@@ -920,13 +1006,11 @@ impl Checker<'_> {
                 }
             }
         }
-        for (i, (path, _, _)) in self.want.entries.iter().enumerate() {
-            if !seen_all.contains(i) {
-                problems.push(Problem::Missing {
-                    repo: self.want.repo(i).to_owned(),
-                    path: path.clone(),
-                });
-            }
+        for (path, repo) in self.want.missing(&seen_all) {
+            problems.push(Problem::Missing {
+                repo: repo.to_owned(),
+                path,
+            });
         }
         problems.extend(self.env_problems(&config, Some(&seen_all)));
         Ok(problems)
@@ -1026,34 +1110,98 @@ fn snapshot_path(settings: &BakeSettings, repo: &crate::lock::LockedRepo) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bake::plan::Entry;
+    use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
 
-    fn plan(repo: &str, paths: &[&str]) -> LayerPlan {
-        LayerPlan {
-            repo: repo.into(),
-            commit: "c".into(),
-            part: (1, 1),
-            entries: paths
-                .iter()
-                .map(|p| Entry {
-                    path: (*p).into(),
-                    kind: EntryKind::Dir,
-                })
-                .collect(),
+    /// The plans of a lock of these repos (id, files), one layer each.
+    fn plans(repos: &[(&str, &[&str])]) -> Vec<LayerPlan> {
+        let mut lock = Lockfile::new();
+        for (id, paths) in repos {
+            let files: Vec<(&str, &[u8], bool)> =
+                paths.iter().map(|p| (*p, p.as_bytes(), false)).collect();
+            lock.repos
+                .push(locked_repo(RepoKind::Model, id, &"c".repeat(40), &files));
         }
+        let lock = Arc::new(lock);
+        (0..lock.repos.len())
+            .flat_map(|i| plan_repo(&lock, i, &BakeSettings::default()))
+            .collect()
     }
 
     #[test]
     fn wanted_entries_are_found_by_path_and_a_shared_path_belongs_to_the_last_repo() {
-        let want = Wanted::from_plans([
-            plan("model/a", &["hub", "hub/a", "hub/a/x"]),
-            plan("model/b", &["hub", "hub/b"]),
-        ]);
-        let paths: Vec<&str> = want.entries.iter().map(|(p, _, _)| p.as_str()).collect();
-        assert_eq!(paths, ["hub", "hub/a", "hub/a/x", "hub/b"]);
-        assert_eq!(want.find("hub").map(|i| want.repo(i)), Some("model/b"));
-        assert_eq!(want.find("hub/a/x").map(|i| want.repo(i)), Some("model/a"));
-        assert_eq!(want.find("hub/c"), None);
+        let plans = plans(&[("acme/a", &["x", "sub/y"]), ("acme/b", &["z"])]);
+        let all: usize = plans.iter().map(|p| p.entries().count()).sum();
+        let want = Wanted::from_plans(plans);
+        let shared = [
+            "root",
+            "root/.cache",
+            "root/.cache/huggingface",
+            "root/.cache/huggingface/hub",
+        ];
+        let snapshot = format!(
+            "root/.cache/huggingface/hub/models--acme--a/snapshots/{}",
+            "c".repeat(40)
+        );
+        assert_eq!(
+            want.entries.len(),
+            all - shared.len(),
+            "each shared folder once"
+        );
+        for path in shared {
+            assert_eq!(
+                want.find(path).map(|i| want.repo(i)),
+                Some("model/acme/b"),
+                "{path}"
+            );
+        }
+        let i = want.find(&format!("{snapshot}/sub/y")).unwrap();
+        assert_eq!(want.repo(i), "model/acme/a");
+        assert_eq!(
+            want.kind(i),
+            EntryKind::Symlink(format!(
+                "../../../blobs/{}",
+                crate::hash::git_blob_sha1(b"sub/y")
+            ))
+        );
+        assert_eq!(want.find(&format!("{snapshot}/sub/z")), None);
+        assert_eq!(
+            want.find("root/.cache/huggingface/hub/models--acme--c"),
+            None
+        );
+        let mut seen = Seen::default();
+        seen.insert(i);
+        let missing = want.missing(&seen);
+        assert_eq!(missing.len(), want.entries.len() - 1);
+        assert!(
+            missing.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted by path"
+        );
+        assert!(
+            missing
+                .iter()
+                .all(|(p, _)| *p != format!("{snapshot}/sub/y"))
+        );
+    }
+
+    #[test]
+    fn a_produced_file_is_compared_while_read() {
+        let same = |expected: &[u8], read: &[u8]| {
+            let mut s = SameBytes {
+                read,
+                head: Vec::new(),
+                differs: false,
+            };
+            for piece in expected.chunks(3) {
+                s.write_all(piece).unwrap();
+            }
+            s.finish().unwrap()
+        };
+        assert_eq!(same(b"{\"files\": 1}", b"{\"files\": 1}"), Ok(()));
+        assert_eq!(same(b"abcdef", b"abcxef"), Err("abcxef".into()));
+        assert_eq!(same(b"abcdef", b"abc"), Err("abc".into()));
+        assert_eq!(same(b"abc", b"abcdef"), Err("abcdef".into()));
+        assert_eq!(same(b"", b""), Ok(()));
     }
 
     #[test]

@@ -167,6 +167,8 @@ pub async fn run(cli: &Cli, args: &BakeArgs, ui: &Ui) -> Result<ExitCode, Failur
         .into());
     }
     let (manifest, lock) = load_locked(cli, ui)?;
+    // Shared with the layer plans, which keep indices into it rather than copies of its paths.
+    let lock = std::sync::Arc::new(lock);
     let lock_path = manifest.lock_path();
     let lock_sha256 = std::fs::File::open(&lock_path)
         .and_then(crate::hash::sha256_of_reader)

@@ -101,6 +101,8 @@ impl FetchProgress for Progress<'_> {
 pub async fn run(cli: &Cli, args: &FetchArgs, ui: &Ui) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     let (manifest, lock) = load_locked(cli, ui)?;
+    // Shared with the cache repository's layer plans (`--cache`), which keep indices into it.
+    let lock = std::sync::Arc::new(lock);
     let store = args.store.open()?;
     let store = if args.no_fsync {
         store.with_durability(false)
@@ -218,7 +220,7 @@ async fn fill_from_cache(
     insecure: bool,
     trust: Option<crate::bake::cache_repo::signing::RecordTrust>,
     manifest: &crate::manifest::Manifest,
-    lock: &crate::lock::Lockfile,
+    lock: &std::sync::Arc<crate::lock::Lockfile>,
     store: &crate::store::Store,
     ui: &Ui,
 ) -> anyhow::Result<crate::bake::cache_repo::fill::FillReport> {

@@ -76,6 +76,8 @@ pub async fn run(cli: &Cli, args: &VerifyArgs, ui: &Ui) -> Result<ExitCode, Fail
             let reference = format!("oci:{}:{}", dir.display(), args.tag);
             settings = detected(ui, &reference, false, settings, &lock, &flags).await?;
         }
+        // Shared with the layer plans, which keep indices into it rather than copies.
+        let lock = std::sync::Arc::new(lock);
         let (what, report) = match (&args.oci, &args.layer) {
             (Some(dir), _) => {
                 let (dir2, tag) = (dir.clone(), args.tag.clone());

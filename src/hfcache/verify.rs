@@ -344,11 +344,7 @@ fn symlinked_folders(repo: &LockedRepo, root: &Path) -> Vec<Problem> {
 /// The key files are grouped by to hash each once: 128 bits of the sha256 of the resolved
 /// path (a collision between two paths of one snapshot is out of reach).
 fn path_key(path: &Path) -> u128 {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(key)
+    crate::hash::key128(path.as_os_str().as_encoded_bytes())
 }
 /// What a file hashed to: (sha256, size), or why it could not be read.
 type Hashed = std::io::Result<(String, u64)>;

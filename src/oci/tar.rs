@@ -75,6 +75,38 @@ impl<W: Write> TarWriter<W> {
         self.pad(size)
     }
 
+    /// A regular file of exactly `size` bytes that `write` produces into the archive, mode
+    /// 0644: for content made while it is written (a 19 MB listing is never held). Fails if
+    /// `write` produces another number of bytes (the entry would be corrupt).
+    pub fn file_written(
+        &mut self,
+        path: &str,
+        size: u64,
+        stamp: Stamp,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.header(path, "", size, 0o644, b'0', stamp)?;
+        let mut counted = Counted {
+            out: &mut self.out,
+            n: 0,
+        };
+        {
+            let mut buffered = io::BufWriter::with_capacity(64 << 10, &mut counted);
+            write(&mut buffered)?;
+            buffered.flush()?;
+        }
+        if counted.n != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{path}: {} bytes were produced, {size} announced",
+                    counted.n
+                ),
+            ));
+        }
+        self.pad(size)
+    }
+
     /// Writes the end-of-archive marker and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; BLOCK * 2])?;
@@ -154,6 +186,24 @@ impl<W: Write> TarWriter<W> {
 }
 
 /// Splits `path` into ustar `prefix` (≤ 155 bytes) and `name` (≤ 100 bytes) at a `/`.
+/// Counts what passes through.
+struct Counted<'a, W: Write> {
+    out: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 fn split_ustar(path: &str) -> Option<(&str, &str)> {
     if path.len() <= 100 {
         return Some(("", path));
@@ -315,6 +365,26 @@ mod tests {
             text.contains("PaxHeaders/x"),
             "fixed PAX header name, no PID"
         );
+    }
+
+    #[test]
+    fn a_file_produced_while_written_is_the_file_of_its_bytes() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = archive(|w| w.file_bytes("a/listing.json", &data, STAMP).unwrap());
+        let produced = archive(|w| {
+            w.file_written("a/listing.json", data.len() as u64, STAMP, &mut |out| {
+                data.chunks(7).try_for_each(|c| out.write_all(c))
+            })
+            .unwrap()
+        });
+        assert_eq!(whole, produced);
+        for announced in [data.len() as u64 - 1, data.len() as u64 + 1] {
+            let mut w = TarWriter::new(Vec::new());
+            let err = w
+                .file_written("x", announced, STAMP, &mut |out| out.write_all(&data))
+                .unwrap_err();
+            assert!(err.to_string().contains("announced"), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -58,7 +59,7 @@ pub struct FillReport {
 /// warnings saying why. `on_file` is told about each file published.
 pub async fn fill(
     cache: &CacheRepo,
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     store: &Store,
     settings: &BakeSettings,
     format: LayerFormat,
@@ -68,14 +69,15 @@ pub async fn fill(
         repository: cache.name(),
         ..Default::default()
     };
-    for repo in &lock.repos {
+    for (index, repo) in lock.repos.iter().enumerate() {
         let paths: BTreeMap<&str, &str> = repo
             .files
             .iter()
             .map(|f| (f.sha256.as_str(), f.path.as_str()))
             .collect();
-        for plan in layer::plan_repo(repo, settings) {
-            let wanted: BTreeSet<String> = layer::store_blobs(&plan)
+        for plan in layer::plan_repo(lock, index, settings) {
+            let wanted: BTreeSet<String> = plan
+                .store_blobs()
                 .filter(|(sha, size)| !store.has(sha, *size))
                 .map(|(sha, _)| sha.to_owned())
                 .collect();
@@ -190,11 +192,7 @@ fn unpack_tar(
     wanted: &BTreeSet<String>,
     published: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
-    let expected: BTreeMap<&str, &EntryKind> = plan
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), &e.kind))
-        .collect();
+    let expected: BTreeMap<String, EntryKind> = plan.entries().map(|e| (e.path, e.kind)).collect();
     let mut archive = tar::Archive::new(decompressed(media_type, raw)?);
     let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries()? {

@@ -46,7 +46,7 @@ pub fn tag(key: &str) -> String {
 /// order: a reader can tell which files a record claims without unpacking it.
 pub fn files_digest(plan: &LayerPlan) -> String {
     let mut h = Sha256::new();
-    for e in &plan.entries {
+    for e in plan.entries() {
         if let EntryKind::Blob { sha256, size } = &e.kind {
             h.update(format!("{sha256} {size} {}\n", e.path).as_bytes());
         }
@@ -230,21 +230,22 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bake::plan::Entry;
+    use crate::bake::plan::plan_one;
+    use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
+
+    fn plan_of(commit: &str, content: &[u8]) -> LayerPlan {
+        let repo = locked_repo(
+            RepoKind::Model,
+            "acme/tiny",
+            commit,
+            &[("model.bin", content, true)],
+        );
+        plan_one(repo, &Default::default()).remove(0)
+    }
 
     fn plan(commit: &str) -> LayerPlan {
-        LayerPlan {
-            repo: "model/acme/tiny".into(),
-            commit: commit.into(),
-            part: (1, 1),
-            entries: vec![Entry {
-                path: "r/hub/models--acme--tiny/blobs/b1".into(),
-                kind: EntryKind::Blob {
-                    sha256: "a".repeat(64),
-                    size: 3,
-                },
-            }],
-        }
+        plan_of(commit, b"abc")
     }
 
     fn layer(commit: &str) -> BuiltLayer {
@@ -293,11 +294,7 @@ mod tests {
         let bytes = build(&layer(&c), &plan(&c), "k1", None).unwrap();
         assert!(check(&bytes, &plan(&c), "k2", crate::oci::MEDIA_LAYER_TAR, None).is_err());
         assert!(check(&bytes, &plan(&c), "k1", crate::oci::MEDIA_LAYER_GZIP, None).is_err());
-        let mut more = plan(&c);
-        more.entries[0].kind = EntryKind::Blob {
-            sha256: "b".repeat(64),
-            size: 3,
-        };
+        let more = plan_of(&c, b"abd");
         let err = check(&bytes, &more, "k1", crate::oci::MEDIA_LAYER_TAR, None)
             .unwrap_err()
             .to_string();
