@@ -58,12 +58,10 @@ struct Report<'a> {
 /// Runs `verify --image`.
 pub async fn run(
     check: &ImageCheck<'_>,
-    lock: Lockfile,
+    lock: Arc<Lockfile>,
     settings: BakeSettings,
     ui: &Ui,
 ) -> Result<ExitCode, Failure> {
-    // Shared with the checking thread and the layer plans, not copied.
-    let lock = Arc::new(lock);
     let key = check.key.map(|p| PublicKey::from_file(p)).transpose()?;
     let lock_sha256 = std::fs::File::open(&check.lock_path)
         .and_then(crate::hash::sha256_of_reader)
