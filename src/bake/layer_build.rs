@@ -20,34 +20,45 @@ pub(super) fn write_layer(
     tmp: &Path,
 ) -> io::Result<(String, String, u64)> {
     let file = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
-    let blob_writer = HashingWriter::new(file);
+    let (diff_id, digest, size, mut file) =
+        write_layer_into(plan, format, file, &|sha256| open_blob(store, sha256))?;
+    file.flush()?;
+    Ok((diff_id, digest, size))
+}
+
+/// Writes the layer of `plan` in `format` into `out`, each blob's bytes read from
+/// `open(sha256)`; returns (diff_id hex, digest hex, blob size) and `out`.
+pub(super) fn write_layer_into<W: Write, R: io::Read>(
+    plan: &LayerPlan,
+    format: LayerFormat,
+    out: W,
+    open: &dyn Fn(&str) -> io::Result<R>,
+) -> io::Result<(String, String, u64, W)> {
+    let blob_writer = HashingWriter::new(out);
     match format.compression {
         Compression::None => {
-            let out = write_entries(store, plan, format.stamp, blob_writer)?;
-            let (digest, size, mut file) = out.finish();
-            file.flush()?;
-            Ok((digest.clone(), digest, size))
+            let out = write_entries_from(plan, format.stamp, blob_writer, open)?;
+            let (digest, size, out) = out.finish();
+            Ok((digest.clone(), digest, size, out))
         }
         Compression::Gzip => {
             let gz = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
                 .write(blob_writer, flate2::Compression::new(1));
-            let tar_hash = write_entries(store, plan, format.stamp, HashingWriter::new(gz))?;
+            let tar_hash = write_entries_from(plan, format.stamp, HashingWriter::new(gz), open)?;
             let (diff_id, _, gz) = tar_hash.finish();
-            let (digest, size, mut file) = gz.finish()?.finish();
-            file.flush()?;
-            Ok((diff_id, digest, size))
+            let (digest, size, out) = gz.finish()?.finish();
+            Ok((diff_id, digest, size, out))
         }
         Compression::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(blob_writer, 3)?;
             z.include_checksum(true)?;
             z.multithread(zstd_workers())?;
-            let tar_hash = write_entries(store, plan, format.stamp, HashingWriter::new(z))?;
+            let tar_hash = write_entries_from(plan, format.stamp, HashingWriter::new(z), open)?;
             let (diff_id, _, z) = tar_hash.finish();
-            let (digest, size, mut file) = z.finish()?.finish();
-            file.flush()?;
-            Ok((diff_id, digest, size))
+            let (digest, size, out) = z.finish()?.finish();
+            Ok((diff_id, digest, size, out))
         }
     }
 }
@@ -61,20 +72,19 @@ fn zstd_workers() -> u32 {
         .clamp(1, 16)
 }
 
-fn write_entries<W: Write>(store: &Store, plan: &LayerPlan, stamp: Stamp, out: W) -> io::Result<W> {
-    write_entries_from(plan, stamp, out, &|sha256| {
-        let path = store.blob_path(sha256);
-        File::open(&path).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("{}: {err} (run `modelbake fetch` first)", path.display()),
-            )
-        })
+/// The store file of `sha256`, for reading into a layer.
+fn open_blob(store: &Store, sha256: &str) -> io::Result<File> {
+    let path = store.blob_path(sha256);
+    File::open(&path).map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!("{}: {err} (run `modelbake fetch` first)", path.display()),
+        )
     })
 }
 
 /// Writes `plan`'s entries as a tar into `out`, reading each blob's bytes from `open(sha256)`.
-pub(super) fn write_entries_from<W: Write, R: io::Read>(
+fn write_entries_from<W: Write, R: io::Read>(
     plan: &LayerPlan,
     stamp: Stamp,
     out: W,

@@ -326,18 +326,19 @@ mod tests {
         (lock, contents)
     }
 
-    /// The cache keys, file-list digests and tar bytes of today's plans, pinned: a change of
-    /// the tar changes every user's layers; a change of a key or a file list makes every
+    /// The cache keys, file-list digests and layer digests (plain, gzip, zstd) of today's
+    /// plans, pinned: a change of a layer's bytes makes every user download their models again; a change of a key or a file list makes every
     /// layer cache and cache repository record miss (a rebuild and re-upload of every layer).
     #[test]
     fn golden_cache_keys_and_file_lists() {
-        let format = |layout| LayerFormat {
+        use super::super::layer_build::write_layer_into;
+        let format = |compression, layout| LayerFormat {
             stamp: Stamp {
                 uid: 1000,
                 gid: 1000,
                 mtime: 0,
             },
-            compression: Compression::Gzip,
+            compression,
             layout,
         };
         let (lock, contents) = golden_lock();
@@ -350,21 +351,30 @@ mod tests {
             };
             for repo in &lock.repos {
                 for plan in super::super::plan::plan_one(repo.clone(), &settings) {
-                    let tar = super::super::layer_build::write_entries_from(
+                    let open = |sha256: &str| Ok(std::io::Cursor::new(contents[sha256].clone()));
+                    let (tar, ..) = write_layer_into(
                         &plan,
-                        format(layout).stamp,
+                        format(Compression::None, layout),
                         Vec::new(),
-                        &|sha256| Ok(std::io::Cursor::new(contents[sha256].clone())),
+                        &open,
                     )
                     .unwrap();
+                    let compressed: Vec<String> = [Compression::Gzip, Compression::Zstd]
+                        .into_iter()
+                        .map(|c| {
+                            write_layer_into(&plan, format(c, layout), std::io::sink(), &open)
+                                .unwrap()
+                                .1
+                        })
+                        .collect();
                     lines.push(format!(
-                        "{layout:?} {} {}/{} {} {} {}",
+                        "{layout:?} {} {}/{} {} {} {tar} {}",
                         plan.repo,
                         plan.part.0,
                         plan.part.1,
-                        cache_key(&plan, format(layout)),
+                        cache_key(&plan, format(Compression::Gzip, layout)),
                         crate::bake::cache_repo::record::files_digest(&plan),
-                        sha256_hex(&tar)
+                        compressed.join(" ")
                     ));
                 }
             }
@@ -373,7 +383,7 @@ mod tests {
         assert_eq!(lines.len(), 6, "{text}");
         assert_eq!(
             sha256_hex(text.as_bytes()),
-            "5c2f11261e74b0413299a40fc02483344aaae983caa8db961f1f32f22d5f523a",
+            "9254fc362c79894b29e9045c02f87037c0eef80ecab905d56fe860b605bd0c48",
             "{text}"
         );
     }

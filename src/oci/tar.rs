@@ -93,7 +93,11 @@ impl<W: Write> TarWriter<W> {
         {
             let mut buffered = io::BufWriter::with_capacity(64 << 10, &mut counted);
             write(&mut buffered)?;
-            buffered.flush()?;
+            // `into_inner` writes the buffer out without flushing the archive's stream: a flush
+            // would cut a compressed layer's stream there and change its bytes.
+            buffered
+                .into_inner()
+                .map_err(io::IntoInnerError::into_error)?;
         }
         if counted.n != size {
             return Err(io::Error::new(
@@ -199,8 +203,10 @@ impl<W: Write> Write for Counted<'_, W> {
         Ok(n)
     }
 
+    /// Not passed on: an entry's content never flushes the archive (see
+    /// [`TarWriter::file_written`]).
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
