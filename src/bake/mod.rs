@@ -34,6 +34,7 @@ pub mod attach;
 pub mod cache_repo;
 pub mod deliver;
 pub mod detect_layout;
+pub mod entry_index;
 pub mod image_env;
 pub mod layer_build;
 pub mod layer_cache;

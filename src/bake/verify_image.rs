@@ -12,9 +12,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::ANNOTATION_REPO;
-use super::plan::{EntryId, EntryKind, LayerPlan, check_layout, plan_repo, repo_root};
+use super::entry_index::EntryIndex;
+use super::plan::{EntryKind, LayerPlan, check_layout, plan_repo, repo_root};
 use super::verify_source::VerifySource;
-use crate::hash::{HashingReader, key128};
+use crate::hash::HashingReader;
 use crate::hfcache::repo_folder;
 use crate::loaders;
 use crate::lock::Lockfile;
@@ -325,81 +326,8 @@ pub struct OciReport {
     pub problems: Vec<Problem>,
 }
 
-fn expected(lock: &Arc<Lockfile>, settings: &BakeSettings) -> Wanted {
-    Wanted::from_plans((0..lock.repos.len()).flat_map(|i| plan_repo(lock, i, settings)))
-}
-
-/// Every entry the lock puts in an image, found by binary search on a 128-bit key of its
-/// path, each as (key, plan, entry of that plan): no path is held (a 100,000-file dataset's
-/// would weigh tens of MB); the plans give them back from the lock. What each layer holds is
-/// a [`Seen`] bit set over these entries.
-struct Wanted {
-    entries: Vec<(u128, u32, EntryId)>,
-    plans: Vec<LayerPlan>,
-}
-
-impl Wanted {
-    /// The entries of `plans`; a path several repos share (a parent folder) belongs to the
-    /// last.
-    fn from_plans(plans: impl IntoIterator<Item = LayerPlan>) -> Self {
-        let plans: Vec<LayerPlan> = plans.into_iter().collect();
-        let mut entries = Vec::new();
-        for (p, plan) in plans.iter().enumerate() {
-            entries.extend(
-                plan.ids()
-                    .map(|(path, id)| (key128(path.as_bytes()), p as u32, id)),
-            );
-        }
-        // Stable, so that the entries of one path stay in plan order; the last is kept.
-        entries.sort_by_key(|e| e.0);
-        entries.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                *earlier = *later;
-            }
-            same
-        });
-        entries.shrink_to_fit();
-        Wanted { entries, plans }
-    }
-
-    /// The index of `path`'s entry.
-    fn find(&self, path: &str) -> Option<usize> {
-        let key = key128(path.as_bytes());
-        let i = self.entries.binary_search_by_key(&key, |e| e.0).ok()?;
-        // The key only finds the entry; the path decides.
-        (self.path(i) == path).then_some(i)
-    }
-
-    /// The plan of entry `i`.
-    fn plan(&self, i: usize) -> &LayerPlan {
-        &self.plans[self.entries[i].1 as usize]
-    }
-
-    /// The repo of entry `i`.
-    fn repo(&self, i: usize) -> &str {
-        &self.plan(i).repo
-    }
-
-    /// The path of entry `i`.
-    fn path(&self, i: usize) -> String {
-        self.plan(i).path(self.entries[i].2)
-    }
-
-    /// What entry `i` must be.
-    fn kind(&self, i: usize) -> EntryKind {
-        self.plan(i).kind(self.entries[i].2)
-    }
-
-    /// The paths of the entries `seen` lacks, sorted, with their repos.
-    fn missing(&self, seen: &Seen) -> Vec<(String, &str)> {
-        let mut out: Vec<(String, &str)> = (0..self.entries.len())
-            .filter(|i| !seen.contains(*i))
-            .map(|i| (self.path(i), self.repo(i)))
-            .collect();
-        out.sort();
-        out
-    }
+fn expected(lock: &Arc<Lockfile>, settings: &BakeSettings) -> EntryIndex {
+    EntryIndex::from_plans((0..lock.repos.len()).flat_map(|i| plan_repo(lock, i, settings)))
 }
 
 /// Compares the bytes written into it with those read from `read`, keeping the first bytes
@@ -453,7 +381,7 @@ impl<R: Read> Write for SameBytes<R> {
     }
 }
 
-/// Which [`Wanted`] entries were found: one bit each.
+/// Which [`EntryIndex`] entries were found: one bit each.
 #[derive(Debug, Clone, Default)]
 struct Seen {
     bits: Vec<u64>,
@@ -517,7 +445,7 @@ struct LayerRead {
 fn check_layer(
     blob: impl Read + Send + 'static,
     name: String,
-    want: &Wanted,
+    want: &EntryIndex,
     owner: (u32, u32),
 ) -> io::Result<LayerRead> {
     // The blob digest is hashed as the file is read, the DiffID as the tar is decoded: one pass.
@@ -615,12 +543,17 @@ fn check_layer(
                 }
             }
             EntryKind::Trees => {
-                let mut same = SameBytes {
-                    read: &mut entry,
-                    head: Vec::new(),
-                    differs: false,
-                };
+                // Buffered: the listing is serialised in small writes.
+                let mut same = io::BufWriter::with_capacity(
+                    1 << 16,
+                    SameBytes {
+                        read: &mut entry,
+                        head: Vec::new(),
+                        differs: false,
+                    },
+                );
                 want.plan(i).write_trees(&mut same)?;
+                let same = same.into_inner().map_err(io::IntoInnerError::into_error)?;
                 if let Err(start) = same.finish()? {
                     problems.push(Problem::ContentDiffers {
                         path: shown,
@@ -686,7 +619,7 @@ pub fn check_planned_layer(
     owner: (u32, u32),
     diff_id: &Digest,
 ) -> io::Result<Result<(), String>> {
-    let want = Wanted::from_plans([plan.clone()]);
+    let want = EntryIndex::from_plans([plan.clone()]);
     let LayerRead {
         report,
         diff_id: actual,
@@ -695,7 +628,7 @@ pub fn check_planned_layer(
     } = check_layer(file, String::new(), &want, owner)?;
     let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     problems.extend(
-        want.missing(&seen)
+        want.missing(|i| seen.contains(i))
             .into_iter()
             .map(|(p, _)| format!("{} is missing", escaped(&p))),
     );
@@ -931,7 +864,7 @@ pub fn verify_source(
 /// by several platforms is read and hashed once.
 struct Checker<'a> {
     src: &'a dyn VerifySource,
-    want: Wanted,
+    want: EntryIndex,
     lock: &'a Lockfile,
     settings: &'a BakeSettings,
     /// Read our layers (false: `--attestations-only`).
@@ -1006,7 +939,7 @@ impl Checker<'_> {
                 }
             }
         }
-        for (path, repo) in self.want.missing(&seen_all) {
+        for (path, repo) in self.want.missing(|i| seen_all.contains(i)) {
             problems.push(Problem::Missing {
                 repo: repo.to_owned(),
                 path,
@@ -1110,79 +1043,6 @@ fn snapshot_path(settings: &BakeSettings, repo: &crate::lock::LockedRepo) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::RepoKind;
-    use crate::test_support::fuzz::locked_repo;
-
-    /// The plans of a lock of these repos (id, files), one layer each.
-    fn plans(repos: &[(&str, &[&str])]) -> Vec<LayerPlan> {
-        let mut lock = Lockfile::new();
-        for (id, paths) in repos {
-            let files: Vec<(&str, &[u8], bool)> =
-                paths.iter().map(|p| (*p, p.as_bytes(), false)).collect();
-            lock.repos
-                .push(locked_repo(RepoKind::Model, id, &"c".repeat(40), &files));
-        }
-        let lock = Arc::new(lock);
-        (0..lock.repos.len())
-            .flat_map(|i| plan_repo(&lock, i, &BakeSettings::default()))
-            .collect()
-    }
-
-    #[test]
-    fn wanted_entries_are_found_by_path_and_a_shared_path_belongs_to_the_last_repo() {
-        let plans = plans(&[("acme/a", &["x", "sub/y"]), ("acme/b", &["z"])]);
-        let all: usize = plans.iter().map(|p| p.entries().count()).sum();
-        let want = Wanted::from_plans(plans);
-        let shared = [
-            "root",
-            "root/.cache",
-            "root/.cache/huggingface",
-            "root/.cache/huggingface/hub",
-        ];
-        let snapshot = format!(
-            "root/.cache/huggingface/hub/models--acme--a/snapshots/{}",
-            "c".repeat(40)
-        );
-        assert_eq!(
-            want.entries.len(),
-            all - shared.len(),
-            "each shared folder once"
-        );
-        for path in shared {
-            assert_eq!(
-                want.find(path).map(|i| want.repo(i)),
-                Some("model/acme/b"),
-                "{path}"
-            );
-        }
-        let i = want.find(&format!("{snapshot}/sub/y")).unwrap();
-        assert_eq!(want.repo(i), "model/acme/a");
-        assert_eq!(
-            want.kind(i),
-            EntryKind::Symlink(format!(
-                "../../../blobs/{}",
-                crate::hash::git_blob_sha1(b"sub/y")
-            ))
-        );
-        assert_eq!(want.find(&format!("{snapshot}/sub/z")), None);
-        assert_eq!(
-            want.find("root/.cache/huggingface/hub/models--acme--c"),
-            None
-        );
-        let mut seen = Seen::default();
-        seen.insert(i);
-        let missing = want.missing(&seen);
-        assert_eq!(missing.len(), want.entries.len() - 1);
-        assert!(
-            missing.windows(2).all(|w| w[0].0 < w[1].0),
-            "sorted by path"
-        );
-        assert!(
-            missing
-                .iter()
-                .all(|(p, _)| *p != format!("{snapshot}/sub/y"))
-        );
-    }
 
     #[test]
     fn a_produced_file_is_compared_while_read() {

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{CacheRepo, Lookup};
 use crate::bake::assemble::layer_descriptor;
+use crate::bake::entry_index::EntryIndex;
 use crate::bake::layer_cache::BuiltLayer;
 use crate::bake::plan::{self as layer, EntryKind, LayerFormat, LayerPlan};
 use crate::lock::Lockfile;
@@ -174,7 +175,7 @@ async fn unpack(
 }
 
 /// The layer's tar, decompressed as its media type says.
-fn decompressed(media_type: &str, raw: ChannelReader) -> io::Result<Box<dyn Read>> {
+fn decompressed<R: Read + 'static>(media_type: &str, raw: R) -> io::Result<Box<dyn Read>> {
     Ok(match media_type {
         MEDIA_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         MEDIA_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(raw)?),
@@ -185,14 +186,15 @@ fn decompressed(media_type: &str, raw: ChannelReader) -> io::Result<Box<dyn Read
 /// Reads the layer's entries, publishing the wanted files; the first disagreement with the
 /// plan ends the unpacking with an error (files already published were each verified).
 fn unpack_tar(
-    raw: ChannelReader,
+    raw: impl Read + 'static,
     media_type: &str,
     store: &Store,
     plan: &LayerPlan,
     wanted: &BTreeSet<String>,
     published: &mut Vec<(String, u64)>,
 ) -> io::Result<()> {
-    let expected: BTreeMap<String, EntryKind> = plan.entries().map(|e| (e.path, e.kind)).collect();
+    // Found by a key of the path, not a map of paths: a 100,000-file layer's would be large.
+    let expected = EntryIndex::from_plans([plan.clone()]);
     let mut archive = tar::Archive::new(decompressed(media_type, raw)?);
     let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries()? {
@@ -202,12 +204,12 @@ fn unpack_tar(
             .trim_start_matches("./")
             .trim_end_matches('/')
             .to_owned();
-        let Some(kind) = expected.get(path.as_str()) else {
+        let Some(kind) = expected.find(&path).map(|i| expected.kind(i)) else {
             return Err(io::Error::other(format!(
                 "it holds `{path}`, which the lock does not"
             )));
         };
-        let EntryKind::Blob { sha256, size } = kind else {
+        let EntryKind::Blob { sha256, size } = &kind else {
             continue;
         };
         if !entry.header().entry_type().is_file() || entry.size() != *size {
@@ -247,4 +249,151 @@ fn unpack_tar(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bake::layer_build::write_layer_into;
+    use crate::bake::plan::plan_one;
+    use crate::hash::sha256_hex;
+    use crate::manifest::bake_table::BakeSettings;
+    use crate::oci::Compression;
+    use crate::oci::tar::Stamp;
+    use crate::repo::RepoKind;
+    use crate::test_support::fuzz::locked_repo;
+
+    const FILES: &[(&str, &[u8], bool)] = &[
+        ("config.json", b"{}\n", false),
+        ("data/a.txt", b"row a\n", false),
+        ("data/b.txt", b"row b, a little longer\n", false),
+        ("data/c.txt", b"row a\n", false),
+    ];
+
+    /// The one layer of a lock of [`FILES`], and its uncompressed or compressed bytes.
+    fn layer(compression: Compression) -> (LayerPlan, Vec<u8>) {
+        let repo = locked_repo(RepoKind::Dataset, "acme/rows", &"3".repeat(40), FILES);
+        let [plan] = <[LayerPlan; 1]>::try_from(plan_one(repo, &BakeSettings::default()))
+            .unwrap_or_else(|p| panic!("{} plans", p.len()));
+        let format = LayerFormat {
+            stamp: Stamp {
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+            compression,
+            layout: crate::manifest::bake_table::ModelArrangement::HfCache,
+        };
+        let open = |sha256: &str| {
+            let (_, bytes, _) = FILES
+                .iter()
+                .find(|f| sha256_hex(f.1) == sha256)
+                .ok_or_else(|| io::Error::other("not a file of the lock"))?;
+            Ok(io::Cursor::new(bytes.to_vec()))
+        };
+        let (.., bytes) = write_layer_into(&plan, format, Vec::new(), &open).unwrap();
+        (plan, bytes)
+    }
+
+    fn every_blob() -> BTreeSet<String> {
+        FILES.iter().map(|f| sha256_hex(f.1)).collect()
+    }
+
+    /// Unpacks `tar` into a fresh store: (what was published, the error, the store).
+    fn unpack(
+        tar: Vec<u8>,
+        media: &str,
+        plan: &LayerPlan,
+    ) -> (Vec<(String, u64)>, Option<String>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut published = Vec::new();
+        let e = unpack_tar(
+            io::Cursor::new(tar),
+            media,
+            &store,
+            plan,
+            &every_blob(),
+            &mut published,
+        )
+        .err();
+        (published, e.map(|e| e.to_string()), dir)
+    }
+
+    #[test]
+    fn a_genuine_layer_publishes_every_wanted_file_plain_or_compressed() {
+        for (compression, media) in [
+            (Compression::None, crate::oci::MEDIA_LAYER_TAR),
+            (Compression::Gzip, MEDIA_LAYER_GZIP),
+            (Compression::Zstd, MEDIA_LAYER_ZSTD),
+        ] {
+            let (plan, bytes) = layer(compression);
+            let (published, problem, dir) = unpack(bytes, media, &plan);
+            assert_eq!(problem, None, "{media}");
+            let store = Store::open(dir.path()).unwrap();
+            for (_, content, _) in FILES {
+                let sha = sha256_hex(content);
+                assert!(store.has(&sha, content.len() as u64), "{media}: {sha}");
+                assert!(published.contains(&(sha, content.len() as u64)), "{media}");
+            }
+            // Two paths of the lock with the same content: one blob, published once.
+            assert_eq!(published.len(), FILES.len() - 1, "{media}");
+        }
+    }
+
+    /// The layer's tar with its end-of-archive blocks cut off.
+    fn without_end(tar: Vec<u8>) -> Vec<u8> {
+        let end = tar.len() - 1024;
+        assert!(tar[end..].iter().all(|b| *b == 0), "a tar ends in zeros");
+        tar[..end].to_vec()
+    }
+
+    /// A tar of one regular file, with its end blocks.
+    fn one_file(path: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, bytes).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_entry_the_lock_does_not_hold_stops_the_unpacking() {
+        let (plan, bytes) = layer(Compression::None);
+        let mut tar = without_end(bytes);
+        tar.extend(one_file("root/.cache/huggingface/hub/extra.txt", b"x"));
+        let (_, problem, _) = unpack(tar, crate::oci::MEDIA_LAYER_TAR, &plan);
+        let problem = problem.expect("refused");
+        assert!(
+            problem.contains("root/.cache/huggingface/hub/extra.txt")
+                && problem.contains("which the lock does not"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_locked_path_of_another_size_is_refused_and_nothing_is_published() {
+        let (plan, _) = layer(Compression::None);
+        let blob = plan
+            .entries()
+            .find(|e| matches!(e.kind, EntryKind::Blob { .. }))
+            .expect("a blob entry");
+        let EntryKind::Blob { size, .. } = blob.kind else {
+            unreachable!()
+        };
+        let tar = one_file(&blob.path, &vec![b'x'; size as usize + 1]);
+        let (published, problem, dir) = unpack(tar, crate::oci::MEDIA_LAYER_TAR, &plan);
+        let problem = problem.expect("refused");
+        assert!(
+            problem.contains(&blob.path) && problem.contains(&format!("{size} bytes")),
+            "{problem}"
+        );
+        assert!(published.is_empty());
+        let store = Store::open(dir.path()).unwrap();
+        for (_, content, _) in FILES {
+            assert!(!store.has(&sha256_hex(content), content.len() as u64));
+        }
+    }
 }
