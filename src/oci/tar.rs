@@ -189,7 +189,6 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Splits `path` into ustar `prefix` (≤ 155 bytes) and `name` (≤ 100 bytes) at a `/`.
 /// Counts what passes through.
 struct Counted<'a, W: Write> {
     out: &'a mut W,
@@ -210,6 +209,7 @@ impl<W: Write> Write for Counted<'_, W> {
     }
 }
 
+/// Splits `path` into ustar `prefix` (≤ 155 bytes) and `name` (≤ 100 bytes) at a `/`.
 fn split_ustar(path: &str) -> Option<(&str, &str)> {
     if path.len() <= 100 {
         return Some(("", path));
@@ -391,6 +391,42 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("announced"), "{err}");
         }
+    }
+
+    /// A compressor ends a block where it is flushed: a produced file larger than its buffer
+    /// (64 KiB), even one whose producer flushes, must give the compressed bytes of the file
+    /// written whole, or every compressed layer holding one would change.
+    #[test]
+    fn a_produced_file_leaves_compressed_bytes_unchanged() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let gzip = |produced: bool| {
+            let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+            let mut w = TarWriter::new(gz);
+            put_listing(&mut w, &data, produced);
+            w.finish().unwrap().finish().unwrap()
+        };
+        let zstd = |produced: bool| {
+            let z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            let mut w = TarWriter::new(z);
+            put_listing(&mut w, &data, produced);
+            w.finish().unwrap().finish().unwrap()
+        };
+        assert_eq!(gzip(false), gzip(true), "gzip");
+        assert_eq!(zstd(false), zstd(true), "zstd");
+    }
+
+    /// Writes `data` as one file, whole or produced in pieces with a flush between.
+    fn put_listing<W: Write>(w: &mut TarWriter<W>, data: &[u8], produced: bool) {
+        if !produced {
+            return w.file_bytes("a/listing.json", data, STAMP).unwrap();
+        }
+        w.file_written("a/listing.json", data.len() as u64, STAMP, &mut |out| {
+            let (a, b) = data.split_at(100_000);
+            out.write_all(a)?;
+            out.flush()?;
+            out.write_all(b)
+        })
+        .unwrap();
     }
 
     #[test]
