@@ -75,7 +75,7 @@ pub async fn run(cli: &Cli, args: &DoctorArgs, ui: &crate::ui::Ui) -> Result<Exi
                 models_dir: manifest.bake.models_dir.clone(),
                 flat: args.flat || manifest.bake.flat,
             };
-            diagnose_image(&at, &platform, &lock, &ask).await?
+            diagnose_image(&at, &platform, &std::sync::Arc::new(lock), &ask).await?
         }
         None => diagnose_host(&lock, &process_env),
     };

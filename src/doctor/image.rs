@@ -67,13 +67,14 @@ impl ImageAt {
     async fn detect(
         &self,
         layers: &[Descriptor],
-        lock: &Lockfile,
+        lock: &Arc<Lockfile>,
         models_dir: &str,
     ) -> Result<Option<Detected>, OciError> {
         match self {
             ImageAt::Layout(src) => {
                 let (dir, layers) = (src.dir.clone(), layers.to_vec());
-                let (lock, models_dir) = (lock.clone(), models_dir.to_owned());
+                // Shared, not copied: a 100,000-file lock weighs tens of MB.
+                let (lock, models_dir) = (Arc::clone(lock), models_dir.to_owned());
                 blocking(move || detect_layout::detect_in_layout(&dir, &layers, &lock, &models_dir))
                     .await
             }
@@ -290,7 +291,7 @@ fn layout_entries(
 pub async fn diagnose_image(
     at: &ImageAt,
     platform: &str,
-    lock: &Lockfile,
+    lock: &Arc<Lockfile>,
     ask: &Arrangement,
 ) -> Result<DoctorReport, OciError> {
     let platform = Platform::parse(platform).map_err(|e| OciError::Invalid {
@@ -565,7 +566,7 @@ mod tests {
             models_dir: "/models".into(),
             flat: false,
         };
-        let report = diagnose_image(&at, "linux/amd64", &lock, &ask)
+        let report = diagnose_image(&at, "linux/amd64", &Arc::new(lock), &ask)
             .await
             .unwrap();
         assert_eq!(
