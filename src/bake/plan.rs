@@ -70,7 +70,7 @@ pub enum EntryId {
 }
 
 /// The entries of one layer of one repo.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LayerPlan {
     /// `model/acme/tiny`.
     pub repo: String,
@@ -81,6 +81,19 @@ pub struct LayerPlan {
     lock: Arc<Lockfile>,
     index: usize,
     shape: Arc<Shape>,
+}
+
+/// Names the layer, not its entries: a derived `Debug` would print the whole lock.
+impl std::fmt::Debug for LayerPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerPlan")
+            .field("repo", &self.repo)
+            .field("commit", &self.commit)
+            .field("part", &self.part)
+            .field("layout", &self.shape.layout)
+            .field("stored", &self.shape.stored.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a part holds, as indices into its repo's files.
@@ -328,8 +341,8 @@ pub fn repo_root(repo: &LockedRepo, settings: &BakeSettings) -> String {
     )
 }
 
-/// Splits the lock's `index`-th repo into layers in the settings' layout (see
-/// [`shape_hf_cache`], [`shape_files`]).
+/// Splits the lock's `index`-th repo into layers in the settings' layout (`hf-cache` or
+/// `files`, as `docs/formats.md` describes them).
 pub fn plan_repo(lock: &Arc<Lockfile>, index: usize, settings: &BakeSettings) -> Vec<LayerPlan> {
     let Some(repo) = lock.repos.get(index) else {
         return Vec::new();
@@ -586,7 +599,8 @@ pub struct LayerFormat {
     pub stamp: Stamp,
     /// Compression.
     pub compression: Compression,
-    /// The layout the entries follow (only enters the cache key; the plan holds the entries).
+    /// The layout the entries follow (only enters the cache key; the plan decides the
+    /// entries).
     pub layout: ModelArrangement,
 }
 
