@@ -365,10 +365,10 @@ fn a_session_the_registry_cancelled_starts_over() {
             ..Faults::default()
         },
         MIB,
-        // Distribution answers 404 and usually keeps the cancelled session's folder: the
-        // handler of the cut chunk rewrites its hash states after the cancel removed it (its
-        // upload purger removes it later). Under load that handler can end before the cancel,
-        // and nothing is left: both are the registry's doing, not the push's.
+        // Distribution answers 404; whether it leaves the cancelled session's folder behind
+        // (its upload purger removes it later) is the registry's doing, not the push's. The
+        // proxy waits for the registry's answer to the cut chunk before the client goes on,
+        // so the status query always finds the session changed.
         &[0, 1],
     ) else {
         return;

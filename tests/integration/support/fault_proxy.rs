@@ -313,10 +313,14 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
                 up.write_all(head.concat().as_bytes())?;
                 up.write_all(&partial)?;
                 up.flush()?;
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                let _ = up.shutdown(Shutdown::Both);
-                // Give the registry time to notice before the client comes back.
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                // The body ends short: the registry reads its end where it expected more,
+                // keeps what it got and answers. Wait for that answer, so that what the
+                // registry made of the cut chunk is settled before the client comes back (a
+                // fixed pause was not always enough under load: the client's status query
+                // then found the session as it was before the chunk).
+                let _ = up.shutdown(Shutdown::Write);
+                up.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+                let _ = std::io::copy(&mut up, &mut std::io::sink());
             }
             let _ = client.shutdown(Shutdown::Both);
             (partial.len() as u64, 0, 0, false)
