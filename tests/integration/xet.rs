@@ -294,7 +294,7 @@ fn refused_and_expiring_tokens_are_renewed_and_the_download_stays_on_xet() {
     let f = locked(&hub);
     let (out, report) = fetch_json(&f, &hub, &["-j", "1"], &[]);
     out.ok();
-    assert_eq!(report["from_xet"], 2);
+    assert_eq!(report["from_xet"], 2, "{report}\n{}", out.stderr);
     assert!(
         hub.xet_tokens().len() >= 2,
         "no renewal: {:?}",
@@ -314,7 +314,7 @@ fn refused_and_expiring_tokens_are_renewed_and_the_download_stays_on_xet() {
     );
     let (out, report) = fetch_json(&f, &hub, &["-j", "1"], &[]);
     out.ok();
-    assert_eq!(report["from_xet"], 2, "{report}");
+    assert_eq!(report["from_xet"], 2, "{report}\n{}", out.stderr);
     assert!(
         hub.xet_tokens().len() >= before + 2,
         "the refused token was not replaced"

@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod hostile;
+pub mod listener;
 pub mod oci;
 pub mod referrers_registry;
 pub mod token_service;

@@ -3,10 +3,8 @@
 //! base image made with umoci, and podman with the options this sandbox needs.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -46,36 +44,27 @@ impl Registry {
     /// the last top-level key before `extra`.
     pub fn start_configured(bin: &Path, extra: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        yaml.push_str(&extra(dir.path()));
-        fs::write(&config, yaml).unwrap();
         let log = dir.path().join("registry.log");
-        let child = Command::new(bin)
-            .args(["serve", config.to_str().unwrap()])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Listening on TCP (plain or TLS) is enough: every test then speaks to it.
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not start: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let extra = extra(dir.path());
+        let (child, port) = super::listener::spawn_on_free_port(
+            "the registry",
+            |port| {
+                let yaml = format!(
+                    "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+                    dir.path().join("data").display()
+                );
+                fs::write(&config, yaml).unwrap();
+                Command::new(bin)
+                    .args(["serve", config.to_str().unwrap()])
+                    .stdout(fs::File::create(&log).unwrap())
+                    .stderr(fs::File::options().append(true).open(&log).unwrap())
+                    .spawn()
+                    .unwrap()
+            },
+            || fs::read_to_string(&log).unwrap_or_default(),
+        );
+        let addr = format!("127.0.0.1:{port}");
         Registry {
             child,
             addr,

@@ -4,10 +4,9 @@
 //! and fronted by the Hub emulator in Xet mode (token route, `X-Xet-Hash`, `xetHash`, and a
 //! CAS front that checks tokens, logs, counts xorb bytes and injects faults).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hub_emulator::HubEmulator;
 
@@ -48,28 +47,25 @@ impl XetBed {
             return None;
         }
         let data = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "-p", &port.to_string(), "-d"])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (child, port) = super::listener::spawn_on_free_port(
+            "local_cas_server",
+            |port| {
+                Command::new(&bin)
+                    .args(["--host", "127.0.0.1", "-p", &port.to_string(), "-d"])
+                    .arg(data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            },
+            String::new,
+        );
         let bed = XetBed {
             child,
             _data: data,
             upstream: format!("http://127.0.0.1:{port}"),
             python,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "local_cas_server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         Some(bed)
     }
 
