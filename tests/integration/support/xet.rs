@@ -14,6 +14,11 @@ use hub_emulator::HubEmulator;
 pub struct XetBed {
     child: Child,
     _data: tempfile::TempDir,
+    /// The uploader's own cache (`HF_XET_CACHE`), as new as this CAS. hf_xet keeps a shard
+    /// cache per endpoint URL: shared through `~/.cache`, a CAS on a port an earlier test's
+    /// CAS had would inherit that test's shards, and the uploader would skip xorbs this CAS
+    /// never got (its reconstructions then answer 404).
+    uploader_cache: tempfile::TempDir,
     /// `http://127.0.0.1:PORT` of the CAS itself (the emulator fronts it).
     pub upstream: String,
     python: PathBuf,
@@ -63,6 +68,7 @@ impl XetBed {
         let bed = XetBed {
             child,
             _data: data,
+            uploader_cache: tempfile::tempdir().unwrap(),
             upstream: format!("http://127.0.0.1:{port}"),
             python,
         };
@@ -90,6 +96,8 @@ impl XetBed {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/xet/upload.py");
         let out = super::sh(
             Command::new(&self.python)
+                .env("HF_XET_CACHE", self.uploader_cache.path())
+                .env("HF_HOME", self.uploader_cache.path())
                 .arg(script)
                 .arg(&self.upstream)
                 .args(&paths),
