@@ -62,10 +62,13 @@ def changed_tensors(size):
     return len([t for t in range(size // TENSOR) if t % 10 == 5])
 
 
-def upload(py, cas, paths):
-    """Uploads through hf_xet; returns {sha256: xet hash}."""
+def upload(py, cas, paths, cache):
+    """Uploads through hf_xet; returns {sha256: xet hash}. `cache` is the uploader's own cache,
+    as new as the CAS: hf_xet keeps shards per endpoint URL, and a CAS on a port an earlier one
+    had would otherwise inherit them, and never get the xorbs the uploader thinks it has."""
+    env = dict(os.environ, HF_XET_CACHE=str(cache), HF_HOME=str(cache))
     out = subprocess.run([str(py), str(ROOT / "tests" / "xet" / "upload.py"), cas, *map(str, paths)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=env).stdout
     return {v["sha256"]: v["hash"] for v in map(json.loads, out.splitlines())}
 
 
@@ -106,11 +109,11 @@ def run(args, mb, emulator_bin, py2):
                 time.sleep(0.1)
         print("==> uploading through hf_xet (the reference uploader)", flush=True)
         hashes = {}
-        hashes.update(upload(py2, cas, sorted(p for p in big.iterdir() if p.is_file())))
-        hashes.update(upload(py2, cas, sorted(small.rglob("*.parquet"))))
-        hashes.update(upload(py2, cas, [v1 / "model.safetensors"]))
+        hashes.update(upload(py2, cas, sorted(p for p in big.iterdir() if p.is_file()), work / "uploader-cache"))
+        hashes.update(upload(py2, cas, sorted(small.rglob("*.parquet")), work / "uploader-cache"))
+        hashes.update(upload(py2, cas, [v1 / "model.safetensors"], work / "uploader-cache"))
         # Revision two by a separate upload, deduplicated against revision one's xorbs.
-        hashes.update(upload(py2, cas, [v2 / "model.safetensors"]))
+        hashes.update(upload(py2, cas, [v2 / "model.safetensors"], work / "uploader-cache"))
         (work / "hashes.json").write_text(json.dumps(hashes))
         em = subprocess.Popen([str(emulator_bin), "--model", f"acme/big={big}", "--dataset", f"acme/small={small}",
                                "--model", f"acme/update={v1}", "--model", f"acme/update={v2}",
