@@ -108,12 +108,12 @@ def run(args, mb, emulator_bin, py2):
                     raise SystemExit("local_cas_server did not start")
                 time.sleep(0.1)
         print("==> uploading through hf_xet (the reference uploader)", flush=True)
-        hashes = {}
-        hashes.update(upload(py2, cas, sorted(p for p in big.iterdir() if p.is_file()), work / "uploader-cache"))
-        hashes.update(upload(py2, cas, sorted(small.rglob("*.parquet")), work / "uploader-cache"))
-        hashes.update(upload(py2, cas, [v1 / "model.safetensors"], work / "uploader-cache"))
+        hashes, cache = {}, work / "uploader-cache"
+        hashes.update(upload(py2, cas, sorted(p for p in big.iterdir() if p.is_file()), cache))
+        hashes.update(upload(py2, cas, sorted(small.rglob("*.parquet")), cache))
+        hashes.update(upload(py2, cas, [v1 / "model.safetensors"], cache))
         # Revision two by a separate upload, deduplicated against revision one's xorbs.
-        hashes.update(upload(py2, cas, [v2 / "model.safetensors"], work / "uploader-cache"))
+        hashes.update(upload(py2, cas, [v2 / "model.safetensors"], cache))
         (work / "hashes.json").write_text(json.dumps(hashes))
         em = subprocess.Popen([str(emulator_bin), "--model", f"acme/big={big}", "--dataset", f"acme/small={small}",
                                "--model", f"acme/update={v1}", "--model", f"acme/update={v2}",

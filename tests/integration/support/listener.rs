@@ -8,6 +8,9 @@ use std::net::TcpListener;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// How many ports a program is given before its start is given up.
+const TRIES: usize = 5;
+
 /// Tries a free port in `spawn` (given the port, it starts the program) until the program
 /// listens on it itself; panics with `what` and `log()` when it never does.
 pub fn spawn_on_free_port(
@@ -15,29 +18,43 @@ pub fn spawn_on_free_port(
     mut spawn: impl FnMut(u16) -> Child,
     log: impl Fn() -> String,
 ) -> (Child, u16) {
-    for _ in 0..5 {
+    for _ in 0..TRIES {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port on 127.0.0.1")
             .port();
         let mut child = spawn(port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if listens(child.id(), port) {
-                return (child, port);
-            }
-            // The program stopped (its bind failed) or the port is another's: try another.
-            let exited = matches!(child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                assert!(Instant::now() < deadline, "{what} did not start: {}", log());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if listening_or_exited(&mut child, port, what, &log) {
+            return (child, port);
         }
     }
-    panic!("{what} never got a port of its own: {}", log());
+    panic!(
+        "{what} exited on each of the {TRIES} ports it was given (each taken by another program, or it fails on its own): {}",
+        log()
+    );
+}
+
+/// Waits until `child` listens on `port` (true) or exits (false: its bind failed, or it
+/// failed otherwise); panics when it does neither within 20 s.
+fn listening_or_exited(child: &mut Child, port: u16, what: &str, log: impl Fn() -> String) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if listens(child.id(), port) {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not listen on port {port} within 20 s: {}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Whether process `pid` holds a socket listening on 127.0.0.1 (or any address) at `port`:

@@ -52,18 +52,19 @@ impl XetBed {
             return None;
         }
         let data = tempfile::tempdir().unwrap();
+        let log = data.path().join("cas.log");
         let (child, port) = super::listener::spawn_on_free_port(
             "local_cas_server",
             |port| {
                 Command::new(&bin)
                     .args(["--host", "127.0.0.1", "-p", &port.to_string(), "-d"])
-                    .arg(data.path())
+                    .arg(data.path().join("cas"))
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
                     .spawn()
                     .unwrap()
             },
-            String::new,
+            || std::fs::read_to_string(&log).unwrap_or_default(),
         );
         let bed = XetBed {
             child,
